@@ -1,0 +1,64 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "keyward",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "keyward", targets: ["keyward"]),
+        .library(name: "KeywardCrypto", targets: ["KeywardCrypto"]),
+        .library(name: "KeywardTesting", targets: ["KeywardTesting"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+    ],
+    targets: [
+        // The system libcrypto's EVP interface, reached directly for the AES-GCM hot path and RSA
+        // paddings swift-crypto lacks (OAEP-SHA384/512). Only our own shim functions are visible to Swift.
+        .target(
+            name: "CKeywardOpenSSL",
+            linkerSettings: [.linkedLibrary("crypto")]
+        ),
+        .target(
+            name: "KeywardCrypto",
+            dependencies: [
+                "CKeywardOpenSSL",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(name: "KeywardKeyStores", dependencies: ["KeywardCrypto"], swiftSettings: strict),
+        .target(name: "KeywardStorage", dependencies: ["KeywardCrypto"], swiftSettings: strict),
+        .target(
+            name: "KeywardGateway",
+            dependencies: ["KeywardCrypto", "KeywardKeyStores", "KeywardStorage"],
+            swiftSettings: strict
+        ),
+        .target(name: "KeywardTesting", dependencies: ["KeywardCrypto"], swiftSettings: strict),
+        .executableTarget(
+            name: "keyward",
+            dependencies: [
+                "KeywardCrypto",
+                "KeywardKeyStores",
+                "KeywardGateway",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "KeywardCryptoTests",
+            dependencies: [
+                "KeywardCrypto",
+                "KeywardTesting",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
+            swiftSettings: strict
+        ),
+    ]
+)

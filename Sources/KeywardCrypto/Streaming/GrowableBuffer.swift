@@ -1,0 +1,66 @@
+import CKeywardOpenSSL
+
+/// A byte buffer whose tail can be written in place without zero-filling first (unlike `[UInt8]`),
+/// reused for the life of a stream. It may hold plaintext, so it is wiped when freed or cleared.
+final class GrowableBuffer {
+    private var storage: UnsafeMutableRawPointer
+    private(set) var capacity: Int
+    private(set) var count: Int = 0
+
+    init(capacity: Int = 64 * 1024) {
+        self.capacity = max(capacity, 16)
+        storage = .allocate(byteCount: self.capacity, alignment: 16)
+    }
+
+    deinit {
+        kw_cleanse(storage, capacity)
+        storage.deallocate()
+    }
+
+    var isEmpty: Bool { count == 0 }
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: storage, count: count) }
+
+    /// Room for `n` more bytes at the end; write them, then ``commit(_:)``.
+    func reserveTail(_ n: Int) -> UnsafeMutableRawPointer {
+        if count + n > capacity { grow(to: count + n) }
+        return storage + count
+    }
+
+    func commit(_ n: Int) {
+        precondition(count + n <= capacity)
+        count += n
+    }
+
+    func append(_ bytes: UnsafeRawBufferPointer) {
+        guard !bytes.isEmpty else { return }
+        reserveTail(bytes.count).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        count += bytes.count
+    }
+
+    func append(_ bytes: [UInt8]) { bytes.withUnsafeBytes { append($0) } }
+
+    /// Drops the first `n` bytes, moving the rest to the front.
+    func removeFirst(_ n: Int) {
+        precondition(n <= count)
+        if n == count { clear(); return }
+        (storage).copyMemory(from: storage + n, byteCount: count - n)
+        kw_cleanse(storage + (count - n), n)
+        count -= n
+    }
+
+    func clear() {
+        kw_cleanse(storage, count)
+        count = 0
+    }
+
+    private func grow(to needed: Int) {
+        var newCapacity = capacity
+        while newCapacity < needed { newCapacity *= 2 }
+        let new = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 16)
+        new.copyMemory(from: storage, byteCount: count)
+        kw_cleanse(storage, capacity)
+        storage.deallocate()
+        storage = new
+        capacity = newCapacity
+    }
+}

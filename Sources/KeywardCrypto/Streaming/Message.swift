@@ -1,0 +1,84 @@
+/// Encrypting and decrypting whole messages, in memory or between streams: the entry points the CLI
+/// and the gateway use. Each call obtains materials from a materials manager first (the only
+/// `await`), then runs the frame loop synchronously.
+public enum Message {
+    /// Plaintext read per step when streaming.
+    public static let chunkSize = 1 << 20
+
+    /// Encrypts `source` into `sink` as one message; returns its header.
+    @discardableResult
+    public static func encrypt(
+        from source: inout some ByteSource, to sink: inout some ByteSink,
+        materialsManager: some CryptographicMaterialsManager, context: EncryptionContext,
+        suite: AlgorithmSuite? = nil, frameLength: Int = MessageEncryptor.defaultFrameLength,
+        plaintextLength: Int? = nil, commitmentPolicy: CommitmentPolicy = .requireEncryptRequireDecrypt
+    ) async throws -> MessageHeader {
+        let materials = try await materialsManager.encryptionMaterials(for: EncryptionMaterialsRequest(
+            encryptionContext: context, suite: suite, plaintextLength: plaintextLength, commitmentPolicy: commitmentPolicy))
+        var encryptor = try MessageEncryptor(materials: materials, frameLength: frameLength)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 16)
+        defer {
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            buffer.deallocate()
+        }
+        while true {
+            let n = try source.read(into: buffer)
+            if n == 0 { break }
+            try encryptor.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            try encryptor.drain { try sink.write($0) }
+        }
+        try encryptor.finish()
+        try encryptor.drain { try sink.write($0) }
+        return encryptor.header
+    }
+
+    /// Decrypts one message from `source` into `sink`; returns its header.
+    ///
+    /// On failure, bytes already written to `sink` were authenticated frames of an incomplete or
+    /// unverified message: the caller must discard them.
+    @discardableResult
+    public static func decrypt(
+        from source: inout some ByteSource, to sink: inout some ByteSink,
+        materialsManager: some CryptographicMaterialsManager, options: DecryptionOptions = DecryptionOptions()
+    ) async throws -> MessageHeader {
+        var decryptor = MessageDecryptor(options: options)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let n = try source.read(into: buffer)
+            if n == 0 { break }
+            try decryptor.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            if let request = decryptor.materialsRequest {
+                try decryptor.begin(with: try await materialsManager.decryptionMaterials(for: request))
+            }
+            try decryptor.drain { try sink.write($0) }
+        }
+        try decryptor.finish()
+        try decryptor.drain { try sink.write($0) }
+        return decryptor.header!
+    }
+
+    /// Encrypts bytes in memory.
+    public static func encrypt(
+        _ plaintext: [UInt8], materialsManager: some CryptographicMaterialsManager, context: EncryptionContext,
+        suite: AlgorithmSuite? = nil, frameLength: Int = MessageEncryptor.defaultFrameLength,
+        commitmentPolicy: CommitmentPolicy = .requireEncryptRequireDecrypt
+    ) async throws -> [UInt8] {
+        var source = ArraySource(plaintext)
+        var sink = ArraySink()
+        try await encrypt(from: &source, to: &sink, materialsManager: materialsManager, context: context, suite: suite,
+                          frameLength: frameLength, plaintextLength: plaintext.count, commitmentPolicy: commitmentPolicy)
+        return sink.bytes
+    }
+
+    /// Decrypts a message in memory; nothing is returned unless the whole message verifies.
+    public static func decrypt(
+        _ message: [UInt8], materialsManager: some CryptographicMaterialsManager,
+        options: DecryptionOptions = DecryptionOptions()
+    ) async throws -> (plaintext: [UInt8], header: MessageHeader) {
+        var source = ArraySource(message)
+        var sink = ArraySink()
+        let header = try await decrypt(from: &source, to: &sink, materialsManager: materialsManager, options: options)
+        return (sink.bytes, header)
+    }
+}

@@ -1,0 +1,315 @@
+/// Options for reading messages.
+public struct DecryptionOptions: Sendable {
+    public var commitmentPolicy: CommitmentPolicy
+    /// Pairs that must be present, with these values, in the message's encryption context.
+    public var requiredContext: EncryptionContext
+    /// Refuse messages with more encrypted data keys than this (nil: no limit).
+    public var maxEncryptedDataKeys: Int?
+    /// Non-framed content must be held whole until its tag verifies; this bounds that memory.
+    public var maxNonFramedContentLength: Int
+
+    public init(commitmentPolicy: CommitmentPolicy = .requireEncryptRequireDecrypt,
+                requiredContext: EncryptionContext = [:], maxEncryptedDataKeys: Int? = nil,
+                maxNonFramedContentLength: Int = 256 << 20) {
+        self.commitmentPolicy = commitmentPolicy
+        self.requiredContext = requiredContext
+        self.maxEncryptedDataKeys = maxEncryptedDataKeys
+        self.maxNonFramedContentLength = maxNonFramedContentLength
+    }
+}
+
+/// Decrypts one message as a stream. Feed ciphertext with ``update(_:)``; once the header is read,
+/// ``materialsRequest`` is set and the caller obtains materials (an async key-store call) and passes
+/// them to ``begin(with:)``; then keep feeding, call ``finish()`` at the end of input, and drain
+/// plaintext with ``drain(_:)``.
+///
+/// Only authenticated plaintext is ever drained. For signed suites the final frame is withheld
+/// until the signature verifies. A caller that fails must discard what it drained before (the CLI
+/// writes to a temporary file that it renames only on success).
+public struct MessageDecryptor {
+    private enum State {
+        case header
+        case awaitingMaterials
+        case frames
+        case nonFramed
+        case footer
+        case done
+    }
+
+    private let options: DecryptionOptions
+    private var state = State.header
+    /// The parsed header, once read.
+    public private(set) var header: MessageHeader?
+    /// Set when the header has been read and materials are needed.
+    public private(set) var materialsRequest: DecryptionMaterialsRequest?
+
+    private var cipher: AESGCMContext?
+    private var verifier: MessageVerifier?
+    private var aad = BodyAAD(messageID: [])
+    private var expectedSequence: UInt32 = 1
+    private var frameLength = 0
+    private let carry = GrowableBuffer(capacity: 4096)
+    /// Bytes `carry` must hold before parsing again; nil while the needed amount is unknown.
+    private var carryNeeded: Int?
+    private let output = GrowableBuffer(capacity: 64 * 1024)
+    private let withheld = GrowableBuffer(capacity: 16)
+    private var sawAnyInput = false
+
+    public init(options: DecryptionOptions = DecryptionOptions()) {
+        self.options = options
+    }
+
+    /// Whether a complete, verified message has been read.
+    public var isComplete: Bool { if case .done = state { true } else { false } }
+
+    /// Consumes ciphertext. Throws on the first malformed, unauthenticated or superfluous byte.
+    public mutating func update(_ ciphertext: UnsafeRawBufferPointer) throws {
+        if !ciphertext.isEmpty { sawAnyInput = true }
+        var rest = ciphertext
+        while !rest.isEmpty {
+            if case .awaitingMaterials = state {
+                carry.append(rest)
+                return
+            }
+            if carry.isEmpty {
+                let (consumed, needed) = try process(rest)
+                // Whatever is left is an incomplete unit, or waits for materials.
+                carry.append(UnsafeRawBufferPointer(rebasing: rest[consumed...]))
+                carryNeeded = needed
+                return
+            } else {
+                // Top the carried partial unit up to what it needs, no more, then go back to
+                // working straight from the caller's buffer.
+                let want = carryNeeded.map { max($0 - carry.count, 1) } ?? rest.count
+                let take = min(want, rest.count)
+                carry.append(UnsafeRawBufferPointer(rebasing: rest[0..<take]))
+                rest = UnsafeRawBufferPointer(rebasing: rest[take...])
+                if carryNeeded.map({ carry.count >= $0 }) ?? true {
+                    try processCarry()
+                }
+            }
+        }
+    }
+
+    /// Verifies the header with the materials the key store returned, then continues with any
+    /// ciphertext already received.
+    public mutating func begin(with materials: DecryptionMaterials) throws {
+        guard case .awaitingMaterials = state, let header else {
+            preconditionFailure("begin(with:) before the header was read")
+        }
+        guard let dataKey = materials.plaintextDataKey, dataKey.count == header.suite.keyLength else {
+            throw KeywardCryptoError(.noDecryptableKey, "no data key could be decrypted")
+        }
+        let suite = header.suite
+        if suite.isCommitting {
+            let commit = KeyDerivation.commitKey(dataKey: dataKey, suite: suite, messageID: header.messageID)
+            let ok = commit.withUnsafeBytes { a in header.commitKey.withUnsafeBytes { b in constantTimeEqual(a, b) } }
+            guard ok else {
+                throw KeywardCryptoError(.commitmentMismatch, "the data key does not match the message's key commitment")
+            }
+        }
+        let cipher = try AESGCMContext(
+            key: KeyDerivation.contentKey(dataKey: dataKey, suite: suite, messageID: header.messageID), sealing: false)
+        let iv = suite.messageFormatVersion == 1 ? header.authIV : [UInt8](repeating: 0, count: suite.ivLength)
+        let authentic = try iv.withUnsafeBytes { ivp in
+            try header.bodyBytes.withUnsafeBytes { body in
+                try header.authTag.withUnsafeBytes { tag in
+                    var scratch: UInt8 = 0
+                    return try cipher.open(iv: ivp, aad: body, input: UnsafeRawBufferPointer(start: nil, count: 0),
+                                           output: &scratch, tag: tag)
+                }
+            }
+        }
+        guard authentic else {
+            throw KeywardCryptoError(.authenticationFailed, "the message header does not authenticate: it was altered, or the key is wrong")
+        }
+        if suite.isSigned {
+            guard let key = materials.verificationKey else {
+                throw KeywardCryptoError(.malformedMessage, "no verification key for a signed message")
+            }
+            var v = MessageVerifier(key)
+            header.bodyBytes.withUnsafeBytes { v.update($0) }
+            header.authBytes.withUnsafeBytes { v.update($0) }
+            verifier = v
+        }
+        self.cipher = cipher
+        aad = BodyAAD(messageID: header.messageID)
+        frameLength = Int(header.frameLength)
+        materialsRequest = nil
+        state = header.contentType == .framed ? .frames : .nonFramed
+        carryNeeded = nil
+        if !carry.isEmpty { try processCarry() }
+    }
+
+    /// Ends the input: fails unless a complete message was read.
+    public mutating func finish() throws {
+        switch state {
+        case .done: return
+        case .header where !sawAnyInput:
+            throw KeywardCryptoError(.truncatedMessage, "the input is empty")
+        default:
+            throw KeywardCryptoError(.truncatedMessage, "the message ends before it is complete")
+        }
+    }
+
+    /// Hands the authenticated plaintext produced so far to `body`, then forgets it.
+    public mutating func drain(_ body: (UnsafeRawBufferPointer) throws -> Void) rethrows {
+        guard !output.isEmpty else { return }
+        try body(output.bytes)
+        output.clear()
+    }
+
+    private mutating func processCarry() throws {
+        let (consumed, needed) = try process(carry.bytes)
+        carry.removeFirst(consumed)
+        carryNeeded = needed
+    }
+
+    /// Processes whole units from the start of `bytes`.
+    /// - Returns: bytes consumed, and how many bytes (from the first unconsumed one) the next unit
+    ///   needs, or nil when that is unknown or nothing is needed.
+    private mutating func process(_ bytes: UnsafeRawBufferPointer) throws -> (Int, Int?) {
+        var offset = 0
+        while true {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
+            let step: Step
+            switch state {
+            case .header: step = try readHeader(rest)
+            case .awaitingMaterials: return (offset, nil)
+            case .frames: step = try readFrame(rest)
+            case .nonFramed: step = try readNonFramed(rest)
+            case .footer: step = try readFooter(rest)
+            case .done:
+                guard rest.isEmpty else {
+                    throw KeywardCryptoError(.trailingBytes, "bytes follow the end of the message")
+                }
+                return (offset, nil)
+            }
+            switch step {
+            case .consumed(let n): offset += n
+            case .need(let n): return (offset, n)
+            }
+            if offset == bytes.count { return (offset, nil) }
+        }
+    }
+
+    private enum Step { case consumed(Int), need(Int?) }
+
+    private mutating func readHeader(_ bytes: UnsafeRawBufferPointer) throws -> Step {
+        let parsed: (MessageHeader, Int)
+        do {
+            parsed = try MessageHeader.parse(bytes, maxEncryptedDataKeys: options.maxEncryptedDataKeys)
+        } catch is NeedMoreBytes {
+            return .need(nil)
+        }
+        let (header, length) = parsed
+        // Checks that need no key come first, so a refused message never reaches the key store.
+        try options.commitmentPolicy.checkDecrypt(header.suite)
+        guard header.encryptionContext.contains(options.requiredContext) else {
+            throw KeywardCryptoError(.encryptionContextMismatch, "the message's encryption context lacks a required pair")
+        }
+        self.header = header
+        materialsRequest = DecryptionMaterialsRequest(
+            suite: header.suite, encryptedDataKeys: header.encryptedDataKeys,
+            encryptionContext: header.encryptionContext, commitmentPolicy: options.commitmentPolicy)
+        state = .awaitingMaterials
+        return .consumed(length)
+    }
+
+    private mutating func readFrame(_ bytes: UnsafeRawBufferPointer) throws -> Step {
+        guard bytes.count >= 4 else { return .need(4) }
+        var r = ByteReader(bytes)
+        let first = try r.readUInt32()
+        let final = first == UInt32.max
+        let contentLength: Int
+        if final {
+            guard bytes.count >= 24 else { return .need(24) }
+            _ = try r.readUInt32()
+            _ = try r.readSlice(12)
+            contentLength = Int(try r.readUInt32())
+            guard contentLength <= frameLength else {
+                throw KeywardCryptoError(.malformedMessage, "the final frame is longer than the frame length")
+            }
+        } else {
+            contentLength = frameLength
+        }
+        let total = (final ? 24 : 16) + contentLength + 16
+        guard bytes.count >= total else { return .need(total) }
+        r = ByteReader(bytes)
+        if final { _ = try r.readUInt32() }
+        let sequence = try r.readUInt32()
+        guard sequence == expectedSequence else {
+            throw KeywardCryptoError(.malformedMessage, "frames are out of order: expected \(expectedSequence), found \(sequence)")
+        }
+        let iv = try r.readSlice(12)
+        if final { _ = try r.readUInt32() }
+        let content = try r.readSlice(contentLength)
+        let tag = try r.readSlice(16)
+
+        let sink = final && verifier != nil ? withheld : output
+        let dst = sink.reserveTail(contentLength)
+        let cipher = self.cipher!
+        let ok = try aad.with(final ? .finalFrame : .frame, sequence: sequence, length: UInt64(contentLength)) { a in
+            try cipher.open(iv: iv, aad: a, input: content, output: dst, tag: tag)
+        }
+        guard ok else {
+            throw KeywardCryptoError(.authenticationFailed, "frame \(sequence) does not authenticate: the message was altered")
+        }
+        sink.commit(contentLength)
+        verifier?.update(UnsafeRawBufferPointer(rebasing: bytes[0..<total]))
+        if final {
+            state = verifier != nil ? .footer : .done
+        } else {
+            guard expectedSequence < UInt32.max - 1 else {
+                throw KeywardCryptoError(.malformedMessage, "too many frames")
+            }
+            expectedSequence += 1
+        }
+        return .consumed(total)
+    }
+
+    private mutating func readNonFramed(_ bytes: UnsafeRawBufferPointer) throws -> Step {
+        guard bytes.count >= 20 else { return .need(20) }
+        var r = ByteReader(bytes)
+        let iv = try r.readSlice(12)
+        let length = try r.readUInt64()
+        guard length <= (1 << 36) - 32 else {
+            throw KeywardCryptoError(.malformedMessage, "non-framed content is longer than the format allows")
+        }
+        guard length <= UInt64(options.maxNonFramedContentLength) else {
+            throw KeywardCryptoError(.limitExceeded, "non-framed content of \(length) bytes exceeds the limit of \(options.maxNonFramedContentLength)")
+        }
+        let total = 20 + Int(length) + 16
+        guard bytes.count >= total else { return .need(total) }
+        let content = try r.readSlice(Int(length))
+        let tag = try r.readSlice(16)
+        let sink = verifier != nil ? withheld : output
+        let dst = sink.reserveTail(Int(length))
+        let cipher = self.cipher!
+        let ok = try aad.with(.singleBlock, sequence: 1, length: length) { a in
+            try cipher.open(iv: iv, aad: a, input: content, output: dst, tag: tag)
+        }
+        guard ok else {
+            throw KeywardCryptoError(.authenticationFailed, "the message body does not authenticate: it was altered")
+        }
+        sink.commit(Int(length))
+        verifier?.update(UnsafeRawBufferPointer(rebasing: bytes[0..<total]))
+        state = verifier != nil ? .footer : .done
+        return .consumed(total)
+    }
+
+    private mutating func readFooter(_ bytes: UnsafeRawBufferPointer) throws -> Step {
+        guard bytes.count >= 2 else { return .need(2) }
+        var r = ByteReader(bytes)
+        let length = Int(try r.readUInt16())
+        guard bytes.count >= 2 + length else { return .need(2 + length) }
+        let signature = try r.readSlice(length)
+        guard let verifier, verifier.verify(signature) else {
+            throw KeywardCryptoError(.signatureInvalid, "the message signature does not verify: the message was altered")
+        }
+        output.append(withheld.bytes)
+        withheld.clear()
+        state = .done
+        return .consumed(2 + length)
+    }
+}

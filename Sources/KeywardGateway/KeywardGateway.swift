@@ -1,0 +1,2 @@
+/// The OpenAI-compatible HTTP gateway, arriving with the gateway issue.
+public enum KeywardGateway {}
