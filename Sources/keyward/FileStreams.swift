@@ -44,7 +44,8 @@ struct FileDescriptorSink: ByteSink {
 
 /// An output that appears under its name only when complete: bytes go to a temporary file in the
 /// same folder, which is fsynced and renamed over OUT on ``commit()`` and removed otherwise.
-/// `-` writes standard output directly.
+/// `-` writes standard output directly, and so does an existing path that is not a regular file
+/// (a device or a pipe cannot be replaced by a rename, and must not be).
 final class AtomicOutput {
     let sink: FileDescriptorSink
     private let finalPath: String?
@@ -53,6 +54,14 @@ final class AtomicOutput {
     init(path: String) throws {
         guard path != "-" else {
             sink = FileDescriptorSink(fd: STDOUT_FILENO)
+            finalPath = nil
+            return
+        }
+        var st = stat()
+        if stat(path, &st) == 0 && (st.st_mode & S_IFMT) != S_IFREG {
+            let fd = open(path, O_WRONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw CLIError.io("cannot open \(path): \(String(cString: strerror(errno)))") }
+            sink = FileDescriptorSink(fd: fd)
             finalPath = nil
             return
         }

@@ -41,16 +41,16 @@ public enum VerificationKey: Sendable {
 /// Hashes every byte of a message as it is written, then signs the digest.
 struct MessageSigner {
     private let key: P384.Signing.PrivateKey
-    private var hash = SHA384()
+    private let hash = StreamingDigest(bits: 384)
 
     init(_ key: SigningKey) { self.key = key.key }
 
-    mutating func update(_ bytes: UnsafeRawBufferPointer) { hash.update(bufferPointer: bytes) }
+    func update(_ bytes: UnsafeRawBufferPointer) { hash.update(bytes) }
 
     /// The DER signature for the footer.
     func finalize() throws -> [UInt8] {
         do {
-            return Array(try key.signature(for: hash.finalize()).derRepresentation)
+            return Array(try key.signature(for: PrehashedSHA384(bytes: hash.finalize())).derRepresentation)
         } catch {
             throw KeywardCryptoError(.internalError, "signing the message failed")
         }
@@ -59,33 +59,28 @@ struct MessageSigner {
 
 /// Hashes every byte of a message as it is read, then checks the footer.
 struct MessageVerifier {
-    // Separate optionals rather than an enum with payloads: the hashers must be mutated in place,
-    // since copying one out of an enum to update it would copy its state on every frame.
     private let key: VerificationKey
-    private var sha256: SHA256?
-    private var sha384: SHA384?
+    private let hash: StreamingDigest
 
     init(_ key: VerificationKey) {
         self.key = key
         switch key {
-        case .p256: sha256 = SHA256()
-        case .p384: sha384 = SHA384()
+        case .p256: hash = StreamingDigest(bits: 256)
+        case .p384: hash = StreamingDigest(bits: 384)
         }
     }
 
-    mutating func update(_ bytes: UnsafeRawBufferPointer) {
-        sha256?.update(bufferPointer: bytes)
-        sha384?.update(bufferPointer: bytes)
-    }
+    func update(_ bytes: UnsafeRawBufferPointer) { hash.update(bytes) }
 
+    /// Checks the footer's DER signature; call once.
     func verify(_ der: UnsafeRawBufferPointer) -> Bool {
         switch key {
         case .p256(let k):
-            guard let sig = try? P256.Signing.ECDSASignature(derRepresentation: der), let h = sha256 else { return false }
-            return k.isValidSignature(sig, for: h.finalize())
+            guard let sig = try? P256.Signing.ECDSASignature(derRepresentation: der) else { return false }
+            return k.isValidSignature(sig, for: PrehashedSHA256(bytes: hash.finalize()))
         case .p384(let k):
-            guard let sig = try? P384.Signing.ECDSASignature(derRepresentation: der), let h = sha384 else { return false }
-            return k.isValidSignature(sig, for: h.finalize())
+            guard let sig = try? P384.Signing.ECDSASignature(derRepresentation: der) else { return false }
+            return k.isValidSignature(sig, for: PrehashedSHA384(bytes: hash.finalize()))
         }
     }
 }

@@ -2,8 +2,10 @@
 /// drain ciphertext with ``drain(_:)`` as you go. Memory stays at about one frame whatever the
 /// message size; the frame loop allocates nothing.
 ///
-/// Writes format version 2, framed. A frame is written as soon as plaintext beyond it arrives; the
-/// last (possibly full) frame is written by ``finish()`` as the final frame.
+/// Writes format version 2, framed. Whole frames are written as soon as they are complete; the
+/// final frame, written by ``finish()``, holds the remainder and is shorter than a frame (empty when
+/// the plaintext is a multiple of the frame length). The format would allow a full final frame, but
+/// the Python ESDK refuses one, so we never write it; we do read it.
 public struct MessageEncryptor {
     /// The default frame length, as in the ESDK.
     public static let defaultFrameLength = 4096
@@ -73,7 +75,7 @@ public struct MessageEncryptor {
         signer?.update(output.bytes)
     }
 
-    /// Encrypts what it can of `plaintext`; keeps at most one frame back.
+    /// Encrypts every whole frame of `plaintext`; keeps the remainder (less than a frame) back.
     public mutating func update(_ plaintext: UnsafeRawBufferPointer) throws {
         precondition(!finished, "update after finish")
         var rest = plaintext
@@ -81,13 +83,12 @@ public struct MessageEncryptor {
             let take = min(frameLength - pending.count, rest.count)
             pending.append(UnsafeRawBufferPointer(rebasing: rest[0..<take]))
             rest = UnsafeRawBufferPointer(rebasing: rest[take...])
-            guard !rest.isEmpty else { return }
-            // More plaintext follows a full pending frame, so that frame is not the final one.
+            guard pending.count == frameLength else { return }
             try writeFrame(pending.bytes, final: false)
             pending.clear()
         }
-        // Frames come straight from the caller's buffer; only a tail that might be final is copied.
-        while rest.count > frameLength {
+        // Frames come straight from the caller's buffer; only a partial tail is copied.
+        while rest.count >= frameLength {
             try writeFrame(UnsafeRawBufferPointer(rebasing: rest[0..<frameLength]), final: false)
             rest = UnsafeRawBufferPointer(rebasing: rest[frameLength...])
         }

@@ -1,0 +1,98 @@
+import PropertyBased
+import Testing
+@testable import KeywardCrypto
+
+@Suite struct RoundTripTests {
+    static let suites: [AlgorithmSuite] = [.aes256GCMHKDFSHA512CommitKey, .aes256GCMHKDFSHA512CommitKeyECDSAP384]
+
+    @Test(arguments: suites, [1, 128, 4096])
+    func sizesAroundFrameBoundaries(suite: AlgorithmSuite, frame: Int) async throws {
+        let keyring = try aesKeyring()
+        for size in Set([0, 1, max(frame - 1, 0), frame, frame + 1, 3 * frame, 3 * frame + 7]) {
+            let plaintext = randomBytes(size)
+            let message = try await encrypt(plaintext, keyring: keyring, suite: suite, frameLength: frame)
+            #expect(try await decrypt(message, keyring: keyring) == plaintext, "size \(size)")
+        }
+    }
+
+    @Test func framesAreWrittenAsTheFormatSays() async throws {
+        // 2.5 frames: two regular frames and a final frame of half a frame.
+        let message = try await encrypt(randomBytes(250), keyring: try aesKeyring(), frameLength: 100)
+        let (header, headerLength) = try message.withUnsafeBytes { try MessageHeader.parse($0, maxEncryptedDataKeys: nil) }
+        #expect(header.contentType == .framed)
+        let regular = 4 + 12 + 100 + 16, final = 4 + 4 + 12 + 4 + 50 + 16
+        #expect(message.count == headerLength + 2 * regular + final)
+        let finalStart = headerLength + 2 * regular
+        #expect(Array(message[finalStart..<finalStart + 8]) == [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 3])
+    }
+
+    @Test func exactMultipleEndsWithAnEmptyFinalFrame() async throws {
+        // The Python ESDK refuses a final frame as long as the frame length.
+        let message = try await encrypt(randomBytes(200), keyring: try aesKeyring(), frameLength: 100)
+        let (_, headerLength) = try message.withUnsafeBytes { try MessageHeader.parse($0, maxEncryptedDataKeys: nil) }
+        #expect(message.count == headerLength + 2 * (4 + 12 + 100 + 16) + (4 + 4 + 12 + 4 + 0 + 16))
+    }
+
+    @Test func fullLengthFinalFramesFromOtherWritersAreRead() async throws {
+        // Build a message whose final frame is full, as the spec allows, by re-sealing by hand.
+        let keyring = try aesKeyring()
+        let materials = try await DefaultMaterialsManager(keyring: keyring).encryptionMaterials(
+            for: EncryptionMaterialsRequest(encryptionContext: [:], suite: .aes256GCMHKDFSHA512CommitKey))
+        let e = try MessageEncryptor(materials: materials, frameLength: 4)
+        var message = e.header.bodyBytes + e.header.authTag
+        let key = KeyDerivation.contentKey(dataKey: materials.plaintextDataKey!, suite: materials.suite, messageID: e.header.messageID)
+        var aad = BodyAAD(messageID: e.header.messageID)
+        let iv: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+        let sealed = try [UInt8]([1, 2, 3, 4]).withUnsafeBytes { p in
+            try aad.with(.finalFrame, sequence: 1, length: 4) { a in try AESGCMContext.seal(key: key, iv: iv, aad: Array(a), plaintext: p) }
+        }
+        message += [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 1] + iv + [0, 0, 0, 4] + sealed
+        #expect(try await decrypt(message, keyring: keyring) == [1, 2, 3, 4])
+    }
+
+    @Test func signedMessagesCarryThePublicKeyAndAFooter() async throws {
+        let message = try await encrypt([1], keyring: try aesKeyring(), suite: .aes256GCMHKDFSHA512CommitKeyECDSAP384)
+        let (header, _) = try message.withUnsafeBytes { try MessageHeader.parse($0, maxEncryptedDataKeys: nil) }
+        #expect(header.encryptionContext.value(forKey: EncryptionContext.publicKeyKey) != nil)
+    }
+
+    @Test func streamingDecryptionAcceptsAnyChunking() async throws {
+        let keyring = try aesKeyring()
+        for suite in Self.suites {
+            let plaintext = randomBytes(5000)
+            let message = try await encrypt(plaintext, keyring: keyring, suite: suite, frameLength: 256)
+            for chunks in [[1], [7, 300, 2], [4096], [message.count]] {
+                #expect(try await decryptInChunks(message, keyring: keyring, chunks: chunks) == plaintext)
+            }
+        }
+    }
+
+    @Test func streamingEncryptionAcceptsAnyChunking() async throws {
+        let keyring = try aesKeyring()
+        let materials = try await DefaultMaterialsManager(keyring: keyring).encryptionMaterials(
+            for: EncryptionMaterialsRequest(encryptionContext: [:], suite: .aes256GCMHKDFSHA512CommitKey))
+        let plaintext = randomBytes(3000)
+        var e = try MessageEncryptor(materials: materials, frameLength: 100)
+        var message: [UInt8] = []
+        var offset = 0
+        for n in [0, 1, 99, 100, 101, 1000, 1699] {
+            try plaintext.withUnsafeBytes { try e.update(UnsafeRawBufferPointer(rebasing: $0[offset..<offset + n])) }
+            offset += n
+            e.drain { message.append(contentsOf: $0) }
+        }
+        try e.finish()
+        e.drain { message.append(contentsOf: $0) }
+        #expect(try await decrypt(message, keyring: keyring) == plaintext)
+    }
+
+    @Test func propertyRoundTrip() async throws {
+        let keyring = try aesKeyring()
+        await propertyCheck(count: 60, input: Gen.int(in: 0...3000), Gen.int(in: 1...700), Gen.int(in: 1...900), Gen.bool) {
+            size, frame, chunk, signed in
+            let plaintext = randomBytes(size)
+            let suite: AlgorithmSuite = signed ? .aes256GCMHKDFSHA512CommitKeyECDSAP384 : .aes256GCMHKDFSHA512CommitKey
+            let message = try await encrypt(plaintext, keyring: keyring, suite: suite, frameLength: frame)
+            #expect(try await decryptInChunks(message, keyring: keyring, chunks: [chunk]) == plaintext)
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import Foundation
+@testable import KeywardCrypto
+import Synchronization
+
+func aesKeyring(_ name: String = "k1", bytes: Int = 32, seed: UInt8 = 7) throws -> RawAESKeyring {
+    try RawAESKeyring(namespace: "test", name: name, key: SecretBytes(copying: (0..<bytes).map { UInt8($0) &+ seed }))
+}
+
+func randomBytes(_ n: Int) -> [UInt8] {
+    var g = SystemRandomNumberGenerator()
+    return (0..<n).map { _ in UInt8.random(in: 0...255, using: &g) }
+}
+
+func encrypt(_ plaintext: [UInt8], keyring: some Keyring, suite: AlgorithmSuite = .aes256GCMHKDFSHA512CommitKey,
+             frameLength: Int = 4096, context: EncryptionContext = ["purpose": "test"]) async throws -> [UInt8] {
+    try await Message.encrypt(plaintext, materialsManager: DefaultMaterialsManager(keyring: keyring), context: context,
+                              suite: suite, frameLength: frameLength)
+}
+
+func decrypt(_ message: [UInt8], keyring: some Keyring, options: DecryptionOptions = DecryptionOptions()) async throws -> [UInt8] {
+    try await Message.decrypt(message, materialsManager: DefaultMaterialsManager(keyring: keyring), options: options).plaintext
+}
+
+/// Feeds a message to the streaming decryptor in chunks of the given sizes (cycled).
+func decryptInChunks(_ message: [UInt8], keyring: some Keyring, chunks: [Int]) async throws -> [UInt8] {
+    var d = MessageDecryptor()
+    var out: [UInt8] = []
+    var offset = 0, i = 0
+    let manager = DefaultMaterialsManager(keyring: keyring)
+    while offset < message.count {
+        let n = min(max(chunks[i % chunks.count], 1), message.count - offset)
+        i += 1
+        try message.withUnsafeBytes { try d.update(UnsafeRawBufferPointer(rebasing: $0[offset..<offset + n])) }
+        offset += n
+        if let request = d.materialsRequest { try d.begin(with: try await manager.decryptionMaterials(for: request)) }
+        d.drain { out.append(contentsOf: $0) }
+    }
+    try d.finish()
+    d.drain { out.append(contentsOf: $0) }
+    return out
+}
+
+/// Wraps a keyring and counts how often it is asked: a stand-in for key-store calls.
+final class CountingKeyring: Keyring {
+    let inner: any Keyring
+    private let counts = Mutex((encrypt: 0, decrypt: 0))
+    init(_ inner: any Keyring) { self.inner = inner }
+    var encryptCalls: Int { counts.withLock { $0.encrypt } }
+    var decryptCalls: Int { counts.withLock { $0.decrypt } }
+    func onEncrypt(_ m: EncryptionMaterials) async throws -> EncryptionMaterials {
+        counts.withLock { $0.encrypt += 1 }
+        return try await inner.onEncrypt(m)
+    }
+    func onDecrypt(_ m: DecryptionMaterials, encryptedDataKeys: [EncryptedDataKey]) async throws -> DecryptionMaterials {
+        counts.withLock { $0.decrypt += 1 }
+        return try await inner.onDecrypt(m, encryptedDataKeys: encryptedDataKeys)
+    }
+}
+
+func hex(_ s: String) -> [UInt8] {
+    var out: [UInt8] = []
+    var it = s.makeIterator()
+    while let a = it.next(), let b = it.next() { out.append(UInt8(String([a, b]), radix: 16)!) }
+    return out
+}
+
+/// Expects `body` to throw a KeywardCryptoError with `code`.
+func expectCode(_ code: KeywardCryptoError.Code, _ body: () async throws -> Void,
+                sourceLocation: SourceLocation = #_sourceLocation) async {
+    do {
+        try await body()
+        Issue.record("expected \(code), but nothing was thrown", sourceLocation: sourceLocation)
+    } catch let e as KeywardCryptoError {
+        #expect(e.code == code, "got \(e)", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("expected \(code), got \(error)", sourceLocation: sourceLocation)
+    }
+}
+
+import Testing
