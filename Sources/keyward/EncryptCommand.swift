@@ -25,7 +25,7 @@ struct EncryptCommand: AsyncParsableCommand {
 
     func run() async throws {
         let manager = DefaultMaterialsManager(keyring: try common.keyring())
-        var source = try FileDescriptorSource.open(common.input)
+        var source = try openInput(common.input)
         let output = try AtomicOutput(path: common.output)
         var sink = output.sink
         try await Message.encrypt(

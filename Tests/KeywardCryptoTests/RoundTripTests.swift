@@ -85,6 +85,31 @@ import Testing
         #expect(try await decrypt(message, keyring: keyring) == plaintext)
     }
 
+    /// Large enough that whole-frame batches are sealed and opened on several threads.
+    @Test(arguments: suites, [1000, 4096, 65536])
+    func largeMessagesRoundTripThroughParallelBatches(suite: AlgorithmSuite, frame: Int) async throws {
+        let keyring = try aesKeyring()
+        let plaintext = randomBytes((3 << 20) + 123)
+        let message = try await encrypt(plaintext, keyring: keyring, suite: suite, frameLength: frame)
+        #expect(try await decrypt(message, keyring: keyring) == plaintext)
+        #expect(try await decryptInChunks(message, keyring: keyring, chunks: [300_001, 77, 1 << 20]) == plaintext)
+        // Streaming encryption in odd chunks produces a message that decrypts the same way.
+        let materials = try await DefaultMaterialsManager(keyring: keyring).encryptionMaterials(
+            for: EncryptionMaterialsRequest(encryptionContext: [:], suite: suite))
+        var e = try MessageEncryptor(materials: materials, frameLength: frame)
+        var streamed: [UInt8] = []
+        var offset = 0
+        for n in [5, 200_000, 1 << 20, 17, plaintext.count] {
+            let m = min(n, plaintext.count - offset)
+            try plaintext.withUnsafeBytes { try e.update(UnsafeRawBufferPointer(rebasing: $0[offset..<offset + m])) }
+            offset += m
+            e.drain { streamed.append(contentsOf: $0) }
+        }
+        try e.finish()
+        e.drain { streamed.append(contentsOf: $0) }
+        #expect(try await decrypt(streamed, keyring: keyring) == plaintext)
+    }
+
     @Test func propertyRoundTrip() async throws {
         let keyring = try aesKeyring()
         await propertyCheck(count: 60, input: Gen.int(in: 0...3000), Gen.int(in: 1...700), Gen.int(in: 1...900), Gen.bool) {

@@ -74,6 +74,24 @@ import Testing
     }
 
     @Test(arguments: suites)
+    func tamperingInsideAParallelBatchNamesTheFrame(suite: AlgorithmSuite) async throws {
+        let keyring = try aesKeyring()
+        let message = try await encrypt(randomBytes(1 << 20), keyring: keyring, suite: suite, frameLength: 4096)
+        let (_, headerLength) = try layout(message)
+        for frame in [1, 2, 100, 255] {  // first, second, middle, last regular frame
+            var bad = message
+            bad[headerLength + (frame - 1) * (16 + 4096 + 16) + 16 + 7] ^= 1
+            do {
+                _ = try await decrypt(bad, keyring: keyring)
+                Issue.record("frame \(frame) tampering went unnoticed")
+            } catch let e as KeywardCryptoError {
+                #expect(e.code == .authenticationFailed)
+                #expect(e.reason.contains("frame \(frame) "), "\(e.reason)")
+            }
+        }
+    }
+
+    @Test(arguments: suites)
     func everyTruncationIsRefused(suite: AlgorithmSuite) async throws {
         let keyring = try aesKeyring()
         let message = try await encrypt(randomBytes(200), keyring: keyring, suite: suite, frameLength: 64)

@@ -1,7 +1,9 @@
-/// Where a streaming encryption or decryption reads from.
+/// Where a streaming encryption or decryption reads from. Chunks are lent, not copied, so a
+/// memory-mapped file feeds the frame loop straight from the page cache.
 public protocol ByteSource {
-    /// Fills up to `buffer.count` bytes; returns 0 at the end of input.
-    mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
+    /// Calls `body` with the next bytes (at least one); returns false, without calling it, at the
+    /// end of input. The bytes are valid only during the call.
+    mutating func nextChunk(_ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool
 }
 
 /// Where a streaming encryption or decryption writes to.
@@ -16,16 +18,15 @@ public struct ArraySink: ByteSink {
     public mutating func write(_ bytes: UnsafeRawBufferPointer) throws { self.bytes.append(contentsOf: bytes) }
 }
 
-/// A source over bytes in memory.
+/// A source over bytes in memory, lent as one chunk.
 public struct ArraySource: ByteSource {
     private let bytes: [UInt8]
-    private var offset = 0
+    private var done = false
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
-    public mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        let n = min(buffer.count, bytes.count - offset)
-        guard n > 0 else { return 0 }
-        bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + n])) }
-        offset += n
-        return n
+    public mutating func nextChunk(_ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
+        guard !done, !bytes.isEmpty else { return false }
+        done = true
+        try bytes.withUnsafeBytes(body)
+        return true
     }
 }

@@ -1,20 +1,27 @@
 import CKeywardOpenSSL
 
 /// A byte buffer whose tail can be written in place without zero-filling first (unlike `[UInt8]`),
-/// reused for the life of a stream. It may hold plaintext, so it is wiped when freed or cleared.
+/// reused for the life of a stream. A buffer that may hold plaintext is wiped whenever bytes leave
+/// it; one that only ever holds ciphertext is not, since wiping it costs bandwidth and hides nothing.
 final class GrowableBuffer {
     private var storage: UnsafeMutableRawPointer
     private(set) var capacity: Int
     private(set) var count: Int = 0
+    private let holdsSecrets: Bool
 
-    init(capacity: Int = 64 * 1024) {
+    init(capacity: Int = 64 * 1024, holdsSecrets: Bool) {
         self.capacity = max(capacity, 16)
+        self.holdsSecrets = holdsSecrets
         storage = .allocate(byteCount: self.capacity, alignment: 16)
     }
 
     deinit {
-        kw_cleanse(storage, capacity)
+        wipe(storage, capacity)
         storage.deallocate()
+    }
+
+    private func wipe(_ p: UnsafeMutableRawPointer, _ n: Int) {
+        if holdsSecrets { kw_cleanse(p, n) }
     }
 
     var isEmpty: Bool { count == 0 }
@@ -44,12 +51,12 @@ final class GrowableBuffer {
         precondition(n <= count)
         if n == count { clear(); return }
         (storage).copyMemory(from: storage + n, byteCount: count - n)
-        kw_cleanse(storage + (count - n), n)
+        wipe(storage + (count - n), n)
         count -= n
     }
 
     func clear() {
-        kw_cleanse(storage, count)
+        wipe(storage, count)
         count = 0
     }
 
@@ -58,7 +65,7 @@ final class GrowableBuffer {
         while newCapacity < needed { newCapacity *= 2 }
         let new = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 16)
         new.copyMemory(from: storage, byteCount: count)
-        kw_cleanse(storage, capacity)
+        wipe(storage, capacity)
         storage.deallocate()
         storage = new
         capacity = newCapacity

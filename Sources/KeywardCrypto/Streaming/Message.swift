@@ -2,9 +2,6 @@
 /// and the gateway use. Each call obtains materials from a materials manager first (the only
 /// `await`), then runs the frame loop synchronously.
 public enum Message {
-    /// Plaintext read per step when streaming.
-    public static let chunkSize = 1 << 20
-
     /// Encrypts `source` into `sink` as one message; returns its header.
     @discardableResult
     public static func encrypt(
@@ -16,17 +13,10 @@ public enum Message {
         let materials = try await materialsManager.encryptionMaterials(for: EncryptionMaterialsRequest(
             encryptionContext: context, suite: suite, plaintextLength: plaintextLength, commitmentPolicy: commitmentPolicy))
         var encryptor = try MessageEncryptor(materials: materials, frameLength: frameLength)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 16)
-        defer {
-            buffer.initializeMemory(as: UInt8.self, repeating: 0)
-            buffer.deallocate()
-        }
-        while true {
-            let n = try source.read(into: buffer)
-            if n == 0 { break }
-            try encryptor.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+        while try source.nextChunk({ chunk in
+            try encryptor.update(chunk)
             try encryptor.drain { try sink.write($0) }
-        }
+        }) {}
         try encryptor.finish()
         try encryptor.drain { try sink.write($0) }
         return encryptor.header
@@ -42,12 +32,9 @@ public enum Message {
         materialsManager: some CryptographicMaterialsManager, options: DecryptionOptions = DecryptionOptions()
     ) async throws -> MessageHeader {
         var decryptor = MessageDecryptor(options: options)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 16)
-        defer { buffer.deallocate() }
-        while true {
-            let n = try source.read(into: buffer)
-            if n == 0 { break }
-            try decryptor.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+        while try source.nextChunk({ try decryptor.update($0) }) {
+            // The one await: fetching materials once the header is in. Chunks read meanwhile wait
+            // inside the decryptor.
             if let request = decryptor.materialsRequest {
                 try decryptor.begin(with: try await materialsManager.decryptionMaterials(for: request))
             }

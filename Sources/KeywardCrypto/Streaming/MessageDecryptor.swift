@@ -43,16 +43,17 @@ public struct MessageDecryptor {
     /// Set when the header has been read and materials are needed.
     public private(set) var materialsRequest: DecryptionMaterialsRequest?
 
-    private var cipher: AESGCMContext?
+    private var contentKey: SecretBytes?
+    /// One per worker; `ciphers[0]` opens frames one at a time.
+    private var ciphers: [FrameCipher] = []
     private var verifier: MessageVerifier?
-    private var aad = BodyAAD(messageID: [])
     private var expectedSequence: UInt32 = 1
     private var frameLength = 0
-    private let carry = GrowableBuffer(capacity: 4096)
+    private let carry = GrowableBuffer(capacity: 4096, holdsSecrets: false)
     /// Bytes `carry` must hold before parsing again; nil while the needed amount is unknown.
     private var carryNeeded: Int?
-    private let output = GrowableBuffer(capacity: 64 * 1024)
-    private let withheld = GrowableBuffer(capacity: 16)
+    private let output = GrowableBuffer(capacity: 64 * 1024, holdsSecrets: true)
+    private let withheld = GrowableBuffer(capacity: 16, holdsSecrets: true)
     private var sawAnyInput = false
 
     public init(options: DecryptionOptions = DecryptionOptions()) {
@@ -108,8 +109,8 @@ public struct MessageDecryptor {
                 throw KeywardCryptoError(.commitmentMismatch, "the data key does not match the message's key commitment")
             }
         }
-        let cipher = try AESGCMContext(
-            key: KeyDerivation.contentKey(dataKey: dataKey, suite: suite, messageID: header.messageID), sealing: false)
+        let contentKey = KeyDerivation.contentKey(dataKey: dataKey, suite: suite, messageID: header.messageID)
+        let cipher = try AESGCMContext(key: contentKey, sealing: false)
         let iv = suite.messageFormatVersion == 1 ? header.authIV : [UInt8](repeating: 0, count: suite.ivLength)
         let authentic = try iv.withUnsafeBytes { ivp in
             try header.bodyBytes.withUnsafeBytes { body in
@@ -132,8 +133,8 @@ public struct MessageDecryptor {
             header.authBytes.withUnsafeBytes { v.update($0) }
             verifier = v
         }
-        self.cipher = cipher
-        aad = BodyAAD(messageID: header.messageID)
+        self.contentKey = contentKey
+        ciphers = [try FrameCipher(key: contentKey, sealing: false, messageID: header.messageID)]
         frameLength = Int(header.frameLength)
         materialsRequest = nil
         state = header.contentType == .framed ? .frames : .nonFramed
@@ -176,7 +177,7 @@ public struct MessageDecryptor {
             switch state {
             case .header: step = try readHeader(rest)
             case .awaitingMaterials: return (offset, nil)
-            case .frames: step = try readFrame(rest)
+            case .frames: step = try readFramesInParallel(rest) ?? readFrame(rest)
             case .nonFramed: step = try readNonFramed(rest)
             case .footer: step = try readFooter(rest)
             case .done:
@@ -248,11 +249,7 @@ public struct MessageDecryptor {
 
         let sink = final && verifier != nil ? withheld : output
         let dst = sink.reserveTail(contentLength)
-        let cipher = self.cipher!
-        let ok = try aad.with(final ? .finalFrame : .frame, sequence: sequence, length: UInt64(contentLength)) { a in
-            try cipher.open(iv: iv, aad: a, input: content, output: dst, tag: tag)
-        }
-        guard ok else {
+        guard try ciphers[0].open(final ? .finalFrame : .frame, sequence: sequence, iv: iv, content: content, tag: tag, to: dst) else {
             throw KeywardCryptoError(.authenticationFailed, "frame \(sequence) does not authenticate: the message was altered")
         }
         sink.commit(contentLength)
@@ -266,6 +263,55 @@ public struct MessageDecryptor {
             expectedSequence += 1
         }
         return .consumed(total)
+    }
+
+    /// Opens a run of whole, in-order regular frames at the start of `bytes` on several threads;
+    /// nil when there are too few for that to pay (or anything unusual, which ``readFrame(_:)``
+    /// then handles and reports one frame at a time).
+    private mutating func readFramesInParallel(_ bytes: UnsafeRawBufferPointer) throws -> Step? {
+        guard FrameParallelism.workers > 1, frameLength * 2 <= bytes.count,
+              let key = contentKey, let header else { return nil }
+        let per = 16 + frameLength + 16
+        var count = 0
+        while (count + 1) * per <= bytes.count, expectedSequence + UInt32(count) < UInt32.max - 2 {
+            var r = ByteReader(UnsafeRawBufferPointer(rebasing: bytes[(count * per)...]))
+            guard try r.readUInt32() == expectedSequence + UInt32(count) else { break }
+            count += 1
+        }
+        guard count >= 2, count * frameLength >= FrameParallelism.minimumBatchBytes else { return nil }
+        let parts = min(FrameParallelism.workers, count)
+        while ciphers.count < parts {
+            ciphers.append(try FrameCipher(key: key, sealing: false, messageID: header.messageID))
+        }
+        let frameLength = self.frameLength, first = expectedSequence, ciphers = self.ciphers
+        let out = output.reserveTail(count * frameLength)
+        // Per worker: 0 = fine, else 1 + the index of the first frame that failed.
+        let failures = UnsafeMutableBufferPointer<Int>.allocate(capacity: parts)
+        failures.initialize(repeating: 0)
+        defer { failures.deallocate() }
+        FrameParallelism.run(parts) { i in
+            for j in FrameParallelism.share(i, of: parts, count: count) {
+                let f = j * per
+                let ok = try? ciphers[i].open(
+                    .frame, sequence: first + UInt32(j),
+                    iv: UnsafeRawBufferPointer(rebasing: bytes[(f + 4)..<(f + 16)]),
+                    content: UnsafeRawBufferPointer(rebasing: bytes[(f + 16)..<(f + 16 + frameLength)]),
+                    tag: UnsafeRawBufferPointer(rebasing: bytes[(f + 16 + frameLength)..<(f + per)]),
+                    to: out + j * frameLength)
+                if ok != true {
+                    failures[i] = j + 1
+                    return
+                }
+            }
+        }
+        if let bad = failures.first(where: { $0 != 0 }) {
+            // Nothing is committed: the plaintext written so far stays in the buffer's unused tail.
+            throw KeywardCryptoError(.authenticationFailed, "frame \(first + UInt32(bad - 1)) does not authenticate: the message was altered")
+        }
+        verifier?.update(UnsafeRawBufferPointer(rebasing: bytes[0..<(count * per)]))
+        output.commit(count * frameLength)
+        expectedSequence += UInt32(count)
+        return .consumed(count * per)
     }
 
     private mutating func readNonFramed(_ bytes: UnsafeRawBufferPointer) throws -> Step {
@@ -285,11 +331,7 @@ public struct MessageDecryptor {
         let tag = try r.readSlice(16)
         let sink = verifier != nil ? withheld : output
         let dst = sink.reserveTail(Int(length))
-        let cipher = self.cipher!
-        let ok = try aad.with(.singleBlock, sequence: 1, length: length) { a in
-            try cipher.open(iv: iv, aad: a, input: content, output: dst, tag: tag)
-        }
-        guard ok else {
+        guard try ciphers[0].open(.singleBlock, sequence: 1, iv: iv, content: content, tag: tag, to: dst) else {
             throw KeywardCryptoError(.authenticationFailed, "the message body does not authenticate: it was altered")
         }
         sink.commit(Int(length))

@@ -12,9 +12,10 @@ public struct MessageEncryptor {
 
     public let header: MessageHeader
     private let frameLength: Int
-    private let cipher: AESGCMContext
+    private let contentKey: SecretBytes
+    /// One per worker, made when a batch first needs it; `ciphers[0]` seals the header.
+    private var ciphers: [FrameCipher]
     private var signer: MessageSigner?
-    private var aad: BodyAAD
     private var sequence: UInt32 = 1
     private let pending: GrowableBuffer
     private let output: GrowableBuffer
@@ -48,7 +49,8 @@ public struct MessageEncryptor {
         try header.serializeBodyV2()
         let contentKey = KeyDerivation.contentKey(dataKey: dataKey, suite: suite, messageID: messageID)
         let cipher = try AESGCMContext(key: contentKey, sealing: true)
-        self.cipher = cipher
+        self.contentKey = contentKey
+        self.ciphers = [try FrameCipher(key: contentKey, sealing: true, messageID: messageID)]
 
         // Header tag: GCM over no plaintext, IV zero, the header body as AAD.
         var tag = [UInt8](repeating: 0, count: suite.tagLength)
@@ -65,9 +67,8 @@ public struct MessageEncryptor {
         header.authTag = tag
         self.header = header
         self.frameLength = frameLength
-        self.aad = BodyAAD(messageID: messageID)
-        self.pending = GrowableBuffer(capacity: min(frameLength, 1 << 20))
-        self.output = GrowableBuffer(capacity: min(frameLength, 1 << 20) * 2 + 1024)
+        self.pending = GrowableBuffer(capacity: min(frameLength, 1 << 20), holdsSecrets: true)
+        self.output = GrowableBuffer(capacity: min(frameLength, 1 << 20) * 2 + 1024, holdsSecrets: false)
         self.signer = materials.signingKey.map(MessageSigner.init)
 
         output.append(header.bodyBytes)
@@ -88,6 +89,11 @@ public struct MessageEncryptor {
             pending.clear()
         }
         // Frames come straight from the caller's buffer; only a partial tail is copied.
+        let whole = rest.count / frameLength
+        if whole >= 2 && whole * frameLength >= FrameParallelism.minimumBatchBytes && FrameParallelism.workers > 1 {
+            try writeFramesInParallel(UnsafeRawBufferPointer(rebasing: rest[0..<whole * frameLength]), count: whole)
+            rest = UnsafeRawBufferPointer(rebasing: rest[(whole * frameLength)...])
+        }
         while rest.count >= frameLength {
             try writeFrame(UnsafeRawBufferPointer(rebasing: rest[0..<frameLength]), final: false)
             rest = UnsafeRawBufferPointer(rebasing: rest[frameLength...])
@@ -121,29 +127,40 @@ public struct MessageEncryptor {
         guard sequence < UInt32.max else {
             throw KeywardCryptoError(.limitExceeded, "a message holds at most 4,294,967,294 frames; use a larger frame length")
         }
-        let n = plaintext.count
-        let headLength = final ? 24 : 16
-        let total = headLength + n + 16
-        let p = output.reserveTail(total)
-        var q = p
-        if final {
-            writeUInt32(UInt32.max, to: q)
-            q += 4
-        }
-        writeUInt32(sequence, to: q)
-        writeFrameIV(sequence, to: q + 4)
-        let iv = UnsafeRawBufferPointer(start: q + 4, count: 12)
-        q += 16
-        if final {
-            writeUInt32(UInt32(n), to: q)
-            q += 4
-        }
-        let cipher = self.cipher
-        try aad.with(final ? .finalFrame : .frame, sequence: sequence, length: UInt64(n)) { a in
-            try cipher.seal(iv: iv, aad: a, input: plaintext, output: q, tag: q + n)
-        }
-        signer?.update(UnsafeRawBufferPointer(start: p, count: total))
-        output.commit(total)
+        let p = output.reserveTail(24 + plaintext.count + 16)
+        let n = try ciphers[0].seal(plaintext, sequence: sequence, final: final, to: p)
+        signer?.update(UnsafeRawBufferPointer(start: p, count: n))
+        output.commit(n)
         sequence += 1
+    }
+
+    /// Seals `count` regular frames on several threads, each into its known place in the output.
+    private mutating func writeFramesInParallel(_ plaintext: UnsafeRawBufferPointer, count: Int) throws {
+        guard UInt64(sequence) + UInt64(count) < UInt64(UInt32.max) else {
+            throw KeywardCryptoError(.limitExceeded, "a message holds at most 4,294,967,294 frames; use a larger frame length")
+        }
+        let parts = min(FrameParallelism.workers, count)
+        while ciphers.count < parts {
+            ciphers.append(try FrameCipher(key: contentKey, sealing: true, messageID: header.messageID))
+        }
+        let frameLength = self.frameLength, per = 16 + frameLength + 16, first = sequence
+        let out = output.reserveTail(count * per)
+        let ciphers = self.ciphers
+        let failures = UnsafeMutableBufferPointer<Bool>.allocate(capacity: parts)
+        failures.initialize(repeating: false)
+        defer { failures.deallocate() }
+        FrameParallelism.run(parts) { i in
+            for j in FrameParallelism.share(i, of: parts, count: count) {
+                let frame = UnsafeRawBufferPointer(rebasing: plaintext[(j * frameLength)..<((j + 1) * frameLength)])
+                if (try? ciphers[i].seal(frame, sequence: first + UInt32(j), final: false, to: out + j * per)) == nil {
+                    failures[i] = true
+                    return
+                }
+            }
+        }
+        guard !failures.contains(true) else { throw KeywardCryptoError(.internalError, "AES-GCM encryption failed") }
+        signer?.update(UnsafeRawBufferPointer(start: out, count: count * per))
+        output.commit(count * per)
+        sequence += UInt32(count)
     }
 }

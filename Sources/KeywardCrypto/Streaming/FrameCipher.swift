@@ -1,0 +1,80 @@
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One thread's AES-GCM context and AAD buffer for the frames of one message. EVP contexts are not
+/// thread-safe, so each worker of a parallel batch has its own.
+final class FrameCipher {
+    private let cipher: AESGCMContext
+    private var aad: BodyAAD
+
+    init(key: SecretBytes, sealing: Bool, messageID: [UInt8]) throws {
+        cipher = try AESGCMContext(key: key, sealing: sealing)
+        aad = BodyAAD(messageID: messageID)
+    }
+
+    /// Writes a whole frame (sequence, IV, ciphertext, tag; final frames with their marker and
+    /// length) at `p`; returns its length.
+    func seal(_ plaintext: UnsafeRawBufferPointer, sequence: UInt32, final: Bool, to p: UnsafeMutableRawPointer) throws -> Int {
+        let n = plaintext.count
+        var q = p
+        if final {
+            writeUInt32(UInt32.max, to: q)
+            q += 4
+        }
+        writeUInt32(sequence, to: q)
+        writeFrameIV(sequence, to: q + 4)
+        let iv = UnsafeRawBufferPointer(start: q + 4, count: 12)
+        q += 16
+        if final {
+            writeUInt32(UInt32(n), to: q)
+            q += 4
+        }
+        let cipher = self.cipher
+        try aad.with(final ? .finalFrame : .frame, sequence: sequence, length: UInt64(n)) { a in
+            try cipher.seal(iv: iv, aad: a, input: plaintext, output: q, tag: q + n)
+        }
+        return (q - p) + n + 16
+    }
+
+    /// Decrypts one frame's or body's content into `output`; false if it does not authenticate.
+    func open(_ kind: BodyAAD.Kind, sequence: UInt32, iv: UnsafeRawBufferPointer, content: UnsafeRawBufferPointer,
+              tag: UnsafeRawBufferPointer, to output: UnsafeMutableRawPointer) throws -> Bool {
+        let cipher = self.cipher
+        return try aad.with(kind, sequence: sequence, length: UInt64(content.count)) { a in
+            try cipher.open(iv: iv, aad: a, input: content, output: output, tag: tag)
+        }
+    }
+}
+
+/// Spreads batches of whole frames over the machine's cores. Frames are independent under GCM and
+/// their places in the output are known in advance, so workers write side by side without locks.
+/// Small batches stay on the calling thread: a thread hop costs more than a few frames.
+enum FrameParallelism {
+    /// Worker count: the online cores, at most 4.
+    static let workers: Int = max(1, min(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), 4))
+    /// Plaintext bytes below which a batch is not split.
+    static let minimumBatchBytes = 128 << 10
+
+    /// Runs `body(i)` for i in 0..<parts, in parallel when parts > 1, and returns when all are done.
+    /// Callers give each `i` its own cipher and its own disjoint output range, which is what makes
+    /// sharing the closure across threads sound.
+    static func run(_ parts: Int, _ body: (Int) -> Void) {
+        guard parts > 1 else {
+            body(0)
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            let shared = UncheckedSendable(value: body)
+            DispatchQueue.concurrentPerform(iterations: parts) { shared.value($0) }
+        }
+    }
+
+    /// The frames worker `i` of `parts` handles, out of `count`.
+    static func share(_ i: Int, of parts: Int, count: Int) -> Range<Int> {
+        (i * count / parts)..<((i + 1) * count / parts)
+    }
+}
+
+private struct UncheckedSendable<T>: @unchecked Sendable { let value: T }
