@@ -69,19 +69,9 @@ import Testing
 
     @Test func streamingEncryptionAcceptsAnyChunking() async throws {
         let keyring = try aesKeyring()
-        let materials = try await DefaultMaterialsManager(keyring: keyring).encryptionMaterials(
-            for: EncryptionMaterialsRequest(encryptionContext: [:], suite: .aes256GCMHKDFSHA512CommitKey))
         let plaintext = randomBytes(3000)
-        var e = try MessageEncryptor(materials: materials, frameLength: 100)
-        var message: [UInt8] = []
-        var offset = 0
-        for n in [0, 1, 99, 100, 101, 1000, 1699] {
-            try plaintext.withUnsafeBytes { try e.update(UnsafeRawBufferPointer(rebasing: $0[offset..<offset + n])) }
-            offset += n
-            e.drain { message.append(contentsOf: $0) }
-        }
-        try e.finish()
-        e.drain { message.append(contentsOf: $0) }
+        let message = try await encryptInChunks(plaintext, keyring: keyring, suite: .aes256GCMHKDFSHA512CommitKey,
+                                                frameLength: 100, chunks: [0, 1, 99, 100, 101, 1000])
         #expect(try await decrypt(message, keyring: keyring) == plaintext)
     }
 
@@ -94,19 +84,8 @@ import Testing
         #expect(try await decrypt(message, keyring: keyring) == plaintext)
         #expect(try await decryptInChunks(message, keyring: keyring, chunks: [300_001, 77, 1 << 20]) == plaintext)
         // Streaming encryption in odd chunks produces a message that decrypts the same way.
-        let materials = try await DefaultMaterialsManager(keyring: keyring).encryptionMaterials(
-            for: EncryptionMaterialsRequest(encryptionContext: [:], suite: suite))
-        var e = try MessageEncryptor(materials: materials, frameLength: frame)
-        var streamed: [UInt8] = []
-        var offset = 0
-        for n in [5, 200_000, 1 << 20, 17, plaintext.count] {
-            let m = min(n, plaintext.count - offset)
-            try plaintext.withUnsafeBytes { try e.update(UnsafeRawBufferPointer(rebasing: $0[offset..<offset + m])) }
-            offset += m
-            e.drain { streamed.append(contentsOf: $0) }
-        }
-        try e.finish()
-        e.drain { streamed.append(contentsOf: $0) }
+        let streamed = try await encryptInChunks(plaintext, keyring: keyring, suite: suite, frameLength: frame,
+                                                 chunks: [5, 200_000, 1 << 20, 17])
         #expect(try await decrypt(streamed, keyring: keyring) == plaintext)
     }
 

@@ -40,6 +40,26 @@ func decryptInChunks(_ message: [UInt8], keyring: some Keyring, chunks: [Int]) a
     return out
 }
 
+/// Encrypts with the streaming encryptor, feeding plaintext in chunks of the given sizes (the last
+/// one is cut to what remains), draining after each.
+func encryptInChunks(_ plaintext: [UInt8], keyring: some Keyring, suite: AlgorithmSuite, frameLength: Int,
+                     chunks: [Int]) async throws -> [UInt8] {
+    let materials = try await DefaultMaterialsManager(keyring: keyring).encryptionMaterials(
+        for: EncryptionMaterialsRequest(encryptionContext: [:], suite: suite))
+    var e = try MessageEncryptor(materials: materials, frameLength: frameLength)
+    var message: [UInt8] = []
+    var offset = 0
+    for n in chunks + [plaintext.count] {
+        let m = min(n, plaintext.count - offset)
+        try plaintext.withUnsafeBytes { try e.update(UnsafeRawBufferPointer(rebasing: $0[offset..<offset + m])) }
+        offset += m
+        e.drain { message.append(contentsOf: $0) }
+    }
+    try e.finish()
+    e.drain { message.append(contentsOf: $0) }
+    return message
+}
+
 /// Wraps a keyring and counts how often it is asked: a stand-in for key-store calls.
 final class CountingKeyring: Keyring {
     let inner: any Keyring

@@ -50,7 +50,7 @@ struct MessageSigner {
     /// The DER signature for the footer.
     func finalize() throws -> [UInt8] {
         do {
-            return Array(try key.signature(for: PrehashedSHA384(bytes: hash.finalize())).derRepresentation)
+            return Array(try key.signature(for: Prehashed<SHA384>(bytes: hash.finalize())).derRepresentation)
         } catch {
             throw KeywardCryptoError(.internalError, "signing the message failed")
         }
@@ -77,10 +77,10 @@ struct MessageVerifier {
         switch key {
         case .p256(let k):
             guard let sig = try? P256.Signing.ECDSASignature(derRepresentation: der) else { return false }
-            return k.isValidSignature(sig, for: PrehashedSHA256(bytes: hash.finalize()))
+            return k.isValidSignature(sig, for: Prehashed<SHA256>(bytes: hash.finalize()))
         case .p384(let k):
             guard let sig = try? P384.Signing.ECDSASignature(derRepresentation: der) else { return false }
-            return k.isValidSignature(sig, for: PrehashedSHA384(bytes: hash.finalize()))
+            return k.isValidSignature(sig, for: Prehashed<SHA384>(bytes: hash.finalize()))
         }
     }
 }

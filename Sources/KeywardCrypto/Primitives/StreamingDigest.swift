@@ -28,20 +28,12 @@ final class StreamingDigest {
     }
 }
 
-/// A digest computed elsewhere, handed to swift-crypto's ECDSA, which signs and verifies any
-/// `Digest` by its bytes.
-struct PrehashedSHA384: Digest {
-    static var byteCount: Int { 48 }
+/// A digest of hash function `H` computed elsewhere, handed to swift-crypto's ECDSA, which signs
+/// and verifies any `Digest` by its bytes.
+struct Prehashed<H: HashFunction>: Digest {
+    static var byteCount: Int { H.Digest.byteCount }
     let bytes: [UInt8]
     func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R { try bytes.withUnsafeBytes(body) }
     func makeIterator() -> IndexingIterator<[UInt8]> { bytes.makeIterator() }
-    var description: String { "SHA384 digest" }
-}
-
-struct PrehashedSHA256: Digest {
-    static var byteCount: Int { 32 }
-    let bytes: [UInt8]
-    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R { try bytes.withUnsafeBytes(body) }
-    func makeIterator() -> IndexingIterator<[UInt8]> { bytes.makeIterator() }
-    var description: String { "SHA256 digest" }
+    var description: String { "\(H.self) digest" }
 }
