@@ -31,7 +31,15 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .target(name: "KeywardKeyStores", dependencies: ["KeywardCrypto"], swiftSettings: strict),
+        .target(
+            name: "KeywardKeyStores",
+            dependencies: [
+                "KeywardCrypto",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
         .target(name: "KeywardStorage", dependencies: ["KeywardCrypto"], swiftSettings: strict),
         .target(
             name: "KeywardGateway",
@@ -58,6 +66,11 @@ let package = Package(
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "KeywardKeyStoresTests",
+            dependencies: ["KeywardKeyStores", "KeywardCrypto", "KeywardTesting"],
             swiftSettings: strict
         ),
     ]

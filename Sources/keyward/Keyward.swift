@@ -3,13 +3,14 @@ import ArgumentParser
 import Glibc
 #endif
 import KeywardCrypto
+import KeywardKeyStores
 
 @main
 struct Keyward: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keyward",
         abstract: "Keyward: encryption under keys you own, in the AWS Encryption SDK message format.",
-        subcommands: [EncryptCommand.self, DecryptCommand.self])
+        subcommands: [EncryptCommand.self, DecryptCommand.self, KeysCommand.self])
 
     /// Exit codes: 0 success, 1 encryption/decryption failure, 2 usage error.
     static func main() async {
@@ -23,6 +24,8 @@ struct Keyward: AsyncParsableCommand {
             Glibc.exit(0)
         } catch let error as CLIError {
             fail(error.description, code: error.exitCode)
+        } catch let error as KeyStoreError {
+            fail(error.description, code: error.code == .invalidArgument ? 2 : 1)
         } catch let error as KeywardCryptoError {
             // Bad arguments found while loading keys are usage errors; the rest failed at run time.
             fail(error.description, code: error.code == .invalidArgument ? 2 : 1)
@@ -59,7 +62,7 @@ struct CommonOptions: ParsableArguments {
     var output: String
 
     @Option(name: .customLong("wrapping-key"), help: ArgumentHelp(
-        "A wrapping key: raw-aes:namespace=NS,name=NAME,key=@FILE|base64:… or raw-rsa:namespace=NS,name=NAME,key=@PEM,padding=P. Repeatable.",
+        "A wrapping key: local:NAME, raw-aes:namespace=NS,name=NAME,key=@FILE|base64:… or raw-rsa:namespace=NS,name=NAME,key=@PEM,padding=P. Repeatable.",
         valueName: "SPEC"))
     var wrappingKeys: [String] = []
 
@@ -94,5 +97,22 @@ struct CommonOptions: ParsableArguments {
         return result
     }
 
-    func keyring() throws -> any Keyring { try WrappingKeySpec.keyring(from: wrappingKeys) }
+    @OptionGroup var stores: KeyStoreOptions
+
+    func keyring() throws -> any Keyring { try stores.keyStores().keyring(for: wrappingKeys) }
+}
+
+/// Where the key stores are.
+struct KeyStoreOptions: ParsableArguments {
+    @Option(name: .customLong("keystore"), help: ArgumentHelp("The local key store folder (default: $KEYWARD_KEYSTORE).", valueName: "DIR"))
+    var keystore: String?
+
+    @Option(name: .customLong("root-key-file"), help: ArgumentHelp(
+        "The local key store's root key (default: $KEYWARD_ROOT_KEY_FILE, else DIR/root.key; $KEYWARD_ROOT_PASSPHRASE uses a passphrase instead).",
+        valueName: "FILE"))
+    var rootKeyFile: String?
+
+    func keyStores() -> KeyStores {
+        KeyStores(configuration: .fromEnvironment(localFolder: keystore, rootKeyFile: rootKeyFile))
+    }
 }

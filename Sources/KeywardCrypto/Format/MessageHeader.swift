@@ -129,3 +129,14 @@ public struct MessageHeader: Sendable {
         return (header, r.offset)
     }
 }
+
+extension MessageHeader {
+    /// Parses the header at the start of a message; returns it and its length in bytes.
+    public static func parse(prefixOf bytes: UnsafeRawBufferPointer) throws -> (MessageHeader, Int) {
+        do {
+            return try parse(bytes, maxEncryptedDataKeys: nil)
+        } catch is NeedMoreBytes {
+            throw KeywardCryptoError(.truncatedMessage, "the header is incomplete")
+        }
+    }
+}

@@ -1,0 +1,52 @@
+/// A master key named in Keyward's one key-reference syntax: `local:NAME`, `aws-kms:ARN`, or an
+/// RFC 7512 `pkcs11:` URI.
+public struct KeyReference: Hashable, Sendable, CustomStringConvertible {
+    /// `local`, `aws-kms` or `pkcs11`.
+    public let scheme: String
+    /// What follows the scheme: a name, an ARN, the URI's body.
+    public let keyID: String
+
+    public init(scheme: String, keyID: String) {
+        self.scheme = scheme
+        self.keyID = keyID
+    }
+
+    /// The schemes that name key-store keys (raw keyrings are `raw-aes:` / `raw-rsa:`).
+    public static let schemes = ["local", "aws-kms", "pkcs11"]
+
+    /// Parses a reference; nil if it does not start with a key-store scheme.
+    public init?(parsing text: String) {
+        guard let colon = text.firstIndex(of: ":") else { return nil }
+        let scheme = String(text[..<colon])
+        guard Self.schemes.contains(scheme) else { return nil }
+        self.init(scheme: scheme, keyID: String(text[text.index(after: colon)...]))
+    }
+
+    /// Parses a reference, with a clear error for each malformed shape.
+    public static func parse(_ text: String) throws -> KeyReference {
+        guard let reference = KeyReference(parsing: text) else {
+            throw KeyStoreError(.invalidArgument, "a key reference looks like local:NAME, aws-kms:ARN or pkcs11:…")
+        }
+        switch reference.scheme {
+        case "local":
+            try LocalKeyStore.validateName(reference.keyID)
+        case "aws-kms":
+            _ = try KeyReference.awsRegion(ofARN: reference.keyID)
+        default:
+            break
+        }
+        return reference
+    }
+
+    public var description: String { "\(scheme):\(keyID)" }
+
+    /// The region of a KMS key ARN (`arn:PARTITION:kms:REGION:ACCOUNT:key/ID` or `…:alias/NAME`).
+    public static func awsRegion(ofARN arn: String) throws -> String {
+        let parts = arn.split(separator: ":", maxSplits: 5, omittingEmptySubsequences: false)
+        guard parts.count == 6, parts[0] == "arn", parts[2] == "kms", !parts[3].isEmpty,
+              parts[5].hasPrefix("key/") || parts[5].hasPrefix("alias/") else {
+            throw KeyStoreError(.invalidArgument, "an aws-kms key is named by its ARN: arn:aws:kms:REGION:ACCOUNT:key/ID")
+        }
+        return String(parts[3])
+    }
+}

@@ -1,0 +1,70 @@
+import Foundation
+import KeywardCrypto
+import Synchronization
+
+/// Where the key stores are, for resolving key references: the local store's folder and root key,
+/// and (later) the AWS and PKCS#11 settings.
+public struct KeyStoreConfiguration: Sendable {
+    /// The local key store folder (`--keystore`, `KEYWARD_KEYSTORE`).
+    public var localFolder: String?
+    /// The root key file (`--root-key-file`, `KEYWARD_ROOT_KEY_FILE`).
+    public var rootKeyFile: String?
+
+    public init(localFolder: String? = nil, rootKeyFile: String? = nil) {
+        self.localFolder = localFolder
+        self.rootKeyFile = rootKeyFile
+    }
+
+    /// Fills what was not given from the environment.
+    public static func fromEnvironment(localFolder: String? = nil, rootKeyFile: String? = nil) -> KeyStoreConfiguration {
+        let env = ProcessInfo.processInfo.environment
+        return KeyStoreConfiguration(localFolder: localFolder ?? env["KEYWARD_KEYSTORE"],
+                                     rootKeyFile: rootKeyFile ?? env["KEYWARD_ROOT_KEY_FILE"])
+    }
+}
+
+/// Opens each key store on first use and resolves references and wrapping-key specs against them.
+public final class KeyStores: Sendable {
+    public let configuration: KeyStoreConfiguration
+    private let opened = Mutex<[String: any KeyStore]>([:])
+
+    public init(configuration: KeyStoreConfiguration) {
+        self.configuration = configuration
+    }
+
+    /// The store that serves `reference`'s scheme.
+    public func store(for reference: KeyReference) throws -> any KeyStore {
+        if let store = opened.withLock({ $0[reference.scheme] }) { return store }
+        let store: any KeyStore
+        switch reference.scheme {
+        case "local":
+            guard let folder = configuration.localFolder else {
+                throw KeyStoreError(.invalidArgument, "local: keys need a key store folder: --keystore DIR or KEYWARD_KEYSTORE")
+            }
+            store = try LocalKeyStore(folder: folder, rootKey: .fromEnvironment(keyStoreFolder: folder, rootKeyFile: configuration.rootKeyFile))
+        default:
+            throw KeyStoreError(.invalidArgument, "\(reference.scheme): keys are not supported yet")
+        }
+        return opened.withLock { opened in
+            if let existing = opened[reference.scheme] { return existing }
+            opened[reference.scheme] = store
+            return store
+        }
+    }
+
+    /// A keyring for one wrapping-key spec: a key-store reference or a raw keyring spec.
+    public func keyring(for spec: String) throws -> any Keyring {
+        if KeyReference(parsing: spec) != nil {
+            let reference = try KeyReference.parse(spec)
+            return KeyStoreKeyring(store: try store(for: reference), keyID: reference.keyID)
+        }
+        return try WrappingKeySpec.keyring(from: spec)
+    }
+
+    /// A keyring for several specs: the first generates the data key, all wrap it, any decrypts.
+    public func keyring(for specs: [String]) throws -> any Keyring {
+        let keyrings = try specs.map(keyring(for:))
+        guard let first = keyrings.first else { throw KeyStoreError(.invalidArgument, "at least one wrapping key is needed") }
+        return keyrings.count == 1 ? first : try MultiKeyring(generator: first, children: Array(keyrings.dropFirst()))
+    }
+}

@@ -1,0 +1,117 @@
+import ArgumentParser
+import Foundation
+import KeywardKeyStores
+
+/// `keyward keys …`: master key life cycle, against the store a reference names.
+struct KeysCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keys",
+        abstract: "Create, inspect and manage master keys in a key store.",
+        subcommands: [Create.self, List.self, Show.self, Enable.self, Disable.self, Rotate.self,
+                      ScheduleDeletion.self, CancelDeletion.self])
+
+    /// One key reference and the store options.
+    struct Target: ParsableArguments {
+        @Argument(help: "The key: local:NAME (more stores arrive with their issues).")
+        var reference: String
+
+        @OptionGroup var stores: KeyStoreOptions
+
+        func resolve() throws -> (store: any KeyStore, keyID: String) {
+            let ref = try KeyReference.parse(reference)
+            return (try stores.keyStores().store(for: ref), ref.keyID)
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a key: local:NAME.")
+        @OptionGroup var target: Target
+        func run() async throws {
+            let (store, keyID) = try target.resolve()
+            print(format(try await store.createKey(name: keyID)))
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the keys of a store: local.")
+        @Argument(help: "The store: local.") var scheme: String = "local"
+        @OptionGroup var stores: KeyStoreOptions
+        func run() async throws {
+            let store = try stores.keyStores().store(for: KeyReference(scheme: scheme, keyID: ""))
+            for key in try await store.listKeys() { print(format(key)) }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Describe a key.")
+        @OptionGroup var target: Target
+        func run() async throws {
+            let (store, keyID) = try target.resolve()
+            print(format(try await store.describe(keyID: keyID)))
+        }
+    }
+
+    struct Enable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Enable a disabled key.")
+        @OptionGroup var target: Target
+        func run() async throws {
+            let (store, keyID) = try target.resolve()
+            try await store.enableKey(keyID: keyID)
+        }
+    }
+
+    struct Disable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Disable a key: it wraps and unwraps nothing until enabled.")
+        @OptionGroup var target: Target
+        func run() async throws {
+            let (store, keyID) = try target.resolve()
+            try await store.disableKey(keyID: keyID)
+        }
+    }
+
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Make a new key version; older versions still unwrap.")
+        @OptionGroup var target: Target
+        func run() async throws {
+            let (store, keyID) = try target.resolve()
+            try await store.rotateKey(keyID: keyID)
+        }
+    }
+
+    struct ScheduleDeletion: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "schedule-deletion",
+            abstract: "Destroy a key after a waiting period; it refuses every operation meanwhile.")
+        @OptionGroup var target: Target
+        @Option(help: "Waiting period in days, 7 to 30.") var days: Int
+        func validate() throws {
+            guard (7...30).contains(days) else { throw ValidationError("--days must be 7 to 30") }
+        }
+        func run() async throws {
+            let (store, keyID) = try target.resolve()
+            let date = try await store.scheduleKeyDeletion(keyID: keyID, days: days)
+            print("\(target.reference) will be destroyed on \(date.formatted(.iso8601))")
+        }
+    }
+
+    struct CancelDeletion: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "cancel-deletion",
+            abstract: "Cancel a scheduled deletion; the key comes back disabled.")
+        @OptionGroup var target: Target
+        func run() async throws {
+            let (store, keyID) = try target.resolve()
+            try await store.cancelKeyDeletion(keyID: keyID)
+        }
+    }
+}
+
+/// One line per key: `REFERENCE state=… versions=… created=… [deletion=…] [rotation=…]`.
+func format(_ key: KeyDescription) -> String {
+    var parts = [key.reference, "state=\(key.state.rawValue)"]
+    if let versions = key.versions { parts.append("versions=\(versions)") }
+    if let created = key.created { parts.append("created=\(created.formatted(.iso8601))") }
+    if let deletion = key.deletionDate { parts.append("deletion=\(deletion.formatted(.iso8601))") }
+    if let rotation = key.rotationEnabled { parts.append("rotation=\(rotation ? "on" : "off")") }
+    return parts.joined(separator: " ")
+}
