@@ -247,12 +247,22 @@ public final class LocalKeyStore: KeyStore {
     private func modify(_ name: String, _ change: (inout LocalKeyFile) throws -> Void) throws {
         _ = try loaded(name)  // destroys a due key first, and reports a missing one
         try lock.withLock {
+            removeLeftovers(name)
             var file = try read(name)
             guard file.state != .destroyed else { throw KeyStoreError(.keyDestroyed, "local key \(name) was destroyed") }
             try change(&file)
             try save(file)
         }
         cache.withLock { $0[name] = nil }
+    }
+
+    /// Temporary files of writers that died before their rename; only called under the lock, when
+    /// no writer can be midway.
+    private func removeLeftovers(_ name: String) {
+        let prefix = ".\(name).json.tmp-"
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "\(folder)/keys")) ?? [] where entry.hasPrefix(prefix) {
+            try? FileManager.default.removeItem(atPath: "\(folder)/keys/\(entry)")
+        }
     }
 
     private func addVersion(_ file: inout LocalKeyFile, at date: Date) throws {
