@@ -1,0 +1,124 @@
+import Crypto
+import Foundation
+
+/// AWS Signature Version 4 on swift-crypto, canonicalising exactly as botocore's `SigV4Auth` does
+/// (which the tests check byte for byte): the path is normalised and percent-encoded again, query
+/// pairs are sorted as given, header values are whitespace-collapsed, the host drops default ports.
+public struct SigV4: Sendable {
+    public let credentials: AWSCredentials
+    public let region: String
+    public let service: String
+
+    public init(credentials: AWSCredentials, region: String, service: String) {
+        self.credentials = credentials
+        self.region = region
+        self.service = service
+    }
+
+    /// Headers that never take part in a signature (botocore's list).
+    static let unsignedHeaders: Set<String> = [
+        "connection", "expect", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+        "transfer-encoding", "upgrade", "user-agent", "x-amzn-trace-id",
+    ]
+
+    /// Signs a request. `url` carries an already percent-encoded path and query. Returns the
+    /// request's headers with `X-Amz-Date`, `X-Amz-Security-Token` (with a session token) and
+    /// `Authorization` set.
+    public func sign(method: String, url: String, headers: [(String, String)], body: [UInt8], date: Date) throws -> [(String, String)] {
+        guard let parts = URLComponents(string: url), let host = parts.host else {
+            throw KeyStoreError(.invalidArgument, "not a URL: \(url)")
+        }
+        let timestamp = Self.timestamp(date)
+        let replaced: Set<String> = ["authorization", "x-amz-date", "x-amz-security-token"]
+        var out = headers.filter { !replaced.contains($0.0.lowercased()) }
+        out.append(("X-Amz-Date", timestamp))
+        if let token = credentials.sessionToken { out.append(("X-Amz-Security-Token", token)) }
+
+        // Lower-case names, values whitespace-collapsed, repeated names joined with commas.
+        var canonical: [String: [String]] = [:]
+        for (name, value) in out where !Self.unsignedHeaders.contains(name.lowercased()) {
+            canonical[name.lowercased(), default: []].append(value.split(whereSeparator: \.isWhitespace).joined(separator: " "))
+        }
+        if canonical["host"] == nil {
+            var h = host.lowercased()
+            if h.contains(":") { h = "[\(h)]" }
+            let defaultPort = parts.scheme == "https" ? 443 : parts.scheme == "http" ? 80 : nil
+            if let port = parts.port, port != defaultPort { h += ":\(port)" }
+            canonical["host"] = [h]
+        }
+        let names = canonical.keys.sorted()
+        let signedHeaders = names.joined(separator: ";")
+        let canonicalHeaders = names.map { "\($0):\(canonical[$0]!.joined(separator: ","))" }.joined(separator: "\n")
+        let request = [
+            method.uppercased(),
+            Self.percentEncode(Self.removeDotSegments(parts.percentEncodedPath), keep: "/~"),
+            Self.canonicalQuery(parts.percentEncodedQuery),
+            canonicalHeaders + "\n",
+            signedHeaders,
+            Self.hex(SHA256.hash(data: body)),
+        ].joined(separator: "\n")
+
+        let day = String(timestamp.prefix(8))
+        let scope = "\(day)/\(region)/\(service)/aws4_request"
+        let stringToSign = ["AWS4-HMAC-SHA256", timestamp, scope, Self.hex(SHA256.hash(data: Array(request.utf8)))].joined(separator: "\n")
+        var key = SymmetricKey(data: Array("AWS4\(credentials.secretAccessKey)".utf8))
+        for part in [day, region, service, "aws4_request"] {
+            key = SymmetricKey(data: Array(HMAC<SHA256>.authenticationCode(for: Array(part.utf8), using: key)))
+        }
+        let signature = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: key))
+        out.append(("Authorization", "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"))
+        return out
+    }
+
+    static func timestamp(_ date: Date) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
+        func two(_ v: Int?) -> String { String(format: "%02d", v ?? 0) }
+        return "\(String(format: "%04d", c.year ?? 0))\(two(c.month))\(two(c.day))T\(two(c.hour))\(two(c.minute))\(two(c.second))Z"
+    }
+
+    /// Query pairs as given (already encoded), sorted by key, then value.
+    static func canonicalQuery(_ query: String?) -> String {
+        guard let query, !query.isEmpty else { return "" }
+        let pairs: [(String, String)] = query.split(separator: "&", omittingEmptySubsequences: false).map { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
+        }
+        return pairs.sorted { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }.map { "\($0.0)=\($0.1)" }.joined(separator: "&")
+    }
+
+    /// RFC 3986 dot-segment removal, also folding repeated slashes (as AWS requires); "" is "/".
+    static func removeDotSegments(_ path: String) -> String {
+        guard !path.isEmpty else { return "/" }
+        var output: [Substring] = []
+        for segment in path.split(separator: "/", omittingEmptySubsequences: false) where !segment.isEmpty && segment != "." {
+            if segment == ".." {
+                if !output.isEmpty { output.removeLast() }
+            } else {
+                output.append(segment)
+            }
+        }
+        let first = path.hasPrefix("/") ? "/" : ""
+        let last = path.hasSuffix("/") && !output.isEmpty ? "/" : ""
+        return first + output.joined(separator: "/") + last
+    }
+
+    /// Percent-encodes every byte but unreserved characters and those in `keep` (as Python's quote).
+    static func percentEncode(_ text: String, keep: String) -> String {
+        let safe = Set(Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~".utf8) + Array(keep.utf8))
+        var out = ""
+        for byte in text.utf8 {
+            if safe.contains(byte) {
+                out.unicodeScalars.append(Unicode.Scalar(byte))
+            } else {
+                out += String(format: "%%%02X", byte)
+            }
+        }
+        return out
+    }
+
+    static func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 {
+        bytes.map { String(format: "%02x", $0) }.joined()
+    }
+}
