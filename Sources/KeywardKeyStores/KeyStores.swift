@@ -9,17 +9,21 @@ public struct KeyStoreConfiguration: Sendable {
     public var localFolder: String?
     /// The root key file (`--root-key-file`, `KEYWARD_ROOT_KEY_FILE`).
     public var rootKeyFile: String?
+    /// The AWS region for calls that name no key (`--region`, `AWS_REGION`, `AWS_DEFAULT_REGION`).
+    public var awsRegion: String?
 
-    public init(localFolder: String? = nil, rootKeyFile: String? = nil) {
+    public init(localFolder: String? = nil, rootKeyFile: String? = nil, awsRegion: String? = nil) {
         self.localFolder = localFolder
         self.rootKeyFile = rootKeyFile
+        self.awsRegion = awsRegion
     }
 
     /// Fills what was not given from the environment.
-    public static func fromEnvironment(localFolder: String? = nil, rootKeyFile: String? = nil) -> KeyStoreConfiguration {
+    public static func fromEnvironment(localFolder: String? = nil, rootKeyFile: String? = nil, awsRegion: String? = nil) -> KeyStoreConfiguration {
         let env = ProcessInfo.processInfo.environment
         return KeyStoreConfiguration(localFolder: localFolder ?? env["KEYWARD_KEYSTORE"],
-                                     rootKeyFile: rootKeyFile ?? env["KEYWARD_ROOT_KEY_FILE"])
+                                     rootKeyFile: rootKeyFile ?? env["KEYWARD_ROOT_KEY_FILE"],
+                                     awsRegion: awsRegion ?? env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"])
     }
 }
 
@@ -42,6 +46,8 @@ public final class KeyStores: Sendable {
                 throw KeyStoreError(.invalidArgument, "local: keys need a key store folder: --keystore DIR or KEYWARD_KEYSTORE")
             }
             store = try LocalKeyStore(folder: folder, rootKey: .fromEnvironment(keyStoreFolder: folder, rootKeyFile: configuration.rootKeyFile))
+        case "aws-kms":
+            store = try AWSKMSKeyStore.fromEnvironment(region: configuration.awsRegion)
         default:
             throw KeyStoreError(.invalidArgument, "\(reference.scheme): keys are not supported yet")
         }

@@ -12,7 +12,7 @@ struct KeysCommand: AsyncParsableCommand {
 
     /// One key reference and the store options.
     struct Target: ParsableArguments {
-        @Argument(help: "The key: local:NAME (more stores arrive with their issues).")
+        @Argument(help: "The key: local:NAME or aws-kms:ARN.")
         var reference: String
 
         @OptionGroup var stores: KeyStoreOptions
@@ -24,17 +24,21 @@ struct KeysCommand: AsyncParsableCommand {
     }
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a key: local:NAME.")
-        @OptionGroup var target: Target
+        static let configuration = CommandConfiguration(
+            abstract: "Create a key: local:NAME, or aws-kms (with --region) which prints the new key's ARN.")
+        @Argument(help: "local:NAME or aws-kms.") var reference: String
+        @Option(help: "A description for an AWS KMS key.") var description: String?
+        @OptionGroup var stores: KeyStoreOptions
         func run() async throws {
-            let (store, keyID) = try target.resolve()
-            print(format(try await store.createKey(name: keyID)))
+            let ref = reference == "aws-kms" ? KeyReference(scheme: "aws-kms", keyID: "") : try KeyReference.parse(reference)
+            let store = try stores.keyStores().store(for: ref)
+            print(format(try await store.createKey(name: ref.scheme == "local" ? ref.keyID : description)))
         }
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the keys of a store: local.")
-        @Argument(help: "The store: local.") var scheme: String = "local"
+        static let configuration = CommandConfiguration(abstract: "List the keys of a store: local or aws-kms (with --region).")
+        @Argument(help: "The store: local or aws-kms.") var scheme: String = "local"
         @OptionGroup var stores: KeyStoreOptions
         func run() async throws {
             let store = try stores.keyStores().store(for: KeyReference(scheme: scheme, keyID: ""))

@@ -62,7 +62,7 @@ struct CommonOptions: ParsableArguments {
     var output: String
 
     @Option(name: .customLong("wrapping-key"), help: ArgumentHelp(
-        "A wrapping key: local:NAME, raw-aes:namespace=NS,name=NAME,key=@FILE|base64:… or raw-rsa:namespace=NS,name=NAME,key=@PEM,padding=P. Repeatable.",
+        "A wrapping key: local:NAME, aws-kms:ARN, raw-aes:namespace=NS,name=NAME,key=@FILE|base64:… or raw-rsa:namespace=NS,name=NAME,key=@PEM,padding=P. Repeatable.",
         valueName: "SPEC"))
     var wrappingKeys: [String] = []
 
@@ -112,7 +112,10 @@ struct KeyStoreOptions: ParsableArguments {
         valueName: "FILE"))
     var rootKeyFile: String?
 
+    @Option(help: ArgumentHelp("The AWS region for commands that name no key (default: $AWS_REGION).", valueName: "R"))
+    var region: String?
+
     func keyStores() -> KeyStores {
-        KeyStores(configuration: .fromEnvironment(localFolder: keystore, rootKeyFile: rootKeyFile))
+        KeyStores(configuration: .fromEnvironment(localFolder: keystore, rootKeyFile: rootKeyFile, awsRegion: region))
     }
 }
