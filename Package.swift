@@ -32,10 +32,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Cryptoki types for the PKCS#11 store; modules are loaded at run time with dlopen.
+        .target(name: "CPKCS11"),
         .target(
             name: "KeywardKeyStores",
             dependencies: [
                 "KeywardCrypto",
+                "CPKCS11",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -32,6 +32,8 @@ public struct KeyReference: Hashable, Sendable, CustomStringConvertible {
             try LocalKeyStore.validateName(reference.keyID)
         case "aws-kms":
             _ = try KeyReference.awsRegion(ofARN: reference.keyID)
+        case "pkcs11":
+            _ = try PKCS11URI(reference.keyID)
         default:
             break
         }

@@ -77,9 +77,15 @@ public protocol KeyStore: Sendable {
     /// Cancels a scheduled deletion; the key comes back disabled, as in AWS KMS.
     func cancelKeyDeletion(keyID: String) async throws
     func listKeys() async throws -> [KeyDescription]
+
+    /// What encrypted data keys record as provider info for `keyID` (default: the key ID itself;
+    /// PKCS#11 leaves out the module path and PIN).
+    func providerInfo(forKeyID keyID: String) throws -> String
 }
 
 extension KeyStore {
+    public func providerInfo(forKeyID keyID: String) throws -> String { keyID }
+
     /// Unwraps and wraps again, for stores that cannot re-wrap internally.
     public func reEncrypt(ciphertext: [UInt8], from source: String, sourceContext: EncryptionContext,
                           to destination: String, destinationContext: EncryptionContext) async throws -> WrappedKey {

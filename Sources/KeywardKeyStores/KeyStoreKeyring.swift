@@ -33,9 +33,10 @@ public struct KeyStoreKeyring: Keyring, CustomStringConvertible {
 
     public func onDecrypt(_ materials: DecryptionMaterials, encryptedDataKeys: [EncryptedDataKey]) async throws -> DecryptionMaterials {
         guard materials.plaintextDataKey == nil else { return materials }
+        let info = try store.providerInfo(forKeyID: keyID)
         var firstError: (any Error)?
         for edk in encryptedDataKeys
-        where edk.providerID.elementsEqual(store.providerID.utf8) && edk.providerInfo.elementsEqual(keyID.utf8) {
+        where edk.providerID.elementsEqual(store.providerID.utf8) && edk.providerInfo.elementsEqual(info.utf8) {
             do {
                 let key = try await store.decrypt(keyID: keyID, ciphertext: edk.ciphertext, context: materials.encryptionContext)
                 guard key.count == materials.suite.keyLength else { continue }

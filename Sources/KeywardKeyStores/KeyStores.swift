@@ -48,6 +48,8 @@ public final class KeyStores: Sendable {
             store = try LocalKeyStore(folder: folder, rootKey: .fromEnvironment(keyStoreFolder: folder, rootKeyFile: configuration.rootKeyFile))
         case "aws-kms":
             store = try AWSKMSKeyStore.fromEnvironment(region: configuration.awsRegion)
+        case "pkcs11":
+            store = PKCS11KeyStore()
         default:
             throw KeyStoreError(.invalidArgument, "\(reference.scheme): keys are not supported yet")
         }

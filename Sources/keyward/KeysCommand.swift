@@ -12,7 +12,7 @@ struct KeysCommand: AsyncParsableCommand {
 
     /// One key reference and the store options.
     struct Target: ParsableArguments {
-        @Argument(help: "The key: local:NAME or aws-kms:ARN.")
+        @Argument(help: "The key: local:NAME, aws-kms:ARN or pkcs11:token=…;object=…?module-path=…&pin-source=…")
         var reference: String
 
         @OptionGroup var stores: KeyStoreOptions
@@ -25,14 +25,14 @@ struct KeysCommand: AsyncParsableCommand {
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create a key: local:NAME, or aws-kms (with --region) which prints the new key's ARN.")
+            abstract: "Create a key: local:NAME, pkcs11:token=…;object=…, or aws-kms (with --region) which prints the new key's ARN.")
         @Argument(help: "local:NAME or aws-kms.") var reference: String
         @Option(help: "A description for an AWS KMS key.") var description: String?
         @OptionGroup var stores: KeyStoreOptions
         func run() async throws {
             let ref = reference == "aws-kms" ? KeyReference(scheme: "aws-kms", keyID: "") : try KeyReference.parse(reference)
             let store = try stores.keyStores().store(for: ref)
-            print(format(try await store.createKey(name: ref.scheme == "local" ? ref.keyID : description)))
+            print(format(try await store.createKey(name: ref.scheme == "aws-kms" ? description : ref.keyID)))
         }
     }
 

@@ -62,7 +62,7 @@ struct CommonOptions: ParsableArguments {
     var output: String
 
     @Option(name: .customLong("wrapping-key"), help: ArgumentHelp(
-        "A wrapping key: local:NAME, aws-kms:ARN, raw-aes:namespace=NS,name=NAME,key=@FILE|base64:… or raw-rsa:namespace=NS,name=NAME,key=@PEM,padding=P. Repeatable.",
+        "A wrapping key: local:NAME, aws-kms:ARN, pkcs11:URI, raw-aes:namespace=NS,name=NAME,key=@FILE|base64:… or raw-rsa:namespace=NS,name=NAME,key=@PEM,padding=P. Repeatable.",
         valueName: "SPEC"))
     var wrappingKeys: [String] = []
 
