@@ -179,7 +179,7 @@ func expectStoreError(_ code: KeyStoreError.Code, sourceLocation: SourceLocation
         let arn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
         #expect(try KeyReference.parse("aws-kms:\(arn)").keyID == arn)
         #expect(try KeyReference.awsRegion(ofARN: arn) == "eu-west-1")
-        #expect(try KeyReference.parse("pkcs11:token=t;object=o").scheme == "pkcs11")
+        #expect(try KeyReference.parse("pkcs11:token=t;object=o?module-path=/m.so").scheme == "pkcs11")
         for bad in ["local:", "local:a/b", "aws-kms:not-an-arn", "aws-kms:arn:aws:s3:::bucket", "nope:x", "raw-aes:x"] {
             #expect(throws: KeyStoreError.self, "\(bad)") { try KeyReference.parse(bad) }
         }
