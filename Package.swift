@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // The system libcrypto's EVP interface, reached directly for the AES-GCM hot path and RSA
@@ -59,6 +60,18 @@ let package = Package(
                 "KeywardKeyStores",
                 "KeywardGateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        // Micro-benchmarks behind scripts/bench-keystores.
+        .executableTarget(
+            name: "keyward-bench",
+            dependencies: [
+                "KeywardKeyStores",
+                "KeywardCrypto",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

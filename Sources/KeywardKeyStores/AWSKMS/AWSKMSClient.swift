@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// A small AWS KMS JSON-protocol client: SigV4-signed POSTs over async-http-client's shared,
 /// keep-alive connection pool (no TLS handshake per call), one deadline across all attempts,
@@ -36,11 +37,26 @@ public struct AWSKMSClient: Sendable {
     public let credentials: AWSCredentials
     public let configuration: Configuration
     private let http: HTTPClient
+    /// One signer per region, so its derived signing key is reused all day.
+    private let signers = Signers()
+
+    private final class Signers: Sendable {
+        let byRegion = Mutex<[String: SigV4]>([:])
+    }
 
     public init(credentials: AWSCredentials, configuration: Configuration, http: HTTPClient = .shared) {
         self.credentials = credentials
         self.configuration = configuration
         self.http = http
+    }
+
+    private func signer(region: String) -> SigV4 {
+        signers.byRegion.withLock { signers in
+            if let signer = signers[region] { return signer }
+            let signer = SigV4(credentials: credentials, region: region, service: "kms")
+            signers[region] = signer
+            return signer
+        }
     }
 
     public func endpoint(region: String) -> String {
@@ -51,7 +67,7 @@ public struct AWSKMSClient: Sendable {
     public func call(_ operation: String, region: String, _ parameters: [String: Any]) async throws -> [String: Any] {
         let body = Array(try JSONSerialization.data(withJSONObject: parameters))
         let url = endpoint(region: region)
-        let signer = SigV4(credentials: credentials, region: region, service: "kms")
+        let signer = signer(region: region)
         let clock = ContinuousClock()
         let deadline = clock.now + configuration.timeout
         var attempt = 0

@@ -1,5 +1,9 @@
 import Crypto
 import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// AWS Signature Version 4 on swift-crypto, canonicalising exactly as botocore's `SigV4Auth` does
 /// (which the tests check byte for byte): the path is normalised and percent-encoded again, query
@@ -8,11 +12,27 @@ public struct SigV4: Sendable {
     public let credentials: AWSCredentials
     public let region: String
     public let service: String
+    /// The derived signing key changes once a day: keep the last one (day, key).
+    private let signingKeys = SigningKeyCache()
 
     public init(credentials: AWSCredentials, region: String, service: String) {
         self.credentials = credentials
         self.region = region
         self.service = service
+    }
+
+    final class SigningKeyCache: Sendable {
+        let last = Mutex<(day: String, key: SymmetricKey)?>(nil)
+    }
+
+    func signingKey(day: String) -> SymmetricKey {
+        if let cached = signingKeys.last.withLock({ $0 }), cached.day == day { return cached.key }
+        var key = SymmetricKey(data: Array("AWS4\(credentials.secretAccessKey)".utf8))
+        for part in [day, region, service, "aws4_request"] {
+            key = SymmetricKey(data: Array(HMAC<SHA256>.authenticationCode(for: Array(part.utf8), using: key)))
+        }
+        signingKeys.last.withLock { $0 = (day, key) }
+        return key
     }
 
     /// Headers that never take part in a signature (botocore's list).
@@ -61,21 +81,27 @@ public struct SigV4: Sendable {
         let day = String(timestamp.prefix(8))
         let scope = "\(day)/\(region)/\(service)/aws4_request"
         let stringToSign = ["AWS4-HMAC-SHA256", timestamp, scope, Self.hex(SHA256.hash(data: Array(request.utf8)))].joined(separator: "\n")
-        var key = SymmetricKey(data: Array("AWS4\(credentials.secretAccessKey)".utf8))
-        for part in [day, region, service, "aws4_request"] {
-            key = SymmetricKey(data: Array(HMAC<SHA256>.authenticationCode(for: Array(part.utf8), using: key)))
-        }
-        let signature = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: key))
+        let signature = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: signingKey(day: day)))
         out.append(("Authorization", "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"))
         return out
     }
 
+    /// `YYYYMMDDTHHMMSSZ` in UTC.
     static func timestamp(_ date: Date) -> String {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
-        func two(_ v: Int?) -> String { String(format: "%02d", v ?? 0) }
-        return "\(String(format: "%04d", c.year ?? 0))\(two(c.month))\(two(c.day))T\(two(c.hour))\(two(c.minute))\(two(c.second))Z"
+        var t = time_t(date.timeIntervalSince1970.rounded(.down))
+        var c = tm()
+        gmtime_r(&t, &c)
+        var out: [UInt8] = []
+        func digits(_ v: Int32, _ n: Int) {
+            var v = v, d = [UInt8](repeating: 0x30, count: n)
+            for i in (0..<n).reversed() { d[i] = 0x30 + UInt8(v % 10); v /= 10 }
+            out += d
+        }
+        digits(c.tm_year + 1900, 4); digits(c.tm_mon + 1, 2); digits(c.tm_mday, 2)
+        out.append(UInt8(ascii: "T"))
+        digits(c.tm_hour, 2); digits(c.tm_min, 2); digits(c.tm_sec, 2)
+        out.append(UInt8(ascii: "Z"))
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Query pairs as given (already encoded), sorted by key, then value.
@@ -107,18 +133,23 @@ public struct SigV4: Sendable {
     /// Percent-encodes every byte but unreserved characters and those in `keep` (as Python's quote).
     static func percentEncode(_ text: String, keep: String) -> String {
         let safe = Set(Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~".utf8) + Array(keep.utf8))
-        var out = ""
+        var out: [UInt8] = []
         for byte in text.utf8 {
             if safe.contains(byte) {
-                out.unicodeScalars.append(Unicode.Scalar(byte))
+                out.append(byte)
             } else {
-                out += String(format: "%%%02X", byte)
+                out += [UInt8(ascii: "%"), upperHex[Int(byte >> 4)], upperHex[Int(byte & 0xF)]]
             }
         }
-        return out
+        return String(decoding: out, as: UTF8.self)
     }
 
+    private static let lowerHex = Array("0123456789abcdef".utf8), upperHex = Array("0123456789ABCDEF".utf8)
+
     static func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 {
-        bytes.map { String(format: "%02x", $0) }.joined()
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        for b in bytes { out.append(lowerHex[Int(b >> 4)]); out.append(lowerHex[Int(b & 0xF)]) }
+        return String(decoding: out, as: UTF8.self)
     }
 }
