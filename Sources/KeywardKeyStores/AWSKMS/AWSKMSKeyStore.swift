@@ -98,7 +98,10 @@ public final class AWSKMSKeyStore: KeyStore {
         guard let metadata = json["KeyMetadata"] as? [String: Any] else {
             throw KeyStoreError(.keyUnavailable, "AWS KMS DescribeKey answered without KeyMetadata")
         }
-        return Self.description(metadata)
+        var description = Self.description(metadata)
+        let rotation = try await manage("GetKeyRotationStatus", key: keyID)
+        description.rotationEnabled = rotation["KeyRotationEnabled"] as? Bool
+        return description
     }
 
     static func description(_ metadata: [String: Any]) -> KeyDescription {

@@ -1,0 +1,82 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import KeywardCrypto
+@testable import KeywardKeyStores
+import Testing
+
+/// The AWS KMS store against a moto server started for this suite (moto is the real peer here; the
+/// CLI-level KMS tests live in tests/interop/test_aws_kms.py).
+@Suite(.serialized) final class AWSKMSTests {
+    let process = Process()
+    let store: AWSKMSKeyStore
+
+    init() throws {
+        let port = Int.random(in: 20_000...40_000)
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["moto_server", "-H", "127.0.0.1", "-p", "\(port)"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        try Self.waitForPort(port)
+        store = AWSKMSKeyStore(
+            client: AWSKMSClient(credentials: AWSCredentials(accessKeyID: "testing", secretAccessKey: "testing"),
+                                 configuration: .init(endpoint: "http://127.0.0.1:\(port)", timeout: .seconds(20))),
+            defaultRegion: "us-east-1")
+    }
+
+    deinit {
+        // Process.waitUntilExit needs a run loop, which test threads on Linux do not spin: reap
+        // directly. SIGKILL, because the child inherits the test threads' blocked SIGTERM.
+        kill(process.processIdentifier, SIGKILL)
+        var status: Int32 = 0
+        waitpid(process.processIdentifier, &status, 0)
+    }
+
+    static func waitForPort(_ port: Int) throws {
+        for _ in 0..<300 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            close(fd)
+            if connected == 0 { return }
+            usleep(100_000)
+        }
+        throw KeyStoreError(.keyUnavailable, "moto_server did not start (scripts/test installs moto[server])")
+    }
+
+    func arn(_ description: KeyDescription) -> String { String(description.reference.dropFirst("aws-kms:".count)) }
+
+    @Test func reEncryptMovesADataKeyToAnotherKeyInsideKMS() async throws {
+        let a = arn(try await store.createKey(name: "a")), b = arn(try await store.createKey(name: "b"))
+        let source: EncryptionContext = ["tenant": "t1"], destination: EncryptionContext = ["tenant": "t1", "moved": "yes"]
+        let (plaintext, wrapped) = try await store.generateDataKey(keyID: a, length: 32, context: source)
+        #expect(wrapped.keyID == a)
+        let moved = try await store.reEncrypt(ciphertext: wrapped.ciphertext, from: a, sourceContext: source, to: b, destinationContext: destination)
+        #expect(moved.keyID == b)
+        #expect(try await store.decrypt(keyID: b, ciphertext: moved.ciphertext, context: destination).constantTimeEquals(plaintext))
+        // Refused: real KMS says IncorrectKeyException (invalid_ciphertext), moto AccessDeniedException.
+        await #expect(throws: KeyStoreError.self) {
+            _ = try await self.store.decrypt(keyID: a, ciphertext: moved.ciphertext, context: destination)
+        }
+    }
+
+    @Test func describeReportsStateDatesAndRotation() async throws {
+        let key = arn(try await store.createKey(name: "d"))
+        var d = try await store.describe(keyID: key)
+        #expect(d.state == .enabled && d.created != nil && d.rotationEnabled == false)
+        try await store.rotateKey(keyID: key)
+        d = try await store.describe(keyID: key)
+        #expect(d.rotationEnabled == true)
+        let date = try await store.scheduleKeyDeletion(keyID: key, days: 9)
+        d = try await store.describe(keyID: key)
+        #expect(d.state == .pendingDeletion)
+        #expect(abs((d.deletionDate ?? .distantPast).timeIntervalSince(date)) < 2)
+    }
+}
