@@ -1,6 +1,7 @@
+import KeywardCrypto
 /// An error from a key store, with a code a caller can act on. `description` never contains key
 /// material, tokens or PINs.
-public struct KeyStoreError: Error, Hashable, Sendable, CustomStringConvertible {
+public struct KeyStoreError: CodedError {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Backing: String, Hashable, Sendable {
             case keyDisabled = "key_disabled"
@@ -52,7 +53,4 @@ public struct KeyStoreError: Error, Hashable, Sendable, CustomStringConvertible 
         self.line = line
     }
 
-    public var description: String { "\(reason) (\(code))" }
-    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }
-    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
 }

@@ -1,5 +1,6 @@
 import Foundation
 @testable import KeywardCrypto
+import KeywardTesting
 import Synchronization
 
 func aesKeyring(_ name: String = "k1", bytes: Int = 32, seed: UInt8 = 7) throws -> RawAESKeyring {
@@ -87,14 +88,7 @@ func hex(_ s: String) -> [UInt8] {
 /// Expects `body` to throw a KeywardCryptoError with `code`.
 func expectCode(_ code: KeywardCryptoError.Code, _ body: () async throws -> Void,
                 sourceLocation: SourceLocation = #_sourceLocation) async {
-    do {
-        try await body()
-        Issue.record("expected \(code), but nothing was thrown", sourceLocation: sourceLocation)
-    } catch let e as KeywardCryptoError {
-        #expect(e.code == code, "got \(e)", sourceLocation: sourceLocation)
-    } catch {
-        Issue.record("expected \(code), got \(error)", sourceLocation: sourceLocation)
-    }
+    await expectError(code, as: KeywardCryptoError.self, sourceLocation: sourceLocation, body)
 }
 
 import Testing

@@ -14,14 +14,7 @@ final class TestClock: Sendable {
 
 func expectStoreError(_ code: KeyStoreError.Code, sourceLocation: SourceLocation = #_sourceLocation,
                       _ body: () async throws -> Void) async {
-    do {
-        try await body()
-        Issue.record("expected \(code), nothing was thrown", sourceLocation: sourceLocation)
-    } catch let e as KeyStoreError {
-        #expect(e.code == code, "\(e)", sourceLocation: sourceLocation)
-    } catch {
-        Issue.record("expected \(code), got \(error)", sourceLocation: sourceLocation)
-    }
+    await expectError(code, as: KeyStoreError.self, sourceLocation: sourceLocation, body)
 }
 
 @Suite struct LocalKeyStoreTests {

@@ -2,7 +2,7 @@
 ///
 /// `description` names the code and a reason that never contains key material or plaintext, so it
 /// is safe for logs and for users. Two errors are equal when their codes are.
-public struct KeywardCryptoError: Error, Hashable, Sendable, CustomStringConvertible {
+public struct KeywardCryptoError: CodedError {
     /// What went wrong, as a value a caller can act on. New codes may be added.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Backing: String, Hashable, Sendable {
@@ -67,7 +67,6 @@ public struct KeywardCryptoError: Error, Hashable, Sendable, CustomStringConvert
 
     /// The error's code.
     public let code: Code
-    /// A short explanation without secrets.
     public let reason: String
     public let file: String
     public let line: Int
@@ -79,8 +78,4 @@ public struct KeywardCryptoError: Error, Hashable, Sendable, CustomStringConvert
         self.line = line
     }
 
-    public var description: String { "\(reason) (\(code))" }
-
-    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }
-    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
 }
