@@ -12,28 +12,24 @@ struct BodyAAD {
         }
     }
 
-    private var buffer: [UInt8]
-    private let prefixes: [[UInt8]]
+    // One buffer per kind, holding `message ID || label` and 12 bytes that each frame overwrites:
+    // per frame only the sequence number and length change.
+    private var buffers: [[UInt8]]
 
     init(messageID: [UInt8]) {
-        prefixes = [Kind.frame, .finalFrame, .singleBlock].map { messageID + $0.label }
-        buffer = []
-        buffer.reserveCapacity(messageID.count + 64)
+        buffers = [Kind.frame, .finalFrame, .singleBlock].map { messageID + $0.label + [UInt8](repeating: 0, count: 12) }
     }
 
-    /// Calls `body` with the AAD for one frame, built in a buffer reused across frames.
+    /// Calls `body` with the AAD for one frame.
     mutating func with<R>(_ kind: Kind, sequence: UInt32, length: UInt64, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        buffer.removeAll(keepingCapacity: true)
-        switch kind {
-        case .frame: buffer.append(contentsOf: prefixes[0])
-        case .finalFrame: buffer.append(contentsOf: prefixes[1])
-        case .singleBlock: buffer.append(contentsOf: prefixes[2])
+        let index = switch kind { case .frame: 0; case .finalFrame: 1; case .singleBlock: 2 }
+        return try buffers[index].withUnsafeMutableBytes { b in
+            let tail = b.baseAddress! + (b.count - 12)
+            tail.storeBytes(of: sequence.bigEndian, as: UInt32.self)
+            (tail + 4).storeBytes(of: length.bigEndian, as: UInt64.self)
+            return try body(UnsafeRawBufferPointer(b))
         }
-        buffer.appendUInt32(sequence)
-        buffer.appendUInt64(length)
-        return try buffer.withUnsafeBytes(body)
     }
-
 }
 
 /// Writes the 12-byte IV for a sequence number at `p`.

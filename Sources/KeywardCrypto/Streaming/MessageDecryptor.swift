@@ -274,8 +274,8 @@ public struct MessageDecryptor {
         let per = 16 + frameLength + 16
         var count = 0
         while (count + 1) * per <= bytes.count, expectedSequence + UInt32(count) < UInt32.max - 2 {
-            var r = ByteReader(UnsafeRawBufferPointer(rebasing: bytes[(count * per)...]))
-            guard try r.readUInt32() == expectedSequence + UInt32(count) else { break }
+            let sequence = UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: count * per, as: UInt32.self))
+            guard sequence == expectedSequence + UInt32(count) else { break }
             count += 1
         }
         guard count >= 2, count * frameLength >= FrameParallelism.minimumBatchBytes else { return nil }
