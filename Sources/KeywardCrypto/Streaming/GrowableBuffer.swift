@@ -1,8 +1,9 @@
 import CKeywardOpenSSL
 
 /// A byte buffer whose tail can be written in place without zero-filling first (unlike `[UInt8]`),
-/// reused for the life of a stream. A buffer that may hold plaintext is wiped whenever bytes leave
-/// it; one that only ever holds ciphertext is not, since wiping it costs bandwidth and hides nothing.
+/// reused for the life of a stream. A buffer that may hold plaintext is wiped whole before its
+/// memory is freed or moved; between uses it is simply overwritten, since wiping every drain would
+/// cost a full extra pass over the data and hide nothing from a process that still holds the key.
 final class GrowableBuffer {
     private var storage: UnsafeMutableRawPointer
     private(set) var capacity: Int
@@ -51,12 +52,10 @@ final class GrowableBuffer {
         precondition(n <= count)
         if n == count { clear(); return }
         (storage).copyMemory(from: storage + n, byteCount: count - n)
-        wipe(storage + (count - n), n)
         count -= n
     }
 
     func clear() {
-        wipe(storage, count)
         count = 0
     }
 
