@@ -50,10 +50,22 @@ import Testing
         #expect(try await decrypt(message, keyring: keyring) == [1, 2, 3, 4])
     }
 
-    @Test func signedMessagesCarryThePublicKeyAndAFooter() async throws {
-        let message = try await encrypt([1], keyring: try aesKeyring(), suite: .aes256GCMHKDFSHA512CommitKeyECDSAP384)
-        let (header, _) = try message.withUnsafeBytes { try MessageHeader.parse($0, maxEncryptedDataKeys: nil) }
-        #expect(header.encryptionContext.value(forKey: EncryptionContext.publicKeyKey) != nil)
+    @Test func signedMessagesCarryThePublicKeyAndAFixedLengthFooter() async throws {
+        let keyring = try aesKeyring()
+        for _ in 0..<64 {
+            let message = try await encrypt([1], keyring: keyring, suite: .aes256GCMHKDFSHA512CommitKeyECDSAP384)
+            let (header, _) = try message.withUnsafeBytes { try MessageHeader.parse($0, maxEncryptedDataKeys: nil) }
+            #expect(header.encryptionContext.value(forKey: EncryptionContext.publicKeyKey) != nil)
+            // As the ESDK writes them: a 2-byte length of 103, then a 103-byte DER signature.
+            #expect(Array(message[(message.count - 105)..<(message.count - 103)]) == [0, 103])
+            #expect(try await decrypt(message, keyring: keyring) == [1])
+        }
+    }
+
+    @Test func negatingSIsOrderMinusS() {
+        let one = [UInt8](repeating: 0, count: 47) + [1]
+        let nMinusOne = MessageSigner.subtract(MessageSigner.order, one[...])
+        #expect(nMinusOne.suffix(2) == [0x29, 0x72] && nMinusOne.prefix(47) == MessageSigner.order.prefix(47))
     }
 
     @Test func streamingDecryptionAcceptsAnyChunking() async throws {

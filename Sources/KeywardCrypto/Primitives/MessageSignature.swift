@@ -47,13 +47,40 @@ struct MessageSigner {
 
     func update(_ bytes: UnsafeRawBufferPointer) { hash.update(bytes) }
 
-    /// The DER signature for the footer.
+    /// The DER signature for the footer, always 103 bytes as the ESDK writes it: a signature whose
+    /// DER is shorter gets s replaced by n − s (equally valid), or is made again.
     func finalize() throws -> [UInt8] {
+        let digest = Prehashed<SHA384>(bytes: hash.finalize())
         do {
-            return Array(try key.signature(for: Prehashed<SHA384>(bytes: hash.finalize())).derRepresentation)
+            for _ in 0..<128 {
+                let signature = try key.signature(for: digest)
+                if signature.derRepresentation.count == Self.signatureLength { return Array(signature.derRepresentation) }
+                let raw = Array(signature.rawRepresentation)
+                let negated = try P384.Signing.ECDSASignature(rawRepresentation: raw[..<48] + Self.subtract(Self.order, raw[48...]))
+                if negated.derRepresentation.count == Self.signatureLength { return Array(negated.derRepresentation) }
+            }
         } catch {
             throw KeywardCryptoError(.internalError, "signing the message failed")
         }
+        throw KeywardCryptoError(.internalError, "no fixed-length signature after 128 tries")
+    }
+
+    static let signatureLength = 103
+    /// The order n of the P-384 group.
+    static let order: [UInt8] = Array(
+        "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973".utf8
+    ).chunked2().map { UInt8($0, radix: 16)! }
+
+    /// a − b for equal-length big-endian numbers with a ≥ b.
+    static func subtract(_ a: [UInt8], _ b: ArraySlice<UInt8>) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: a.count)
+        var borrow = 0
+        for (i, j) in zip(a.indices.reversed(), b.indices.reversed()) {
+            let d = Int(a[i]) - Int(b[j]) - borrow
+            out[i] = UInt8((d + 256) & 0xFF)
+            borrow = d < 0 ? 1 : 0
+        }
+        return out
     }
 }
 
@@ -82,5 +109,12 @@ struct MessageVerifier {
             guard let sig = try? P384.Signing.ECDSASignature(derRepresentation: der) else { return false }
             return k.isValidSignature(sig, for: Prehashed<SHA384>(bytes: hash.finalize()))
         }
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// Pairs of characters, for parsing hex.
+    fileprivate func chunked2() -> [String] {
+        stride(from: 0, to: count, by: 2).map { String(decoding: self[$0..<Swift.min($0 + 2, count)], as: UTF8.self) }
     }
 }
