@@ -55,31 +55,22 @@ struct KeysCommand: AsyncParsableCommand {
         }
     }
 
-    struct Enable: AsyncParsableCommand {
+    struct Enable: KeyAction {
         static let configuration = CommandConfiguration(abstract: "Enable a disabled key.")
         @OptionGroup var target: Target
-        func run() async throws {
-            let (store, keyID) = try target.resolve()
-            try await store.enableKey(keyID: keyID)
-        }
+        static func act(_ store: any KeyStore, _ keyID: String) async throws { try await store.enableKey(keyID: keyID) }
     }
 
-    struct Disable: AsyncParsableCommand {
+    struct Disable: KeyAction {
         static let configuration = CommandConfiguration(abstract: "Disable a key: it wraps and unwraps nothing until enabled.")
         @OptionGroup var target: Target
-        func run() async throws {
-            let (store, keyID) = try target.resolve()
-            try await store.disableKey(keyID: keyID)
-        }
+        static func act(_ store: any KeyStore, _ keyID: String) async throws { try await store.disableKey(keyID: keyID) }
     }
 
-    struct Rotate: AsyncParsableCommand {
+    struct Rotate: KeyAction {
         static let configuration = CommandConfiguration(abstract: "Make a new key version; older versions still unwrap.")
         @OptionGroup var target: Target
-        func run() async throws {
-            let (store, keyID) = try target.resolve()
-            try await store.rotateKey(keyID: keyID)
-        }
+        static func act(_ store: any KeyStore, _ keyID: String) async throws { try await store.rotateKey(keyID: keyID) }
     }
 
     struct ScheduleDeletion: AsyncParsableCommand {
@@ -98,15 +89,25 @@ struct KeysCommand: AsyncParsableCommand {
         }
     }
 
-    struct CancelDeletion: AsyncParsableCommand {
+    struct CancelDeletion: KeyAction {
         static let configuration = CommandConfiguration(
             commandName: "cancel-deletion",
             abstract: "Cancel a scheduled deletion; the key comes back disabled.")
         @OptionGroup var target: Target
-        func run() async throws {
-            let (store, keyID) = try target.resolve()
-            try await store.cancelKeyDeletion(keyID: keyID)
-        }
+        static func act(_ store: any KeyStore, _ keyID: String) async throws { try await store.cancelKeyDeletion(keyID: keyID) }
+    }
+}
+
+/// A key subcommand that resolves its key and performs one store call, printing nothing.
+protocol KeyAction: AsyncParsableCommand {
+    var target: KeysCommand.Target { get }
+    static func act(_ store: any KeyStore, _ keyID: String) async throws
+}
+
+extension KeyAction {
+    func run() async throws {
+        let (store, keyID) = try target.resolve()
+        try await Self.act(store, keyID)
     }
 }
 
