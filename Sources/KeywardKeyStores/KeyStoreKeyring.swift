@@ -14,7 +14,8 @@ public struct KeyStoreKeyring: Keyring, CustomStringConvertible {
         self.keyID = keyID
     }
 
-    public var description: String { "\(store.scheme):\(keyID)" }
+    /// The key's identity; for PKCS#11 without the module path and PIN of its URI.
+    public var description: String { "\(store.scheme):\((try? store.providerInfo(forKeyID: keyID)) ?? "<unparsable key id>")" }
 
     public func onEncrypt(_ materials: EncryptionMaterials) async throws -> EncryptionMaterials {
         var m = materials

@@ -71,8 +71,6 @@ public final class KeyStores: Sendable {
 
     /// A keyring for several specs: the first generates the data key, all wrap it, any decrypts.
     public func keyring(for specs: [String]) throws -> any Keyring {
-        let keyrings = try specs.map(keyring(for:))
-        guard let first = keyrings.first else { throw KeyStoreError(.invalidArgument, "at least one wrapping key is needed") }
-        return keyrings.count == 1 ? first : try MultiKeyring(generator: first, children: Array(keyrings.dropFirst()))
+        try MultiKeyring.combining(try specs.map(keyring(for:)))
     }
 }

@@ -14,7 +14,4 @@ public final class TemporaryDirectory: @unchecked Sendable {
 
     /// The path of `name` inside the directory.
     public func file(_ name: String) -> String { url.appendingPathComponent(name).path }
-
-    /// Names of the files in the directory.
-    public func listing() throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: path).sorted() }
 }

@@ -46,7 +46,11 @@ import Glibc
         let uri = try PKCS11URI("token=My%20Token;object=k;id=%01%02?module-path=/m.so&pin-value=s3cret")
         #expect(uri.token == "My Token" && uri.object == "k" && uri.id == [1, 2] && uri.modulePath == "/m.so")
         #expect(uri.identity == "token=My%20Token;object=k;id=%01%02")
-        for text in ["\(uri)", String(reflecting: uri)] { #expect(!text.contains("s3cret")) }
+        let keyring = KeyStoreKeyring(store: PKCS11KeyStore(), keyID: "token=t;object=k?module-path=/m.so&pin-value=s3cret")
+        var dumped = ""
+        dump(uri, to: &dumped)
+        for text in ["\(uri)", String(reflecting: uri), "\(keyring)", dumped] { #expect(!text.contains("s3cret")) }
+        #expect("\(keyring)" == "pkcs11:token=t;object=k")
         #expect(throws: KeyStoreError.self) { try PKCS11URI("object=k?module-path=/m.so") }
         #expect(throws: KeyStoreError.self) { try PKCS11URI("token=t;object=k;id=%G1?module-path=/m.so") }
     }

@@ -100,7 +100,11 @@ import Testing
 
     @Test func credentialsNeverPrintTheSecret() {
         let c = AWSCredentials(accessKeyID: "AKID", secretAccessKey: "s3cr3t", sessionToken: "t0k3n")
-        for text in ["\(c)", String(reflecting: c)] {
+        var dumped = ""
+        dump(c, to: &dumped)
+        var signerDump = ""
+        dump(SigV4(credentials: c, region: "r", service: "kms"), to: &signerDump)
+        for text in ["\(c)", String(reflecting: c), dumped, signerDump] {
             #expect(!text.contains("s3cr3t") && !text.contains("t0k3n"))
         }
     }

@@ -4,6 +4,14 @@ public struct MultiKeyring: Keyring {
     public let generator: (any Keyring)?
     public let children: [any Keyring]
 
+    /// One keyring for several: the first generates the data key, every one wraps it, any one decrypts.
+    public static func combining(_ keyrings: [any Keyring]) throws -> any Keyring {
+        guard let first = keyrings.first else {
+            throw KeywardCryptoError(.invalidArgument, "at least one wrapping key is needed")
+        }
+        return keyrings.count == 1 ? first : try MultiKeyring(generator: first, children: Array(keyrings.dropFirst()))
+    }
+
     public init(generator: (any Keyring)?, children: [any Keyring] = []) throws {
         guard generator != nil || !children.isEmpty else {
             throw KeywardCryptoError(.invalidArgument, "a multi-keyring needs a generator or at least one child")

@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Foundation
 
 /// A wrapping key named in Keyward's one key-reference syntax, for the raw keyrings:
@@ -57,15 +52,6 @@ public enum WrappingKeySpec {
         }
     }
 
-    /// A keyring for several specs: the first generates the data key, every one wraps it, any one decrypts.
-    public static func keyring(from specs: [String]) throws -> any Keyring {
-        let keyrings = try specs.map(keyring(from:))
-        guard let first = keyrings.first else {
-            throw KeywardCryptoError(.invalidArgument, "at least one wrapping key is needed")
-        }
-        return keyrings.count == 1 ? first : try MultiKeyring(generator: first, children: Array(keyrings.dropFirst()))
-    }
-
     private static func rejectUnknown(_ rest: [String: String], _ scheme: String) throws {
         if let extra = rest.keys.sorted().first {
             throw KeywardCryptoError(.invalidArgument, "\(scheme) wrapping key: unknown field \(extra)")
@@ -73,7 +59,7 @@ public enum WrappingKeySpec {
     }
 
     private static func loadKey(_ value: String) throws -> SecretBytes {
-        if value.hasPrefix("@") { return try readSecretFile(String(value.dropFirst())) }
+        if value.hasPrefix("@") { return try SecretBytes(contentsOfFile: String(value.dropFirst())) }
         if value.hasPrefix("base64:") {
             guard let data = Data(base64Encoded: String(value.dropFirst(7))) else {
                 throw KeywardCryptoError(.invalidKey, "the key= value is not valid base64")
@@ -81,28 +67,5 @@ public enum WrappingKeySpec {
             return SecretBytes(copying: data)
         }
         throw KeywardCryptoError(.invalidArgument, "key= takes @FILE or base64:…")
-    }
-
-    /// Reads a small key file straight into secret memory.
-    static func readSecretFile(_ path: String) throws -> SecretBytes {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw KeywardCryptoError(.invalidKey, "cannot open key file \(path): \(String(cString: strerror(errno)))")
-        }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size <= 1 << 20 else {
-            throw KeywardCryptoError(.invalidKey, "key file \(path) is not a regular file of at most 1 MiB")
-        }
-        let size = Int(st.st_size)
-        return try SecretBytes(count: size) { buffer in
-            var done = 0
-            while done < size {
-                let n = read(fd, buffer.baseAddress! + done, size - done)
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { throw KeywardCryptoError(.invalidKey, "cannot read key file \(path)") }
-                done += n
-            }
-        }
     }
 }

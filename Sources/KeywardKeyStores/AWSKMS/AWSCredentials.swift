@@ -3,7 +3,7 @@ import Foundation
 /// AWS credentials: from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, or
 /// the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`) and
 /// profile (`AWS_PROFILE`, else `default`). The secret and the token never print.
-public struct AWSCredentials: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+public struct AWSCredentials: Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     public let accessKeyID: String
     let secretAccessKey: String
     let sessionToken: String?
@@ -16,6 +16,7 @@ public struct AWSCredentials: Sendable, CustomStringConvertible, CustomDebugStri
 
     public var description: String { "AWSCredentials(\(accessKeyID), secret: <redacted>\(sessionToken == nil ? "" : ", token: <redacted>"))" }
     public var debugDescription: String { description }
+    public var customMirror: Mirror { Mirror(self, children: ["accessKeyID": accessKeyID], displayStyle: .struct) }
 
     public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> AWSCredentials {
         if let id = env["AWS_ACCESS_KEY_ID"], let secret = env["AWS_SECRET_ACCESS_KEY"], !id.isEmpty, !secret.isEmpty {

@@ -8,7 +8,7 @@ import Glibc
 /// AWS Signature Version 4 on swift-crypto, canonicalising exactly as botocore's `SigV4Auth` does
 /// (which the tests check byte for byte): the path is normalised and percent-encoded again, query
 /// pairs are sorted as given, header values are whitespace-collapsed, the host drops default ports.
-public struct SigV4: Sendable {
+public struct SigV4: Sendable, CustomReflectable {
     public let credentials: AWSCredentials
     public let region: String
     public let service: String
@@ -20,6 +20,9 @@ public struct SigV4: Sendable {
         self.region = region
         self.service = service
     }
+
+    /// Reflection shows where it signs, never the credentials or the derived keys.
+    public var customMirror: Mirror { Mirror(self, children: ["region": region, "service": service], displayStyle: .struct) }
 
     final class SigningKeyCache: Sendable {
         let last = Mutex<(day: String, key: SymmetricKey)?>(nil)
@@ -131,8 +134,10 @@ public struct SigV4: Sendable {
     }
 
     /// Percent-encodes every byte but unreserved characters and those in `keep` (as Python's quote).
+    private static let unreserved = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~".utf8)
+
     static func percentEncode(_ text: String, keep: String) -> String {
-        let safe = Set(Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~".utf8) + Array(keep.utf8))
+        let safe = keep.isEmpty ? unreserved : unreserved.union(keep.utf8)
         var out: [UInt8] = []
         for byte in text.utf8 {
             if safe.contains(byte) {

@@ -100,13 +100,16 @@ enum RootKey {
     }
 
     private static func readKeyFile(_ path: String) throws -> SecretBytes {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        let key: SecretBytes
+        do {
+            key = try SecretBytes(contentsOfFile: path)
+        } catch {
             throw KeyStoreError(.keyUnavailable, "cannot read the root key file \(path)")
         }
-        guard data.count == 32 else {
+        guard key.count == 32 else {
             throw KeyStoreError(.storeCorrupt, "the root key file \(path) must hold exactly 32 bytes")
         }
-        return SecretBytes(copying: data)
+        return key
     }
 
     private static func createKeyFile(_ path: String) throws -> SecretBytes {

@@ -39,12 +39,15 @@ public struct PKCS11URI: Sendable, CustomStringConvertible {
             pin = SecretBytes(copying: value)
         } else if let source = query["pin-source"].flatMap({ String(bytes: $0, encoding: .utf8) }) {
             let file = source.hasPrefix("file:") ? String(source.dropFirst(5)).replacingOccurrences(of: "///", with: "/") : source
-            guard var bytes = FileManager.default.contents(atPath: file).map(Array.init) else {
+            guard let raw = try? SecretBytes(contentsOfFile: file) else {
                 throw KeyStoreError(.invalidArgument, "cannot read the PIN file \(file)")
             }
-            while let last = bytes.last, last == 0x0A || last == 0x0D { bytes.removeLast() }
-            pin = SecretBytes(copying: bytes)
-            for i in bytes.indices { bytes[i] = 0 }
+            // Drop a trailing newline without making an unwiped copy.
+            pin = raw.withUnsafeBytes { bytes in
+                var n = bytes.count
+                while n > 0, bytes[n - 1] == 0x0A || bytes[n - 1] == 0x0D { n -= 1 }
+                return SecretBytes(copying: bytes[0..<n])
+            }
         } else {
             pin = nil
         }
