@@ -15,11 +15,20 @@ public final class PKCS11KeyStore: KeyStore {
     public let scheme = "pkcs11"
     public let providerID = "keyward-pkcs11"
     private let tokens = Mutex<[String: PKCS11Token]>([:])
+    /// Parsed URIs by key ID, so the PIN file is read once, not on every wrap and unwrap.
+    private let uris = Mutex<[String: PKCS11URI]>([:])
 
     public init() {}
 
     /// Encrypted data keys record the key's identity, never the module path or PIN.
-    public func providerInfo(forKeyID keyID: String) throws -> String { try PKCS11URI(keyID).identity }
+    public func providerInfo(forKeyID keyID: String) throws -> String { try uri(keyID).identity }
+
+    private func uri(_ keyID: String) throws -> PKCS11URI {
+        if let parsed = uris.withLock({ $0[keyID] }) { return parsed }
+        let parsed = try PKCS11URI(keyID)
+        uris.withLock { $0[keyID] = parsed }
+        return parsed
+    }
 
     private func token(_ uri: PKCS11URI) throws -> PKCS11Token {
         let name = "\(uri.modulePath)\u{0}\(uri.token)"
@@ -43,7 +52,7 @@ public final class PKCS11KeyStore: KeyStore {
     }
 
     public func encrypt(keyID: String, plaintext: SecretBytes, context: EncryptionContext) async throws -> WrappedKey {
-        let uri = try PKCS11URI(keyID)
+        let uri = try uri(keyID)
         let aad = try Self.dataKeyAAD(uri, context)
         return try token(uri).withSession { s in
             guard let current = try s.versions(uri).last else {
@@ -56,7 +65,7 @@ public final class PKCS11KeyStore: KeyStore {
     }
 
     public func decrypt(keyID: String, ciphertext: [UInt8], context: EncryptionContext) async throws -> SecretBytes {
-        let uri = try PKCS11URI(keyID)
+        let uri = try uri(keyID)
         guard ciphertext.count >= 2, ciphertext[0] == 1, ciphertext.count >= 2 + Int(ciphertext[1]) + 12 + 16 else {
             throw KeyStoreError(.invalidCiphertext, "not a data key wrapped by the PKCS#11 store")
         }
@@ -75,7 +84,7 @@ public final class PKCS11KeyStore: KeyStore {
     }
 
     public func describe(keyID: String) async throws -> KeyDescription {
-        let uri = try PKCS11URI(keyID)
+        let uri = try uri(keyID)
         return try token(uri).withSession { s in
             let versions = try s.versions(uri, allVersions: true)
             guard let current = versions.last else { throw KeyStoreError(.keyNotFound, "no PKCS#11 key \(uri)") }
@@ -86,7 +95,7 @@ public final class PKCS11KeyStore: KeyStore {
 
     public func createKey(name: String?) async throws -> KeyDescription {
         guard let name else { throw KeyStoreError(.invalidArgument, "a PKCS#11 key needs token= and object=") }
-        let uri = try PKCS11URI(name)
+        let uri = try uri(name)
         try token(uri).withSession { s in
             guard try s.versions(uri, allVersions: true).isEmpty else {
                 throw KeyStoreError(.alreadyExists, "\(uri) already exists")
@@ -97,7 +106,7 @@ public final class PKCS11KeyStore: KeyStore {
     }
 
     public func rotateKey(keyID: String) async throws {
-        let uri = try PKCS11URI(keyID)
+        let uri = try uri(keyID)
         try token(uri).withSession { s in
             guard let current = try s.versions(uri, allVersions: true).last else { throw KeyStoreError(.keyNotFound, "no PKCS#11 key \(uri)") }
             guard try s.bool(current.handle, CKA_DECRYPT) else { throw KeyStoreError(.keyDisabled, "\(uri) is disabled") }
@@ -109,7 +118,7 @@ public final class PKCS11KeyStore: KeyStore {
     public func disableKey(keyID: String) async throws { try setUsable(keyID, false) }
 
     private func setUsable(_ keyID: String, _ usable: Bool) throws {
-        let uri = try PKCS11URI(keyID)
+        let uri = try uri(keyID)
         try token(uri).withSession { s in
             let versions = try s.versions(uri, allVersions: true)
             guard !versions.isEmpty else { throw KeyStoreError(.keyNotFound, "no PKCS#11 key \(uri)") }
