@@ -17,6 +17,11 @@ let package = Package(
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // The system libcrypto's EVP interface, reached directly for the AES-GCM hot path and RSA
@@ -46,10 +51,21 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .target(name: "KeywardStorage", dependencies: ["KeywardCrypto"], swiftSettings: strict),
+        // The system SQLite (Debian's libsqlite3-dev), reached directly: one writer connection with
+        // cached statements and group commit is what the gateway's write rate needs.
+        .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        .target(name: "KeywardStorage", dependencies: ["KeywardCrypto", "CSQLite"], swiftSettings: strict),
         .target(
             name: "KeywardGateway",
-            dependencies: ["KeywardCrypto", "KeywardKeyStores", "KeywardStorage"],
+            dependencies: [
+                "KeywardCrypto", "KeywardKeyStores", "KeywardStorage",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             swiftSettings: strict
         ),
         .target(name: "KeywardTesting", dependencies: ["KeywardCrypto"], swiftSettings: strict),
@@ -83,6 +99,19 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "KeywardStorageTests",
+            dependencies: ["KeywardStorage", "KeywardTesting"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "KeywardGatewayTests",
+            dependencies: [
+                "KeywardGateway", "KeywardStorage", "KeywardKeyStores", "KeywardCrypto", "KeywardTesting",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: strict
         ),

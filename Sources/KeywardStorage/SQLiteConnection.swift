@@ -1,0 +1,152 @@
+import CSQLite
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A value bound to or read from an SQL statement.
+enum SQLValue {
+    case integer(Int64)
+    case text(String)
+    case blob([UInt8])
+    case null
+
+    init(_ value: String?) { self = value.map { .text($0) } ?? .null }
+    init(_ value: Int64?) { self = value.map { .integer($0) } ?? .null }
+}
+
+/// The columns of the current row of a query.
+struct SQLiteRow {
+    fileprivate let statement: OpaquePointer
+
+    func int(_ column: Int32) -> Int64 { sqlite3_column_int64(statement, column) }
+    func optionalInt(_ column: Int32) -> Int64? {
+        sqlite3_column_type(statement, column) == SQLITE_NULL ? nil : sqlite3_column_int64(statement, column)
+    }
+    func text(_ column: Int32) -> String {
+        guard let p = sqlite3_column_text(statement, column) else { return "" }
+        return String(cString: p)
+    }
+    func optionalText(_ column: Int32) -> String? {
+        sqlite3_column_type(statement, column) == SQLITE_NULL ? nil : text(column)
+    }
+    func blob(_ column: Int32) -> [UInt8] {
+        let count = Int(sqlite3_column_bytes(statement, column))
+        guard count > 0, let p = sqlite3_column_blob(statement, column) else { return [] }
+        return Array(UnsafeRawBufferPointer(start: p, count: count))
+    }
+}
+
+/// One SQLite connection with a cache of prepared statements. Not thread-safe: its owner keeps it
+/// behind a lock (hence the unchecked `Sendable`).
+final class SQLiteConnection: @unchecked Sendable {
+    private let db: OpaquePointer
+    private var statements: [String: OpaquePointer] = [:]
+
+    /// Opens (creating with mode 0600) the database at `path`; `:memory:` for a private one.
+    init(path: String) throws {
+        if path != ":memory:" {
+            // SQLite gives its -wal and -shm files the mode of the database file.
+            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw StorageError(.unavailable, "cannot open the database file \(path) (errno \(errno))") }
+            close(fd)
+        }
+        var handle: OpaquePointer?
+        let rc = sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
+        guard rc == SQLITE_OK, let handle else {
+            if let handle { sqlite3_close_v2(handle) }
+            throw StorageError(.unavailable, "cannot open the database \(path) (sqlite \(rc))")
+        }
+        db = handle
+        sqlite3_busy_timeout(db, 5000)
+        sqlite3_extended_result_codes(db, 1)
+    }
+
+    deinit {
+        for statement in statements.values { sqlite3_finalize(statement) }
+        sqlite3_close_v2(db)
+    }
+
+    /// Runs one or more statements without parameters or results (schema, pragmas).
+    func exec(_ sql: String) throws {
+        let rc = sqlite3_exec(db, sql, nil, nil, nil)
+        guard rc == SQLITE_OK else { throw error(rc, doing: "run a schema statement") }
+    }
+
+    /// Runs a statement; returns the number of rows it changed.
+    @discardableResult
+    func execute(_ sql: String, _ arguments: [SQLValue] = []) throws -> Int {
+        let statement = try prepared(sql, arguments)
+        defer { sqlite3_reset(statement); sqlite3_clear_bindings(statement) }
+        let rc = sqlite3_step(statement)
+        guard rc == SQLITE_DONE || rc == SQLITE_ROW else { throw error(rc, doing: "write") }
+        return Int(sqlite3_changes(db))
+    }
+
+    /// Runs a query and maps each row.
+    func query<T>(_ sql: String, _ arguments: [SQLValue] = [], _ map: (SQLiteRow) throws -> T) throws -> [T] {
+        let statement = try prepared(sql, arguments)
+        defer { sqlite3_reset(statement); sqlite3_clear_bindings(statement) }
+        var rows: [T] = []
+        while true {
+            let rc = sqlite3_step(statement)
+            if rc == SQLITE_DONE { return rows }
+            guard rc == SQLITE_ROW else { throw error(rc, doing: "read") }
+            rows.append(try map(SQLiteRow(statement: statement)))
+        }
+    }
+
+    /// Runs `body` in one transaction, rolled back if it throws.
+    func transaction<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN IMMEDIATE")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            _ = try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    private func prepared(_ sql: String, _ arguments: [SQLValue]) throws -> OpaquePointer {
+        let statement: OpaquePointer
+        if let cached = statements[sql] {
+            statement = cached
+        } else {
+            var handle: OpaquePointer?
+            let rc = sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &handle, nil)
+            guard rc == SQLITE_OK, let handle else { throw error(rc, doing: "prepare a statement") }
+            statements[sql] = handle
+            statement = handle
+        }
+        for (i, argument) in arguments.enumerated() {
+            let index = Int32(i + 1)
+            let rc: Int32
+            switch argument {
+            case .integer(let v): rc = sqlite3_bind_int64(statement, index, v)
+            case .text(let v): rc = sqlite3_bind_text(statement, index, v, -1, transient)
+            case .blob(let v): rc = v.withUnsafeBytes { sqlite3_bind_blob64(statement, index, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), UInt64($0.count), transient) }
+            case .null: rc = sqlite3_bind_null(statement, index)
+            }
+            guard rc == SQLITE_OK else { throw error(rc, doing: "bind a value") }
+        }
+        return statement
+    }
+
+    /// The SQLite message names tables and constraints, never bound values, so it is safe to keep.
+    private func error(_ rc: Int32, doing what: String) -> StorageError {
+        let message = String(cString: sqlite3_errmsg(db))
+        switch rc & 0xff {
+        case SQLITE_CONSTRAINT where rc == 1555 || rc == 2067:  // _PRIMARYKEY, _UNIQUE
+            return StorageError(.alreadyExists, "cannot \(what): \(message)")
+        case SQLITE_CONSTRAINT:
+            return StorageError(.invalidArgument, "cannot \(what): \(message)")
+        case SQLITE_CORRUPT, SQLITE_NOTADB:
+            return StorageError(.corrupt, "cannot \(what): \(message) (sqlite \(rc))")
+        default:
+            return StorageError(.unavailable, "cannot \(what): \(message) (sqlite \(rc))")
+        }
+    }
+}
+
+private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)

@@ -1,0 +1,143 @@
+import Foundation
+import KeywardStorage
+import KeywardTesting
+import Testing
+
+/// The engines the conformance suite runs on. PostgreSQL joins with its store.
+enum Engine: String, CaseIterable, CustomTestStringConvertible {
+    case sqlite
+    var testDescription: String { rawValue }
+
+    /// A fresh, migrated store and what keeps it alive.
+    func make() async throws -> (any RecordStore, TemporaryDirectory) {
+        let dir = try TemporaryDirectory()
+        let store = try SQLiteRecordStore(path: dir.file("keyward.sqlite3"))
+        try await store.migrate()
+        try await store.migrate()  // idempotent
+        return (store, dir)
+    }
+}
+
+private func record(_ tenant: String, _ id: String, _ kind: String = "chat.response", at time: Int64,
+                    expires: Int64? = nil, model: String = "m") -> Record {
+    Record(tenant: tenant, id: id, kind: kind, createdAt: time, expiresAt: expires,
+           metadata: RecordMetadata(model: model, status: 200, promptTokens: 3, completionTokens: 5, upstreamMs: 1.5, size: 10),
+           header: Array("header-\(id)-\(kind)".utf8), body: Array("body-\(id)".utf8))
+}
+
+@Suite("RecordStore conformance")
+struct RecordStoreConformanceTests {
+    @Test(arguments: Engine.allCases)
+    func tenantsAreCreatedOnceAndFound(_ engine: Engine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        let a = Tenant(name: "acme", key: "local:acme", store: .onRequest, retentionDays: 7, createdAt: 1)
+        try await store.createTenant(a)
+        try await store.createTenant(Tenant(name: "beta", key: "local:shared", createdAt: 2))
+        try await store.createTenant(Tenant(name: "gamma", key: "local:shared", createdAt: 3))
+        await expectError(.alreadyExists, as: StorageError.self) { try await store.createTenant(a) }
+        #expect(try await store.tenant(named: "acme") == a)
+        #expect(try await store.tenant(named: "nobody") == nil)
+        #expect(try await store.tenants().map(\.name) == ["acme", "beta", "gamma"])
+        #expect(try await store.tenants(usingKey: "local:shared").map(\.name) == ["beta", "gamma"])
+        try await store.ping()
+    }
+
+    @Test(arguments: Engine.allCases)
+    func tokensAreFoundByHashAndDeleted(_ engine: Engine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        try await store.createTenant(Tenant(name: "acme", key: "local:acme", createdAt: 1))
+        let app = TokenRecord(id: "tok_1", tenant: "acme", role: .app, hash: Array(repeating: 1, count: 32), createdAt: 5)
+        let admin = TokenRecord(id: "tok_2", tenant: nil, role: .admin, hash: Array(repeating: 2, count: 32), createdAt: 6)
+        try await store.insertToken(app)
+        try await store.insertToken(admin)
+        await expectError(.alreadyExists, as: StorageError.self) {
+            try await store.insertToken(TokenRecord(id: "tok_3", tenant: nil, role: .admin, hash: admin.hash, createdAt: 7))
+        }
+        // A token of a tenant that does not exist is refused.
+        await expectError(.invalidArgument, as: StorageError.self) {
+            try await store.insertToken(TokenRecord(id: "tok_4", tenant: "ghost", role: .app, hash: [4], createdAt: 7))
+        }
+        #expect(try await store.token(hash: app.hash) == app)
+        #expect(try await store.token(hash: Array(repeating: 9, count: 32)) == nil)
+        #expect(try await store.tokens(role: .admin) == [admin])
+        #expect(try await store.deleteToken(id: "tok_1"))
+        #expect(try await !store.deleteToken(id: "tok_1"))
+        #expect(try await store.token(hash: app.hash) == nil)
+    }
+
+    @Test(arguments: Engine.allCases)
+    func recordsRoundTripAndStayWithTheirTenant(_ engine: Engine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        for name in ["a", "b"] { try await store.createTenant(Tenant(name: name, key: "local:\(name)", createdAt: 1)) }
+        let request = record("a", "r1", "chat.request", at: 10)
+        let response = record("a", "r1", "chat.response", at: 10)
+        try await store.insert([request, response])
+        #expect(try await store.record(tenant: "a", id: "r1", kind: "chat.request") == request)
+        #expect(try await store.record(tenant: "a", id: "r1", kind: "chat.response") == response)
+        #expect(try await store.record(tenant: "b", id: "r1", kind: "chat.response") == nil)
+        // All or nothing: a duplicate in a batch leaves no new row behind.
+        await expectError(.alreadyExists, as: StorageError.self) {
+            try await store.insert([record("a", "r2", at: 11), record("a", "r1", at: 11)])
+        }
+        #expect(try await store.record(tenant: "a", id: "r2", kind: "chat.response") == nil)
+        // Another tenant's delete removes nothing.
+        #expect(try await store.deleteRecords(tenant: "b", id: "r1") == 0)
+        #expect(try await store.deleteRecords(tenant: "a", id: "r1") == 2)
+        #expect(try await store.record(tenant: "a", id: "r1", kind: "chat.request") == nil)
+    }
+
+    @Test(arguments: Engine.allCases)
+    func upsertReplaces(_ engine: Engine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        try await store.createTenant(Tenant(name: "a", key: "local:a", createdAt: 1))
+        var r = record("a", "provider-key:openai", "provider-key", at: 1)
+        try await store.upsert(r)
+        r.body = [1, 2, 3]
+        try await store.upsert(r)
+        #expect(try await store.record(tenant: "a", id: r.id, kind: r.kind)?.body == [1, 2, 3])
+    }
+
+    @Test(arguments: Engine.allCases)
+    func listingPagesInBothOrders(_ engine: Engine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        for name in ["a", "b"] { try await store.createTenant(Tenant(name: name, key: "local:\(name)", createdAt: 1)) }
+        // Two records share a timestamp: the id breaks the tie.
+        let times: [Int64] = [5, 1, 3, 3, 9]
+        for (i, t) in times.enumerated() {
+            try await store.insert([record("a", "r\(i)", at: t, model: i == 4 ? "other" : "m"), record("a", "r\(i)", "chat.request", at: t)])
+        }
+        try await store.insert([record("b", "x", at: 2)])
+        func ids(_ q: RecordQuery) async throws -> [String] { try await store.records(q).map(\.id) }
+        #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", limit: 10)) == ["r1", "r2", "r3", "r0", "r4"])
+        #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", limit: 2)) == ["r1", "r2"])
+        #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", after: "r2", limit: 2)) == ["r3", "r0"])
+        #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", limit: 2, order: .descending)) == ["r4", "r0"])
+        #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", after: "r3", limit: 10, order: .descending)) == ["r2", "r1"])
+        #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", limit: 10, model: "other")) == ["r4"])
+        #expect(try await ids(RecordQuery(tenant: "b", kind: "chat.response", limit: 10)) == ["x"])
+        // A cursor from another tenant is not found there.
+        await expectError(.notFound, as: StorageError.self) {
+            _ = try await store.records(RecordQuery(tenant: "b", kind: "chat.response", after: "r2"))
+        }
+    }
+
+    @Test(arguments: Engine.allCases)
+    func purgeRemovesOnlyExpired(_ engine: Engine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        try await store.createTenant(Tenant(name: "a", key: "local:a", createdAt: 1))
+        try await store.insert([record("a", "old", at: 1, expires: 100), record("a", "new", at: 2, expires: 300), record("a", "kept", at: 3)])
+        #expect(try await store.purgeExpired(before: 200) == 1)
+        #expect(try await store.records(RecordQuery(tenant: "a", kind: "chat.response")).map(\.id) == ["new", "kept"])
+    }
+
+    @Test func sqliteFilesAreOwnerOnly() async throws {
+        let dir = try TemporaryDirectory()
+        let store = try SQLiteRecordStore(path: dir.file("k.sqlite3"))
+        try await store.migrate()
+        try await store.createTenant(Tenant(name: "a", key: "local:a", createdAt: 1))
+        for name in try FileManager.default.contentsOfDirectory(atPath: dir.path) {
+            let mode = try FileManager.default.attributesOfItem(atPath: dir.file(name))[.posixPermissions] as! Int
+            #expect(mode & 0o077 == 0, "\(name) has mode \(String(mode, radix: 8))")
+        }
+    }
+}
