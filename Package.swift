@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // The system libcrypto's EVP interface, reached directly for the AES-GCM hot path and RSA
@@ -38,6 +39,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Process hardening calls Swift cannot make directly (prctl is variadic).
+        .target(name: "CKeywardSystem"),
         // Cryptoki types for the PKCS#11 store; modules are loaded at run time with dlopen.
         .target(name: "CPKCS11"),
         .target(
@@ -59,11 +62,13 @@ let package = Package(
             name: "KeywardGateway",
             dependencies: [
                 "KeywardCrypto", "KeywardKeyStores", "KeywardStorage",
-                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: strict
@@ -75,7 +80,12 @@ let package = Package(
                 "KeywardCrypto",
                 "KeywardKeyStores",
                 "KeywardGateway",
+                "KeywardStorage",
+                "CKeywardSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
             ],
             swiftSettings: strict
         ),

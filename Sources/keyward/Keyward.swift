@@ -9,8 +9,9 @@ import KeywardKeyStores
 struct Keyward: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keyward",
-        abstract: "Keyward: encryption under keys you own, in the AWS Encryption SDK message format.",
-        subcommands: [EncryptCommand.self, DecryptCommand.self, KeysCommand.self])
+        abstract: "Keyward: an AI gateway and file encryption under keys you own, in the AWS Encryption SDK message format.",
+        subcommands: [ServeCommand.self, EncryptCommand.self, DecryptCommand.self, KeysCommand.self,
+                      TenantsCommand.self, TokensCommand.self])
 
     /// Exit codes: 0 success, 1 encryption/decryption failure, 2 usage error.
     static func main() async {

@@ -1,0 +1,273 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KeywardStorage
+
+/// One exchange between an app and a model: who asked, what, and the data key that will seal it.
+struct Exchange {
+    let started: ContinuousClock.Instant
+    let tenant: Tenant
+    let body: [UInt8]
+    let model: String
+    let stream: Bool
+    /// The id of the records this exchange will be stored as; nil when the tenant's policy says no.
+    let recordID: String?
+    let sealer: RecordSealer
+    let keyTime: Duration
+    let upstream: UpstreamConfiguration?
+}
+
+/// The fields the gateway reads from a request; everything else passes through untouched.
+private struct RequestHead: Decodable {
+    var model: String
+    var stream: Bool?
+    var store: Bool?
+}
+
+private struct UsageHead: Decodable {
+    struct Usage: Decodable {
+        var prompt_tokens: Int?
+        var completion_tokens: Int?
+        var input_tokens: Int?
+        var output_tokens: Int?
+    }
+    var usage: Usage?
+}
+
+extension Gateway {
+    func addAIRoutes(to router: Router<GatewayContext>) {
+        router.post("/v1/chat/completions") { request, _ in
+            try await self.proxy(request, protocol: .openAI)
+        }
+        router.post("/v1/messages") { request, _ in
+            try await self.proxy(request, protocol: .anthropic)
+        }
+        router.post("/v1/embeddings") { request, _ in try await self.embeddings(request) }
+        router.get("/v1/models") { request, _ in try await self.models(request) }
+    }
+
+    enum APIProtocol {
+        case openAI, anthropic
+        var requestKind: String { self == .openAI ? "chat.request" : "messages.request" }
+        var responseKind: String { self == .openAI ? "chat.response" : "messages.response" }
+        var idPrefix: String { self == .openAI ? "chatcmpl-" : "msg_" }
+        var path: String { self == .openAI ? "/chat/completions" : "/v1/messages" }
+    }
+
+    /// Authenticates, reads the body, routes the model and obtains the data key, in that order:
+    /// nothing reaches an upstream unless the tenant's key is usable.
+    func beginExchange(_ request: Request, protocol p: APIProtocol) async throws -> Exchange {
+        let started = ContinuousClock.now
+        let principal = try await authenticate(request, role: .app)
+        guard let tenant = principal.tenant else { throw GatewayError.unauthorized }
+        let body = try await self.body(of: request)
+        let head = try Self.decode(RequestHead.self, from: body)
+        var upstream: UpstreamConfiguration?
+        if head.model != EchoModel.name {
+            guard let u = configuration.upstream(for: head.model) else {
+                throw GatewayError(.notFound, type: "invalid_request_error", code: "model_not_found",
+                                   "no upstream serves model \(head.model)")
+            }
+            let wanted: UpstreamConfiguration.Kind = p == .openAI ? .openAICompatible : .anthropic
+            guard u.kind == wanted else {
+                throw GatewayError.invalidRequest("model \(head.model) is served by \(u.kind.rawValue) upstream \(u.name), which does not speak this API",
+                                                  code: "model_not_supported")
+            }
+            upstream = u
+        }
+        let keyStart = ContinuousClock.now
+        let sealer = try await vault.sealer(for: tenant, plaintextLength: body.count)
+        let keyTime = ContinuousClock.now - keyStart
+        let store: Bool
+        switch tenant.store {
+        case .always: store = true
+        case .onRequest: store = head.store == true
+        case .never: store = false
+        }
+        return Exchange(started: started, tenant: tenant, body: body, model: head.model, stream: head.stream == true,
+                        recordID: store ? Tokens.identifier(p.idPrefix) : nil, sealer: sealer, keyTime: keyTime, upstream: upstream)
+    }
+
+    /// The API key to send upstream: the tenant's own, if it stored one, else the configured one.
+    func providerKey(for tenant: Tenant, upstream: UpstreamConfiguration) async throws -> Secret? {
+        guard let record = try await store.record(tenant: tenant.name, id: "provider-key:\(upstream.name)", kind: "provider-key") else {
+            return upstream.apiKey
+        }
+        return Secret(String(decoding: try await vault.open(record, of: tenant), as: UTF8.self))
+    }
+
+    /// Seals and stores the two records of an exchange.
+    func storeExchange(_ x: Exchange, protocol p: APIProtocol, response: [UInt8], usage: (Int?, Int?),
+                       upstreamTime: Duration) async throws {
+        guard let id = x.recordID else { return }
+        let now = Self.nowMs()
+        let metadata = RecordMetadata(model: x.model, status: 200, promptTokens: usage.0, completionTokens: usage.1,
+                                      upstreamMs: upstreamTime.milliseconds, streamed: x.stream)
+        let records = [
+            try x.sealer.seal(x.body, id: id, kind: p.requestKind, createdAt: now, metadata: metadata),
+            try x.sealer.seal(response, id: id, kind: p.responseKind, createdAt: now, metadata: metadata),
+        ]
+        try await store.insert(records)
+        metrics.recordsStored(records.count)
+    }
+
+    private func headers(_ x: Exchange, upstreamTime: Duration, contentType: String) -> HTTPFields {
+        var h: HTTPFields = [.contentType: contentType]
+        let overhead = ContinuousClock.now - x.started - upstreamTime
+        h[.keywardOverhead] = String(format: "%.3f", overhead.milliseconds)
+        h[.keywardKey] = String(format: "%.3f", x.keyTime.milliseconds)
+        if let id = x.recordID { h[.keywardRecordID] = id }
+        return h
+    }
+
+    func proxy(_ request: Request, protocol p: APIProtocol) async throws -> Response {
+        let x = try await beginExchange(request, protocol: p)
+        guard let upstream = x.upstream else { return try await echo(x, protocol: p) }
+        let key = try await providerKey(for: x.tenant, upstream: upstream)
+        var extra: [(String, String)] = []
+        if p == .anthropic {
+            extra.append(("anthropic-version", request.headers[HTTPField.Name("anthropic-version")!] ?? "2023-06-01"))
+            if let beta = request.headers[HTTPField.Name("anthropic-beta")!] { extra.append(("anthropic-beta", beta)) }
+        }
+        let upstreamStart = ContinuousClock.now
+        let response: HTTPClientResponse
+        do {
+            response = try await upstreams.send(upstream, path: p.path, body: ByteBuffer(bytes: x.body), apiKey: key, headers: extra)
+        } catch let e as GatewayError {
+            metrics.upstream(upstream.name, status: Int(e.status.code), duration: ContinuousClock.now - upstreamStart)
+            throw e
+        }
+        let contentType = response.headers.first(name: "content-type") ?? "application/json"
+        if x.stream && contentType.hasPrefix("text/event-stream") {
+            let headTime = ContinuousClock.now - upstreamStart
+            metrics.upstream(upstream.name, status: Int(response.status.code), duration: headTime)
+            return Response(status: .ok, headers: headers(x, upstreamTime: headTime, contentType: contentType),
+                            body: streamBody(x, protocol: p, upstream: response))
+        }
+        let collected = try await response.body.collect(upTo: 64 << 20)
+        let upstreamTime = ContinuousClock.now - upstreamStart
+        metrics.upstream(upstream.name, status: Int(response.status.code), duration: upstreamTime)
+        var answer = Array(buffer: collected)
+        if let id = x.recordID, p == .openAI { answer = JSONScanner.replacingString("id", with: id, in: answer) }
+        let usage = (try? JSONDecoder().decode(UsageHead.self, from: Data(answer)))?.usage
+        try await storeExchange(x, protocol: p, response: answer,
+                                usage: (usage?.prompt_tokens ?? usage?.input_tokens, usage?.completion_tokens ?? usage?.output_tokens),
+                                upstreamTime: upstreamTime)
+        return Response(status: .ok, headers: headers(x, upstreamTime: upstreamTime, contentType: contentType),
+                        body: .init(byteBuffer: ByteBuffer(bytes: answer)))
+    }
+
+    /// Forwards each event as soon as it is complete; the assembled answer is stored before the
+    /// stream ends, so a client that saw the end can read the record.
+    private func streamBody(_ x: Exchange, protocol p: APIProtocol, upstream: HTTPClientResponse) -> ResponseBody {
+        ResponseBody { writer in
+            var splitter = SSEEventSplitter()
+            var chat = ChatStreamAssembler()
+            var messages = AnthropicStreamAssembler()
+            var complete = false
+            func forward(_ event: SSEEvent) async throws {
+                var e = event
+                if e.data.elementsEqual("[DONE]".utf8) {
+                    complete = true
+                } else if p == .openAI {
+                    if let id = x.recordID { e.data = JSONScanner.replacingString("id", with: id, in: e.data) }
+                    chat.add(e.data)
+                } else {
+                    messages.add(e.data)
+                    if e.name == "message_stop" { complete = true }
+                }
+                try await writer.write(ByteBuffer(bytes: e.bytes))
+            }
+            let start = ContinuousClock.now
+            for try await buffer in upstream.body {
+                for event in splitter.feed(buffer.readableBytesView) { try await forward(event) }
+            }
+            if let last = splitter.finish() { try await forward(last) }
+            if complete || chat.chunks > 0 {
+                let answer = p == .openAI ? chat.assembled(id: x.recordID ?? "") : messages.assembled()
+                let usage = p == .openAI
+                    ? ((chat.usage?["prompt_tokens"] as? Int), (chat.usage?["completion_tokens"] as? Int))
+                    : (messages.promptTokens, messages.completionTokens)
+                do {
+                    try await self.storeExchange(x, protocol: p, response: answer, usage: usage, upstreamTime: ContinuousClock.now - start)
+                } catch {
+                    // The answer has been sent; the operator must know it was not kept.
+                    self.logger.error("streamed exchange not stored", metadata: ["record": "\(x.recordID ?? "-")", "error": "\(error)"])
+                }
+            }
+            try await writer.finish(nil)
+        }
+    }
+
+    /// The built-in echo model, for trying the flow without a provider.
+    private func echo(_ x: Exchange, protocol p: APIProtocol) async throws -> Response {
+        let text = EchoModel.lastUserText(x.body)
+        let id = x.recordID ?? Tokens.identifier(p.idPrefix)
+        let tokens = EchoModel.tokens(text)
+        if p == .openAI && x.stream {
+            let chunks = EchoModel.chunks(id: id, text: text)
+            var assembler = ChatStreamAssembler()
+            for c in chunks { assembler.add(c) }
+            try await storeExchange(x, protocol: p, response: assembler.assembled(id: id), usage: (tokens, tokens), upstreamTime: .zero)
+            let events = chunks.map { SSEEvent(data: $0).bytes } + [SSEEvent(data: Array("[DONE]".utf8)).bytes]
+            return Response(status: .ok, headers: headers(x, upstreamTime: .zero, contentType: "text/event-stream"),
+                            body: .init(contentsOf: events.map { ByteBuffer(bytes: $0) }))
+        }
+        guard !x.stream else {
+            throw GatewayError.invalidRequest("keyward/echo streams only on /v1/chat/completions", code: "unsupported")
+        }
+        let answer = p == .openAI ? EchoModel.completion(id: id, text: text) : EchoModel.anthropicMessage(id: id, text: text)
+        try await storeExchange(x, protocol: p, response: answer, usage: (tokens, tokens), upstreamTime: .zero)
+        return Response(status: .ok, headers: headers(x, upstreamTime: .zero, contentType: "application/json"),
+                        body: .init(byteBuffer: ByteBuffer(bytes: answer)))
+    }
+
+    /// Embeddings are forwarded, not stored; the tenant's key must still be usable.
+    func embeddings(_ request: Request) async throws -> Response {
+        let principal = try await authenticate(request, role: .app)
+        guard let tenant = principal.tenant else { throw GatewayError.unauthorized }
+        let body = try await self.body(of: request)
+        let head = try Self.decode(RequestHead.self, from: body)
+        _ = try await vault.sealer(for: tenant, plaintextLength: 0)
+        if head.model == EchoModel.name {
+            let input = (try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])?["input"]
+            return Self.jsonBytes(EchoModel.embedding(input: input))
+        }
+        guard let upstream = configuration.upstream(for: head.model), upstream.kind == .openAICompatible else {
+            throw GatewayError(.notFound, type: "invalid_request_error", code: "model_not_found", "no upstream serves model \(head.model)")
+        }
+        let key = try await providerKey(for: tenant, upstream: upstream)
+        let start = ContinuousClock.now
+        let response = try await upstreams.send(upstream, path: "/embeddings", body: ByteBuffer(bytes: body), apiKey: key)
+        let answer = try await response.body.collect(upTo: 256 << 20)
+        metrics.upstream(upstream.name, status: Int(response.status.code), duration: ContinuousClock.now - start)
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: answer))
+    }
+
+    /// The models of every OpenAI-compatible upstream that answers, the names configured for
+    /// routing, and the echo model.
+    func models(_ request: Request) async throws -> Response {
+        _ = try await authenticate(request, role: .app)
+        var seen = Set<String>()
+        var data: [[String: Any]] = []
+        func add(_ id: String, _ owner: String) {
+            guard seen.insert(id).inserted else { return }
+            data.append(["id": id, "object": "model", "created": 0, "owned_by": owner])
+        }
+        add(EchoModel.name, "keyward")
+        for upstream in configuration.upstreams {
+            for model in upstream.models where !model.hasSuffix("*") { add(model, upstream.name) }
+            guard upstream.kind == .openAICompatible else { continue }
+            var u = upstream
+            u.timeoutSeconds = 5
+            guard let response = try? await upstreams.send(u, path: "/models", body: nil, apiKey: u.apiKey),
+                  let bytes = try? await response.body.collect(upTo: 8 << 20),
+                  let object = try? JSONSerialization.jsonObject(with: Data(buffer: bytes)) as? [String: Any] else { continue }
+            for m in object["data"] as? [[String: Any]] ?? [] {
+                if let id = m["id"] as? String, upstream.serves(id) { add(id, (m["owned_by"] as? String) ?? upstream.name) }
+            }
+        }
+        return Self.json(["object": "list", "data": data])
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import Hummingbird
+import KeywardCrypto
+import KeywardKeyStores
+import KeywardStorage
+
+/// `/admin/v1/…`: tenants, tokens, key revocation and provider keys, for admin tokens only.
+extension Gateway {
+    private struct CreateTenant: Decodable {
+        var name: String
+        var key: String?
+        var store: Tenant.StorePolicy?
+        var retention_days: Int?
+    }
+
+    private struct CreateToken: Decodable {
+        var tenant: String?
+        var role: TokenRecord.Role?
+    }
+
+    private struct ProviderKey: Decodable {
+        var api_key: String
+    }
+
+    static func tenantJSON(_ t: Tenant) -> [String: Any] {
+        ["name": t.name, "key": t.key, "store": t.store.rawValue, "retention_days": t.retentionDays, "created_at": t.createdAt / 1000]
+    }
+
+    func addAdminRoutes(to router: Router<GatewayContext>) {
+        let admin = router.group("admin/v1")
+
+        admin.post("tenants") { request, _ -> Response in
+            _ = try await self.authenticate(request, role: .admin)
+            let input = try Self.decode(CreateTenant.self, from: try await self.body(of: request))
+            guard input.name.range(of: #"^[a-z0-9][a-z0-9_-]{0,62}$"#, options: .regularExpression) != nil else {
+                throw GatewayError.invalidRequest("a tenant name is 1-63 lowercase letters, digits, '-' or '_'", code: "invalid_name")
+            }
+            if let days = input.retention_days, !(0...36500).contains(days) {
+                throw GatewayError.invalidRequest("retention_days must be between 0 (keep) and 36500", code: "invalid_field")
+            }
+            guard try await self.store.tenant(named: input.name) == nil else {
+                throw GatewayError(.conflict, type: "invalid_request_error", code: "already_exists", "tenant \(input.name) exists")
+            }
+            let key: String
+            if let given = input.key {
+                let reference: KeyReference
+                do { reference = try KeyReference.parse(given) } catch {
+                    throw GatewayError.invalidRequest("\(error)", code: "invalid_key_reference")
+                }
+                let description = try await self.keyStores.store(for: reference).describe(keyID: reference.keyID)
+                guard description.state == .enabled else {
+                    throw GatewayError.invalidRequest("key \(given) is \(description.state), not enabled", code: "key_not_enabled")
+                }
+                key = given
+            } else {
+                let reference = KeyReference(scheme: "local", keyID: input.name)
+                let store = try self.keyStores.store(for: reference)
+                do {
+                    _ = try await store.createKey(name: input.name)
+                } catch let e as KeyStoreError where e.code == .alreadyExists {
+                    throw GatewayError(.conflict, type: "invalid_request_error", code: "already_exists",
+                                       "a local key named \(input.name) exists; pass it as \"key\": \"local:\(input.name)\" to use it")
+                }
+                key = "local:\(input.name)"
+            }
+            let tenant = Tenant(name: input.name, key: key, store: input.store ?? .always,
+                                retentionDays: input.retention_days ?? 30, createdAt: Self.nowMs())
+            do { try await self.store.createTenant(tenant) } catch let e as StorageError where e.code == .alreadyExists {
+                throw GatewayError(.conflict, type: "invalid_request_error", code: "already_exists", "tenant \(input.name) exists")
+            }
+            self.logger.notice("tenant created", metadata: ["tenant": "\(tenant.name)", "key": "\(tenant.key)"])
+            return Self.json(Self.tenantJSON(tenant), status: .created)
+        }
+
+        admin.get("tenants") { request, _ -> Response in
+            _ = try await self.authenticate(request, role: .admin)
+            return Self.json(["object": "list", "data": try await self.store.tenants().map(Self.tenantJSON)])
+        }
+
+        admin.put("tenants/:name/provider-keys/:upstream") { request, context -> Response in
+            _ = try await self.authenticate(request, role: .admin)
+            let name = try context.parameters.require("name")
+            let upstreamName = try context.parameters.require("upstream")
+            guard let tenant = try await self.store.tenant(named: name) else { throw GatewayError.notFound("no tenant \(name)") }
+            guard self.configuration.upstreams.contains(where: { $0.name == upstreamName }) else {
+                throw GatewayError.notFound("no upstream \(upstreamName)")
+            }
+            let input = try Self.decode(ProviderKey.self, from: try await self.body(of: request))
+            let plaintext = Array(input.api_key.utf8)
+            let sealer = try await self.vault.sealer(for: tenant, plaintextLength: plaintext.count)
+            var record = try sealer.seal(plaintext, id: "provider-key:\(upstreamName)", kind: "provider-key",
+                                         createdAt: Self.nowMs(), metadata: RecordMetadata())
+            record.expiresAt = nil
+            try await self.store.upsert(record)
+            self.logger.notice("provider key stored", metadata: ["tenant": "\(name)", "upstream": "\(upstreamName)"])
+            return Response(status: .noContent)
+        }
+
+        admin.post("tokens") { request, _ -> Response in
+            _ = try await self.authenticate(request, role: .admin)
+            let input = try Self.decode(CreateToken.self, from: try await self.body(of: request))
+            let role = input.role ?? .app
+            switch (role, input.tenant) {
+            case (.app, nil): throw GatewayError.invalidRequest("an app token needs a tenant", code: "missing_field")
+            case (.admin, _?): throw GatewayError.invalidRequest("an admin token has no tenant", code: "invalid_field")
+            case (.app, let name?):
+                guard try await self.store.tenant(named: name) != nil else { throw GatewayError.notFound("no tenant \(name)") }
+            case (.admin, nil): break
+            }
+            let (token, id) = Tokens.generate()
+            try await self.store.insertToken(TokenRecord(id: id, tenant: input.tenant, role: role, hash: Tokens.hash(token.value), createdAt: Self.nowMs()))
+            self.logger.notice("token issued", metadata: ["token_id": "\(id)", "tenant": "\(input.tenant ?? "-")", "role": "\(role.rawValue)"])
+            var object: [String: Any] = ["id": id, "token": token.value, "role": role.rawValue]
+            if let tenant = input.tenant { object["tenant"] = tenant }
+            return Self.json(object, status: .created)
+        }
+
+        admin.delete("tokens/:id") { request, context -> Response in
+            let principal = try await self.authenticate(request, role: .admin)
+            let id = try context.parameters.require("id")
+            if id == principal.tokenID, try await self.store.tokens(role: .admin).count == 1 {
+                throw GatewayError(.conflict, type: "invalid_request_error", code: "last_admin_token", "the last admin token cannot be deleted")
+            }
+            guard try await self.store.deleteToken(id: id) else { throw GatewayError.notFound("no token \(id)") }
+            self.logger.notice("token deleted", metadata: ["token_id": "\(id)"])
+            return Self.json(["id": id, "deleted": true])
+        }
+
+        for action in ["disable", "enable"] {
+            admin.post("keys/:ref/\(action)") { request, context -> Response in
+                _ = try await self.authenticate(request, role: .admin)
+                let raw = try context.parameters.require("ref")
+                guard let ref = raw.removingPercentEncoding, let reference = KeyReference(parsing: ref) else {
+                    throw GatewayError.invalidRequest("the key reference must be percent-encoded local:NAME, aws-kms:ARN or pkcs11:…",
+                                                      code: "invalid_key_reference")
+                }
+                let store = try self.keyStores.store(for: reference)
+                do {
+                    if action == "disable" { try await store.disableKey(keyID: reference.keyID) } else { try await store.enableKey(keyID: reference.keyID) }
+                } catch let e as KeyStoreError where e.code == .keyNotFound {
+                    throw GatewayError.notFound("no key \(ref)")
+                }
+                // Purge on both: a disable stops cached use at once; an enable starts from the store's state.
+                self.vault.purge(key: ref)
+                self.logger.notice(action == "disable" ? "key disabled" : "key enabled", metadata: ["key": "\(ref)"])
+                return Self.json(["key": ref, "state": action == "disable" ? "disabled" : "enabled"])
+            }
+        }
+    }
+}

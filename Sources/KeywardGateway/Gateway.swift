@@ -1,0 +1,262 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KeywardCrypto
+import KeywardKeyStores
+import KeywardStorage
+import Logging
+import ServiceLifecycle
+
+/// The request context of every route.
+public struct GatewayContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public init(source: ApplicationRequestContextSource) { coreContext = .init(source: source) }
+}
+
+/// The gateway: its storage, vault, upstreams and metrics, and the HTTP application over them.
+public final class Gateway: Sendable {
+    public let configuration: GatewayConfiguration
+    public let store: any RecordStore
+    public let keyStores: KeyStores
+    public let vault: Vault
+    public let upstreams: UpstreamClient
+    public let metrics: GatewayMetrics
+    let logger: Logger
+
+    /// Opens the data folder (created 0700): the SQLite database and the local key store in `keys/`.
+    public init(configuration: GatewayConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        let folder = configuration.dataFolder
+        try FileManager.default.createDirectory(atPath: folder + "/keys", withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        _ = chmod(folder, 0o700)
+        store = try SQLiteRecordStore(path: folder + "/keyward.sqlite3")
+        keyStores = KeyStores(configuration: .fromEnvironment(localFolder: folder + "/keys", rootKeyFile: configuration.rootKeyFile))
+        metrics = GatewayMetrics()
+        vault = Vault(keyStores: keyStores, limits: configuration.cacheLimits, metrics: metrics)
+        upstreams = UpstreamClient()
+    }
+
+    /// Migrates the database and installs the admin token on first start. Returns a generated
+    /// admin token, to be shown once, when none was given.
+    public func prepare() async throws -> Secret? {
+        try await store.migrate()
+        guard try await store.tokens(role: .admin).isEmpty else {
+            if let given = configuration.initialAdminToken,
+               try await store.token(hash: Tokens.hash(given.value))?.role != .admin {
+                logger.warning("KEYWARD_ADMIN_TOKEN is ignored: an admin token was installed on first start")
+            }
+            return nil
+        }
+        let (generated, id) = Tokens.generate()
+        let token = configuration.initialAdminToken ?? generated
+        try await store.insertToken(TokenRecord(id: id, tenant: nil, role: .admin, hash: Tokens.hash(token.value), createdAt: Self.nowMs()))
+        logger.notice("admin token installed", metadata: ["token_id": "\(id)"])
+        return configuration.initialAdminToken == nil ? generated : nil
+    }
+
+    /// The router with every route and the error/metrics middleware.
+    public func router() -> Router<GatewayContext> {
+        let router = Router(context: GatewayContext.self)
+        router.middlewares.add(GatewayMiddleware(metrics: metrics))
+        router.get("/healthz") { _, _ in Self.json(["status": "ok"]) }
+        router.get("/readyz") { _, _ in try await self.readiness() }
+        router.get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                     body: .init(byteBuffer: ByteBuffer(bytes: self.metrics.exposition())))
+        }
+        addAdminRoutes(to: router)
+        addAIRoutes(to: router)
+        addStoredCompletionRoutes(to: router)
+        return router
+    }
+
+    /// The HTTP application with the purge service; `runService()` serves until SIGTERM or SIGINT,
+    /// then drains in-flight requests.
+    public func application(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+        Application(
+            router: router(),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
+            services: [PurgeService(gateway: self), UpstreamClientService(client: upstreams)],
+            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
+            logger: logger)
+    }
+
+    func readiness() async throws -> Response {
+        var checks: [String: String] = [:]
+        var ready = true
+        do { try await store.ping(); checks["database"] = "ok" } catch { checks["database"] = "unavailable"; ready = false }
+        // One key per store in use answers for its store.
+        var seen = Set<String>()
+        for tenant in (try? await store.tenants()) ?? [] {
+            guard let reference = KeyReference(parsing: tenant.key), seen.insert(reference.scheme).inserted else { continue }
+            do {
+                _ = try await keyStores.store(for: reference).describe(keyID: reference.keyID)
+                checks["keystore:\(reference.scheme)"] = "ok"
+            } catch {
+                checks["keystore:\(reference.scheme)"] = "unavailable"
+                ready = false
+            }
+        }
+        var response = Self.json(["status": ready ? "ready" : "not_ready", "checks": checks])
+        response.status = ready ? .ok : .serviceUnavailable
+        return response
+    }
+
+    // MARK: Helpers shared by the routes
+
+    /// Verifies the bearer token (or `x-api-key`, as Anthropic clients send it) for `role`.
+    func authenticate(_ request: Request, role: TokenRecord.Role) async throws -> Principal {
+        var value: String?
+        if let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") {
+            value = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+        } else if let key = request.headers[.xAPIKey] {
+            value = key
+        }
+        guard let value, !value.isEmpty, let token = try await store.token(hash: Tokens.hash(value)) else {
+            throw GatewayError.unauthorized
+        }
+        guard token.role == role else {
+            throw GatewayError.forbidden("this token's role (\(token.role.rawValue)) may not call this route")
+        }
+        var tenant: Tenant?
+        if let name = token.tenant {
+            guard let t = try await store.tenant(named: name) else { throw GatewayError.unauthorized }
+            tenant = t
+        }
+        return Principal(tokenID: token.id, role: token.role, tenant: tenant)
+    }
+
+    /// The request body, refused with 413 as soon as it grows past the limit.
+    func body(of request: Request) async throws -> [UInt8] {
+        var request = request
+        let buffer = try await request.collectBody(upTo: configuration.bodyLimit)
+        return Array(buffer: buffer)
+    }
+
+    static func json(_ object: Any, status: HTTPResponse.Status = .ok) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func jsonBytes(_ bytes: [UInt8], status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+        var fields = headers
+        fields[.contentType] = "application/json"
+        return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    /// Decodes a JSON request body, saying where it is malformed.
+    static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(bytes))
+        } catch DecodingError.dataCorrupted {
+            // JSONDecoder does not say where; JSONSerialization does, by offset, without quoting the body.
+            var location = "it is not"
+            do { _ = try JSONSerialization.jsonObject(with: Data(bytes)) } catch {
+                if let d = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String { location = d }
+            }
+            throw GatewayError.invalidRequest("the body is not valid JSON: \(location)", code: "invalid_json")
+        } catch let DecodingError.keyNotFound(key, context) {
+            let path = (context.codingPath + [key]).map(\.stringValue).joined(separator: ".")
+            throw GatewayError.invalidRequest("missing required field '\(path)'", code: "missing_field")
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw GatewayError.invalidRequest("field '\(path)' has the wrong type", code: "invalid_field")
+        } catch {
+            throw GatewayError.invalidRequest("the body is not valid JSON", code: "invalid_json")
+        }
+    }
+}
+
+/// Answers every error in OpenAI's shape, counts requests by route and status, and logs one line
+/// per request (never a body or a header value).
+struct GatewayMiddleware: RouterMiddleware {
+    typealias Context = GatewayContext
+    let metrics: GatewayMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            let e = GatewayError.from(error)
+            if e.code == GatewayError.internalError.code {
+                context.logger.error("unhandled error", metadata: ["error_type": "\(type(of: error))"])
+            }
+            response = try e.response(from: request, context: context)
+            context.logger.info("refused", metadata: ["code": "\(e.code)"])
+        }
+        let route = Self.route(request.uri.path)
+        let elapsed = ContinuousClock.now - start
+        metrics.request(route: route, method: request.method.rawValue, status: response.status.code, duration: elapsed)
+        context.logger.info("request", metadata: [
+            "method": "\(request.method.rawValue)", "route": "\(route)", "status": "\(response.status.code)",
+            "ms": "\((elapsed.milliseconds * 1000).rounded() / 1000)",
+        ])
+        return response
+    }
+
+    /// The route template of a path, so that ids never become metric labels.
+    static func route(_ path: String) -> String {
+        let parts = path.split(separator: "/").map(String.init)
+        switch parts.count {
+        case 0: return "/"
+        case 1, 2: return "/" + parts.joined(separator: "/")
+        default: break
+        }
+        if parts.starts(with: ["v1", "chat", "completions"]) {
+            return parts.count == 3 ? "/v1/chat/completions" : parts.count == 5 ? "/v1/chat/completions/{id}/messages" : "/v1/chat/completions/{id}"
+        }
+        if parts.starts(with: ["admin", "v1", "keys"]), parts.count == 5 { return "/admin/v1/keys/{ref}/\(parts[4])" }
+        if parts.starts(with: ["admin", "v1", "tokens"]), parts.count == 4 { return "/admin/v1/tokens/{id}" }
+        if parts.starts(with: ["admin", "v1", "tenants"]), parts.count > 3 { return "/admin/v1/tenants/{name}/" + parts.dropFirst(4).joined(separator: "/") }
+        return parts.count <= 3 ? "/" + parts.joined(separator: "/") : "other"
+    }
+}
+
+/// Deletes records past their tenant's retention, every `purgeIntervalSeconds`.
+struct PurgeService: Service {
+    let gateway: Gateway
+
+    func run() async throws {
+        let interval = Duration.milliseconds(Int64(gateway.configuration.purgeIntervalSeconds * 1000))
+        while !Task.isShuttingDownGracefully {
+            do {
+                let removed = try await gateway.store.purgeExpired(before: Gateway.nowMs())
+                gateway.metrics.recordsPurged(removed)
+                if removed > 0 { gateway.logger.notice("expired records purged", metadata: ["count": "\(removed)"]) }
+            } catch {
+                gateway.logger.error("purge failed", metadata: ["error": "\(error)"])
+            }
+            try? await gracefulShutdownSleep(interval)
+        }
+    }
+
+    private func gracefulShutdownSleep(_ d: Duration) async throws {
+        try await cancelWhenGracefulShutdown { try await Task.sleep(for: d) }
+    }
+}
+
+/// Shuts the upstream HTTP client down after the server has drained.
+struct UpstreamClientService: Service {
+    let client: UpstreamClient
+    func run() async throws {
+        try? await gracefulShutdown()
+        try await client.shutdown()
+    }
+}
+
+extension Duration {
+    var milliseconds: Double { Double(components.seconds) * 1000 + Double(components.attoseconds) * 1e-15 }
+}
+
+extension HTTPField.Name {
+    static let xAPIKey = HTTPField.Name("x-api-key")!
+    static let keywardRecordID = HTTPField.Name("x-keyward-record-id")!
+    static let keywardOverhead = HTTPField.Name("x-keyward-overhead-ms")!
+    static let keywardKey = HTTPField.Name("x-keyward-key-ms")!
+}

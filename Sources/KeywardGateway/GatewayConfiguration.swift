@@ -1,0 +1,170 @@
+import Foundation
+import KeywardCrypto
+
+/// A provider API key or token: kept out of every printable form.
+public struct Secret: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+    /// The secret itself: pass it only to where it is used (a header, a one-time display).
+    public let value: String
+    public init(_ value: String) { self.value = value }
+    public var description: String { "<redacted>" }
+    public var debugDescription: String { "<redacted>" }
+}
+
+/// One model provider the gateway forwards to.
+public struct UpstreamConfiguration: Sendable {
+    public enum Kind: String, Sendable, Codable {
+        /// OpenAI, Azure OpenAI, vLLM, Ollama, llama.cpp server: `{url}/chat/completions` etc.
+        case openAICompatible = "openai-compatible"
+        /// Anthropic's Messages API: `{url}/v1/messages`.
+        case anthropic
+    }
+
+    public var name: String
+    public var kind: Kind
+    /// For `openai-compatible`, the base URL including `/v1`; for `anthropic`, without it.
+    public var url: String
+    public var apiKey: Secret?
+    /// Model names this upstream serves; a trailing `*` matches a prefix, `*` alone everything.
+    public var models: [String]
+    public var timeoutSeconds: Double
+
+    public init(name: String, kind: Kind, url: String, apiKey: Secret?, models: [String], timeoutSeconds: Double = 600) {
+        self.name = name
+        self.kind = kind
+        self.url = url.hasSuffix("/") ? String(url.dropLast()) : url
+        self.apiKey = apiKey
+        self.models = models
+        self.timeoutSeconds = timeoutSeconds
+    }
+
+    func serves(_ model: String) -> Bool {
+        models.contains { pattern in
+            pattern.hasSuffix("*") ? model.hasPrefix(pattern.dropLast()) : model == pattern
+        }
+    }
+}
+
+/// Everything `keyward serve` needs, from flags, the environment and an optional JSON config file.
+public struct GatewayConfiguration: Sendable {
+    public var dataFolder: String
+    public var host: String
+    public var port: Int
+    public var upstreams: [UpstreamConfiguration]
+    /// Largest request body accepted, checked while it streams in.
+    public var bodyLimit: Int
+    public var cacheLimits: CacheLimits
+    /// How often the purge service deletes expired records.
+    public var purgeIntervalSeconds: Double
+    /// The admin token to install on first start (`KEYWARD_ADMIN_TOKEN`).
+    public var initialAdminToken: Secret?
+    /// The root key file of the local key store (default: in the data folder).
+    public var rootKeyFile: String?
+
+    public init(dataFolder: String = "keyward-data", host: String = "127.0.0.1", port: Int = 8080,
+                upstreams: [UpstreamConfiguration] = [], bodyLimit: Int = 8 << 20,
+                cacheLimits: CacheLimits = CacheLimits(maxAge: 60, maxMessages: 100_000, maxBytes: 1 << 32),
+                purgeIntervalSeconds: Double = 3600, initialAdminToken: Secret? = nil, rootKeyFile: String? = nil) {
+        self.dataFolder = dataFolder
+        self.host = host
+        self.port = port
+        self.upstreams = upstreams
+        self.bodyLimit = bodyLimit
+        self.cacheLimits = cacheLimits
+        self.purgeIntervalSeconds = purgeIntervalSeconds
+        self.initialAdminToken = initialAdminToken
+        self.rootKeyFile = rootKeyFile
+    }
+
+    /// The upstream serving `model`, first match in configuration order.
+    func upstream(for model: String) -> UpstreamConfiguration? {
+        upstreams.first { $0.serves(model) }
+    }
+
+    /// Reads the config file (if any), then the quick-start environment:
+    /// `KEYWARD_UPSTREAM_URL` and `KEYWARD_UPSTREAM_API_KEY` add a pass-through OpenAI-compatible
+    /// upstream for every model no configured upstream claims.
+    public static func load(dataFolder: String?, listen: String?, configFile: String?,
+                            environment: [String: String] = ProcessInfo.processInfo.environment) throws -> GatewayConfiguration {
+        var c = GatewayConfiguration()
+        if let path = configFile {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw GatewayError.config("cannot read the config file \(path)")
+            }
+            let file: ConfigFile
+            do { file = try JSONDecoder().decode(ConfigFile.self, from: data) } catch {
+                throw GatewayError.config("the config file \(path) is not valid: \(error)")
+            }
+            try c.apply(file, environment: environment)
+        }
+        if let url = environment["KEYWARD_UPSTREAM_URL"], !url.isEmpty {
+            c.upstreams.append(UpstreamConfiguration(
+                name: "default", kind: .openAICompatible, url: url,
+                apiKey: environment["KEYWARD_UPSTREAM_API_KEY"].map(Secret.init), models: ["*"]))
+        }
+        if let dataFolder { c.dataFolder = dataFolder }
+        if let listen {
+            guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
+                throw GatewayError.config("--listen takes HOST:PORT, e.g. 127.0.0.1:8080")
+            }
+            c.host = String(listen[..<colon])
+            c.port = port
+        }
+        if let token = environment["KEYWARD_ADMIN_TOKEN"], !token.isEmpty { c.initialAdminToken = Secret(token) }
+        if let root = environment["KEYWARD_ROOT_KEY_FILE"], !root.isEmpty { c.rootKeyFile = root }
+        return c
+    }
+
+    private mutating func apply(_ file: ConfigFile, environment: [String: String]) throws {
+        for u in file.upstreams ?? [] {
+            guard let kind = UpstreamConfiguration.Kind(rawValue: u.type) else {
+                throw GatewayError.config("upstream \(u.name): type must be openai-compatible or anthropic")
+            }
+            guard URL(string: u.url)?.scheme.map({ ["http", "https"].contains($0) }) == true else {
+                throw GatewayError.config("upstream \(u.name): url must be an http(s) URL")
+            }
+            var key: Secret?
+            if let name = u.api_key_env {
+                guard let value = environment[name], !value.isEmpty else {
+                    throw GatewayError.config("upstream \(u.name): environment variable \(name) is not set")
+                }
+                key = Secret(value)
+            }
+            upstreams.append(UpstreamConfiguration(name: u.name, kind: kind, url: u.url, apiKey: key,
+                                                   models: u.models ?? ["*"], timeoutSeconds: u.timeout_seconds ?? 600))
+        }
+        if let limit = file.body_limit { bodyLimit = limit }
+        if let cache = file.data_key_cache {
+            cacheLimits = CacheLimits(maxAge: cache.max_age_seconds ?? cacheLimits.maxAge,
+                                      maxMessages: cache.max_messages ?? cacheLimits.maxMessages,
+                                      maxBytes: cache.max_bytes ?? cacheLimits.maxBytes)
+        }
+        if let interval = file.purge_interval_seconds { purgeIntervalSeconds = interval }
+    }
+
+    /// The config file's shape. API keys are named by environment variable, never written in it.
+    private struct ConfigFile: Decodable {
+        struct Upstream: Decodable {
+            var name: String
+            var type: String
+            var url: String
+            var api_key_env: String?
+            var models: [String]?
+            var timeout_seconds: Double?
+        }
+        struct Cache: Decodable {
+            var max_age_seconds: Double?
+            var max_messages: UInt64?
+            var max_bytes: UInt64?
+        }
+        var upstreams: [Upstream]?
+        var body_limit: Int?
+        var data_key_cache: Cache?
+        var purge_interval_seconds: Double?
+    }
+}
+
+extension GatewayError {
+    static func config(_ message: String) -> GatewayError {
+        GatewayError(.internalServerError, type: "server_error", code: "invalid_configuration", message)
+    }
+}

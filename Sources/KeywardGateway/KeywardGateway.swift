@@ -1,2 +1,0 @@
-/// The OpenAI-compatible HTTP gateway, arriving with the gateway issue.
-public enum KeywardGateway {}

@@ -1,0 +1,163 @@
+import KeywardCrypto
+import KeywardKeyStores
+import KeywardStorage
+import Synchronization
+
+/// Turns a tenant's plaintext into encrypted records and back, under the tenant's master key.
+///
+/// Data keys come through one caching materials manager per master key, so that in steady state
+/// a key store is called once per many requests. Data keys are cached per tenant: each is wrapped
+/// with the context `keyward:tenant` only, while each record's own header carries the full
+/// context (`keyward:tenant`, `keyward:record`, `keyward:kind`) and is authenticated with a key
+/// derived from the data key and the record's own message ID. A record moved to another tenant
+/// fails to unwrap; one moved to another id or kind fails the required-context check.
+public final class Vault: Sendable {
+    public static let suite = AlgorithmSuite.aes256GCMHKDFSHA512CommitKey
+    public let keyStores: KeyStores
+    public let limits: CacheLimits
+    let metrics: GatewayMetrics
+    private let managers = Mutex<[String: CachingMaterialsManager]>([:])
+
+    public init(keyStores: KeyStores, limits: CacheLimits, metrics: GatewayMetrics) {
+        self.keyStores = keyStores
+        self.limits = limits
+        self.metrics = metrics
+    }
+
+    /// The cached materials manager of one master key.
+    func manager(forKey key: String) throws -> CachingMaterialsManager {
+        if let m = managers.withLock({ $0[key] }) { return m }
+        let reference = try KeyReference.parse(key)
+        let keyring = KeyStoreKeyring(store: try keyStores.store(for: reference), keyID: reference.keyID)
+        let fresh = CachingMaterialsManager(
+            backing: CountingMaterialsManager(backing: DefaultMaterialsManager(keyring: keyring), metrics: metrics),
+            limits: limits)
+        return managers.withLock { all in
+            if let existing = all[key] { return existing }
+            all[key] = fresh
+            return fresh
+        }
+    }
+
+    /// Obtains the data key for one exchange of `tenant`: called before any upstream call, so a
+    /// disabled or unreachable key stops the request before anything leaves or is stored.
+    public func sealer(for tenant: Tenant, plaintextLength: Int) async throws -> RecordSealer {
+        let manager = try manager(forKey: tenant.key)
+        let miss = MissFlag()
+        let materials = try await MissFlag.$current.withValue(miss) {
+            try await manager.encryptionMaterials(for: EncryptionMaterialsRequest(
+                encryptionContext: Self.scope(tenant.name), suite: Self.suite, plaintextLength: plaintextLength))
+        }
+        metrics.dataKeyCache("encrypt", hit: !miss.value)
+        return RecordSealer(tenant: tenant, materials: materials)
+    }
+
+    /// Decrypts a stored record of `tenant`; nothing is returned unless it authenticates as this
+    /// tenant's record with this id and kind.
+    public func open(_ record: Record, of tenant: Tenant) async throws -> [UInt8] {
+        let manager = TenantScopedManager(tenant: tenant.name, inner: try manager(forKey: tenant.key))
+        let required = RecordSealer.context(tenant: tenant.name, id: record.id, kind: record.kind)
+        let miss = MissFlag()
+        let (plaintext, _) = try await MissFlag.$current.withValue(miss) {
+            try await Message.decrypt(record.header + record.body, materialsManager: manager,
+                                      options: DecryptionOptions(requiredContext: required, maxEncryptedDataKeys: 4))
+        }
+        metrics.dataKeyCache("decrypt", hit: !miss.value)
+        metrics.unwrap(kind: record.kind)
+        return plaintext
+    }
+
+    /// Forgets every cached data key of `key` (revocation takes effect at once).
+    public func purge(key: String) {
+        managers.withLock { $0[key] }?.purge()
+    }
+
+    static func scope(_ tenant: String) -> EncryptionContext { ["keyward:tenant": tenant] }
+}
+
+/// The materials of one exchange: seals each of its records with the shared data key, each under
+/// its own message ID and encryption context.
+public struct RecordSealer: Sendable {
+    public let tenant: Tenant
+    let materials: EncryptionMaterials
+
+    static func context(tenant: String, id: String, kind: String) -> EncryptionContext {
+        ["keyward:tenant": tenant, "keyward:record": id, "keyward:kind": kind]
+    }
+
+    /// Encrypts `plaintext` as the record (`id`, `kind`) of the tenant.
+    public func seal(_ plaintext: [UInt8], id: String, kind: String, createdAt: Int64, metadata: RecordMetadata) throws -> Record {
+        var m = materials
+        m.encryptionContext = Self.context(tenant: tenant.name, id: id, kind: kind)
+        var encryptor = try MessageEncryptor(materials: m)
+        var out: [UInt8] = []
+        out.reserveCapacity(plaintext.count + 512)
+        try plaintext.withUnsafeBytes { try encryptor.update($0) }
+        try encryptor.finish()
+        encryptor.drain { out.append(contentsOf: $0) }
+        let headerLength = try out.withUnsafeBytes { try MessageHeader.parse(prefixOf: $0).1 }
+        var meta = metadata
+        meta.size = plaintext.count
+        let expires = tenant.retentionDays > 0 ? createdAt + Int64(tenant.retentionDays) * 86_400_000 : nil
+        return Record(tenant: tenant.name, id: id, kind: kind, createdAt: createdAt, expiresAt: expires, metadata: meta,
+                      header: Array(out[..<headerLength]), body: Array(out[headerLength...]))
+    }
+}
+
+/// Narrows a record's context to the tenant scope for the data-key cache and the key store, after
+/// checking that the record claims the expected tenant.
+struct TenantScopedManager: CryptographicMaterialsManager {
+    let tenant: String
+    let inner: CachingMaterialsManager
+
+    func encryptionMaterials(for request: EncryptionMaterialsRequest) async throws -> EncryptionMaterials {
+        throw KeywardCryptoError(.internalError, "records are sealed through RecordSealer")
+    }
+
+    func decryptionMaterials(for request: DecryptionMaterialsRequest) async throws -> DecryptionMaterials {
+        guard request.encryptionContext["keyward:tenant"] == tenant else {
+            throw KeywardCryptoError(.encryptionContextMismatch, "the record belongs to another tenant")
+        }
+        var scoped = request
+        scoped.encryptionContext = Vault.scope(tenant)
+        return try await inner.decryptionMaterials(for: scoped)
+    }
+}
+
+/// Set by ``CountingMaterialsManager`` when a lookup of the current task reached the key store.
+final class MissFlag: Sendable {
+    @TaskLocal static var current: MissFlag?
+    private let flag = Atomic<Bool>(false)
+    var value: Bool { flag.load(ordering: .relaxed) }
+    func set() { flag.store(true, ordering: .relaxed) }
+}
+
+/// Sits under the cache and counts what reaches the key store.
+struct CountingMaterialsManager: CryptographicMaterialsManager {
+    let backing: any CryptographicMaterialsManager
+    let metrics: GatewayMetrics
+
+    func encryptionMaterials(for request: EncryptionMaterialsRequest) async throws -> EncryptionMaterials {
+        do {
+            MissFlag.current?.set()
+            let m = try await backing.encryptionMaterials(for: request)
+            metrics.keyStoreCall("generate_data_key", ok: true)
+            return m
+        } catch {
+            metrics.keyStoreCall("generate_data_key", ok: false)
+            throw error
+        }
+    }
+
+    func decryptionMaterials(for request: DecryptionMaterialsRequest) async throws -> DecryptionMaterials {
+        do {
+            MissFlag.current?.set()
+            let m = try await backing.decryptionMaterials(for: request)
+            metrics.keyStoreCall("decrypt", ok: true)
+            return m
+        } catch {
+            metrics.keyStoreCall("decrypt", ok: false)
+            throw error
+        }
+    }
+}

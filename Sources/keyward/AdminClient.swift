@@ -1,0 +1,109 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// Where the gateway's admin API is, for the commands that talk to a running gateway.
+struct AdminOptions: ParsableArguments {
+    @Option(help: "The gateway's URL (default: KEYWARD_URL or http://127.0.0.1:8080).")
+    var url: String?
+
+    @Option(help: "The admin token (better: KEYWARD_ADMIN_TOKEN, which stays out of the process list).")
+    var adminToken: String?
+
+    /// Calls the admin API; returns the decoded JSON answer, or throws the gateway's error message.
+    func call(_ method: HTTPMethod, _ path: String, _ body: [String: Any]? = nil) async throws -> Any? {
+        let env = ProcessInfo.processInfo.environment
+        let base = (url ?? env["KEYWARD_URL"] ?? "http://127.0.0.1:8080").trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+        guard let token = adminToken ?? env["KEYWARD_ADMIN_TOKEN"], !token.isEmpty else {
+            throw CLIError(exitCode: 2, description: "an admin token is needed: KEYWARD_ADMIN_TOKEN or --admin-token")
+        }
+        var request = HTTPClientRequest(url: base + path)
+        request.method = method
+        request.headers.add(name: "authorization", value: "Bearer \(token)")
+        if let body {
+            request.headers.add(name: "content-type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        } catch {
+            throw CLIError(exitCode: 1, description: "cannot reach the gateway at \(base)")
+        }
+        let bytes = try await response.body.collect(upTo: 16 << 20)
+        let object = bytes.readableBytes == 0 ? nil : try? JSONSerialization.jsonObject(with: Data(buffer: bytes))
+        guard (200..<300).contains(response.status.code) else {
+            let error = (object as? [String: Any])?["error"] as? [String: Any]
+            let message = (error?["message"] as? String) ?? "the gateway answered \(response.status.code)"
+            throw CLIError(exitCode: 1, description: "\(message) (\((error?["code"] as? String) ?? "http_\(response.status.code)"))")
+        }
+        return object
+    }
+}
+
+/// Percent-encodes a path segment (a key reference holds ':' and '/').
+func pathSegment(_ s: String) -> String {
+    s.addingPercentEncoding(withAllowedCharacters: CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? s
+}
+
+/// Prints a JSON answer as sorted, indented JSON.
+func printJSON(_ object: Any?) throws {
+    guard let object else { return }
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+    print(String(decoding: data, as: UTF8.self))
+}
+
+/// `keyward tenants …` against a running gateway.
+struct TenantsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tenants", abstract: "Create and list tenants of a running gateway.", subcommands: [Create.self, List.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a tenant; without --key, a new local:NAME key is made for it.")
+        @Argument(help: "The tenant's name.") var name: String
+        @Option(help: "Its master key: local:NAME, aws-kms:ARN or pkcs11:….") var key: String?
+        @Option(help: "always, on-request or never.") var store: String?
+        @Option(help: "Days to keep stored records (0 keeps them).") var retentionDays: Int?
+        @OptionGroup var admin: AdminOptions
+        func run() async throws {
+            var body: [String: Any] = ["name": name]
+            if let key { body["key"] = key }
+            if let store { body["store"] = store }
+            if let retentionDays { body["retention_days"] = retentionDays }
+            try printJSON(try await admin.call(.POST, "/admin/v1/tenants", body))
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List tenants.")
+        @OptionGroup var admin: AdminOptions
+        func run() async throws { try printJSON(try await admin.call(.GET, "/admin/v1/tenants")) }
+    }
+}
+
+/// `keyward tokens …` against a running gateway.
+struct TokensCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokens", abstract: "Issue and revoke bearer tokens of a running gateway.", subcommands: [Create.self, Delete.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Issue a token; it is shown once.")
+        @Option(help: "The tenant an app token acts for.") var tenant: String?
+        @Option(help: "app or admin.") var role: String = "app"
+        @OptionGroup var admin: AdminOptions
+        func run() async throws {
+            var body: [String: Any] = ["role": role]
+            if let tenant { body["tenant"] = tenant }
+            try printJSON(try await admin.call(.POST, "/admin/v1/tokens", body))
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a token by its id (tok_…).")
+        @Argument var id: String
+        @OptionGroup var admin: AdminOptions
+        func run() async throws { try printJSON(try await admin.call(.DELETE, "/admin/v1/tokens/\(pathSegment(id))")) }
+    }
+}

@@ -1,0 +1,55 @@
+import ArgumentParser
+import CKeywardSystem
+import Foundation
+import KeywardGateway
+import Logging
+
+/// `keyward serve`: the OpenAI-compatible gateway.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the gateway: OpenAI/Anthropic APIs in front of your providers, every stored byte under your key.",
+        discussion: """
+            Without a config file, KEYWARD_UPSTREAM_URL and KEYWARD_UPSTREAM_API_KEY define one OpenAI-compatible \
+            upstream for every model; without any upstream, the built-in keyward/echo model answers. \
+            KEYWARD_ADMIN_TOKEN sets the admin token on first start, otherwise one is printed once. \
+            KEYWARD_LOG_LEVEL sets the log level (default info).
+            """)
+
+    @Option(help: "The data folder: database, local key store and its root key.") var data: String?
+    @Option(help: "HOST:PORT to listen on (default 127.0.0.1:8080).") var listen: String?
+    @Option(help: "A JSON config file with upstreams and limits.") var config: String?
+
+    func run() async throws {
+        if kw_disable_core_dumps() != 0 {
+            throw CLIError(exitCode: 1, description: "cannot disable core dumps (errno \(errno)); refusing to hold plaintext in a dumpable process")
+        }
+        let level = ProcessInfo.processInfo.environment["KEYWARD_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "keyward")
+        let configuration: GatewayConfiguration
+        do {
+            configuration = try GatewayConfiguration.load(dataFolder: data, listen: listen, configFile: config)
+        } catch let e as GatewayError {
+            throw CLIError(exitCode: 2, description: e.message)
+        }
+        let gateway = try Gateway(configuration: configuration, logger: logger)
+        if let token = try await gateway.prepare() {
+            // Shown once, on standard output only; the log never carries it.
+            print("Admin token (shown once, store it now): \(token.value)")
+        }
+        let upstreams = configuration.upstreams.map { "\($0.name) (\($0.kind.rawValue))" }.joined(separator: ", ")
+        logger.notice("starting", metadata: [
+            "data": "\(configuration.dataFolder)", "upstreams": "\(upstreams.isEmpty ? "none: keyward/echo only" : upstreams)",
+        ])
+        let app = gateway.application { port in
+            logger.notice("listening", metadata: ["address": "http://\(configuration.host):\(port)"])
+        }
+        try await app.runService()
+        logger.notice("stopped")
+    }
+}
