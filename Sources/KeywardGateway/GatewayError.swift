@@ -76,11 +76,13 @@ public struct GatewayError: Error, HTTPResponseError, CustomStringConvertible {
                                 "a stored record failed to decrypt (\(e.code)): it was altered or moved")
         case let e as StorageError where e.code == .unavailable:
             return GatewayError(.serviceUnavailable, type: "server_error", code: "storage_unavailable", "the database is unavailable")
-        case let e as HTTPError where e.status == .contentTooLarge:
+        case let e as any HTTPResponseError where e.status == .contentTooLarge:
+            // Raised while the body streams in (NIOTooManyBytesError), before it is all read.
             return GatewayError(.contentTooLarge, type: "invalid_request_error", code: "request_too_large",
                                 "the request body is larger than the gateway's limit")
-        case let e as HTTPError:
-            return GatewayError(e.status, type: "invalid_request_error", code: "http_\(e.status.code)", e.status.reasonPhrase)
+        case let e as any HTTPResponseError:
+            return GatewayError(e.status, type: e.status == .notFound ? "invalid_request_error" : "api_error",
+                                code: e.status == .notFound ? "not_found" : "http_\(e.status.code)", e.status.reasonPhrase)
         default:
             return internalError
         }

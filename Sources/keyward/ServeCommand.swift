@@ -41,6 +41,7 @@ struct ServeCommand: AsyncParsableCommand {
         if let token = try await gateway.prepare() {
             // Shown once, on standard output only; the log never carries it.
             print("Admin token (shown once, store it now): \(token.value)")
+            fflush(nil)  // all streams: standard output may be a file
         }
         let upstreams = configuration.upstreams.map { "\($0.name) (\($0.kind.rawValue))" }.joined(separator: ", ")
         logger.notice("starting", metadata: [

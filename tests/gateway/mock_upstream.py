@@ -1,0 +1,182 @@
+"""A mock model provider for the gateway tests: OpenAI-compatible and Anthropic endpoints.
+
+Written here because no real provider can run in the test sandbox; the clients (the official
+`openai` and `anthropic` SDKs) and the gateway are the real things under test. It checks the
+provider API key the gateway sends, counts every request it receives (so tests can assert that
+nothing reached it), and has models that misbehave on purpose:
+
+  mock-429 -> 429 with retry-after, mock-500 -> 500, mock-slow -> answers after 3 s,
+  mock-drip -> streams slowly (0.4 s between chunks), mock-tools -> answers with a tool call.
+"""
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class State:
+    def __init__(self, api_keys):
+        self.api_keys = set(api_keys)
+        self.lock = threading.Lock()
+        self.requests = []  # (path, auth header, body)
+
+
+def last_user_text(body):
+    for m in reversed(body.get("messages", [])):
+        if m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, str):
+                return c
+            return " ".join(p.get("text", "") for p in c or [] if isinstance(p, dict))
+    return ""
+
+
+def make_handler(state):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def send_json(self, status, obj, headers=()):
+            data = json.dumps(obj).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            for k, v in headers:
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def start_sse(self):
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+
+        def sse(self, payload, event=None):
+            text = (f"event: {event}\n" if event else "") + f"data: {payload}\n\n"
+            data = text.encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+
+        def end_sse(self):
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+
+        def do_GET(self):
+            if self.path == "/_requests":
+                with state.lock:
+                    return self.send_json(200, {"count": len(state.requests),
+                                                "paths": [r[0] for r in state.requests]})
+            if self.path == "/v1/models":
+                return self.send_json(200, {"object": "list", "data": [
+                    {"id": "mock-1", "object": "model", "created": 0, "owned_by": "mock"},
+                    {"id": "mock-2", "object": "model", "created": 0, "owned_by": "mock"}]})
+            self.send_json(404, {"error": {"message": "no such path", "type": "invalid_request_error"}})
+
+        def do_POST(self):
+            length = int(self.headers.get("content-length", 0))
+            raw = self.rfile.read(length)
+            if self.path == "/_reset":
+                with state.lock:
+                    state.requests.clear()
+                return self.send_json(200, {})
+            auth = self.headers.get("authorization") or self.headers.get("x-api-key") or ""
+            with state.lock:
+                state.requests.append((self.path, auth, raw))
+            key = auth[len("Bearer "):] if auth.startswith("Bearer ") else auth
+            if key not in state.api_keys:
+                return self.send_json(401, {"error": {"message": "bad provider key", "type": "invalid_request_error"}})
+            body = json.loads(raw)
+            model = body.get("model", "")
+            if model == "mock-429":
+                return self.send_json(429, {"error": {"message": "slow down", "type": "rate_limit_error",
+                                                      "code": "rate_limit_exceeded"}}, [("retry-after", "7")])
+            if model == "mock-500":
+                return self.send_json(500, {"error": {"message": "provider broke", "type": "server_error"}})
+            if model == "mock-slow":
+                time.sleep(3)
+            if self.path == "/v1/chat/completions":
+                return self.chat(body, model)
+            if self.path == "/v1/embeddings":
+                inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+                return self.send_json(200, {"object": "list", "model": model, "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.25, -0.5, float(len(t))]}
+                    for i, t in enumerate(inputs)], "usage": {"prompt_tokens": 2, "total_tokens": 2}})
+            if self.path == "/v1/messages":
+                return self.messages(body, model)
+            self.send_json(404, {"error": {"message": "no such path", "type": "invalid_request_error"}})
+
+        def chat(self, body, model):
+            text = "echo: " + last_user_text(body)
+            if model == "mock-tools":
+                message = {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "lookup", "arguments": json.dumps({"q": last_user_text(body)})}}]}
+                return self.send_json(200, {"id": "upstream-id", "object": "chat.completion", "created": 1,
+                                            "model": model, "choices": [{"index": 0, "message": message,
+                                                                         "finish_reason": "tool_calls"}],
+                                            "usage": {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}})
+            if not body.get("stream"):
+                return self.send_json(200, {
+                    "id": "upstream-id", "object": "chat.completion", "created": 1, "model": model,
+                    "system_fingerprint": "fp_mock",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                 "logprobs": None, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}})
+            self.start_sse()
+            words = text.split(" ")
+            base = {"id": "upstream-id", "object": "chat.completion.chunk", "created": 1, "model": model}
+            self.sse(json.dumps({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                                      "finish_reason": None}]}))
+            for i, w in enumerate(words):
+                if model == "mock-drip":
+                    time.sleep(0.4)
+                piece = w if i == 0 else " " + w
+                self.sse(json.dumps({**base, "choices": [{"index": 0, "delta": {"content": piece},
+                                                          "finish_reason": None}]}))
+            self.sse(json.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                self.sse(json.dumps({**base, "choices": [],
+                                     "usage": {"prompt_tokens": 4, "completion_tokens": len(words),
+                                               "total_tokens": 4 + len(words)}}))
+            self.sse("[DONE]")
+            self.end_sse()
+
+        def messages(self, body, model):
+            text = "echo: " + last_user_text(body)
+            msg = {"id": "msg_upstream", "type": "message", "role": "assistant", "model": model,
+                   "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                   "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 7}}
+            if not body.get("stream"):
+                return self.send_json(200, msg)
+            self.start_sse()
+            start = {**msg, "content": [], "stop_reason": None, "usage": {"input_tokens": 5, "output_tokens": 0}}
+            self.sse(json.dumps({"type": "message_start", "message": start}), "message_start")
+            self.sse(json.dumps({"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text", "text": ""}}), "content_block_start")
+            for i, w in enumerate(text.split(" ")):
+                piece = w if i == 0 else " " + w
+                self.sse(json.dumps({"type": "content_block_delta", "index": 0,
+                                     "delta": {"type": "text_delta", "text": piece}}), "content_block_delta")
+            self.sse(json.dumps({"type": "content_block_stop", "index": 0}), "content_block_stop")
+            self.sse(json.dumps({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                 "usage": {"output_tokens": 7}}), "message_delta")
+            self.sse(json.dumps({"type": "message_stop"}), "message_stop")
+            self.end_sse()
+
+    return Handler
+
+
+def serve(port, api_keys):
+    state = State(api_keys)
+    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(state))
+    server.daemon_threads = True
+    return server, state
+
+
+if __name__ == "__main__":
+    server, _ = serve(int(sys.argv[1]), sys.argv[2:])
+    server.serve_forever()
