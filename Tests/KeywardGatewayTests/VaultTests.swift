@@ -1,0 +1,107 @@
+import Foundation
+import KeywardCrypto
+@testable import KeywardGateway
+import KeywardKeyStores
+import KeywardStorage
+import KeywardTesting
+import Testing
+
+@Suite("Vault: records under the tenant's key")
+struct VaultTests {
+    let dir: TemporaryDirectory
+    let vault: Vault
+    let metrics = GatewayMetrics()
+
+    init() async throws {
+        dir = try TemporaryDirectory()
+        let stores = KeyStores(configuration: KeyStoreConfiguration(localFolder: dir.file("keys")))
+        for name in ["a", "b"] {
+            _ = try await stores.store(for: KeyReference(scheme: "local", keyID: "")).createKey(name: name)
+        }
+        vault = Vault(keyStores: stores, limits: CacheLimits(maxAge: 60, maxMessages: 100_000), metrics: metrics)
+    }
+
+    func tenant(_ name: String) -> Tenant { Tenant(name: name, key: "local:\(name)", createdAt: 0) }
+
+    /// The value of one metric line, e.g. `keyward_keystore_calls_total{operation="decrypt",result="ok"}`.
+    func metric(_ prefix: String) -> Double {
+        let text = String(decoding: metrics.exposition(), as: UTF8.self)
+        return text.split(separator: "\n").filter { $0.hasPrefix(prefix) }.compactMap { Double($0.split(separator: " ").last!) }.reduce(0, +)
+    }
+
+    @Test func sealsAsAnESDKMessageAndOpens() async throws {
+        let sealer = try await vault.sealer(for: tenant("a"), plaintextLength: 5)
+        let record = try sealer.seal(Array("hello".utf8), id: "r1", kind: "chat.request", createdAt: 1000, metadata: RecordMetadata(model: "m"))
+        #expect(record.expiresAt == Int64(1000 + 30 * 86_400_000))
+        #expect(record.metadata.size == 5)
+        let (header, length) = try record.header.withUnsafeBytes { try MessageHeader.parse(prefixOf: $0) }
+        #expect(length == record.header.count)
+        #expect(header.suite == Vault.suite)
+        #expect(header.encryptionContext == ["keyward:tenant": "a", "keyward:record": "r1", "keyward:kind": "chat.request"])
+        #expect(try await vault.open(record, of: tenant("a")) == Array("hello".utf8))
+    }
+
+    @Test func aRecordMovedToAnotherTenantIDOrKindDoesNotOpen() async throws {
+        let sealer = try await vault.sealer(for: tenant("a"), plaintextLength: 5)
+        let record = try sealer.seal(Array("hello".utf8), id: "r1", kind: "chat.request", createdAt: 0, metadata: RecordMetadata())
+        var moved = record
+        moved.tenant = "b"
+        await expectError(.encryptionContextMismatch, as: KeywardCryptoError.self) { _ = try await vault.open(moved, of: tenant("b")) }
+        moved = record
+        moved.id = "r2"
+        await expectError(.encryptionContextMismatch, as: KeywardCryptoError.self) { _ = try await vault.open(moved, of: tenant("a")) }
+        moved = record
+        moved.kind = "chat.response"
+        await expectError(.encryptionContextMismatch, as: KeywardCryptoError.self) { _ = try await vault.open(moved, of: tenant("a")) }
+        // Tenant b's key cannot unwrap a's data key even when asked as if it were a's tenant name.
+        let imposter = Tenant(name: "a", key: "local:b", createdAt: 0)
+        await #expect(throws: (any Error).self) { _ = try await vault.open(record, of: imposter) }
+        var flipped = record
+        flipped.body[flipped.body.count - 1] ^= 1
+        await expectError(.authenticationFailed, as: KeywardCryptoError.self) { _ = try await vault.open(flipped, of: tenant("a")) }
+    }
+
+    @Test func oneKeyStoreCallServesThousandsOfRequests() async throws {
+        var records: [Record] = []
+        for i in 0..<2000 {
+            let sealer = try await vault.sealer(for: tenant("a"), plaintextLength: 100)
+            records.append(try sealer.seal(Array(repeating: 7, count: 100), id: "r\(i)", kind: "k", createdAt: 0, metadata: RecordMetadata()))
+        }
+        for r in records.prefix(500) { _ = try await vault.open(r, of: tenant("a")) }
+        #expect(metric("keyward_keystore_calls_total{operation=\"generate_data_key\"") == 1)
+        #expect(metric("keyward_keystore_calls_total{operation=\"decrypt\"") == 1)
+        #expect(metric("keyward_datakey_cache_total{direction=\"encrypt\",result=\"hit\"}") == 1999)
+        #expect(metric("keyward_datakey_cache_total{direction=\"decrypt\",result=\"miss\"}") == 1)
+    }
+
+    @Test func disablingAndPurgingStopsUseAtOnce() async throws {
+        let sealer = try await vault.sealer(for: tenant("b"), plaintextLength: 1)
+        let record = try sealer.seal([1], id: "r", kind: "k", createdAt: 0, metadata: RecordMetadata())
+        _ = try await vault.open(record, of: tenant("b"))
+        let store = try vault.keyStores.store(for: KeyReference(scheme: "local", keyID: "b"))
+        try await store.disableKey(keyID: "b")
+        // Cached: still usable until purged, which is why the admin route purges.
+        _ = try await vault.sealer(for: tenant("b"), plaintextLength: 1)
+        vault.purge(key: "local:b")
+        await expectError(.keyDisabled, as: KeyStoreError.self) { _ = try await vault.sealer(for: tenant("b"), plaintextLength: 1) }
+        await expectError(.keyDisabled, as: KeyStoreError.self) { _ = try await vault.open(record, of: tenant("b")) }
+        #expect(GatewayError.from(KeyStoreError(.keyDisabled, "x")).code == "key_revoked")
+        #expect(GatewayError.from(KeyStoreError(.keyUnavailable, "x")).status == .serviceUnavailable)
+    }
+
+    @Test func configurationFileAndEnvironment() throws {
+        let path = dir.file("config.json")
+        try Data(#"{"upstreams":[{"name":"o","type":"openai-compatible","url":"http://x/v1/","api_key_env":"K","models":["gpt-*"]},{"name":"c","type":"anthropic","url":"https://a","models":["claude-3"]}],"body_limit":1024}"#.utf8)
+            .write(to: URL(fileURLWithPath: path))
+        let c = try GatewayConfiguration.load(dataFolder: "d", listen: "0.0.0.0:9", configFile: path,
+                                              environment: ["K": "sk", "KEYWARD_UPSTREAM_URL": "http://fallback/v1"])
+        #expect(c.upstream(for: "gpt-4o")?.name == "o")
+        #expect(c.upstream(for: "gpt-4o")?.url == "http://x/v1")
+        #expect(c.upstream(for: "claude-3")?.kind == .anthropic)
+        #expect(c.upstream(for: "claude-3.5")?.name == "default")
+        #expect(c.bodyLimit == 1024 && c.host == "0.0.0.0" && c.port == 9 && c.dataFolder == "d")
+        #expect("\(c.upstreams[0].apiKey!)" == "<redacted>")
+        #expect(throws: GatewayError.self) { try GatewayConfiguration.load(dataFolder: nil, listen: nil, configFile: path, environment: [:]) }
+        #expect(throws: GatewayError.self) { try GatewayConfiguration.load(dataFolder: nil, listen: "nope", configFile: nil, environment: [:]) }
+    }
+}
