@@ -25,16 +25,6 @@ private struct RequestHead: Decodable {
     var store: Bool?
 }
 
-private struct UsageHead: Decodable {
-    struct Usage: Decodable {
-        var prompt_tokens: Int?
-        var completion_tokens: Int?
-        var input_tokens: Int?
-        var output_tokens: Int?
-    }
-    var usage: Usage?
-}
-
 extension Gateway {
     func addAIRoutes(to router: Router<GatewayContext>) {
         router.post("/v1/chat/completions") { request, _ in
@@ -150,10 +140,10 @@ extension Gateway {
         metrics.upstream(upstream.name, status: Int(response.status.code), duration: upstreamTime)
         var answer = Array(buffer: collected)
         if let id = x.recordID, p == .openAI { answer = JSONScanner.replacingString("id", with: id, in: answer) }
-        let usage = (try? JSONDecoder().decode(UsageHead.self, from: Data(answer)))?.usage
-        try await storeExchange(x, protocol: p, response: answer,
-                                usage: (usage?.prompt_tokens ?? usage?.input_tokens, usage?.completion_tokens ?? usage?.output_tokens),
-                                upstreamTime: upstreamTime)
+        let usage = p == .openAI
+            ? (JSONScanner.integer(at: ["usage", "prompt_tokens"], in: answer), JSONScanner.integer(at: ["usage", "completion_tokens"], in: answer))
+            : (JSONScanner.integer(at: ["usage", "input_tokens"], in: answer), JSONScanner.integer(at: ["usage", "output_tokens"], in: answer))
+        try await storeExchange(x, protocol: p, response: answer, usage: usage, upstreamTime: upstreamTime)
         return Response(status: .ok, headers: headers(x, upstreamTime: upstreamTime, contentType: contentType),
                         body: .init(byteBuffer: ByteBuffer(bytes: answer)))
     }

@@ -24,6 +24,16 @@ enum JSONScanner {
         }
     }
 
+    /// The integer at `path` (top-level object, then nested objects), e.g. `["usage", "prompt_tokens"]`.
+    static func integer(at path: [String], in json: [UInt8]) -> Int? {
+        var slice = json
+        for key in path {
+            guard let range = valueRange(of: key, in: slice) else { return nil }
+            slice = Array(slice[range])
+        }
+        return Int(String(decoding: slice, as: UTF8.self))
+    }
+
     /// `json` with the value of top-level `key` replaced by the JSON string `value`; unchanged if
     /// the key is absent.
     static func replacingString(_ key: String, with value: String, in json: [UInt8]) -> [UInt8] {

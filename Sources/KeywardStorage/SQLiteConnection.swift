@@ -4,7 +4,7 @@ import Glibc
 #endif
 
 /// A value bound to or read from an SQL statement.
-enum SQLValue {
+enum SQLValue: Sendable {
     case integer(Int64)
     case text(String)
     case blob([UInt8])

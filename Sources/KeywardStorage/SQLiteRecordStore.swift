@@ -121,7 +121,6 @@ public final class SQLiteRecordStore: RecordStore {
     // MARK: Records
 
     private static let recordColumns = "tenant, id, kind, created_at, expires_at, metadata, header, body"
-    private static let encoder = JSONEncoder()
 
     private static func record(_ row: SQLiteRow) throws -> Record {
         guard let metadata = try? JSONDecoder().decode(RecordMetadata.self, from: Data(row.text(5).utf8)) else {
@@ -131,18 +130,95 @@ public final class SQLiteRecordStore: RecordStore {
                       expiresAt: row.optionalInt(4), metadata: metadata, header: row.blob(6), body: row.blob(7))
     }
 
+    /// The metadata as a JSON object, written by hand: JSONEncoder costs more than the insert.
+    static func json(_ m: RecordMetadata) -> String {
+        var parts: [String] = []
+        func add(_ key: String, _ value: (some CustomStringConvertible)?) { if let value { parts.append("\"\(key)\":\(value)") } }
+        if let model = m.model { parts.append("\"model\":" + quoted(model)) }
+        add("status", m.status)
+        add("promptTokens", m.promptTokens)
+        add("completionTokens", m.completionTokens)
+        add("upstreamMs", m.upstreamMs.map { $0.isFinite ? $0 : 0 })
+        add("size", m.size)
+        add("streamed", m.streamed)
+        return "{" + parts.joined(separator: ",") + "}"
+    }
+
+    private static func quoted(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "\""
+    }
+
     private static func arguments(_ r: Record) throws -> [SQLValue] {
-        let metadata = String(decoding: try encoder.encode(r.metadata), as: UTF8.self)
+        let metadata = json(r.metadata)
         return [.text(r.tenant), .text(r.id), .text(r.kind), .integer(r.createdAt), SQLValue(r.expiresAt),
                 .text(metadata), .blob(r.header), .blob(r.body), SQLValue(r.metadata.model)]
     }
 
+    private static let insertSQL = "INSERT INTO records(\(recordColumns), model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+    /// Inserts waiting while another caller writes are committed together by that caller, in one
+    /// transaction (group commit): one WAL append for many requests under load.
     public func insert(_ records: [Record]) async throws {
         let rows = try records.map(Self.arguments)
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let lead = pending.withLock { p -> Bool in
+                p.batches.append(PendingBatch(rows: rows, continuation: continuation))
+                guard !p.writing else { return false }
+                p.writing = true
+                return true
+            }
+            if lead { drainPendingInserts() }
+        }
+    }
+
+    private struct PendingBatch: Sendable {
+        let rows: [[SQLValue]]
+        let continuation: CheckedContinuation<Void, any Error>
+    }
+
+    private struct PendingInserts: Sendable {
+        var batches: [PendingBatch] = []
+        var writing = false
+    }
+
+    private let pending = Mutex(PendingInserts())
+
+    private func drainPendingInserts() {
+        while true {
+            let batches = pending.withLock { p -> [PendingBatch] in
+                if p.batches.isEmpty { p.writing = false }
+                defer { p.batches = [] }
+                return p.batches
+            }
+            if batches.isEmpty { return }
+            do {
+                try write(batches)
+                for b in batches { b.continuation.resume() }
+            } catch where batches.count == 1 {
+                batches[0].continuation.resume(throwing: error)
+            } catch {
+                // All or none per caller: retry each alone, so only the one at fault fails.
+                for b in batches {
+                    do { try write([b]); b.continuation.resume() } catch { b.continuation.resume(throwing: error) }
+                }
+            }
+        }
+    }
+
+    private func write(_ batches: [PendingBatch]) throws {
         try run { c in
             try c.transaction {
-                for row in rows {
-                    try c.execute("INSERT INTO records(\(Self.recordColumns), model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                for b in batches {
+                    for row in b.rows { try c.execute(Self.insertSQL, row) }
                 }
             }
         }

@@ -16,6 +16,14 @@ struct StreamingTests {
         #expect(JSONScanner.valueRange(of: "id", in: Array(#"{"id":"unterminated"#.utf8)) == nil)
     }
 
+    @Test func readsNestedIntegers() {
+        let json = Array(#"{"choices":[{"usage":{"prompt_tokens":99}}],"usage" : {"prompt_tokens": 12 ,"completion_tokens":7}}"#.utf8)
+        #expect(JSONScanner.integer(at: ["usage", "prompt_tokens"], in: json) == 12)
+        #expect(JSONScanner.integer(at: ["usage", "completion_tokens"], in: json) == 7)
+        #expect(JSONScanner.integer(at: ["usage", "total_tokens"], in: json) == nil)
+        #expect(JSONScanner.integer(at: ["choices"], in: json) == nil)
+    }
+
     @Test func quotesControlCharacters() {
         #expect(String(decoding: JSONScanner.quoted("a\"b\\c\n"), as: UTF8.self) == #""a\"b\\c\u000a""#)
     }

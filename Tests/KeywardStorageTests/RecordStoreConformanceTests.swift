@@ -87,6 +87,39 @@ struct RecordStoreConformanceTests {
     }
 
     @Test(arguments: Engine.allCases)
+    func concurrentInsertsAllLandAndADuplicateFailsAlone(_ engine: Engine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        try await store.createTenant(Tenant(name: "a", key: "local:a", createdAt: 1))
+        try await store.insert([record("a", "dup", at: 0)])
+        let failures = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for i in 0..<200 {
+                group.addTask {
+                    do {
+                        try await store.insert([record("a", i == 100 ? "dup" : "c\(i)", at: Int64(i)),
+                                                record("a", i == 100 ? "dup" : "c\(i)", "chat.request", at: Int64(i))])
+                        return false
+                    } catch let e as StorageError where e.code == .alreadyExists { return true }
+                }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(failures == 1)
+        #expect(try await store.records(RecordQuery(tenant: "a", kind: "chat.response", limit: 1000)).count == 200)
+        #expect(try await store.records(RecordQuery(tenant: "a", kind: "chat.request", limit: 1000)).count == 199)
+    }
+
+    @Test(arguments: Engine.allCases)
+    func metadataWithAnyTextRoundTrips(_ engine: Engine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        try await store.createTenant(Tenant(name: "a", key: "local:a", createdAt: 1))
+        var r = record("a", "m", at: 1, model: "we\"ird\\ mødel\n\u{1}")
+        r.metadata.upstreamMs = 12.25
+        r.metadata.streamed = true
+        try await store.insert([r])
+        #expect(try await store.record(tenant: "a", id: "m", kind: r.kind) == r)
+    }
+
+    @Test(arguments: Engine.allCases)
     func upsertReplaces(_ engine: Engine) async throws {
         let (store, _dir) = try await engine.make(); _ = _dir
         try await store.createTenant(Tenant(name: "a", key: "local:a", createdAt: 1))
