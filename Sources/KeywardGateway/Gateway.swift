@@ -78,7 +78,7 @@ public final class Gateway: Sendable {
         Application(
             router: router(),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
-            services: [PurgeService(gateway: self), UpstreamClientService(client: upstreams)],
+            services: [PurgeService(gateway: self), MaintenanceService(gateway: self), UpstreamClientService(client: upstreams)],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
     }
@@ -238,6 +238,20 @@ struct PurgeService: Service {
 
     private func gracefulShutdownSleep(_ d: Duration) async throws {
         try await cancelWhenGracefulShutdown { try await Task.sleep(for: d) }
+    }
+}
+
+/// Runs the store's upkeep (the SQLite checkpoint) every second, and once more at shutdown.
+struct MaintenanceService: Service {
+    let gateway: Gateway
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully {
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
+            do { try await gateway.store.maintain() } catch {
+                gateway.logger.error("storage upkeep failed", metadata: ["error": "\(error)"])
+            }
+        }
     }
 }
 

@@ -7,6 +7,10 @@ public protocol RecordStore: Sendable {
     func migrate() async throws
     /// Succeeds when the database answers.
     func ping() async throws
+    /// Periodic upkeep off the request path (SQLite: checkpoint the write-ahead log). Returns a
+    /// count of work done, for logs.
+    @discardableResult
+    func maintain() async throws -> Int
 
     /// - Throws: `StorageError.alreadyExists` if the name is taken.
     func createTenant(_ tenant: Tenant) async throws

@@ -9,6 +9,9 @@ import Synchronization
 /// last transactions since the last checkpoint.
 public final class SQLiteRecordStore: RecordStore {
     private let connection: Mutex<SQLiteConnection>
+    /// Checkpoints run on their own connection, off the request path: a checkpoint syncs the
+    /// database file, which would stall every writer if it ran inside a commit.
+    private let checkpointer: Mutex<SQLiteConnection?>
     public let path: String
 
     /// Opens or creates the database at `path` (`:memory:` for a private, temporary one).
@@ -18,9 +21,20 @@ public final class SQLiteRecordStore: RecordStore {
         // secure_delete zeroes freed pages; temp_store keeps sorts and temporary tables off disk.
         try c.exec("""
             PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;
-            PRAGMA secure_delete=ON; PRAGMA temp_store=MEMORY;
+            PRAGMA secure_delete=ON; PRAGMA temp_store=MEMORY; PRAGMA wal_autocheckpoint=0;
             """)
         connection = Mutex(c)
+        checkpointer = Mutex(path == ":memory:" ? nil : try SQLiteConnection(path: path))
+    }
+
+    /// Copies the write-ahead log into the database without blocking writers; the gateway calls
+    /// it every second. Returns the number of log frames copied.
+    @discardableResult
+    public func maintain() async throws -> Int {
+        try checkpointer.withLock { c in
+            guard let c else { return 0 }
+            return Int(try c.query("PRAGMA wal_checkpoint(PASSIVE)") { $0.int(2) }.first ?? 0)
+        }
     }
 
     private func run<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {

@@ -40,6 +40,8 @@ struct RecordStoreConformanceTests {
         #expect(try await store.tenants().map(\.name) == ["acme", "beta", "gamma"])
         #expect(try await store.tenants(usingKey: "local:shared").map(\.name) == ["beta", "gamma"])
         try await store.ping()
+        try await store.maintain()
+        #expect(try await store.tenant(named: "acme") == a)
     }
 
     @Test(arguments: Engine.allCases)
