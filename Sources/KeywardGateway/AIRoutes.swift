@@ -81,10 +81,16 @@ extension Gateway {
 
     /// The API key to send upstream: the tenant's own, if it stored one, else the configured one.
     func providerKey(for tenant: Tenant, upstream: UpstreamConfiguration) async throws -> Secret? {
-        guard let record = try await store.record(tenant: tenant.name, id: "provider-key:\(upstream.name)", kind: "provider-key") else {
-            return upstream.apiKey
+        let cacheKey = tenant.name + "/" + upstream.name
+        if let cached = providerKeys.withLock({ $0.value(for: cacheKey, now: Self.clock()) }) {
+            return cached ?? upstream.apiKey
         }
-        return Secret(String(decoding: try await vault.open(record, of: tenant), as: UTF8.self))
+        var own: Secret?
+        if let record = try await store.record(tenant: tenant.name, id: "provider-key:\(upstream.name)", kind: "provider-key") {
+            own = Secret(String(decoding: try await vault.open(record, of: tenant), as: UTF8.self))
+        }
+        providerKeys.withLock { $0.insert(own, for: cacheKey, now: Self.clock()) }
+        return own ?? upstream.apiKey
     }
 
     /// Seals and stores the two records of an exchange.
@@ -148,33 +154,19 @@ extension Gateway {
                         body: .init(byteBuffer: ByteBuffer(bytes: answer)))
     }
 
-    /// Forwards each event as soon as it is complete; the assembled answer is stored before the
-    /// stream ends, so a client that saw the end can read the record.
+    /// Forwards each event as soon as it is complete. The assembled answer is stored before the
+    /// final event (`[DONE]`, `message_stop`) is forwarded, so a client that saw the end can read
+    /// the record; a stream that ends without one is stored at its end.
     private func streamBody(_ x: Exchange, protocol p: APIProtocol, upstream: HTTPClientResponse) -> ResponseBody {
         ResponseBody { writer in
             var splitter = SSEEventSplitter()
             var chat = ChatStreamAssembler()
             var messages = AnthropicStreamAssembler()
-            var complete = false
-            func forward(_ event: SSEEvent) async throws {
-                var e = event
-                if e.data.elementsEqual("[DONE]".utf8) {
-                    complete = true
-                } else if p == .openAI {
-                    if let id = x.recordID { e.data = JSONScanner.replacingString("id", with: id, in: e.data) }
-                    chat.add(e.data)
-                } else {
-                    messages.add(e.data)
-                    if e.name == "message_stop" { complete = true }
-                }
-                try await writer.write(ByteBuffer(bytes: e.bytes))
-            }
+            var stored = false
             let start = ContinuousClock.now
-            for try await buffer in upstream.body {
-                for event in splitter.feed(buffer.readableBytesView) { try await forward(event) }
-            }
-            if let last = splitter.finish() { try await forward(last) }
-            if complete || chat.chunks > 0 {
+            func store() async {
+                guard !stored, chat.chunks > 0 || messages.started else { return }
+                stored = true
                 let answer = p == .openAI ? chat.assembled(id: x.recordID ?? "") : messages.assembled()
                 let usage = p == .openAI
                     ? ((chat.usage?["prompt_tokens"] as? Int), (chat.usage?["completion_tokens"] as? Int))
@@ -186,6 +178,24 @@ extension Gateway {
                     self.logger.error("streamed exchange not stored", metadata: ["record": "\(x.recordID ?? "-")", "error": "\(error)"])
                 }
             }
+            func forward(_ event: SSEEvent) async throws {
+                var e = event
+                if e.data.elementsEqual("[DONE]".utf8) {
+                    await store()
+                } else if p == .openAI {
+                    if let id = x.recordID { e.data = JSONScanner.replacingString("id", with: id, in: e.data) }
+                    chat.add(e.data)
+                } else {
+                    messages.add(e.data)
+                    if e.name == "message_stop" { await store() }
+                }
+                try await writer.write(ByteBuffer(bytes: e.bytes))
+            }
+            for try await buffer in upstream.body {
+                for event in splitter.feed(buffer.readableBytesView) { try await forward(event) }
+            }
+            if let last = splitter.finish() { try await forward(last) }
+            await store()
             try await writer.finish(nil)
         }
     }

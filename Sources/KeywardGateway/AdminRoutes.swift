@@ -92,6 +92,7 @@ extension Gateway {
                                          createdAt: Self.nowMs(), metadata: RecordMetadata())
             record.expiresAt = nil
             try await self.store.upsert(record)
+            self.providerKeys.withLock { $0.removeAll() }
             self.logger.notice("provider key stored", metadata: ["tenant": "\(name)", "upstream": "\(upstreamName)"])
             return Response(status: .noContent)
         }
@@ -122,6 +123,7 @@ extension Gateway {
                 throw GatewayError(.conflict, type: "invalid_request_error", code: "last_admin_token", "the last admin token cannot be deleted")
             }
             guard try await self.store.deleteToken(id: id) else { throw GatewayError.notFound("no token \(id)") }
+            self.principals.withLock { $0.removeAll() }
             self.logger.notice("token deleted", metadata: ["token_id": "\(id)"])
             return Self.json(["id": id, "deleted": true])
         }
@@ -142,6 +144,7 @@ extension Gateway {
                 }
                 // Purge on both: a disable stops cached use at once; an enable starts from the store's state.
                 self.vault.purge(key: ref)
+                self.providerKeys.withLock { $0.removeAll() }
                 self.logger.notice(action == "disable" ? "key disabled" : "key enabled", metadata: ["key": "\(ref)"])
                 return Self.json(["key": ref, "state": action == "disable" ? "disabled" : "enabled"])
             }

@@ -6,6 +6,7 @@ import KeywardKeyStores
 import KeywardStorage
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// The request context of every route.
 public struct GatewayContext: RequestContext {
@@ -22,6 +23,12 @@ public final class Gateway: Sendable {
     public let upstreams: UpstreamClient
     public let metrics: GatewayMetrics
     let logger: Logger
+    /// Token hash → principal, so a request costs no database read to authenticate. Cleared when
+    /// a token is deleted here; another process's change is seen within the TTL.
+    let principals = Mutex(ExpiringCache<[UInt8], Principal>(ttl: 5))
+    /// "tenant/upstream" → the tenant's own provider key (nil: none stored). Cleared on change.
+    let providerKeys = Mutex(ExpiringCache<String, Secret?>(ttl: 5))
+    static let clock = CachingMaterialsManager.monotonicSeconds
 
     /// Opens the data folder (created 0700): the SQLite database and the local key store in `keys/`.
     public init(configuration: GatewayConfiguration, logger: Logger) throws {
@@ -114,18 +121,25 @@ public final class Gateway: Sendable {
         } else if let key = request.headers[.xAPIKey] {
             value = key
         }
-        guard let value, !value.isEmpty, let token = try await store.token(hash: Tokens.hash(value)) else {
-            throw GatewayError.unauthorized
+        guard let value, !value.isEmpty else { throw GatewayError.unauthorized }
+        let hash = Tokens.hash(value)
+        let principal: Principal
+        if let cached = principals.withLock({ $0.value(for: hash, now: Self.clock()) }) {
+            principal = cached
+        } else {
+            guard let token = try await store.token(hash: hash) else { throw GatewayError.unauthorized }
+            var tenant: Tenant?
+            if let name = token.tenant {
+                guard let t = try await store.tenant(named: name) else { throw GatewayError.unauthorized }
+                tenant = t
+            }
+            principal = Principal(tokenID: token.id, role: token.role, tenant: tenant)
+            principals.withLock { $0.insert(principal, for: hash, now: Self.clock()) }
         }
-        guard token.role == role else {
-            throw GatewayError.forbidden("this token's role (\(token.role.rawValue)) may not call this route")
+        guard principal.role == role else {
+            throw GatewayError.forbidden("this token's role (\(principal.role.rawValue)) may not call this route")
         }
-        var tenant: Tenant?
-        if let name = token.tenant {
-            guard let t = try await store.tenant(named: name) else { throw GatewayError.unauthorized }
-            tenant = t
-        }
-        return Principal(tokenID: token.id, role: token.role, tenant: tenant)
+        return principal
     }
 
     /// The request body, refused with 413 as soon as it grows past the limit.

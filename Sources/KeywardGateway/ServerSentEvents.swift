@@ -168,6 +168,9 @@ struct AnthropicStreamAssembler {
         }
     }
 
+    /// Whether a `message_start` arrived: there is an answer to store.
+    var started: Bool { !message.isEmpty }
+
     var promptTokens: Int? { (message["usage"] as? [String: Any])?["input_tokens"] as? Int }
     var completionTokens: Int? { (message["usage"] as? [String: Any])?["output_tokens"] as? Int }
 

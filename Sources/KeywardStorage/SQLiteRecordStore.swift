@@ -31,9 +31,17 @@ public final class SQLiteRecordStore: RecordStore {
     /// it every second. Returns the number of log frames copied.
     @discardableResult
     public func maintain() async throws -> Int {
-        try checkpointer.withLock { c in
-            guard let c else { return 0 }
-            return Int(try c.query("PRAGMA wal_checkpoint(PASSIVE)") { $0.int(2) }.first ?? 0)
+        // On a thread of its own: a checkpoint writes and syncs the database file for milliseconds,
+        // which must not stall whichever executor thread (perhaps an event loop) called us.
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result {
+                    try self.checkpointer.withLock { c in
+                        guard let c else { return 0 }
+                        return Int(try c.query("PRAGMA wal_checkpoint(PASSIVE)") { $0.int(2) }.first ?? 0)
+                    }
+                })
+            }
         }
     }
 

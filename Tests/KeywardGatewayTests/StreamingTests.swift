@@ -99,3 +99,21 @@ struct StreamingTests {
         #expect(GatewayMiddleware.route("/some/random/deep/path/123") == "other")
     }
 }
+
+@Suite("Expiring lookups")
+struct ExpiringCacheTests {
+    @Test func entriesExpireAndAreBounded() {
+        var c = ExpiringCache<String, Int?>(ttl: 5, capacity: 2)
+        c.insert(1, for: "a", now: 0)
+        c.insert(nil, for: "b", now: 1)  // "known to have none" is a value too
+        #expect(c.value(for: "a", now: 4.9) == .some(1))
+        #expect(c.value(for: "b", now: 5.9) == .some(nil))
+        #expect(c.value(for: "a", now: 5) == nil)  // expired, and dropped
+        #expect(c.count == 1)
+        c.insert(3, for: "c", now: 2)
+        c.insert(4, for: "d", now: 2)  // over capacity: starts over rather than grow
+        #expect(c.count == 1 && c.value(for: "d", now: 2) == .some(4))
+        c.removeAll()
+        #expect(c.value(for: "d", now: 2) == nil)
+    }
+}
