@@ -111,10 +111,17 @@ extension Gateway {
     private func headers(_ x: Exchange, upstreamTime: Duration, contentType: String) -> HTTPFields {
         var h: HTTPFields = [.contentType: contentType]
         let overhead = ContinuousClock.now - x.started - upstreamTime
-        h[.keywardOverhead] = String(format: "%.3f", overhead.milliseconds)
-        h[.keywardKey] = String(format: "%.3f", x.keyTime.milliseconds)
+        h[.keywardOverhead] = Self.millis(overhead)
+        h[.keywardKey] = Self.millis(x.keyTime)
         if let id = x.recordID { h[.keywardRecordID] = id }
         return h
+    }
+
+    /// Milliseconds with three decimals, without `String(format:)` (slow, and on every response).
+    static func millis(_ d: Duration) -> String {
+        let micros = max(0, Int((d.milliseconds * 1000).rounded()))
+        let fraction = String(micros % 1000)
+        return "\(micros / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
     }
 
     func proxy(_ request: Request, protocol p: APIProtocol) async throws -> Response {

@@ -1,4 +1,5 @@
 import Prometheus
+import Synchronization
 
 /// The gateway's Prometheus metrics. Labels carry routes, statuses, upstream names and key-store
 /// operations only: never a tenant's data, a token or a key.
@@ -12,48 +13,65 @@ public final class GatewayMetrics: Sendable {
 
     public init() {}
 
+    // The registry builds names and label keys on every lookup; each handle is looked up once.
+    private let counters = Mutex<[String: Counter]>([:])
+    private let histograms = Mutex<[String: DurationHistogram]>([:])
+
+    private func counter(_ name: String, _ unit: String, _ help: String, _ labels: [(String, String)]) -> Counter {
+        let key = name + labels.map { "|" + $0.1 }.joined()
+        if let c = counters.withLock({ $0[key] }) { return c }
+        let c = registry.makeCounter(descriptor: descriptor(name, unit, help), labels: labels)
+        counters.withLock { $0[key] = c }
+        return c
+    }
+
+    private func histogram(_ name: String, _ help: String, _ labels: [(String, String)]) -> DurationHistogram {
+        let key = name + labels.map { "|" + $0.1 }.joined()
+        if let h = histograms.withLock({ $0[key] }) { return h }
+        let h = registry.makeDurationHistogram(descriptor: descriptor(name, "seconds", help), labels: labels, buckets: Self.latencyBuckets)
+        histograms.withLock { $0[key] = h }
+        return h
+    }
+
     private func descriptor(_ name: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
         MetricNameDescriptor(namespace: "keyward", metricName: name, unitName: unit, helpText: help)
     }
 
     func request(route: String, method: String, status: Int, duration: Duration) {
-        registry.makeCounter(descriptor: descriptor("http_requests", "total", "HTTP requests by route, method and status"),
-                             labels: [("route", route), ("method", method), ("status", String(status))]).increment()
-        registry.makeDurationHistogram(descriptor: descriptor("http_request_duration", "seconds", "Time to the response head, by route"),
-                                       labels: [("route", route)], buckets: Self.latencyBuckets).record(duration)
+        counter("http_requests", "total", "HTTP requests by route, method and status",
+                [("route", route), ("method", method), ("status", String(status))]).increment()
+        histogram("http_request_duration", "Time to the response head, by route", [("route", route)]).record(duration)
     }
 
     func upstream(_ name: String, status: Int, duration: Duration) {
-        registry.makeDurationHistogram(descriptor: descriptor("upstream_duration", "seconds", "Upstream response time, by upstream"),
-                                       labels: [("upstream", name)], buckets: Self.latencyBuckets).record(duration)
-        registry.makeCounter(descriptor: descriptor("upstream_responses", "total", "Upstream responses by upstream and status"),
-                             labels: [("upstream", name), ("status", String(status))]).increment()
+        histogram("upstream_duration", "Upstream response time, by upstream", [("upstream", name)]).record(duration)
+        counter("upstream_responses", "total", "Upstream responses by upstream and status",
+                [("upstream", name), ("status", String(status))]).increment()
     }
 
     /// A call that reached a key store (a data-key cache miss), with its outcome.
     func keyStoreCall(_ operation: String, ok: Bool) {
-        registry.makeCounter(descriptor: descriptor("keystore_calls", "total", "Key-store calls by operation and result"),
-                             labels: [("operation", operation), ("result", ok ? "ok" : "error")]).increment()
+        counter("keystore_calls", "total", "Key-store calls by operation and result",
+                [("operation", operation), ("result", ok ? "ok" : "error")]).increment()
     }
 
     /// A request for data-key materials; a miss is followed by a key-store call.
     func dataKeyCache(_ direction: String, hit: Bool) {
-        registry.makeCounter(descriptor: descriptor("datakey_cache", "total", "Data-key cache lookups by direction and result"),
-                             labels: [("direction", direction), ("result", hit ? "hit" : "miss")]).increment()
+        counter("datakey_cache", "total", "Data-key cache lookups by direction and result",
+                [("direction", direction), ("result", hit ? "hit" : "miss")]).increment()
     }
 
     /// A stored record decrypted for a reader.
     func unwrap(kind: String) {
-        registry.makeCounter(descriptor: descriptor("record_unwraps", "total", "Stored records decrypted, by kind"),
-                             labels: [("kind", kind)]).increment()
+        counter("record_unwraps", "total", "Stored records decrypted, by kind", [("kind", kind)]).increment()
     }
 
     func recordsStored(_ count: Int) {
-        registry.makeCounter(descriptor: descriptor("records_stored", "total", "Encrypted records written")).increment(by: Int64(count))
+        counter("records_stored", "total", "Encrypted records written", []).increment(by: Int64(count))
     }
 
     func recordsPurged(_ count: Int) {
-        registry.makeCounter(descriptor: descriptor("records_purged", "total", "Expired records deleted")).increment(by: Int64(count))
+        counter("records_purged", "total", "Expired records deleted", []).increment(by: Int64(count))
     }
 
     /// The exposition text for `/metrics`.

@@ -90,6 +90,13 @@ struct StreamingTests {
         #expect(a.promptTokens == 5 && a.completionTokens == 9)
     }
 
+    @Test func formatsMilliseconds() {
+        #expect(Gateway.millis(.microseconds(1234)) == "1.234")
+        #expect(Gateway.millis(.microseconds(5)) == "0.005")
+        #expect(Gateway.millis(.seconds(2)) == "2000.000")
+        #expect(Gateway.millis(.zero) == "0.000")
+    }
+
     @Test func routeLabelsNeverCarryIDs() {
         #expect(GatewayMiddleware.route("/v1/chat/completions") == "/v1/chat/completions")
         #expect(GatewayMiddleware.route("/v1/chat/completions/chatcmpl-abc") == "/v1/chat/completions/{id}")

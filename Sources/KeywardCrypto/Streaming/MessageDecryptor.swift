@@ -102,14 +102,17 @@ public struct MessageDecryptor {
             throw KeywardCryptoError(.noDecryptableKey, "no data key could be decrypted")
         }
         let suite = header.suite
+        let contentKey: SecretBytes
         if suite.isCommitting {
-            let commit = KeyDerivation.commitKey(dataKey: dataKey, suite: suite, messageID: header.messageID)
+            let (content, commit) = KeyDerivation.committingKeys(dataKey: dataKey, suite: suite, messageID: header.messageID)
             let ok = commit.withUnsafeBytes { a in header.commitKey.withUnsafeBytes { b in constantTimeEqual(a, b) } }
             guard ok else {
                 throw KeywardCryptoError(.commitmentMismatch, "the data key does not match the message's key commitment")
             }
+            contentKey = content
+        } else {
+            contentKey = KeyDerivation.contentKey(dataKey: dataKey, suite: suite, messageID: header.messageID)
         }
-        let contentKey = KeyDerivation.contentKey(dataKey: dataKey, suite: suite, messageID: header.messageID)
         let cipher = try AESGCMContext(key: contentKey, sealing: false)
         let iv = suite.messageFormatVersion == 1 ? header.authIV : [UInt8](repeating: 0, count: suite.ivLength)
         let authentic = try iv.withUnsafeBytes { ivp in

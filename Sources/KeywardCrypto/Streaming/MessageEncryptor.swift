@@ -41,13 +41,12 @@ public struct MessageEncryptor {
         var messageID = [UInt8](repeating: 0, count: 32)
         SecretBytes(randomCount: 32).withUnsafeBytes { messageID = Array($0) }
 
+        let (contentKey, commitKey) = KeyDerivation.committingKeys(dataKey: dataKey, suite: suite, messageID: messageID)
         var header = MessageHeader(
             suite: suite, messageID: messageID, encryptionContext: materials.encryptionContext,
             encryptedDataKeys: materials.encryptedDataKeys, contentType: .framed,
-            frameLength: UInt32(frameLength),
-            commitKey: KeyDerivation.commitKey(dataKey: dataKey, suite: suite, messageID: messageID))
+            frameLength: UInt32(frameLength), commitKey: commitKey)
         try header.serializeBodyV2()
-        let contentKey = KeyDerivation.contentKey(dataKey: dataKey, suite: suite, messageID: messageID)
         let cipher = try AESGCMContext(key: contentKey, sealing: true)
         self.contentKey = contentKey
         self.ciphers = [try FrameCipher(key: contentKey, sealing: true, messageID: messageID)]
