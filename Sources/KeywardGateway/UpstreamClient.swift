@@ -14,6 +14,8 @@ public final class UpstreamClient: Sendable {
         configuration.timeout = .init(connect: .seconds(10))
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
         configuration.decompression = .disabled
+        // A redirect would carry the provider key to wherever it points: never follow one.
+        configuration.redirectConfiguration = .disallow
         configuration.httpVersion = .automatic
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }

@@ -6,7 +6,7 @@ provider API key the gateway sends, counts every request it receives (so tests c
 nothing reached it), and has models that misbehave on purpose:
 
   mock-429 -> 429 with retry-after, mock-500 -> 500, mock-slow -> answers after 3 s,
-  mock-drip -> streams slowly (0.4 s between chunks), mock-tools -> answers with a tool call.
+  mock-redirect -> 307 elsewhere, mock-drip -> streams slowly (0.4 s between chunks), mock-tools -> answers with a tool call.
 """
 import json
 import sys
@@ -96,6 +96,12 @@ def make_handler(state):
                                                       "code": "rate_limit_exceeded"}}, [("retry-after", "7")])
             if model == "mock-500":
                 return self.send_json(500, {"error": {"message": "provider broke", "type": "server_error"}})
+            if model == "mock-redirect":
+                self.send_response(307)
+                self.send_header("location", f"http://127.0.0.1:{self.server.server_address[1]}/stolen")
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
             if model == "mock-slow":
                 time.sleep(3)
             if self.path == "/v1/chat/completions":

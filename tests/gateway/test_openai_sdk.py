@@ -151,7 +151,7 @@ def test_body_over_the_limit_is_413(gateway, acme, upstream):
     assert upstream.count == before
 
 
-def test_upstream_errors_keep_their_meaning(client):
+def test_upstream_errors_keep_their_meaning(client, upstream):
     with pytest.raises(openai.RateLimitError) as e:
         client.chat.completions.create(model="mock-429", messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 429 and "slow down" in e.value.message
@@ -159,6 +159,11 @@ def test_upstream_errors_keep_their_meaning(client):
     with pytest.raises(openai.APIStatusError) as e:
         client.chat.completions.create(model="mock-500", messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 502 and "provider broke" in e.value.message
+    # A redirect is not followed: it would carry the provider key elsewhere.
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model="mock-redirect", messages=[{"role": "user", "content": "x"}])
+    assert e.value.status_code == 502
+    assert "/stolen" not in [r[0] for r in upstream.state.requests]
     with pytest.raises(openai.APIStatusError) as e:
         client.chat.completions.create(model="mock-slow", messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 504 and e.value.code == "upstream_timeout"
