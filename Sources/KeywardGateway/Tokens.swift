@@ -12,12 +12,21 @@ enum Tokens {
     /// A plain hash suffices: tokens are random, not passwords, so there is nothing to brute-force.
     static func hash(_ value: String) -> [UInt8] { Array(SHA256.hash(data: Array(value.utf8))) }
 
-    /// A record id with `prefix` and 24 base-62 characters (about 143 random bits). Built by hand:
-    /// it is on every request's path, and Foundation's base64 and string replacing are slow.
-    static func identifier(_ prefix: String) -> String {
-        var g = SystemRandomNumberGenerator()
+    /// A record id: `prefix`, 8 base-62 digits of the time in milliseconds, then 16 random ones
+    /// (about 95 bits). Ids of one tenant sort by time, so the id index grows at its right edge
+    /// instead of dirtying random pages on every insert. Built by hand: it is on every request's
+    /// path, and Foundation's base64 and string replacing are slow.
+    static func identifier(_ prefix: String, now: UInt64 = UInt64(Date().timeIntervalSince1970 * 1000)) -> String {
         var out = [UInt8](prefix.utf8)
-        for _ in 0..<3 {
+        var time = [UInt8](repeating: 0, count: 8)
+        var t = now
+        for i in (0..<8).reversed() {
+            time[i] = alphabet[Int(t % 62)]
+            t /= 62
+        }
+        out += time
+        var g = SystemRandomNumberGenerator()
+        for _ in 0..<2 {
             var n = g.next()
             for _ in 0..<8 {  // 8 digits of base 62 use 48 of the 64 bits
                 out.append(alphabet[Int(n % 62)])

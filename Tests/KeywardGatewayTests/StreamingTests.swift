@@ -90,6 +90,15 @@ struct StreamingTests {
         #expect(a.promptTokens == 5 && a.completionTokens == 9)
     }
 
+    @Test func recordIDsSortByTime() {
+        let a = Tokens.identifier("chatcmpl-", now: 1_795_000_000_000)
+        let b = Tokens.identifier("chatcmpl-", now: 1_795_000_000_001)
+        let c = Tokens.identifier("chatcmpl-", now: 1_895_000_000_000)
+        #expect(a.count == "chatcmpl-".count + 24 && a < b && b < c)
+        #expect(Tokens.identifier("x", now: 5) != Tokens.identifier("x", now: 5))
+        #expect(a.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" })
+    }
+
     @Test func formatsMilliseconds() {
         #expect(Gateway.millis(.microseconds(1234)) == "1.234")
         #expect(Gateway.millis(.microseconds(5)) == "0.005")

@@ -165,6 +165,25 @@ struct RecordStoreConformanceTests {
         #expect(try await store.records(RecordQuery(tenant: "a", kind: "chat.response")).map(\.id) == ["new", "kept"])
     }
 
+    @Test func sqliteLogIsTruncatedOnceItIsLarge() async throws {
+        let dir = try TemporaryDirectory()
+        let store = try SQLiteRecordStore(path: dir.file("k.sqlite3"))
+        try await store.migrate()
+        try await store.createTenant(Tenant(name: "a", key: "local:a", createdAt: 1))
+        let wal = dir.file("k.sqlite3-wal")
+        func size() throws -> Int { try FileManager.default.attributesOfItem(atPath: wal)[.size] as! Int }
+        var big = record("a", "x", at: 1)
+        big.body = Array(repeating: 7, count: 1 << 20)
+        for i in 0..<80 {  // 80 MiB of log, past the 64 MiB bound
+            big.id = "r\(i)"
+            try await store.insert([big])
+        }
+        #expect(try size() > 64 << 20)
+        try await store.maintain()
+        #expect(try size() == 0)
+        #expect(try await store.record(tenant: "a", id: "r79", kind: big.kind)?.body.count == 1 << 20)
+    }
+
     @Test func sqliteFilesAreOwnerOnly() async throws {
         let dir = try TemporaryDirectory()
         let store = try SQLiteRecordStore(path: dir.file("k.sqlite3"))
