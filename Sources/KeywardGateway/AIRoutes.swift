@@ -8,7 +8,9 @@ import KeywardStorage
 struct Exchange {
     let started: ContinuousClock.Instant
     let tenant: Tenant
+    /// The request body, to seal, and the buffer it came in, to forward.
     let body: [UInt8]
+    let bodyBuffer: ByteBuffer
     let model: String
     let stream: Bool
     /// The id of the records this exchange will be stored as; nil when the tenant's policy says no.
@@ -51,7 +53,8 @@ extension Gateway {
         let started = ContinuousClock.now
         let principal = try await authenticate(request, role: .app)
         guard let tenant = principal.tenant else { throw GatewayError.unauthorized }
-        let body = try await self.body(of: request)
+        let bodyBuffer = try await self.bodyBuffer(of: request)
+        let body = Array(buffer: bodyBuffer)
         let head = try Self.decode(RequestHead.self, from: body)
         var upstream: UpstreamConfiguration?
         if head.model != EchoModel.name {
@@ -75,7 +78,7 @@ extension Gateway {
         case .onRequest: store = head.store == true
         case .never: store = false
         }
-        return Exchange(started: started, tenant: tenant, body: body, model: head.model, stream: head.stream == true,
+        return Exchange(started: started, tenant: tenant, body: body, bodyBuffer: bodyBuffer, model: head.model, stream: head.stream == true,
                         recordID: store ? Tokens.identifier(p.idPrefix) : nil, sealer: sealer, keyTime: keyTime, upstream: upstream)
     }
 
@@ -136,7 +139,7 @@ extension Gateway {
         let upstreamStart = ContinuousClock.now
         let response: HTTPClientResponse
         do {
-            response = try await upstreams.send(upstream, path: p.path, body: ByteBuffer(bytes: x.body), apiKey: key, headers: extra)
+            response = try await upstreams.send(upstream, path: p.path, body: x.bodyBuffer, apiKey: key, headers: extra)
         } catch let e as GatewayError {
             metrics.upstream(upstream.name, status: Int(e.status.code), duration: ContinuousClock.now - upstreamStart)
             throw e
@@ -234,7 +237,8 @@ extension Gateway {
     func embeddings(_ request: Request) async throws -> Response {
         let principal = try await authenticate(request, role: .app)
         guard let tenant = principal.tenant else { throw GatewayError.unauthorized }
-        let body = try await self.body(of: request)
+        let bodyBuffer = try await self.bodyBuffer(of: request)
+        let body = Array(buffer: bodyBuffer)
         let head = try Self.decode(RequestHead.self, from: body)
         _ = try await vault.sealer(for: tenant, plaintextLength: 0)
         if head.model == EchoModel.name {
@@ -246,7 +250,7 @@ extension Gateway {
         }
         let key = try await providerKey(for: tenant, upstream: upstream)
         let start = ContinuousClock.now
-        let response = try await upstreams.send(upstream, path: "/embeddings", body: ByteBuffer(bytes: body), apiKey: key)
+        let response = try await upstreams.send(upstream, path: "/embeddings", body: bodyBuffer, apiKey: key)
         let answer = try await response.body.collect(upTo: 256 << 20)
         metrics.upstream(upstream.name, status: Int(response.status.code), duration: ContinuousClock.now - start)
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: answer))

@@ -144,9 +144,13 @@ public final class Gateway: Sendable {
 
     /// The request body, refused with 413 as soon as it grows past the limit.
     func body(of request: Request) async throws -> [UInt8] {
+        Array(buffer: try await bodyBuffer(of: request))
+    }
+
+    /// The same, as the buffer it arrived in: forwarded upstream without another copy.
+    func bodyBuffer(of request: Request) async throws -> ByteBuffer {
         var request = request
-        let buffer = try await request.collectBody(upTo: configuration.bodyLimit)
-        return Array(buffer: buffer)
+        return try await request.collectBody(upTo: configuration.bodyLimit)
     }
 
     static func json(_ object: Any, status: HTTPResponse.Status = .ok) -> Response {

@@ -6,13 +6,13 @@ import KeywardStorage
 enum Tokens {
     /// A new token value and its public id.
     static func generate() -> (value: Secret, id: String) {
-        (Secret("kw_" + base64URL(random(32))), "tok_" + hex(random(8)))
+        (Secret("kw_" + base64URL(random(32))), identifier("tok_"))
     }
 
     /// A plain hash suffices: tokens are random, not passwords, so there is nothing to brute-force.
     static func hash(_ value: String) -> [UInt8] { Array(SHA256.hash(data: Array(value.utf8))) }
 
-    /// A record id: `prefix`, 8 base-62 digits of the time in milliseconds, then 16 random ones
+    /// A record or token id: `prefix`, 8 base-62 digits of the time in milliseconds, then 16 random ones
     /// (about 95 bits). Ids of one tenant sort by time, so the id index grows at its right edge
     /// instead of dirtying random pages on every insert. Built by hand: it is on every request's
     /// path, and Foundation's base64 and string replacing are slow.
@@ -42,8 +42,6 @@ enum Tokens {
         var g = SystemRandomNumberGenerator()
         return (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &g) }
     }
-
-    static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
 
     static func base64URL(_ bytes: [UInt8]) -> String {
         Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")

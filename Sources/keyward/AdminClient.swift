@@ -6,7 +6,7 @@ import NIOHTTP1
 
 /// Where the gateway's admin API is, for the commands that talk to a running gateway.
 struct AdminOptions: ParsableArguments {
-    @Option(help: "The gateway's URL (default: KEYWARD_URL or http://127.0.0.1:8080).")
+    @Option(help: "A running gateway's URL. tenants/tokens default to KEYWARD_URL or http://127.0.0.1:8080; keys enable/disable go through the gateway only when it is given, else to the store directly.")
     var url: String?
 
     @Option(help: "The admin token (better: KEYWARD_ADMIN_TOKEN, which stays out of the process list).")

@@ -60,8 +60,7 @@ struct KeysCommand: AsyncParsableCommand {
             abstract: "Enable a disabled key (with --url, through a running gateway's admin API).")
         static let action = "enable"
         @OptionGroup var target: Target
-        @Option(help: "A running gateway's URL: enable through its admin API, which also refreshes its caches.") var url: String?
-        @Option(help: "The admin token (better: KEYWARD_ADMIN_TOKEN).") var adminToken: String?
+        @OptionGroup var admin: AdminOptions
         static func act(_ store: any KeyStore, _ keyID: String) async throws { try await store.enableKey(keyID: keyID) }
     }
 
@@ -70,8 +69,7 @@ struct KeysCommand: AsyncParsableCommand {
             abstract: "Disable a key: it wraps and unwraps nothing until enabled. With --url, through a running gateway, which also drops its cached data keys at once.")
         static let action = "disable"
         @OptionGroup var target: Target
-        @Option(help: "A running gateway's URL: disable through its admin API, which also purges its cached data keys.") var url: String?
-        @Option(help: "The admin token (better: KEYWARD_ADMIN_TOKEN).") var adminToken: String?
+        @OptionGroup var admin: AdminOptions
         static func act(_ store: any KeyStore, _ keyID: String) async throws { try await store.disableKey(keyID: keyID) }
     }
 
@@ -124,21 +122,18 @@ extension KeyAction {
 protocol GatewayAwareKeyAction: AsyncParsableCommand {
     static var action: String { get }
     var target: KeysCommand.Target { get }
-    var url: String? { get }
-    var adminToken: String? { get }
+    /// `--url` given: through the gateway; otherwise on the store directly.
+    var admin: AdminOptions { get }
     static func act(_ store: any KeyStore, _ keyID: String) async throws
 }
 
 extension GatewayAwareKeyAction {
     func run() async throws {
-        guard let url else {
+        guard admin.url != nil else {
             let (store, keyID) = try target.resolve()
             try await Self.act(store, keyID)
             return
         }
-        var admin = AdminOptions()
-        admin.url = url
-        admin.adminToken = adminToken
         _ = try await admin.call(.POST, "/admin/v1/keys/\(pathSegment(target.reference))/\(Self.action)")
     }
 }

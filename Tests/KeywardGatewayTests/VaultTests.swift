@@ -101,6 +101,9 @@ struct VaultTests {
         #expect(c.upstream(for: "claude-3.5")?.name == "default")
         #expect(c.bodyLimit == 1024 && c.host == "0.0.0.0" && c.port == 9 && c.dataFolder == "d")
         #expect("\(c.upstreams[0].apiKey!)" == "<redacted>")
+        var dumped = ""
+        dump(c.upstreams[0], to: &dumped)
+        #expect(!dumped.contains("\"sk\""), "the provider key shows through reflection: \(dumped)")
         #expect(throws: GatewayError.self) { try GatewayConfiguration.load(dataFolder: nil, listen: nil, configFile: path, environment: [:]) }
         #expect(throws: GatewayError.self) { try GatewayConfiguration.load(dataFolder: nil, listen: "nope", configFile: nil, environment: [:]) }
     }
