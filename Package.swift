@@ -57,7 +57,7 @@ let package = Package(
         // The system SQLite (Debian's libsqlite3-dev), reached directly: one writer connection with
         // cached statements and group commit is what the gateway's write rate needs.
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
-        .target(name: "KeywardStorage", dependencies: ["KeywardCrypto", "CSQLite"], swiftSettings: strict),
+        .target(name: "KeywardStorage", dependencies: ["KeywardCrypto", "CSQLite", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .target(
             name: "KeywardGateway",
             dependencies: [
@@ -98,6 +98,9 @@ let package = Package(
             dependencies: [
                 "KeywardKeyStores",
                 "KeywardCrypto",
+                "KeywardGateway",
+                "KeywardStorage",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -117,7 +120,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KeywardStorageTests",
-            dependencies: ["KeywardStorage", "KeywardTesting"],
+            dependencies: ["KeywardStorage", "KeywardTesting", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         .testTarget(

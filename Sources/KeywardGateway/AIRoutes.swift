@@ -18,6 +18,8 @@ struct Exchange {
     let sealer: RecordSealer
     let keyTime: Duration
     let upstream: UpstreamConfiguration?
+    /// Who asked, for the audit events of this exchange (written after the request's task ends, when streamed).
+    let scope: AuditScope
 }
 
 /// The fields the gateway reads from a request; everything else passes through untouched.
@@ -69,8 +71,14 @@ extension Gateway {
             }
             upstream = u
         }
+        try await authorize(principal, tenant: tenant, purpose: .inference, model: head.model)
+        // Fail closed before anything leaves: the exchange's event must be writable.
+        try audit.requireAvailable()
+        let scope = scope(principal, .inference)
         let keyStart = ContinuousClock.now
-        let sealer = try await vault.sealer(for: tenant, plaintextLength: body.count)
+        let sealer = try await AuditScope.$current.withValue(scope) {
+            try await vault.sealer(for: tenant, plaintextLength: body.count)
+        }
         let keyTime = ContinuousClock.now - keyStart
         let store: Bool
         switch tenant.store {
@@ -79,18 +87,21 @@ extension Gateway {
         case .never: store = false
         }
         return Exchange(started: started, tenant: tenant, body: body, bodyBuffer: bodyBuffer, model: head.model, stream: head.stream == true,
-                        recordID: store ? Tokens.identifier(p.idPrefix) : nil, sealer: sealer, keyTime: keyTime, upstream: upstream)
+                        recordID: store ? Tokens.identifier(p.idPrefix) : nil, sealer: sealer, keyTime: keyTime, upstream: upstream,
+                        scope: scope)
     }
 
     /// The API key to send upstream: the tenant's own, if it stored one, else the configured one.
-    func providerKey(for tenant: Tenant, upstream: UpstreamConfiguration) async throws -> Secret? {
+    func providerKey(for tenant: Tenant, upstream: UpstreamConfiguration, scope: AuditScope) async throws -> Secret? {
         let cacheKey = tenant.name + "/" + upstream.name
         if let cached = providerKeys.withLock({ $0.value(for: cacheKey, now: Self.clock()) }) {
             return cached ?? upstream.apiKey
         }
         var own: Secret?
         if let record = try await store.record(tenant: tenant.name, id: "provider-key:\(upstream.name)", kind: "provider-key") {
-            own = Secret(String(decoding: try await vault.open(record, of: tenant), as: UTF8.self))
+            try await audit.append(AuditLog.event("decrypt_record", key: tenant.key, record: record.id, scope: scope))
+            let plaintext = try await AuditScope.$current.withValue(scope) { try await vault.open(record, of: tenant) }
+            own = Secret(String(decoding: plaintext, as: UTF8.self))
         }
         providerKeys.withLock { $0.insert(own, for: cacheKey, now: Self.clock()) }
         return own ?? upstream.apiKey
@@ -107,7 +118,9 @@ extension Gateway {
             try x.sealer.seal(x.body, id: id, kind: p.requestKind, createdAt: now, metadata: metadata),
             try x.sealer.seal(response, id: id, kind: p.responseKind, createdAt: now, metadata: metadata),
         ]
-        try await store.insert(records)
+        try await audit.insert(records, events: [
+            AuditLog.event("encrypt_record", key: x.tenant.key, record: id, detail: "model=\(x.model)", scope: x.scope),
+        ])
         metrics.recordsStored(records.count)
     }
 
@@ -130,7 +143,7 @@ extension Gateway {
     func proxy(_ request: Request, protocol p: APIProtocol) async throws -> Response {
         let x = try await beginExchange(request, protocol: p)
         guard let upstream = x.upstream else { return try await echo(x, protocol: p) }
-        let key = try await providerKey(for: x.tenant, upstream: upstream)
+        let key = try await providerKey(for: x.tenant, upstream: upstream, scope: x.scope)
         var extra: [(String, String)] = []
         if p == .anthropic {
             extra.append(("anthropic-version", request.headers[HTTPField.Name("anthropic-version")!] ?? "2023-06-01"))
@@ -240,7 +253,9 @@ extension Gateway {
         let bodyBuffer = try await self.bodyBuffer(of: request)
         let body = Array(buffer: bodyBuffer)
         let head = try Self.decode(RequestHead.self, from: body)
-        _ = try await vault.sealer(for: tenant, plaintextLength: 0)
+        try await authorize(principal, tenant: tenant, purpose: .inference, model: head.model)
+        let scope = scope(principal, .inference)
+        _ = try await AuditScope.$current.withValue(scope) { try await vault.sealer(for: tenant, plaintextLength: 0) }
         if head.model == EchoModel.name {
             let input = (try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])?["input"]
             return Self.jsonBytes(EchoModel.embedding(input: input))
@@ -248,7 +263,7 @@ extension Gateway {
         guard let upstream = configuration.upstream(for: head.model), upstream.kind == .openAICompatible else {
             throw GatewayError(.notFound, type: "invalid_request_error", code: "model_not_found", "no upstream serves model \(head.model)")
         }
-        let key = try await providerKey(for: tenant, upstream: upstream)
+        let key = try await providerKey(for: tenant, upstream: upstream, scope: scope)
         let start = ContinuousClock.now
         let response = try await upstreams.send(upstream, path: "/embeddings", body: bodyBuffer, apiKey: key)
         let answer = try await response.body.collect(upTo: 256 << 20)

@@ -4,7 +4,8 @@ import KeywardCrypto
 import KeywardKeyStores
 import KeywardStorage
 
-/// `/admin/v1/…`: tenants, tokens, key revocation and provider keys, for admin tokens only.
+/// `/admin/v1/…` for admin tokens: tenants, tokens, provider keys and key policies. Every change
+/// is in the audit log.
 extension Gateway {
     private struct CreateTenant: Decodable {
         var name: String
@@ -30,7 +31,8 @@ extension Gateway {
         let admin = router.group("admin/v1")
 
         admin.post("tenants") { request, _ -> Response in
-            _ = try await self.authenticate(request, role: .admin)
+            let principal = try await self.authenticate(request, role: .admin)
+            try self.audit.requireAvailable()
             let input = try Self.decode(CreateTenant.self, from: try await self.body(of: request))
             guard input.name.range(of: #"^[a-z0-9][a-z0-9_-]{0,62}$"#, options: .regularExpression) != nil else {
                 throw GatewayError.invalidRequest("a tenant name is 1-63 lowercase letters, digits, '-' or '_'", code: "invalid_name")
@@ -68,6 +70,15 @@ extension Gateway {
             do { try await self.store.createTenant(tenant) } catch let e as StorageError where e.code == .alreadyExists {
                 throw GatewayError(.conflict, type: "invalid_request_error", code: "already_exists", "tenant \(input.name) exists")
             }
+            let scope = AuditScope(actor: principal.tokenID, tenant: tenant.name)
+            try await self.audit.append(AuditLog.event("tenant_create", key: key, scope: scope))
+            // Deny by default, with one explicit grant: the tenant's own app tokens may infer and read back.
+            var policy = try await self.policy(forKey: key)
+            let grant = KeyPolicy.tenantDefault(tenant.name)
+            if !policy.grants.contains(grant) {
+                policy.grants.append(grant)
+                try await self.savePolicy(policy, forKey: key, scope: scope)
+            }
             self.logger.notice("tenant created", metadata: ["tenant": "\(tenant.name)", "key": "\(tenant.key)"])
             return Self.json(Self.tenantJSON(tenant), status: .created)
         }
@@ -78,7 +89,7 @@ extension Gateway {
         }
 
         admin.put("tenants/:name/provider-keys/:upstream") { request, context -> Response in
-            _ = try await self.authenticate(request, role: .admin)
+            let principal = try await self.authenticate(request, role: .admin)
             let name = try context.parameters.require("name")
             let upstreamName = try context.parameters.require("upstream")
             guard let tenant = try await self.store.tenant(named: name) else { throw GatewayError.notFound("no tenant \(name)") }
@@ -87,10 +98,15 @@ extension Gateway {
             }
             let input = try Self.decode(ProviderKey.self, from: try await self.body(of: request))
             let plaintext = Array(input.api_key.utf8)
-            let sealer = try await self.vault.sealer(for: tenant, plaintextLength: plaintext.count)
+            let scope = AuditScope(actor: principal.tokenID, tenant: name, purpose: .inference)
+            try self.audit.requireAvailable()
+            let sealer = try await AuditScope.$current.withValue(scope) {
+                try await self.vault.sealer(for: tenant, plaintextLength: plaintext.count)
+            }
             var record = try sealer.seal(plaintext, id: "provider-key:\(upstreamName)", kind: "provider-key",
                                          createdAt: Self.nowMs(), metadata: RecordMetadata())
             record.expiresAt = nil
+            try await self.audit.append(AuditLog.event("encrypt_record", key: tenant.key, record: record.id, scope: scope))
             try await self.store.upsert(record)
             self.providerKeys.withLock { $0.removeAll() }
             self.logger.notice("provider key stored", metadata: ["tenant": "\(name)", "upstream": "\(upstreamName)"])
@@ -98,17 +114,20 @@ extension Gateway {
         }
 
         admin.post("tokens") { request, _ -> Response in
-            _ = try await self.authenticate(request, role: .admin)
+            let principal = try await self.authenticate(request, role: .admin)
             let input = try Self.decode(CreateToken.self, from: try await self.body(of: request))
             let role = input.role ?? .app
             switch (role, input.tenant) {
             case (.app, nil): throw GatewayError.invalidRequest("an app token needs a tenant", code: "missing_field")
-            case (.admin, _?): throw GatewayError.invalidRequest("an admin token has no tenant", code: "invalid_field")
             case (.app, let name?):
                 guard try await self.store.tenant(named: name) != nil else { throw GatewayError.notFound("no tenant \(name)") }
-            case (.admin, nil): break
+            case (_, _?): throw GatewayError.invalidRequest("only app tokens belong to a tenant", code: "invalid_field")
+            case (_, nil): break
             }
             let (token, id) = Tokens.generate()
+            // Logged first: a token exists only if its creation is in the log.
+            try await self.audit.append(AuditLog.event("token_create", detail: "id=\(id) role=\(role.rawValue)",
+                                                       scope: AuditScope(actor: principal.tokenID, tenant: input.tenant)))
             try await self.store.insertToken(TokenRecord(id: id, tenant: input.tenant, role: role, hash: Tokens.hash(token.value), createdAt: Self.nowMs()))
             self.logger.notice("token issued", metadata: ["token_id": "\(id)", "tenant": "\(input.tenant ?? "-")", "role": "\(role.rawValue)"])
             var object: [String: Any] = ["id": id, "token": token.value, "role": role.rawValue]
@@ -123,31 +142,73 @@ extension Gateway {
                 throw GatewayError(.conflict, type: "invalid_request_error", code: "last_admin_token", "the last admin token cannot be deleted")
             }
             guard try await self.store.deleteToken(id: id) else { throw GatewayError.notFound("no token \(id)") }
-            self.principals.withLock { $0.removeAll() }
+            self.forgetCachedPrincipals()
+            try await self.audit.append(AuditLog.event("token_delete", detail: "id=\(id)", scope: AuditScope(actor: principal.tokenID)))
             self.logger.notice("token deleted", metadata: ["token_id": "\(id)"])
             return Self.json(["id": id, "deleted": true])
         }
 
-        for action in ["disable", "enable"] {
-            admin.post("keys/:ref/\(action)") { request, context -> Response in
-                _ = try await self.authenticate(request, role: .admin)
-                let raw = try context.parameters.require("ref")
-                guard let ref = raw.removingPercentEncoding, let reference = KeyReference(parsing: ref) else {
-                    throw GatewayError.invalidRequest("the key reference must be percent-encoded local:NAME, aws-kms:ARN or pkcs11:…",
-                                                      code: "invalid_key_reference")
+        for (action, suspended) in [("suspend", true), ("resume", false)] {
+            admin.post("tokens/:id/\(action)") { request, context -> Response in
+                let principal = try await self.authenticate(request, role: .admin)
+                let id = try context.parameters.require("id")
+                guard id != principal.tokenID else {
+                    throw GatewayError(.conflict, type: "invalid_request_error", code: "own_token", "a token cannot \(action) itself")
                 }
-                let store = try self.keyStores.store(for: reference)
-                do {
-                    if action == "disable" { try await store.disableKey(keyID: reference.keyID) } else { try await store.enableKey(keyID: reference.keyID) }
-                } catch let e as KeyStoreError where e.code == .keyNotFound {
-                    throw GatewayError.notFound("no key \(ref)")
-                }
-                // Purge on both: a disable stops cached use at once; an enable starts from the store's state.
-                self.vault.purge(key: ref)
-                self.providerKeys.withLock { $0.removeAll() }
-                self.logger.notice(action == "disable" ? "key disabled" : "key enabled", metadata: ["key": "\(ref)"])
-                return Self.json(["key": ref, "state": action == "disable" ? "disabled" : "enabled"])
+                guard try await self.store.setTokenSuspended(id: id, suspended) else { throw GatewayError.notFound("no token \(id)") }
+                self.forgetCachedPrincipals()
+                try await self.audit.append(AuditLog.event("token_\(action)", detail: "id=\(id)", scope: AuditScope(actor: principal.tokenID)))
+                return Self.json(["id": id, "suspended": suspended])
             }
         }
+
+        admin.get("keys/:ref/policy") { request, context -> Response in
+            _ = try await self.authenticate(request, role: .admin)
+            let ref = try Self.keyReference(context)
+            return Self.jsonBytes(Array(try await self.policy(forKey: ref).json.utf8))
+        }
+
+        admin.put("keys/:ref/policy") { request, context -> Response in
+            let principal = try await self.authenticate(request, role: .admin)
+            let ref = try Self.keyReference(context)
+            let policy = try KeyPolicy.parse(try await self.body(of: request))
+            try await self.savePolicy(policy, forKey: ref, scope: AuditScope(actor: principal.tokenID))
+            return Self.jsonBytes(Array(policy.json.utf8))
+        }
+
+        admin.post("tenants/:name/purge-shredded") { request, context -> Response in
+            let principal = try await self.authenticate(request, role: .admin)
+            let name = try context.parameters.require("name")
+            guard let tenant = try await self.store.tenant(named: name) else { throw GatewayError.notFound("no tenant \(name)") }
+            let reference = try KeyReference.parse(tenant.key)
+            let state: KeyState
+            do { state = try await self.keyStores.store(for: reference).describe(keyID: reference.keyID).state } catch let e as KeyStoreError where e.code == .keyNotFound {
+                state = .destroyed
+            }
+            guard state == .destroyed else {
+                throw GatewayError(.conflict, type: "invalid_request_error", code: "key_not_destroyed",
+                                   "\(name)'s key is \(state.rawValue): only records under a destroyed key are shredded")
+            }
+            try await self.audit.append(AuditLog.event("purge_shredded", key: tenant.key, scope: AuditScope(actor: principal.tokenID, tenant: name)))
+            let removed = try await self.store.deleteAllRecords(tenant: name)
+            return Self.json(["tenant": name, "deleted": removed])
+        }
+    }
+
+    /// Stores a key's policy, logged first (no event, no change).
+    func savePolicy(_ policy: KeyPolicy, forKey key: String, scope: AuditScope) async throws {
+        try await audit.append(AuditLog.event("policy_change", key: key, detail: policy.json, scope: scope))
+        try await store.setPolicy(key: key, document: policy.json, at: Self.nowMs())
+        policies.withLock { $0.removeAll() }
+    }
+
+    /// The percent-encoded key reference of a `keys/:ref/…` route.
+    static func keyReference(_ context: GatewayContext) throws -> String {
+        let raw = try context.parameters.require("ref")
+        guard let ref = raw.removingPercentEncoding, KeyReference(parsing: ref) != nil else {
+            throw GatewayError.invalidRequest("the key reference must be percent-encoded local:NAME, aws-kms:ARN or pkcs11:…",
+                                              code: "invalid_key_reference")
+        }
+        return ref
     }
 }

@@ -22,7 +22,16 @@ public final class Gateway: Sendable {
     public let vault: Vault
     public let upstreams: UpstreamClient
     public let metrics: GatewayMetrics
+    public let audit: AuditLog
+    let alerts: AlertCenter
     let logger: Logger
+    /// Set by ``prepare()``: signs audit checkpoints.
+    let signer = Mutex<AuditSigner?>(nil)
+    /// Key reference → its policy, so a request costs no database read to authorize. Cleared on
+    /// a policy change here; another process's change is seen within the TTL.
+    let policies = Mutex(ExpiringCache<String, KeyPolicy>(ttl: 5))
+    /// Ids of submitted re-key jobs, for the job service.
+    let jobQueue = AsyncStream.makeStream(of: String.self)
     /// Token hash → principal, so a request costs no database read to authenticate. Cleared when
     /// a token is deleted here; another process's change is seen within the TTL.
     let principals = Mutex(ExpiringCache<[UInt8], Principal>(ttl: 5))
@@ -31,7 +40,9 @@ public final class Gateway: Sendable {
     static let clock = CachingMaterialsManager.monotonicSeconds
 
     /// Opens the data folder (created 0700): the SQLite database and the local key store in `keys/`.
-    public init(configuration: GatewayConfiguration, logger: Logger) throws {
+    ///
+    /// - Parameter keyStores: the key stores to use instead of those the environment names (tests).
+    public init(configuration: GatewayConfiguration, logger: Logger, keyStores: KeyStores? = nil) throws {
         self.configuration = configuration
         self.logger = logger
         let folder = configuration.dataFolder
@@ -39,16 +50,48 @@ public final class Gateway: Sendable {
                                                 attributes: [.posixPermissions: 0o700])
         _ = chmod(folder, 0o700)
         store = try SQLiteRecordStore(path: folder + "/keyward.sqlite3")
-        keyStores = KeyStores(configuration: .fromEnvironment(localFolder: folder + "/keys", rootKeyFile: configuration.rootKeyFile))
+        self.keyStores = keyStores ?? KeyStores(configuration: .fromEnvironment(localFolder: folder + "/keys", rootKeyFile: configuration.rootKeyFile))
         metrics = GatewayMetrics()
-        vault = Vault(keyStores: keyStores, limits: configuration.cacheLimits, metrics: metrics)
+        alerts = AlertCenter(configuration: configuration.alerts)
+        audit = AuditLog(store: store, metrics: metrics, logger: logger, alerts: alerts)
+        vault = Vault(keyStores: self.keyStores, limits: configuration.cacheLimits, metrics: metrics, audit: audit)
         upstreams = UpstreamClient()
+        alerts.onAlert { [unowned self] alert, cause in await self.raise(alert, cause: cause) }
+    }
+
+    /// An anomaly: logged in the audit chain, counted, sent to the webhook, and the token
+    /// suspended if so configured.
+    func raise(_ alert: AnomalyDetector.Alert, cause: AuditEvent) async {
+        metrics.alert(alert.reason)
+        logger.warning("anomalous unwrap activity", metadata: [
+            "principal": "\(alert.principal)", "key": "\(alert.key)", "count": "\(alert.count)", "reason": "\(alert.reason)",
+        ])
+        var suspended = false
+        if alerts.configuration.suspendToken, alert.principal.hasPrefix("tok_"),
+           (try? await store.setTokenSuspended(id: alert.principal, true)) == true {
+            suspended = true
+            forgetCachedPrincipals()
+        }
+        try? await audit.append(AuditLog.event(
+            "alert", key: alert.key, result: suspended ? "token_suspended" : "ok",
+            detail: "\(alert.reason) count=\(alert.count) subjects=\(alert.subjects.joined(separator: ","))",
+            scope: AuditScope(actor: alert.principal, tenant: cause.tenant, requestID: cause.requestID)))
+        alerts.deliver(alert, tenant: cause.tenant)
+    }
+
+    func forgetCachedPrincipals() {
+        principals.withLock { $0.removeAll() }
     }
 
     /// Migrates the database and installs the admin token on first start. Returns a generated
     /// admin token, to be shown once, when none was given.
     public func prepare() async throws -> Secret? {
         try await store.migrate()
+        let (loaded, created) = try await AuditSigner.loadOrCreate(folder: configuration.dataFolder, keyStores: keyStores,
+                                                                   keyReference: configuration.auditKey)
+        signer.withLock { $0 = loaded }
+        try await audit.append(AuditLog.event(created ? "audit_key_created" : "unwrap", key: configuration.auditKey,
+                                              record: "audit-signing.key", scope: AuditScope(actor: "system")))
         guard try await store.tokens(role: .admin).isEmpty else {
             if let given = configuration.initialAdminToken,
                try await store.token(hash: Tokens.hash(given.value))?.role != .admin {
@@ -59,6 +102,7 @@ public final class Gateway: Sendable {
         let (generated, id) = Tokens.generate()
         let token = configuration.initialAdminToken ?? generated
         try await store.insertToken(TokenRecord(id: id, tenant: nil, role: .admin, hash: Tokens.hash(token.value), createdAt: Self.nowMs()))
+        try await audit.append(AuditLog.event("token_create", detail: "id=\(id) role=admin", scope: AuditScope(actor: "system")))
         logger.notice("admin token installed", metadata: ["token_id": "\(id)"])
         return configuration.initialAdminToken == nil ? generated : nil
     }
@@ -68,12 +112,15 @@ public final class Gateway: Sendable {
         let router = Router(context: GatewayContext.self)
         router.middlewares.add(GatewayMiddleware(metrics: metrics))
         router.get("/healthz") { _, _ in Self.json(["status": "ok"]) }
+        router.get("/admin/v1/openapi.json") { _, _ in Self.jsonBytes(Array(OpenAPIDocument.json.utf8)) }
         router.get("/readyz") { _, _ in try await self.readiness() }
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                      body: .init(byteBuffer: ByteBuffer(bytes: self.metrics.exposition())))
         }
         addAdminRoutes(to: router)
+        addLifecycleRoutes(to: router)
+        addAuditRoutes(to: router)
         addAIRoutes(to: router)
         addStoredCompletionRoutes(to: router)
         return router
@@ -85,14 +132,22 @@ public final class Gateway: Sendable {
         Application(
             router: router(),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
-            services: [PurgeService(gateway: self), MaintenanceService(gateway: self), UpstreamClientService(client: upstreams)],
+            services: [AuditService(gateway: self, signer: preparedSigner), PurgeService(gateway: self), MaintenanceService(gateway: self),
+                       JobService(gateway: self), AlertService(alerts: alerts, logger: logger), UpstreamClientService(client: upstreams)],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
+    }
+
+    private var preparedSigner: AuditSigner {
+        guard let signer = signer.withLock({ $0 }) else { preconditionFailure("Gateway.prepare() must run before application()") }
+        return signer
     }
 
     func readiness() async throws -> Response {
         var checks: [String: String] = [:]
         var ready = true
+        checks["audit"] = audit.isAvailable ? "ok" : "unavailable"
+        ready = audit.isAvailable
         do { try await store.ping(); checks["database"] = "ok" } catch { checks["database"] = "unavailable"; ready = false }
         // One key per store in use answers for its store.
         var seen = Set<String>()
@@ -133,13 +188,51 @@ public final class Gateway: Sendable {
                 guard let t = try await store.tenant(named: name) else { throw GatewayError.unauthorized }
                 tenant = t
             }
-            principal = Principal(tokenID: token.id, role: token.role, tenant: tenant)
+            principal = Principal(tokenID: token.id, role: token.role, tenant: tenant, suspended: token.suspended)
             principals.withLock { $0.insert(principal, for: hash, now: Self.clock()) }
         }
+        guard !principal.suspended else {
+            throw GatewayError.forbidden("this token is suspended", code: "token_suspended")
+        }
         guard principal.role == role else {
+            metrics.accessDenied("role")
+            try await audit.append(AuditLog.event(
+                "access", result: "denied", detail: "\(request.method.rawValue) \(GatewayMiddleware.route(request.uri.path)) needs role \(role.rawValue)",
+                scope: AuditScope(actor: principal.tokenID, tenant: principal.tenant?.name, requestID: AuditScope.requestID)))
             throw GatewayError.forbidden("this token's role (\(principal.role.rawValue)) may not call this route")
         }
         return principal
+    }
+
+    /// The policy of a master key (none stored: an empty one, which grants nothing).
+    func policy(forKey key: String) async throws -> KeyPolicy {
+        if let cached = policies.withLock({ $0.value(for: key, now: Self.clock()) }) { return cached }
+        var policy = KeyPolicy()
+        if let document = try await store.policy(key: key) {
+            do { policy = try JSONDecoder().decode(KeyPolicy.self, from: Data(document.utf8)) } catch {
+                logger.error("a stored key policy does not decode: it grants nothing", metadata: ["key": "\(key)"])
+            }
+        }
+        policies.withLock { $0.insert(policy, for: key, now: Self.clock()) }
+        return policy
+    }
+
+    /// Refuses (403 `access_denied`, audited) unless the tenant's key policy grants `principal`
+    /// the purpose (and, for inference, the model).
+    func authorize(_ principal: Principal, tenant: Tenant, purpose: Purpose, model: String? = nil) async throws {
+        let policy = try await policy(forKey: tenant.key)
+        guard !policy.allows(tokenID: principal.tokenID, tenant: principal.tenant?.name, purpose: purpose, model: model) else { return }
+        metrics.accessDenied(purpose.rawValue)
+        try await audit.append(AuditLog.event(
+            "access", key: tenant.key, result: "denied", detail: model.map { "model=\($0)" },
+            scope: AuditScope(actor: principal.tokenID, tenant: tenant.name, requestID: AuditScope.requestID, purpose: purpose)))
+        throw GatewayError.accessDenied("no grant of \(tenant.name)'s key allows this token \(purpose.rawValue)"
+                                        + (model.map { " with model \($0)" } ?? ""))
+    }
+
+    /// The audit scope of a request by `principal`.
+    func scope(_ principal: Principal, _ purpose: Purpose?) -> AuditScope {
+        AuditScope(actor: principal.tokenID, tenant: principal.tenant?.name, requestID: AuditScope.requestID, purpose: purpose)
     }
 
     /// The request body, refused with 413 as soon as it grows past the limit.
@@ -199,7 +292,7 @@ struct GatewayMiddleware: RouterMiddleware {
         let start = ContinuousClock.now
         var response: Response
         do {
-            response = try await next(request, context)
+            response = try await AuditScope.$requestID.withValue(context.id) { try await next(request, context) }
         } catch {
             let e = GatewayError.from(error)
             if e.code == GatewayError.internalError.code {

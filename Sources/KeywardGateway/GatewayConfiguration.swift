@@ -61,6 +61,12 @@ public struct GatewayConfiguration: Sendable {
     public var initialAdminToken: Secret?
     /// The root key file of the local key store (default: in the data folder).
     public var rootKeyFile: String?
+    /// The key that wraps the audit signing key.
+    public var auditKey = "local:keyward-audit"
+    /// Sign the audit chain's head after this many events.
+    public var auditCheckpointEvery: Int64 = 1000
+    /// Anomaly detection and alert delivery.
+    public var alerts = AlertCenter.Configuration()
 
     public init(dataFolder: String = "keyward-data", host: String = "127.0.0.1", port: Int = 8080,
                 upstreams: [UpstreamConfiguration] = [], bodyLimit: Int = 8 << 20,
@@ -141,6 +147,30 @@ public struct GatewayConfiguration: Sendable {
                                       maxBytes: cache.max_bytes ?? cacheLimits.maxBytes)
         }
         if let interval = file.purge_interval_seconds { purgeIntervalSeconds = interval }
+        if let audit = file.audit {
+            if let key = audit.key { auditKey = key }
+            if let every = audit.checkpoint_every {
+                guard every > 0 else { throw GatewayError.config("audit.checkpoint_every must be positive") }
+                auditCheckpointEvery = every
+            }
+        }
+        if let a = file.alerts {
+            var d = alerts.detector
+            if let v = a.window_seconds { d.window = v }
+            if let v = a.ceiling { d.ceiling = v }
+            if let v = a.ratio { d.ratio = v }
+            if let v = a.baseline_windows { d.baselineWindows = v }
+            if let v = a.minimum { d.minimum = v }
+            guard d.window > 0, d.ceiling > 0, d.ratio > 0, d.baselineWindows > 0, d.minimum > 0 else {
+                throw GatewayError.config("alerts: window_seconds, ceiling, ratio, baseline_windows and minimum must be positive")
+            }
+            if let url = a.webhook {
+                guard URL(string: url)?.scheme.map({ ["http", "https"].contains($0) }) == true else {
+                    throw GatewayError.config("alerts.webhook must be an http(s) URL")
+                }
+            }
+            alerts = AlertCenter.Configuration(detector: d, webhook: a.webhook, suspendToken: a.suspend_token ?? false)
+        }
     }
 
     /// The config file's shape. API keys are named by environment variable, never written in it.
@@ -162,6 +192,21 @@ public struct GatewayConfiguration: Sendable {
         var body_limit: Int?
         var data_key_cache: Cache?
         var purge_interval_seconds: Double?
+        struct Audit: Decodable {
+            var key: String?
+            var checkpoint_every: Int64?
+        }
+        struct Alerts: Decodable {
+            var window_seconds: Double?
+            var ceiling: Int?
+            var ratio: Double?
+            var baseline_windows: Int?
+            var minimum: Int?
+            var webhook: String?
+            var suspend_token: Bool?
+        }
+        var audit: Audit?
+        var alerts: Alerts?
     }
 }
 

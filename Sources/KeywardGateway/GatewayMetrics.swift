@@ -74,6 +74,22 @@ public final class GatewayMetrics: Sendable {
         counter("records_purged", "total", "Expired records deleted", []).increment(by: Int64(count))
     }
 
+    func auditAppend(ok: Bool) {
+        counter("audit_appends", "total", "Audit append transactions by result", [("result", ok ? "ok" : "error")]).increment()
+    }
+
+    func alert(_ reason: String) {
+        counter("alerts", "total", "Anomalous unwrap activity alerts raised", [("reason", reason)]).increment()
+    }
+
+    func accessDenied(_ purpose: String) {
+        counter("access_denied", "total", "Requests refused by a key policy or a role, by purpose", [("purpose", purpose)]).increment()
+    }
+
+    func headersRewrapped(_ count: Int) {
+        counter("headers_rewrapped", "total", "Record headers re-wrapped by re-key jobs", []).increment(by: Int64(count))
+    }
+
     /// The exposition text for `/metrics`.
     public func exposition() -> [UInt8] { registry.emitToBuffer() }
 }

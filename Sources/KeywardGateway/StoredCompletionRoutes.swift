@@ -7,7 +7,7 @@ import KeywardStorage
 extension Gateway {
     func addStoredCompletionRoutes(to router: Router<GatewayContext>) {
         router.get("/v1/chat/completions") { request, _ -> Response in
-            let tenant = try await self.appTenant(request)
+            let (principal, tenant) = try await self.reader(request, .retrieval)
             let page = try Self.page(request)
             let records: [Record]
             do {
@@ -17,22 +17,21 @@ extension Gateway {
             } catch let e as StorageError where e.code == .notFound {
                 throw GatewayError.invalidRequest("no stored completion \(page.after ?? "") to list after", code: "invalid_cursor")
             }
-            var items: [[UInt8]] = []
-            for record in records.prefix(page.limit) { items.append(try await self.vault.open(record, of: tenant)) }
+            let items = try await self.open(Array(records.prefix(page.limit)), of: tenant, by: principal, .retrieval)
             return Self.jsonBytes(Self.list(items, ids: records.prefix(page.limit).map(\.id), hasMore: records.count > page.limit))
         }
 
         router.get("/v1/chat/completions/:id") { request, context -> Response in
-            let tenant = try await self.appTenant(request)
+            let (principal, tenant) = try await self.reader(request, .retrieval)
             let record = try await self.storedRecord(tenant, try context.parameters.require("id"), kind: "chat.response")
-            return Self.jsonBytes(try await self.vault.open(record, of: tenant))
+            return Self.jsonBytes(try await self.open([record], of: tenant, by: principal, .retrieval)[0])
         }
 
         router.get("/v1/chat/completions/:id/messages") { request, context -> Response in
-            let tenant = try await self.appTenant(request)
+            let (principal, tenant) = try await self.reader(request, .retrieval)
             let id = try context.parameters.require("id")
             let record = try await self.storedRecord(tenant, id, kind: "chat.request")
-            let plaintext = try await self.vault.open(record, of: tenant)
+            let plaintext = try await self.open([record], of: tenant, by: principal, .retrieval)[0]
             let messages = ((try? JSONSerialization.jsonObject(with: Data(plaintext)) as? [String: Any])?["messages"] as? [[String: Any]]) ?? []
             var all = messages.enumerated().map { i, m -> (String, [String: Any]) in
                 var m = m
@@ -56,19 +55,72 @@ extension Gateway {
             return Self.json(object)
         }
 
+        router.get("/v1/keyward/export") { request, _ in try await self.export(request) }
+
         router.delete("/v1/chat/completions/:id") { request, context -> Response in
-            let tenant = try await self.appTenant(request)
+            let (principal, tenant) = try await self.reader(request, .retrieval)
             let id = try context.parameters.require("id")
             guard id.hasPrefix("chatcmpl-"), try await self.store.deleteRecords(tenant: tenant.name, id: id) > 0 else {
                 throw GatewayError.notFound("no stored completion \(id)")
             }
+            try await self.audit.append(AuditLog.event("delete_record", key: tenant.key, record: id, scope: self.scope(principal, .retrieval)))
             return Self.json(["id": id, "object": "chat.completion.deleted", "deleted": true])
         }
     }
 
-    private func appTenant(_ request: Request) async throws -> Tenant {
-        guard let tenant = try await authenticate(request, role: .app).tenant else { throw GatewayError.unauthorized }
-        return tenant
+    /// Every stored exchange record of the tenant as JSON lines (`id`, `kind`, `created_at`,
+    /// `content`), for tokens granted `export`. Provider keys are never exported. Each page of
+    /// records is logged before it is decrypted; a failure ends the stream early, so a reader
+    /// must check it got the final `{"object":"export.end"}` line.
+    func export(_ request: Request) async throws -> Response {
+        let (principal, tenant) = try await reader(request, .export)
+        // The body is written after the handler returns: carry the request id into it.
+        let requestID = AuditScope.requestID
+        return Response(status: .ok, headers: [.contentType: "application/jsonl"], body: ResponseBody { writer in
+            try await AuditScope.$requestID.withValue(requestID) {
+                var after: (id: String, kind: String)?
+                var count = 0
+                while true {
+                    let page = try await self.store.records(tenant: tenant.name, after: after, limit: 500)
+                    guard let last = page.last else { break }
+                    after = (last.id, last.kind)
+                    let wanted = page.filter { $0.kind != "provider-key" }
+                    let plaintexts = try await self.open(wanted, of: tenant, by: principal, .export)
+                    var out: [UInt8] = []
+                    for (r, p) in zip(wanted, plaintexts) {
+                        out += Array("{\"id\":".utf8) + JSONScanner.quoted(r.id) + Array(",\"kind\":".utf8) + JSONScanner.quoted(r.kind)
+                        out += Array(",\"created_at\":\(r.createdAt / 1000),\"content\":".utf8)
+                        out += p.first == UInt8(ascii: "{") ? p : JSONScanner.quoted(String(decoding: p, as: UTF8.self))
+                        out += Array("}\n".utf8)
+                    }
+                    count += wanted.count
+                    try await writer.write(ByteBuffer(bytes: out))
+                }
+                try await writer.write(ByteBuffer(string: "{\"object\":\"export.end\",\"records\":\(count)}\n"))
+                try await writer.finish(nil)
+            }
+        })
+    }
+
+    /// An app token whose tenant's key policy grants it `purpose`.
+    func reader(_ request: Request, _ purpose: Purpose) async throws -> (Principal, Tenant) {
+        let principal = try await authenticate(request, role: .app)
+        guard let tenant = principal.tenant else { throw GatewayError.unauthorized }
+        try await authorize(principal, tenant: tenant, purpose: purpose)
+        return (principal, tenant)
+    }
+
+    /// Decrypts records for a reader, after logging one event per record: nothing is read
+    /// without its event.
+    func open(_ records: [Record], of tenant: Tenant, by principal: Principal, _ purpose: Purpose) async throws -> [[UInt8]] {
+        let scope = scope(principal, purpose)
+        try await audit.append(records.map { AuditLog.event("decrypt_record", key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
+        return try await AuditScope.$current.withValue(scope) {
+            var out: [[UInt8]] = []
+            out.reserveCapacity(records.count)
+            for r in records { out.append(try await vault.open(r, of: tenant)) }
+            return out
+        }
     }
 
     private func storedRecord(_ tenant: Tenant, _ id: String, kind: String) async throws -> Record {

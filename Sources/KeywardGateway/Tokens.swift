@@ -54,4 +54,5 @@ struct Principal: Sendable {
     let tokenID: String
     let role: TokenRecord.Role
     let tenant: Tenant?
+    var suspended = false
 }

@@ -16,12 +16,14 @@ public final class Vault: Sendable {
     public let keyStores: KeyStores
     public let limits: CacheLimits
     let metrics: GatewayMetrics
+    let audit: AuditLog
     private let managers = Mutex<[String: CachingMaterialsManager]>([:])
 
-    public init(keyStores: KeyStores, limits: CacheLimits, metrics: GatewayMetrics) {
+    init(keyStores: KeyStores, limits: CacheLimits, metrics: GatewayMetrics, audit: AuditLog) {
         self.keyStores = keyStores
         self.limits = limits
         self.metrics = metrics
+        self.audit = audit
     }
 
     /// The cached materials manager of one master key.
@@ -30,7 +32,7 @@ public final class Vault: Sendable {
         let reference = try KeyReference.parse(key)
         let keyring = KeyStoreKeyring(store: try keyStores.store(for: reference), keyID: reference.keyID)
         let fresh = CachingMaterialsManager(
-            backing: CountingMaterialsManager(backing: DefaultMaterialsManager(keyring: keyring), metrics: metrics),
+            backing: CountingMaterialsManager(backing: DefaultMaterialsManager(keyring: keyring), key: key, metrics: metrics, audit: audit),
             limits: limits)
         return managers.withLock { all in
             if let existing = all[key] { return existing }
@@ -54,8 +56,20 @@ public final class Vault: Sendable {
 
     /// Decrypts a stored record of `tenant`; nothing is returned unless it authenticates as this
     /// tenant's record with this id and kind.
+    ///
+    /// While a re-key job moves the tenant, a record not yet re-wrapped is opened with the key it
+    /// is moving from.
     public func open(_ record: Record, of tenant: Tenant) async throws -> [UInt8] {
-        let manager = TenantScopedManager(tenant: tenant.name, inner: try manager(forKey: tenant.key))
+        do {
+            return try await open(record, of: tenant, key: tenant.key)
+        } catch let e as KeywardCryptoError where e.code == .noDecryptableKey {
+            guard let previous = tenant.previousKey, previous != tenant.key else { throw e }
+            return try await open(record, of: tenant, key: previous)
+        }
+    }
+
+    private func open(_ record: Record, of tenant: Tenant, key: String) async throws -> [UInt8] {
+        let manager = TenantScopedManager(tenant: tenant.name, inner: try manager(forKey: key))
         let required = RecordSealer.context(tenant: tenant.name, id: record.id, kind: record.kind)
         let miss = MissFlag()
         let (plaintext, _) = try await MissFlag.$current.withValue(miss) {
@@ -132,31 +146,37 @@ final class MissFlag: Sendable {
     func set() { flag.store(true, ordering: .relaxed) }
 }
 
-/// Sits under the cache and counts what reaches the key store.
+/// Sits under the cache: counts what reaches the key store and logs each call in the audit log.
+/// Fails closed: no call while the audit log is failing, and a call whose event cannot be written
+/// is discarded (its data key is neither cached nor used).
 struct CountingMaterialsManager: CryptographicMaterialsManager {
     let backing: any CryptographicMaterialsManager
+    let key: String
     let metrics: GatewayMetrics
+    let audit: AuditLog
 
     func encryptionMaterials(for request: EncryptionMaterialsRequest) async throws -> EncryptionMaterials {
-        do {
-            MissFlag.current?.set()
-            let m = try await backing.encryptionMaterials(for: request)
-            metrics.keyStoreCall("generate_data_key", ok: true)
-            return m
-        } catch {
-            metrics.keyStoreCall("generate_data_key", ok: false)
-            throw error
-        }
+        try await call("generate_data_key") { try await backing.encryptionMaterials(for: request) }
     }
 
     func decryptionMaterials(for request: DecryptionMaterialsRequest) async throws -> DecryptionMaterials {
+        try await call("unwrap") { try await backing.decryptionMaterials(for: request) }
+    }
+
+    private func call<T>(_ operation: String, _ body: () async throws -> T) async throws -> T {
+        try audit.requireAvailable()
+        MissFlag.current?.set()
         do {
-            MissFlag.current?.set()
-            let m = try await backing.decryptionMaterials(for: request)
-            metrics.keyStoreCall("decrypt", ok: true)
-            return m
+            let result = try await body()
+            metrics.keyStoreCall(operation, ok: true)
+            try await audit.append(AuditLog.event(operation, key: key))
+            return result
+        } catch let e as GatewayError {
+            throw e
         } catch {
-            metrics.keyStoreCall("decrypt", ok: false)
+            metrics.keyStoreCall(operation, ok: false)
+            let code = (error as? any CodedError).map { "\($0.code)" } ?? "error"
+            try await audit.append(AuditLog.event(operation, key: key, result: "error:\(code)"))
             throw error
         }
     }

@@ -32,6 +32,12 @@ public struct KeyStoreKeyring: Keyring, CustomStringConvertible {
         return m
     }
 
+    /// Whether `edk` was wrapped by this keyring's key (by provider ID and info).
+    public func owns(_ edk: EncryptedDataKey) -> Bool {
+        guard let info = try? store.providerInfo(forKeyID: keyID) else { return false }
+        return edk.providerID.elementsEqual(store.providerID.utf8) && edk.providerInfo.elementsEqual(info.utf8)
+    }
+
     public func onDecrypt(_ materials: DecryptionMaterials, encryptedDataKeys: [EncryptedDataKey]) async throws -> DecryptionMaterials {
         guard materials.plaintextDataKey == nil else { return materials }
         let info = try store.providerInfo(forKeyID: keyID)

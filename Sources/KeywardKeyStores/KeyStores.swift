@@ -60,6 +60,11 @@ public final class KeyStores: Sendable {
         }
     }
 
+    /// Uses `store` for its scheme from now on (a store built with other options, e.g. a test clock).
+    public func install(_ store: any KeyStore) {
+        opened.withLock { $0[store.scheme] = store }
+    }
+
     /// A keyring for one wrapping-key spec: a key-store reference or a raw keyring spec.
     public func keyring(for spec: String) throws -> any Keyring {
         if KeyReference(parsing: spec) != nil {

@@ -17,10 +17,15 @@ public struct Tenant: Sendable, Hashable, Codable {
     public var retentionDays: Int
     /// Milliseconds since 1970.
     public var createdAt: Int64
+    /// The key a re-key job is moving the tenant away from: records not yet re-wrapped are still
+    /// under it. nil when no move is under way.
+    public var previousKey: String?
 
-    public init(name: String, key: String, store: StorePolicy = .always, retentionDays: Int = 30, createdAt: Int64) {
+    public init(name: String, key: String, store: StorePolicy = .always, retentionDays: Int = 30, createdAt: Int64,
+                previousKey: String? = nil) {
         self.name = name
         self.key = key
+        self.previousKey = previousKey
         self.store = store
         self.retentionDays = retentionDays
         self.createdAt = createdAt
@@ -30,7 +35,13 @@ public struct Tenant: Sendable, Hashable, Codable {
 /// An issued bearer token, kept only as the SHA-256 of its value.
 public struct TokenRecord: Sendable, Hashable {
     public enum Role: String, Sendable, Hashable, Codable, CaseIterable {
+        /// Tenants, tokens and key policies.
         case admin
+        /// Key life cycle: rotate, disable, enable, schedule deletion, re-key.
+        case keyAdmin = "key-admin"
+        /// Reads the audit log.
+        case auditor
+        /// Inference and its own tenant's records.
         case app
     }
 
@@ -41,9 +52,12 @@ public struct TokenRecord: Sendable, Hashable {
     public var role: Role
     public var hash: [UInt8]
     public var createdAt: Int64
+    /// Set by the anomaly detector (or an admin): the token authenticates nothing until cleared.
+    public var suspended: Bool
 
-    public init(id: String, tenant: String?, role: Role, hash: [UInt8], createdAt: Int64) {
+    public init(id: String, tenant: String?, role: Role, hash: [UInt8], createdAt: Int64, suspended: Bool = false) {
         self.id = id
+        self.suspended = suspended
         self.tenant = tenant
         self.role = role
         self.hash = hash
@@ -124,5 +138,76 @@ public struct RecordQuery: Sendable, Hashable {
         self.limit = limit
         self.order = order
         self.model = model
+    }
+}
+
+/// A background job: today the re-key of a tenant's records (also used after a rotation, with the
+/// same key on both sides). Its cursor and counts are saved with every batch, so a job survives a
+/// crash and resumes where its last batch committed.
+public struct Job: Sendable, Hashable {
+    public enum Status: String, Sendable, Hashable { case running, done, failed }
+
+    public var id: String
+    public var tenant: String
+    public var fromKey: String
+    public var toKey: String
+    public var status: Status
+    /// The last record (id, kind) whose header the job has settled.
+    public var cursorID: String?
+    public var cursorKind: String?
+    /// Records visited, records whose header was rewritten, distinct data keys unwrapped.
+    public var processed: Int64
+    public var rewrapped: Int64
+    public var dataKeys: Int64
+    /// Records of the tenant when the job started (a progress estimate: traffic adds more).
+    public var total: Int64
+    public var createdAt: Int64
+    public var updatedAt: Int64
+    /// Milliseconds spent working (not waiting for a restart), for the rate.
+    public var activeMs: Int64
+    /// A safe description of why the job failed.
+    public var error: String?
+
+    public init(id: String, tenant: String, fromKey: String, toKey: String, total: Int64, createdAt: Int64) {
+        self.id = id
+        self.tenant = tenant
+        self.fromKey = fromKey
+        self.toKey = toKey
+        self.status = .running
+        self.processed = 0
+        self.rewrapped = 0
+        self.dataKeys = 0
+        self.total = total
+        self.createdAt = createdAt
+        self.updatedAt = createdAt
+        self.activeMs = 0
+    }
+}
+
+/// A record's header and where it is, for jobs that rewrite headers only.
+public struct RecordHeader: Sendable, Hashable {
+    public var id: String
+    public var kind: String
+    public var header: [UInt8]
+
+    public init(id: String, kind: String, header: [UInt8]) {
+        self.id = id
+        self.kind = kind
+        self.header = header
+    }
+}
+
+/// A header to replace, only if it is still `old` (a record deleted or rewritten meanwhile is left alone).
+public struct HeaderChange: Sendable, Hashable {
+    public var id: String
+    public var kind: String
+    public var old: [UInt8]
+    public var new: [UInt8]
+
+    public init(id: String, kind: String, old: [UInt8], new: [UInt8]) {
+        self.id = id
+        self.kind = kind
+        self.old = old
+        self.new = new
     }
 }

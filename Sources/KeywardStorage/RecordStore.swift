@@ -24,10 +24,49 @@ public protocol RecordStore: Sendable {
     func tokens(role: TokenRecord.Role) async throws -> [TokenRecord]
     /// - Returns: whether a token was deleted.
     func deleteToken(id: String) async throws -> Bool
+    /// - Returns: whether the token exists.
+    func setTokenSuspended(id: String, _ suspended: Bool) async throws -> Bool
+    func token(id: String) async throws -> TokenRecord?
 
-    /// Stores records all or none.
+    /// The access policy document (JSON) of a master key, or nil if none was ever set.
+    func policy(key: String) async throws -> String?
+    func setPolicy(key: String, document: String, at time: Int64) async throws
+
+    /// Appends events at the head of the audit chain, in order and atomically.
+    /// - Returns: the events with their positions and hashes.
+    @discardableResult
+    func appendAudit(_ events: [AuditEvent]) async throws -> [AuditEvent]
+    /// Events in chain order.
+    func auditEvents(_ query: AuditQuery) async throws -> [AuditEvent]
+    /// The last event's position and hash (0 and the genesis hash when empty).
+    func auditHead() async throws -> (seq: Int64, hash: [UInt8])
+    func insertCheckpoint(_ checkpoint: AuditCheckpoint) async throws
+    func checkpoints() async throws -> [AuditCheckpoint]
+
+    func createJob(_ job: Job) async throws
+    func job(id: String) async throws -> Job?
+    func jobs(status: Job.Status) async throws -> [Job]
+    func updateJob(_ job: Job) async throws
+    /// A tenant's record headers after (id, kind), ordered by id then kind.
+    func recordHeaders(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [RecordHeader]
+    /// A tenant's records of every kind after (id, kind), ordered by id then kind.
+    func records(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [Record]
+    /// Replaces each header still equal to its `old` value and saves `job`, in one transaction.
+    /// - Returns: how many headers were replaced.
+    func replaceHeaders(_ changes: [HeaderChange], tenant: String, job: Job) async throws -> Int
+    func countRecords(tenant: String) async throws -> Int64
+    /// Deletes every record of a tenant (shredded data); returns how many.
+    func deleteAllRecords(tenant: String) async throws -> Int
+
+    /// Replaces a tenant's settings (its key, its previous key during a re-key).
+    func updateTenant(_ tenant: Tenant) async throws
+
+    /// Stores records and the audit events that describe them, all or none: a record is never
+    /// kept without its event, nor an event appended for a record that was not kept.
+    /// - Returns: the events as appended (with position and hashes).
     /// - Throws: `StorageError.alreadyExists` if any (tenant, id, kind) is taken.
-    func insert(_ records: [Record]) async throws
+    @discardableResult
+    func insert(_ records: [Record], audit: [AuditEvent]) async throws -> [AuditEvent]
     /// Inserts or replaces one record (for values with a fixed id, such as provider keys).
     func upsert(_ record: Record) async throws
     /// One record of a tenant, or nil: another tenant's record is not found.
@@ -38,4 +77,11 @@ public protocol RecordStore: Sendable {
     func deleteRecords(tenant: String, id: String) async throws -> Int
     /// Deletes records whose `expiresAt` is before `time`; returns how many.
     func purgeExpired(before time: Int64) async throws -> Int
+}
+
+extension RecordStore {
+    /// Stores records all or none, without audit events.
+    public func insert(_ records: [Record]) async throws {
+        try await insert(records, audit: [])
+    }
 }

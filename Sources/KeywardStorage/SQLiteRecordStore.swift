@@ -88,6 +88,29 @@ public final class SQLiteRecordStore: RecordStore {
                     PRAGMA user_version=1;
                     """)
             }
+            try c.transaction {
+                let version = try c.query("PRAGMA user_version") { $0.int(0) }.first ?? 0
+                guard version < 2 else { return }
+                // Version 2: key life cycle, policies, audit chain, jobs.
+                try c.exec("""
+                    ALTER TABLE tenants ADD COLUMN previous_key TEXT;
+                    ALTER TABLE tokens ADD COLUMN suspended INTEGER NOT NULL DEFAULT 0;
+                    CREATE TABLE policies(key TEXT PRIMARY KEY, document TEXT NOT NULL, updated_at INTEGER NOT NULL);
+                    CREATE TABLE audit_events(
+                        seq INTEGER PRIMARY KEY, time INTEGER NOT NULL, actor TEXT NOT NULL, tenant TEXT, key TEXT,
+                        operation TEXT NOT NULL, purpose TEXT, request_id TEXT, record TEXT, result TEXT NOT NULL,
+                        detail TEXT, prev_hash BLOB NOT NULL, hash BLOB NOT NULL);
+                    CREATE TABLE audit_checkpoints(
+                        seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, time INTEGER NOT NULL,
+                        public_key BLOB NOT NULL, signature BLOB NOT NULL);
+                    CREATE TABLE jobs(
+                        id TEXT PRIMARY KEY, tenant TEXT NOT NULL, from_key TEXT NOT NULL, to_key TEXT NOT NULL,
+                        status TEXT NOT NULL, cursor_id TEXT, cursor_kind TEXT, processed INTEGER NOT NULL,
+                        rewrapped INTEGER NOT NULL, data_keys INTEGER NOT NULL, total INTEGER NOT NULL,
+                        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, active_ms INTEGER NOT NULL, error TEXT);
+                    PRAGMA user_version=2;
+                    """)
+            }
         }
     }
 
@@ -97,21 +120,32 @@ public final class SQLiteRecordStore: RecordStore {
 
     // MARK: Tenants
 
-    private static let tenantColumns = "name, key, store, retention_days, created_at"
+    private static let tenantColumns = "name, key, store, retention_days, created_at, previous_key"
     private static func tenant(_ row: SQLiteRow) throws -> Tenant {
         guard let store = Tenant.StorePolicy(rawValue: row.text(2)) else {
             throw StorageError(.corrupt, "tenant \(row.text(0)) has an unknown store policy")
         }
-        return Tenant(name: row.text(0), key: row.text(1), store: store, retentionDays: Int(row.int(3)), createdAt: row.int(4))
+        return Tenant(name: row.text(0), key: row.text(1), store: store, retentionDays: Int(row.int(3)), createdAt: row.int(4),
+                      previousKey: row.optionalText(5))
     }
 
     public func createTenant(_ tenant: Tenant) async throws {
         try run {
-            try $0.execute("INSERT INTO tenants(\(Self.tenantColumns)) VALUES (?, ?, ?, ?, ?)", [
+            try $0.execute("INSERT INTO tenants(\(Self.tenantColumns)) VALUES (?, ?, ?, ?, ?, ?)", [
                 .text(tenant.name), .text(tenant.key), .text(tenant.store.rawValue),
-                .integer(Int64(tenant.retentionDays)), .integer(tenant.createdAt),
+                .integer(Int64(tenant.retentionDays)), .integer(tenant.createdAt), SQLValue(tenant.previousKey),
             ])
         }
+    }
+
+    public func updateTenant(_ tenant: Tenant) async throws {
+        let changed = try run {
+            try $0.execute("UPDATE tenants SET key = ?, store = ?, retention_days = ?, previous_key = ? WHERE name = ?", [
+                .text(tenant.key), .text(tenant.store.rawValue), .integer(Int64(tenant.retentionDays)),
+                SQLValue(tenant.previousKey), .text(tenant.name),
+            ])
+        }
+        guard changed == 1 else { throw StorageError(.notFound, "no tenant \(tenant.name)") }
     }
 
     public func tenant(named name: String) async throws -> Tenant? {
@@ -123,23 +157,28 @@ public final class SQLiteRecordStore: RecordStore {
     }
 
     public func tenants(usingKey key: String) async throws -> [Tenant] {
-        try run { try $0.query("SELECT \(Self.tenantColumns) FROM tenants WHERE key = ? ORDER BY name", [.text(key)], Self.tenant) }
+        try run {
+            try $0.query("SELECT \(Self.tenantColumns) FROM tenants WHERE key = ? OR previous_key = ? ORDER BY name",
+                         [.text(key), .text(key)], Self.tenant)
+        }
     }
 
     // MARK: Tokens
 
-    private static let tokenColumns = "id, tenant, role, hash, created_at"
+    private static let tokenColumns = "id, tenant, role, hash, created_at, suspended"
     private static func token(_ row: SQLiteRow) throws -> TokenRecord {
         guard let role = TokenRecord.Role(rawValue: row.text(2)) else {
             throw StorageError(.corrupt, "token \(row.text(0)) has an unknown role")
         }
-        return TokenRecord(id: row.text(0), tenant: row.optionalText(1), role: role, hash: row.blob(3), createdAt: row.int(4))
+        return TokenRecord(id: row.text(0), tenant: row.optionalText(1), role: role, hash: row.blob(3), createdAt: row.int(4),
+                           suspended: row.int(5) != 0)
     }
 
     public func insertToken(_ token: TokenRecord) async throws {
         try run {
-            try $0.execute("INSERT INTO tokens(\(Self.tokenColumns)) VALUES (?, ?, ?, ?, ?)", [
+            try $0.execute("INSERT INTO tokens(\(Self.tokenColumns)) VALUES (?, ?, ?, ?, ?, ?)", [
                 .text(token.id), SQLValue(token.tenant), .text(token.role.rawValue), .blob(token.hash), .integer(token.createdAt),
+                .integer(token.suspended ? 1 : 0),
             ])
         }
     }
@@ -154,6 +193,27 @@ public final class SQLiteRecordStore: RecordStore {
 
     public func deleteToken(id: String) async throws -> Bool {
         try run { try $0.execute("DELETE FROM tokens WHERE id = ?", [.text(id)]) > 0 }
+    }
+
+    public func setTokenSuspended(id: String, _ suspended: Bool) async throws -> Bool {
+        try run { try $0.execute("UPDATE tokens SET suspended = ? WHERE id = ?", [.integer(suspended ? 1 : 0), .text(id)]) > 0 }
+    }
+
+    public func token(id: String) async throws -> TokenRecord? {
+        try run { try $0.query("SELECT \(Self.tokenColumns) FROM tokens WHERE id = ?", [.text(id)], Self.token).first }
+    }
+
+    // MARK: Policies
+
+    public func policy(key: String) async throws -> String? {
+        try run { try $0.query("SELECT document FROM policies WHERE key = ?", [.text(key)]) { $0.text(0) }.first }
+    }
+
+    public func setPolicy(key: String, document: String, at time: Int64) async throws {
+        _ = try run {
+            try $0.execute("INSERT OR REPLACE INTO policies(key, document, updated_at) VALUES (?, ?, ?)",
+                           [.text(key), .text(document), .integer(time)])
+        }
     }
 
     // MARK: Records
@@ -204,12 +264,14 @@ public final class SQLiteRecordStore: RecordStore {
     private static let insertSQL = "INSERT INTO records(\(recordColumns), model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
     /// Inserts waiting while another caller writes are committed together by that caller, in one
-    /// transaction (group commit): one WAL append for many requests under load.
-    public func insert(_ records: [Record]) async throws {
+    /// transaction (group commit): one WAL append for many requests under load. Audit events ride
+    /// in the same transaction as the records they describe, chained at the head as they commit.
+    @discardableResult
+    public func insert(_ records: [Record], audit: [AuditEvent]) async throws -> [AuditEvent] {
         let rows = try records.map(Self.arguments)
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[AuditEvent], any Error>) in
             let lead = pending.withLock { p -> Bool in
-                p.batches.append(PendingBatch(rows: rows, continuation: continuation))
+                p.batches.append(PendingBatch(rows: rows, audit: audit, continuation: continuation))
                 guard !p.writing else { return false }
                 p.writing = true
                 return true
@@ -218,9 +280,15 @@ public final class SQLiteRecordStore: RecordStore {
         }
     }
 
+    @discardableResult
+    public func appendAudit(_ events: [AuditEvent]) async throws -> [AuditEvent] {
+        try await insert([], audit: events)
+    }
+
     private struct PendingBatch: Sendable {
         let rows: [[SQLValue]]
-        let continuation: CheckedContinuation<Void, any Error>
+        let audit: [AuditEvent]
+        let continuation: CheckedContinuation<[AuditEvent], any Error>
     }
 
     private struct PendingInserts: Sendable {
@@ -239,27 +307,67 @@ public final class SQLiteRecordStore: RecordStore {
             }
             if batches.isEmpty { return }
             do {
-                try write(batches)
-                for b in batches { b.continuation.resume() }
+                let appended = try write(batches)
+                for (b, events) in zip(batches, appended) { b.continuation.resume(returning: events) }
             } catch where batches.count == 1 {
                 batches[0].continuation.resume(throwing: error)
             } catch {
                 // All or none per caller: retry each alone, so only the one at fault fails.
                 for b in batches {
-                    do { try write([b]); b.continuation.resume() } catch { b.continuation.resume(throwing: error) }
+                    do { b.continuation.resume(returning: try write([b])[0]) } catch { b.continuation.resume(throwing: error) }
                 }
             }
         }
     }
 
-    private func write(_ batches: [PendingBatch]) throws {
+    private static let auditInsertSQL = """
+        INSERT INTO audit_events(seq, time, actor, tenant, key, operation, purpose, request_id, record, result, detail, prev_hash, hash)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """
+
+    private func write(_ batches: [PendingBatch]) throws -> [[AuditEvent]] {
         try run { c in
-            try c.transaction {
+            let written = try c.transaction {
+                // The head is whatever committed last: our own last append, unless another
+                // connection has written since (data_version moves only for others' commits).
+                let version = try c.query("PRAGMA data_version") { $0.int(0) }.first ?? -1
+                var head: (Int64, [UInt8])? = cachedHead.withLock { $0?.version == version ? ($0!.seq, $0!.hash) : nil }
+                var out: [[AuditEvent]] = []
+                out.reserveCapacity(batches.count)
                 for b in batches {
                     for row in b.rows { try c.execute(Self.insertSQL, row) }
+                    guard !b.audit.isEmpty else { out.append([]); continue }
+                    if head == nil { head = try Self.auditHead(c) }
+                    var events = b.audit
+                    for i in events.indices {
+                        events[i].seq = head!.0 + 1
+                        events[i].previousHash = head!.1
+                        events[i].hash = events[i].chainHash(after: head!.1)
+                        let e = events[i]
+                        try c.execute(Self.auditInsertSQL, [
+                            .integer(e.seq), .integer(e.time), .text(e.actor), SQLValue(e.tenant), SQLValue(e.key), .text(e.operation),
+                            SQLValue(e.purpose), SQLValue(e.requestID), SQLValue(e.record), .text(e.result), SQLValue(e.detail),
+                            .blob(e.previousHash), .blob(e.hash),
+                        ])
+                        head = (e.seq, e.hash)
+                    }
+                    out.append(events)
                 }
+                return (out, version, head)
             }
+            // Only after the commit: a rolled-back append leaves the head where it was.
+            if let head = written.2 { cachedHead.withLock { $0 = (written.1, head.0, head.1) } }
+            return written.0
         }
+    }
+
+    /// The chain head as of our last append, and the data_version it was read at; only touched
+    /// under the connection lock.
+    private let cachedHead = Mutex<(version: Int64, seq: Int64, hash: [UInt8])?>(nil)
+
+    private static func auditHead(_ c: SQLiteConnection) throws -> (Int64, [UInt8]) {
+        try c.query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1") { ($0.int(0), $0.blob(1)) }.first
+            ?? (0, AuditEvent.genesis)
     }
 
     public func upsert(_ record: Record) async throws {
@@ -306,5 +414,142 @@ public final class SQLiteRecordStore: RecordStore {
 
     public func purgeExpired(before time: Int64) async throws -> Int {
         try run { try $0.execute("DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at < ?", [.integer(time)]) }
+    }
+
+    public func deleteAllRecords(tenant: String) async throws -> Int {
+        try run { try $0.execute("DELETE FROM records WHERE tenant = ?", [.text(tenant)]) }
+    }
+
+    public func countRecords(tenant: String) async throws -> Int64 {
+        try run { try $0.query("SELECT count(*) FROM records WHERE tenant = ?", [.text(tenant)]) { $0.int(0) }.first ?? 0 }
+    }
+
+    // MARK: Audit
+
+    private static let auditColumns = "seq, time, actor, tenant, key, operation, purpose, request_id, record, result, detail, prev_hash, hash"
+
+    private static func auditEvent(_ row: SQLiteRow) -> AuditEvent {
+        var e = AuditEvent(time: row.int(1), actor: row.text(2), tenant: row.optionalText(3), key: row.optionalText(4),
+                           operation: row.text(5), purpose: row.optionalText(6), requestID: row.optionalText(7),
+                           record: row.optionalText(8), result: row.text(9), detail: row.optionalText(10))
+        e.seq = row.int(0)
+        e.previousHash = row.blob(11)
+        e.hash = row.blob(12)
+        return e
+    }
+
+    public func auditEvents(_ q: AuditQuery) async throws -> [AuditEvent] {
+        var sql = "SELECT \(Self.auditColumns) FROM audit_events WHERE seq > ?"
+        var args: [SQLValue] = [.integer(q.afterSeq)]
+        if let since = q.since { sql += " AND time >= ?"; args.append(.integer(since)) }
+        if let tenant = q.tenant { sql += " AND tenant = ?"; args.append(.text(tenant)) }
+        if let key = q.key { sql += " AND key = ?"; args.append(.text(key)) }
+        if let operation = q.operation { sql += " AND operation = ?"; args.append(.text(operation)) }
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(.integer(Int64(max(0, q.limit))))
+        return try run { try $0.query(sql, args, Self.auditEvent) }
+    }
+
+    public func auditHead() async throws -> (seq: Int64, hash: [UInt8]) {
+        try run { try Self.auditHead($0) }
+    }
+
+    public func insertCheckpoint(_ c: AuditCheckpoint) async throws {
+        _ = try run {
+            try $0.execute("INSERT OR REPLACE INTO audit_checkpoints(seq, hash, time, public_key, signature) VALUES (?, ?, ?, ?, ?)",
+                           [.integer(c.seq), .blob(c.hash), .integer(c.time), .blob(c.publicKey), .blob(c.signature)])
+        }
+    }
+
+    public func checkpoints() async throws -> [AuditCheckpoint] {
+        try run {
+            try $0.query("SELECT seq, hash, time, public_key, signature FROM audit_checkpoints ORDER BY seq") {
+                AuditCheckpoint(seq: $0.int(0), hash: $0.blob(1), time: $0.int(2), publicKey: $0.blob(3), signature: $0.blob(4))
+            }
+        }
+    }
+
+    // MARK: Jobs
+
+    private static let jobColumns = "id, tenant, from_key, to_key, status, cursor_id, cursor_kind, processed, rewrapped, data_keys, total, created_at, updated_at, active_ms, error"
+
+    private static func job(_ row: SQLiteRow) throws -> Job {
+        guard let status = Job.Status(rawValue: row.text(4)) else { throw StorageError(.corrupt, "job \(row.text(0)) has an unknown status") }
+        var j = Job(id: row.text(0), tenant: row.text(1), fromKey: row.text(2), toKey: row.text(3), total: row.int(10), createdAt: row.int(11))
+        j.status = status
+        j.cursorID = row.optionalText(5)
+        j.cursorKind = row.optionalText(6)
+        j.processed = row.int(7)
+        j.rewrapped = row.int(8)
+        j.dataKeys = row.int(9)
+        j.updatedAt = row.int(12)
+        j.activeMs = row.int(13)
+        j.error = row.optionalText(14)
+        return j
+    }
+
+    private static func jobArguments(_ j: Job) -> [SQLValue] {
+        [.text(j.id), .text(j.tenant), .text(j.fromKey), .text(j.toKey), .text(j.status.rawValue), SQLValue(j.cursorID),
+         SQLValue(j.cursorKind), .integer(j.processed), .integer(j.rewrapped), .integer(j.dataKeys), .integer(j.total),
+         .integer(j.createdAt), .integer(j.updatedAt), .integer(j.activeMs), SQLValue(j.error)]
+    }
+
+    private static let saveJobSQL = "INSERT OR REPLACE INTO jobs(\(jobColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+    public func createJob(_ job: Job) async throws {
+        _ = try run { try $0.execute("INSERT INTO jobs(\(Self.jobColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", Self.jobArguments(job)) }
+    }
+
+    public func job(id: String) async throws -> Job? {
+        try run { try $0.query("SELECT \(Self.jobColumns) FROM jobs WHERE id = ?", [.text(id)], Self.job).first }
+    }
+
+    public func jobs(status: Job.Status) async throws -> [Job] {
+        try run { try $0.query("SELECT \(Self.jobColumns) FROM jobs WHERE status = ? ORDER BY created_at, id", [.text(status.rawValue)], Self.job) }
+    }
+
+    public func updateJob(_ job: Job) async throws {
+        _ = try run { try $0.execute(Self.saveJobSQL, Self.jobArguments(job)) }
+    }
+
+    public func recordHeaders(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [RecordHeader] {
+        try run { c in
+            if let after {
+                return try c.query("""
+                    SELECT id, kind, header FROM records WHERE tenant = ? AND (id, kind) > (?, ?) ORDER BY id, kind LIMIT ?
+                    """, [.text(tenant), .text(after.id), .text(after.kind), .integer(Int64(limit))]) {
+                    RecordHeader(id: $0.text(0), kind: $0.text(1), header: $0.blob(2))
+                }
+            }
+            return try c.query("SELECT id, kind, header FROM records WHERE tenant = ? ORDER BY id, kind LIMIT ?",
+                               [.text(tenant), .integer(Int64(limit))]) {
+                RecordHeader(id: $0.text(0), kind: $0.text(1), header: $0.blob(2))
+            }
+        }
+    }
+
+    public func records(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [Record] {
+        try run { c in
+            guard let after else {
+                return try c.query("SELECT \(Self.recordColumns) FROM records WHERE tenant = ? ORDER BY id, kind LIMIT ?",
+                                   [.text(tenant), .integer(Int64(limit))], Self.record)
+            }
+            return try c.query("SELECT \(Self.recordColumns) FROM records WHERE tenant = ? AND (id, kind) > (?, ?) ORDER BY id, kind LIMIT ?",
+                               [.text(tenant), .text(after.id), .text(after.kind), .integer(Int64(limit))], Self.record)
+        }
+    }
+
+    public func replaceHeaders(_ changes: [HeaderChange], tenant: String, job: Job) async throws -> Int {
+        try run { c in
+            try c.transaction {
+                var replaced = 0
+                for ch in changes {
+                    replaced += try c.execute("UPDATE records SET header = ? WHERE tenant = ? AND id = ? AND kind = ? AND header = ?",
+                                              [.blob(ch.new), .text(tenant), .text(ch.id), .text(ch.kind), .blob(ch.old)])
+                }
+                _ = try c.execute(Self.saveJobSQL, Self.jobArguments(job))
+                return replaced
+            }
+        }
     }
 }

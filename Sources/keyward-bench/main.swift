@@ -7,7 +7,9 @@ import NIOPosix
 
 /// Measures what issue 3 names: local-store unwraps per second on one core, and the time the
 /// AWS KMS client adds to a call beyond the HTTP round trip itself.
-/// Usage: keyward-bench [local-unwrap N] [kms-overhead N]
+/// And what issue 5 names: audit append latency and re-key (rewrap) throughput.
+/// Usage: keyward-bench [local-unwrap N] [kms-overhead N] [audit-append N] [rewrap N]
+///        keyward-bench seed DATA-FOLDER TENANT EXCHANGES   (test data, written while no gateway runs)
 
 func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18 }
 
@@ -92,6 +94,14 @@ func kmsOverhead(_ n: Int) async throws {
 }
 
 let args = Array(CommandLine.arguments.dropFirst())
+if args.first == "seed" {
+    guard args.count == 4, let n = Int(args[3]) else { print("usage: keyward-bench seed DATA-FOLDER TENANT EXCHANGES"); exit(2) }
+    let gateway = try await benchGateway(args[1])
+    try await seed(gateway, tenant: args[2], exchanges: n)
+    try await gateway.upstreams.shutdown()
+    print("seeded \(n) exchanges (\(2 * n) records) for \(args[2])")
+    exit(0)
+}
 let tasks = args.isEmpty ? ["local-unwrap", "200000", "kms-overhead", "5000"] : args
 var i = 0
 while i < tasks.count {
@@ -99,6 +109,8 @@ while i < tasks.count {
     switch tasks[i] {
     case "local-unwrap": try await localUnwrap(max(n, 1000))
     case "kms-overhead": try await kmsOverhead(max(n, 100))
+    case "audit-append": try await auditAppend(max(n, 1000))
+    case "rewrap": try await rewrap(max(n, 1000))
     default: print("unknown benchmark \(tasks[i])")
     }
     i += 2

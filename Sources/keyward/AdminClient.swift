@@ -6,10 +6,10 @@ import NIOHTTP1
 
 /// Where the gateway's admin API is, for the commands that talk to a running gateway.
 struct AdminOptions: ParsableArguments {
-    @Option(help: "A running gateway's URL. tenants/tokens default to KEYWARD_URL or http://127.0.0.1:8080; keys enable/disable go through the gateway only when it is given, else to the store directly.")
+    @Option(help: "A running gateway's URL. tenants/tokens/jobs/audit default to KEYWARD_URL or http://127.0.0.1:8080; keys commands go through the gateway only when it is given, else to the store directly.")
     var url: String?
 
-    @Option(help: "The admin token (better: KEYWARD_ADMIN_TOKEN, which stays out of the process list).")
+    @Option(help: "The token for the admin API, of the role the command needs (better: KEYWARD_ADMIN_TOKEN, which stays out of the process list).")
     var adminToken: String?
 
     /// Calls the admin API; returns the decoded JSON answer, or throws the gateway's error message.
@@ -58,7 +58,7 @@ func printJSON(_ object: Any?) throws {
 /// `keyward tenants …` against a running gateway.
 struct TenantsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "tenants", abstract: "Create and list tenants of a running gateway.", subcommands: [Create.self, List.self])
+        commandName: "tenants", abstract: "Create, list and re-key tenants of a running gateway.", subcommands: [Create.self, List.self, Rekey.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a tenant; without --key, a new local:NAME key is made for it.")
@@ -81,17 +81,66 @@ struct TenantsCommand: AsyncParsableCommand {
         @OptionGroup var admin: AdminOptions
         func run() async throws { try printJSON(try await admin.call(.GET, "/admin/v1/tenants")) }
     }
+
+    struct Rekey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Move a tenant to another master key (key-admin token); its records' data keys are re-wrapped by a background job.")
+        @Argument(help: "The tenant's name.") var name: String
+        @Option(help: "The new master key: local:NAME, aws-kms:ARN or pkcs11:….") var key: String
+        @Flag(help: "Wait for the job to end, printing its progress.") var wait = false
+        @OptionGroup var admin: AdminOptions
+        func run() async throws {
+            let answer = try await admin.call(.POST, "/admin/v1/tenants/\(pathSegment(name))/rekey", ["key": key])
+            guard wait, let id = (answer as? [String: Any])?["job"] as? String else { return try printJSON(answer) }
+            try await JobsCommand.follow(id, admin: admin)
+        }
+    }
+}
+
+/// `keyward jobs show ID`.
+struct JobsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "jobs", abstract: "Follow background jobs (key-admin token).",
+                                                    subcommands: [Show.self])
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "A job's status, counts and rate.")
+        @Argument var id: String
+        @Flag(help: "Poll until the job ends.") var wait = false
+        @OptionGroup var admin: AdminOptions
+        func run() async throws {
+            if wait { try await JobsCommand.follow(id, admin: admin) } else {
+                try printJSON(try await admin.call(.GET, "/admin/v1/jobs/\(pathSegment(id))"))
+            }
+        }
+    }
+
+    /// Prints the job each second until it is no longer running; fails if it failed.
+    static func follow(_ id: String, admin: AdminOptions) async throws {
+        while true {
+            let job = try await admin.call(.GET, "/admin/v1/jobs/\(pathSegment(id))") as? [String: Any] ?? [:]
+            let status = job["status"] as? String ?? "unknown"
+            guard status == "running" else {
+                try printJSON(job)
+                if status != "done" { throw CLIError(exitCode: 1, description: "job \(id) \(status)") }
+                return
+            }
+            var stderr = StandardError()
+            print("\(id): \(job["records_processed"] ?? 0)/\(job["records_total"] ?? 0) records", to: &stderr)
+            try await Task.sleep(for: .seconds(1))
+        }
+    }
 }
 
 /// `keyward tokens …` against a running gateway.
 struct TokensCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "tokens", abstract: "Issue and revoke bearer tokens of a running gateway.", subcommands: [Create.self, Delete.self])
+        commandName: "tokens", abstract: "Issue, suspend and revoke bearer tokens of a running gateway.",
+        subcommands: [Create.self, Delete.self, Suspend.self, Resume.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Issue a token; it is shown once.")
         @Option(help: "The tenant an app token acts for.") var tenant: String?
-        @Option(help: "app or admin.") var role: String = "app"
+        @Option(help: "app, admin, key-admin or auditor.") var role: String = "app"
         @OptionGroup var admin: AdminOptions
         func run() async throws {
             var body: [String: Any] = ["role": role]
@@ -105,5 +154,19 @@ struct TokensCommand: AsyncParsableCommand {
         @Argument var id: String
         @OptionGroup var admin: AdminOptions
         func run() async throws { try printJSON(try await admin.call(.DELETE, "/admin/v1/tokens/\(pathSegment(id))")) }
+    }
+
+    struct Suspend: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Suspend a token: it authenticates nothing until resumed.")
+        @Argument var id: String
+        @OptionGroup var admin: AdminOptions
+        func run() async throws { try printJSON(try await admin.call(.POST, "/admin/v1/tokens/\(pathSegment(id))/suspend")) }
+    }
+
+    struct Resume: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Lift a token's suspension.")
+        @Argument var id: String
+        @OptionGroup var admin: AdminOptions
+        func run() async throws { try printJSON(try await admin.call(.POST, "/admin/v1/tokens/\(pathSegment(id))/resume")) }
     }
 }

@@ -73,9 +73,12 @@ struct KeysCommand: AsyncParsableCommand {
         static func act(_ store: any KeyStore, _ keyID: String) async throws { try await store.disableKey(keyID: keyID) }
     }
 
-    struct Rotate: KeyAction {
-        static let configuration = CommandConfiguration(abstract: "Make a new key version; older versions still unwrap.")
+    struct Rotate: GatewayAwareKeyAction {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a new key version; older versions still unwrap. With --url, through a running gateway, whose new data keys then use it at once.")
+        static let action = "rotate"
         @OptionGroup var target: Target
+        @OptionGroup var admin: AdminOptions
         static func act(_ store: any KeyStore, _ keyID: String) async throws { try await store.rotateKey(keyID: keyID) }
     }
 
@@ -85,39 +88,33 @@ struct KeysCommand: AsyncParsableCommand {
             abstract: "Destroy a key after a waiting period; it refuses every operation meanwhile.")
         @OptionGroup var target: Target
         @Option(help: "Waiting period in days, 7 to 30.") var days: Int
+        @OptionGroup var admin: AdminOptions
         func validate() throws {
             guard (7...30).contains(days) else { throw ValidationError("--days must be 7 to 30") }
         }
         func run() async throws {
+            if admin.url != nil {
+                try printJSON(try await admin.call(.POST, "/admin/v1/keys/\(pathSegment(target.reference))/schedule-deletion", ["days": days]))
+                return
+            }
             let (store, keyID) = try target.resolve()
             let date = try await store.scheduleKeyDeletion(keyID: keyID, days: days)
             print("\(target.reference) will be destroyed on \(date.formatted(.iso8601))")
         }
     }
 
-    struct CancelDeletion: KeyAction {
+    struct CancelDeletion: GatewayAwareKeyAction {
         static let configuration = CommandConfiguration(
             commandName: "cancel-deletion",
             abstract: "Cancel a scheduled deletion; the key comes back disabled.")
+        static let action = "cancel-deletion"
         @OptionGroup var target: Target
+        @OptionGroup var admin: AdminOptions
         static func act(_ store: any KeyStore, _ keyID: String) async throws { try await store.cancelKeyDeletion(keyID: keyID) }
     }
 }
 
-/// A key subcommand that resolves its key and performs one store call, printing nothing.
-protocol KeyAction: AsyncParsableCommand {
-    var target: KeysCommand.Target { get }
-    static func act(_ store: any KeyStore, _ keyID: String) async throws
-}
-
-extension KeyAction {
-    func run() async throws {
-        let (store, keyID) = try target.resolve()
-        try await Self.act(store, keyID)
-    }
-}
-
-/// Enable/disable: on the store directly, or with `--url` through a gateway, whose cached data
+/// Enable/disable/rotate/cancel-deletion: on the store directly, or with `--url` through a gateway, whose cached data
 /// keys a direct change would leave in use until they age out.
 protocol GatewayAwareKeyAction: AsyncParsableCommand {
     static var action: String { get }

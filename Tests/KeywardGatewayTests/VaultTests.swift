@@ -4,6 +4,7 @@ import KeywardCrypto
 import KeywardKeyStores
 import KeywardStorage
 import KeywardTesting
+import Logging
 import Testing
 
 @Suite("Vault: records under the tenant's key")
@@ -11,6 +12,7 @@ struct VaultTests {
     let dir: TemporaryDirectory
     let vault: Vault
     let metrics = GatewayMetrics()
+    let store: SQLiteRecordStore
 
     init() async throws {
         dir = try TemporaryDirectory()
@@ -18,7 +20,10 @@ struct VaultTests {
         for name in ["a", "b"] {
             _ = try await stores.store(for: KeyReference(scheme: "local", keyID: "")).createKey(name: name)
         }
-        vault = Vault(keyStores: stores, limits: CacheLimits(maxAge: 60, maxMessages: 100_000), metrics: metrics)
+        store = try SQLiteRecordStore(path: ":memory:")
+        try await store.migrate()
+        let audit = AuditLog(store: store, metrics: metrics, logger: Logger(label: "test"), alerts: AlertCenter(configuration: .init()))
+        vault = Vault(keyStores: stores, limits: CacheLimits(maxAge: 60, maxMessages: 100_000), metrics: metrics, audit: audit)
     }
 
     func tenant(_ name: String) -> Tenant { Tenant(name: name, key: "local:\(name)", createdAt: 0) }
@@ -69,9 +74,13 @@ struct VaultTests {
         }
         for r in records.prefix(500) { _ = try await vault.open(r, of: tenant("a")) }
         #expect(metric("keyward_keystore_calls_total{operation=\"generate_data_key\"") == 1)
-        #expect(metric("keyward_keystore_calls_total{operation=\"decrypt\"") == 1)
+        #expect(metric("keyward_keystore_calls_total{operation=\"unwrap\"") == 1)
         #expect(metric("keyward_datakey_cache_total{direction=\"encrypt\",result=\"hit\"}") == 1999)
         #expect(metric("keyward_datakey_cache_total{direction=\"decrypt\",result=\"miss\"}") == 1)
+        // Each key-store call is one audit event, with the key it used.
+        let events = try await store.auditEvents(AuditQuery(limit: 100))
+        #expect(events.map(\.operation) == ["generate_data_key", "unwrap"])
+        #expect(events.allSatisfy { $0.key == "local:a" && $0.result == "ok" })
     }
 
     @Test func disablingAndPurgingStopsUseAtOnce() async throws {
@@ -85,6 +94,9 @@ struct VaultTests {
         vault.purge(key: "local:b")
         await expectError(.keyDisabled, as: KeyStoreError.self) { _ = try await vault.sealer(for: tenant("b"), plaintextLength: 1) }
         await expectError(.keyDisabled, as: KeyStoreError.self) { _ = try await vault.open(record, of: tenant("b")) }
+        // Refusals are logged too.
+        let refused = try await self.store.auditEvents(AuditQuery(limit: 100)).filter { $0.result == "error:key_disabled" }
+        #expect(refused.map(\.operation) == ["generate_data_key", "unwrap"])
         #expect(GatewayError.from(KeyStoreError(.keyDisabled, "x")).code == "key_revoked")
         #expect(GatewayError.from(KeyStoreError(.keyUnavailable, "x")).status == .serviceUnavailable)
     }

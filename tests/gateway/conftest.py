@@ -20,8 +20,7 @@ import mock_upstream  # noqa: E402
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
-def keyward_bin():
-    return os.environ.get("KEYWARD_BIN") or os.path.join(ROOT, ".build", "debug", "keyward")
+from keyward_paths import keyward_bin  # noqa: E402,F401  (tests import it from here too)
 
 
 class Upstream:
@@ -49,7 +48,7 @@ class Upstream:
 class Gateway:
     """One `keyward serve` process with its own data folder, temp folder and log files."""
 
-    def __init__(self, upstream, workdir, extra_env=None, body_limit=65536):
+    def __init__(self, upstream, workdir, extra_env=None, body_limit=65536, config_extra=None):
         self.workdir = workdir
         self.data = os.path.join(workdir, "data")
         self.tmp = os.path.join(workdir, "tmp")
@@ -67,6 +66,7 @@ class Gateway:
                 {"name": "claude", "type": "anthropic", "url": base, "api_key_env": "MOCK_KEY",
                  "models": ["claude-*"]},
             ]
+        config.update(config_extra or {})
         self.config = os.path.join(workdir, "config.json")
         with open(self.config, "w") as f:
             json.dump(config, f)
@@ -128,6 +128,41 @@ class Gateway:
 
     def admin(self, method, path, body=None):
         return self.request(method, path, body, token=self.admin_token)
+
+    def app_token(self, tenant):
+        """A further app token of `tenant`: (token, id)."""
+        status, body, _ = self.admin("POST", "/admin/v1/tokens", {"tenant": tenant})
+        assert status == 201, body
+        return body["token"], body["id"]
+
+    def wait_job(self, job_id, timeout=600):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status, job, _ = self.as_role("key-admin", "GET", f"/admin/v1/jobs/{job_id}")
+            assert status == 200, job
+            if job["status"] != "running":
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} still running after {timeout} s")
+
+    def export(self, token):
+        """All of a tenant's records through the export route: (records, end line)."""
+        req = urllib.request.Request(self.url + "/v1/keyward/export", headers={"authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=600) as r:
+            lines = [json.loads(line) for line in r.read().splitlines()]
+        return lines[:-1], lines[-1]
+
+    def role_token(self, role):
+        """A token of `role` (key-admin, auditor, admin), issued once per gateway."""
+        cache = self.__dict__.setdefault("_role_tokens", {})
+        if role not in cache:
+            status, body, _ = self.admin("POST", "/admin/v1/tokens", {"role": role})
+            assert status == 201, body
+            cache[role] = body["token"]
+        return cache[role]
+
+    def as_role(self, role, method, path, body=None):
+        return self.request(method, path, body, token=self.role_token(role))
 
     def new_tenant(self, name, **fields):
         status, body, _ = self.admin("POST", "/admin/v1/tenants", {"name": name, **fields})

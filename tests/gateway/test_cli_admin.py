@@ -6,7 +6,7 @@ import time
 
 import openai
 
-from conftest import keyward_bin
+from keyward_paths import keyward_bin
 
 
 def cli(gateway, *args, token=None):

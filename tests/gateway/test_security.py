@@ -3,6 +3,7 @@ import json
 import os
 import signal
 import sqlite3
+import urllib.parse
 import subprocess
 import threading
 import time
@@ -11,7 +12,7 @@ import uuid
 import openai
 import pytest
 
-from conftest import keyward_bin
+from keyward_paths import keyward_bin
 
 
 def chat(client, text, model="mock-1"):
@@ -64,7 +65,7 @@ def test_revocation_stops_the_tenant_at_once_and_restoring_resumes(gateway, upst
     a = gateway.openai(token_a)
     b = gateway.openai(gateway.new_tenant("rev-b"))
     old = chat(a, "before")
-    env = {**os.environ, "KEYWARD_ADMIN_TOKEN": gateway.admin_token}
+    env = {**os.environ, "KEYWARD_ADMIN_TOKEN": gateway.role_token("key-admin")}
 
     out = subprocess.run([keyward_bin(), "keys", "disable", "local:rev-a", "--url", gateway.url],
                          env=env, capture_output=True, text=True)
@@ -97,8 +98,12 @@ def test_key_store_unreachable_is_503_and_nothing_is_sent(fresh_gateway, upstrea
     arn = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000"
     db = sqlite3.connect(f"{g.data}/keyward.sqlite3", timeout=10)
     with db:  # no KMS to describe the key at creation: insert the tenant the way the API would
-        db.execute("INSERT INTO tenants VALUES ('kms', ?, 'always', 30, 0)", ("aws-kms:" + arn,))
+        db.execute("INSERT INTO tenants(name, key, store, retention_days, created_at) VALUES ('kms', ?, 'always', 30, 0)",
+                   ("aws-kms:" + arn,))
     db.close()
+    status, _, _ = g.admin("PUT", "/admin/v1/keys/" + urllib.parse.quote("aws-kms:" + arn, safe="") + "/policy",
+                           {"grants": [{"principals": ["tenant:kms"], "purposes": ["inference"]}]})
+    assert status == 200
     status, token, _ = g.admin("POST", "/admin/v1/tokens", {"tenant": "kms"})
     before = upstream.count
     with pytest.raises(openai.InternalServerError) as e:

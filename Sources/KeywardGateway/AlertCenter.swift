@@ -1,0 +1,107 @@
+import AsyncHTTPClient
+import Foundation
+import KeywardStorage
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// Alerting on anomalous unwrap activity: feeds logged unwraps and retrievals to the
+/// ``AnomalyDetector``; on a breach appends an `alert` audit event, counts it, queues a webhook
+/// delivery (never awaited by a request) and, if configured, suspends the principal's token.
+public final class AlertCenter: Sendable {
+    public struct Configuration: Sendable {
+        public var detector: AnomalyDetector.Configuration
+        /// Where alerts are POSTed as JSON; nil: audit event and metric only.
+        public var webhook: String?
+        /// Suspend the token whose activity raised the alert.
+        public var suspendToken: Bool
+
+        public init(detector: AnomalyDetector.Configuration = .init(), webhook: String? = nil, suspendToken: Bool = false) {
+            self.detector = detector
+            self.webhook = webhook
+            self.suspendToken = suspendToken
+        }
+    }
+
+    let configuration: Configuration
+    private let detector: Mutex<AnomalyDetector>
+    private let deliveries: AsyncStream<[UInt8]>
+    private let queue: AsyncStream<[UInt8]>.Continuation
+    private let raised = Mutex<[@Sendable (AnomalyDetector.Alert, AuditEvent) async -> Void]>([])
+
+    init(configuration: Configuration) {
+        self.configuration = configuration
+        detector = Mutex(AnomalyDetector(configuration: configuration.detector))
+        (deliveries, queue) = AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .bufferingNewest(1000))
+    }
+
+    /// Registers what happens on an alert (the gateway appends the event and may suspend).
+    func onAlert(_ handler: @escaping @Sendable (AnomalyDetector.Alert, AuditEvent) async -> Void) {
+        raised.withLock { $0.append(handler) }
+    }
+
+    func observe(_ event: AuditEvent) {
+        let now = Gateway.clock()
+        guard let alert = detector.withLock({ $0.observe(principal: event.actor, key: event.key ?? "-", at: now) }) else { return }
+        let handlers = raised.withLock { $0 }
+        Task { for h in handlers { await h(alert, event) } }
+    }
+
+    func deliver(_ alert: AnomalyDetector.Alert, tenant: String?) {
+        guard configuration.webhook != nil else { return }
+        var object: [String: Any] = [
+            "type": "keyward.alert", "reason": alert.reason, "subjects": alert.subjects, "principal": alert.principal,
+            "key": alert.key, "count": alert.count, "window_seconds": configuration.detector.window,
+            "baseline": alert.baseline, "time": Gateway.nowMs() / 1000,
+        ]
+        if let tenant { object["tenant"] = tenant }
+        let body = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        queue.yield(Array(body))
+    }
+
+    /// Posts queued alerts to the webhook, retrying with back-off; drops an alert after 5 tries.
+    func runDeliveries(logger: Logger) async {
+        guard let url = configuration.webhook else { return }
+        for await body in deliveries {
+            var delay = Duration.milliseconds(500)
+            for attempt in 1...5 {
+                var request = HTTPClientRequest(url: url)
+                request.method = .POST
+                request.headers.add(name: "content-type", value: "application/json")
+                request.body = .bytes(ByteBuffer(bytes: body))
+                if let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(5)),
+                   (200..<300).contains(response.status.code) {
+                    _ = try? await response.body.collect(upTo: 1 << 16)
+                    break
+                }
+                if attempt == 5 { logger.error("alert webhook delivery failed after 5 attempts") }
+                try? await Task.sleep(for: delay)
+                delay *= 2
+            }
+        }
+    }
+
+    func finish() { queue.finish() }
+}
+
+
+/// Delivers alerts to the webhook until shutdown.
+struct AlertService: Service, CustomStringConvertible {
+    var description: String { "AlertService" }
+    let alerts: AlertCenter
+    let logger: Logger
+
+    func run() async throws {
+        guard alerts.configuration.webhook != nil else {
+            // Nothing to deliver; a service that returns early would stop the whole group.
+            try? await gracefulShutdown()
+            return
+        }
+        await withGracefulShutdownHandler {
+            await alerts.runDeliveries(logger: logger)
+        } onGracefulShutdown: {
+            alerts.finish()
+        }
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import Hummingbird
+import KeywardStorage
+import Logging
+import Synchronization
+
+/// Who is acting, for audit events raised below the routes (in the vault, on a key-store call).
+struct AuditScope: Sendable {
+    @TaskLocal static var current: AuditScope?
+    /// The id of the request being handled (set by the middleware).
+    @TaskLocal static var requestID: String?
+    var actor: String
+    var tenant: String?
+    var requestID: String?
+    var purpose: Purpose?
+
+    init(actor: String, tenant: String? = nil, requestID: String? = AuditScope.requestID, purpose: Purpose? = nil) {
+        self.actor = actor
+        self.tenant = tenant
+        self.requestID = requestID
+        self.purpose = purpose
+    }
+}
+
+/// The gateway's side of the audit log: builds events, appends them through the store (which
+/// chains them), and fails closed: when an append fails, the operation it describes is refused
+/// with 503 `audit_unavailable`, and key operations are refused up front until an append works again.
+public final class AuditLog: Sendable {
+    let store: any RecordStore
+    let metrics: GatewayMetrics
+    let logger: Logger
+    /// Told of every unwrap and retrieval that was logged.
+    let alerts: AlertCenter
+    private let failing = Atomic<Bool>(false)
+
+    init(store: any RecordStore, metrics: GatewayMetrics, logger: Logger, alerts: AlertCenter) {
+        self.store = store
+        self.metrics = metrics
+        self.logger = logger
+        self.alerts = alerts
+    }
+
+    /// Whether the last append worked. Key operations check this before they start.
+    public var isAvailable: Bool { !failing.load(ordering: .relaxed) }
+
+    func requireAvailable() throws {
+        guard isAvailable else { throw GatewayError.auditUnavailable }
+    }
+
+    static func event(_ operation: String, key: String? = nil, record: String? = nil, result: String = "ok",
+                      detail: String? = nil, scope: AuditScope? = AuditScope.current) -> AuditEvent {
+        AuditEvent(time: Gateway.nowMs(), actor: scope?.actor ?? "system", tenant: scope?.tenant, key: key, operation: operation,
+                   purpose: scope?.purpose?.rawValue, requestID: scope?.requestID, record: record, result: result, detail: detail)
+    }
+
+    /// Appends events durably, or throws ``GatewayError/auditUnavailable``.
+    @discardableResult
+    func append(_ events: [AuditEvent]) async throws -> [AuditEvent] {
+        guard !events.isEmpty else { return [] }
+        do {
+            let appended = try await store.appendAudit(events)
+            succeeded(appended)
+            return appended
+        } catch {
+            failed(error)
+            throw GatewayError.auditUnavailable
+        }
+    }
+
+    func append(_ event: AuditEvent) async throws {
+        try await append([event])
+    }
+
+    /// Stores records with the events that describe them, all or none.
+    func insert(_ records: [Record], events: [AuditEvent]) async throws {
+        do {
+            succeeded(try await store.insert(records, audit: events))
+        } catch let e as StorageError where e.code == .alreadyExists {
+            throw e
+        } catch {
+            failed(error)
+            throw GatewayError.auditUnavailable
+        }
+    }
+
+    private func succeeded(_ events: [AuditEvent]) {
+        metrics.auditAppend(ok: true)
+        if failing.exchange(false, ordering: .relaxed) { logger.notice("audit log writable again") }
+        for e in events where e.operation == "decrypt_record" || e.operation == "unwrap" {
+            alerts.observe(e)
+        }
+    }
+
+    private func failed(_ error: any Error) {
+        metrics.auditAppend(ok: false)
+        if !failing.exchange(true, ordering: .relaxed) {
+            logger.critical("audit log append failed: key operations are refused until it works", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+extension GatewayError {
+    static let auditUnavailable = GatewayError(.serviceUnavailable, type: "server_error", code: "audit_unavailable",
+                                               "the audit log cannot be written: key operations are refused until it can")
+    static func accessDenied(_ message: String) -> GatewayError {
+        GatewayError(.forbidden, type: "permission_error", code: "access_denied", message)
+    }
+}

@@ -1,0 +1,44 @@
+import Foundation
+import Hummingbird
+import KeywardStorage
+
+/// `GET /admin/v1/audit`, for auditor tokens: the audit log in chain order, with each event's
+/// position and hash, so a reader can follow and check the chain. Reading it is itself logged.
+extension Gateway {
+    static func auditJSON(_ e: AuditEvent) -> [String: Any] {
+        var object: [String: Any] = [
+            "seq": e.seq, "time": Double(e.time) / 1000, "actor": e.actor, "operation": e.operation, "result": e.result,
+            "prev_hash": AuditSigner.hex(e.previousHash), "hash": AuditSigner.hex(e.hash),
+        ]
+        if let v = e.tenant { object["tenant"] = v }
+        if let v = e.key { object["key"] = v }
+        if let v = e.purpose { object["purpose"] = v }
+        if let v = e.requestID { object["request_id"] = v }
+        if let v = e.record { object["record"] = v }
+        if let v = e.detail { object["detail"] = v }
+        return object
+    }
+
+    func addAuditRoutes(to router: Router<GatewayContext>) {
+        router.get("/admin/v1/audit") { request, _ -> Response in
+            let principal = try await self.authenticate(request, role: .auditor)
+            let q = request.uri.queryParameters
+            func number(_ name: String) throws -> Double? {
+                guard let text = q.get(name) else { return nil }
+                guard let v = Double(text), v >= 0 else {
+                    throw GatewayError.invalidRequest("\(name) must be a non-negative number", code: "invalid_field")
+                }
+                return v
+            }
+            let limit = Int(try number("limit") ?? 100)
+            guard (1...1000).contains(limit) else { throw GatewayError.invalidRequest("limit must be 1 to 1000", code: "invalid_field") }
+            let query = AuditQuery(afterSeq: Int64(try number("after") ?? 0), since: try number("since").map { Int64($0 * 1000) },
+                                   tenant: q.get("tenant"), key: q.get("key"), operation: q.get("operation"), limit: limit)
+            try await self.audit.append(AuditLog.event("audit_read", scope: AuditScope(actor: principal.tokenID)))
+            let events = try await self.store.auditEvents(query)
+            var object: [String: Any] = ["object": "list", "data": events.map(Self.auditJSON)]
+            object["last_seq"] = events.last?.seq ?? query.afterSeq
+            return Self.json(object)
+        }
+    }
+}

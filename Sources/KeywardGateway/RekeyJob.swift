@@ -1,0 +1,161 @@
+import Dispatch
+import Foundation
+import KeywardCrypto
+import KeywardKeyStores
+import KeywardStorage
+import ServiceLifecycle
+
+/// Moves a tenant's stored records from one master key to another (or, after a rotation, to the
+/// same key's newest version) by rewriting record headers only: each distinct data key is
+/// unwrapped once with the old key and wrapped with the new one; bodies are never read.
+///
+/// Resumable: the cursor and counts are saved in the same transaction as each batch of headers,
+/// so after a crash the job continues after the last batch that committed. Safe with traffic:
+/// a header is replaced only if unchanged since it was read, and new records already use the
+/// new key.
+struct RekeyJob {
+    let gateway: Gateway
+    static let batchSize = 500
+
+    /// Runs `job` to its end (or until shutdown); returns it as last saved.
+    func run(_ start: Job) async throws -> Job {
+        var job = start
+        let store = gateway.store
+        guard var tenant = try await store.tenant(named: job.tenant) else {
+            throw GatewayError.notFound("tenant \(job.tenant) no longer exists")
+        }
+        // Idempotent: also repairs a crash between creating the job and switching the tenant.
+        let previous = job.fromKey == job.toKey ? nil : job.fromKey
+        if tenant.key != job.toKey || tenant.previousKey != previous {
+            tenant.key = job.toKey
+            tenant.previousKey = previous
+            try await store.updateTenant(tenant)
+            gateway.forgetCachedPrincipals()
+        }
+        let from = try keyring(job.fromKey)
+        let to = try keyring(job.toKey)
+        let scope = Vault.scope(tenant.name)
+        var unwrapped: [[UInt8]: (SecretBytes, EncryptedDataKey)] = [:]
+        var produced = Set<[UInt8]>()
+        var unmatched = 0
+        let audit = AuditScope(actor: "system", tenant: tenant.name, requestID: job.id, purpose: nil)
+
+        while !Task.isShuttingDownGracefully {
+            let began = ContinuousClock.now
+            let after = job.cursorID.flatMap { id in job.cursorKind.map { (id: id, kind: $0) } }
+            let batch = try await store.recordHeaders(tenant: tenant.name, after: after, limit: Self.batchSize)
+            guard let last = batch.last else { break }
+            var changes: [HeaderChange] = []
+            var events: [AuditEvent] = []
+            for r in batch {
+                let edks = try r.header.withUnsafeBytes { try MessageHeader.parse(prefixOf: $0).0.encryptedDataKeys }
+                if edks.contains(where: { produced.contains($0.ciphertext) }) { continue }
+                if job.fromKey != job.toKey, edks.contains(where: to.owns) { continue }
+                guard let edk = edks.first(where: from.owns) else { unmatched += 1; continue }
+                if unwrapped[edk.ciphertext] == nil {
+                    let suite = try r.header.withUnsafeBytes { try MessageHeader.parse(prefixOf: $0).0.suite }
+                    let opened = try await from.onDecrypt(DecryptionMaterials(suite: suite, encryptionContext: scope), encryptedDataKeys: [edk])
+                    guard let dataKey = opened.plaintextDataKey else {
+                        throw KeywardCryptoError(.noDecryptableKey, "a data key of record \(r.id) did not unwrap")
+                    }
+                    let wrapped = try await to.onEncrypt(EncryptionMaterials(suite: suite, encryptionContext: scope, plaintextDataKey: dataKey))
+                    guard let newEDK = wrapped.encryptedDataKeys.last else {
+                        throw KeywardCryptoError(.internalError, "the new key returned no wrapped data key")
+                    }
+                    unwrapped[edk.ciphertext] = (dataKey, newEDK)
+                    produced.insert(newEDK.ciphertext)
+                    events.append(AuditLog.event("rewrap", key: job.fromKey, record: r.id, detail: "to=\(job.toKey)", scope: audit))
+                    job.dataKeys += 1
+                }
+                let (dataKey, newEDK) = unwrapped[edk.ciphertext]!
+                changes.append(HeaderChange(id: r.id, kind: r.kind, old: r.header,
+                                            new: try HeaderRewrap.rewrap(r.header, dataKey: dataKey, encryptedDataKeys: [newEDK])))
+            }
+            // No event, no rewrite: the rewraps above are logged before their headers are written.
+            try await gateway.audit.append(events)
+            job.cursorID = last.id
+            job.cursorKind = last.kind
+            job.processed += Int64(batch.count)
+            job.rewrapped += Int64(changes.count)
+            job.updatedAt = Gateway.nowMs()
+            job.activeMs += Int64((ContinuousClock.now - began).milliseconds)
+            let replaced = try await store.replaceHeaders(changes, tenant: tenant.name, job: job)
+            // A header changed meanwhile (record deleted) was left alone: count what was written.
+            job.rewrapped -= Int64(changes.count - replaced)
+            gateway.metrics.headersRewrapped(replaced)
+        }
+        guard !Task.isShuttingDownGracefully else { return job }
+
+        if var current = try await store.tenant(named: job.tenant), current.previousKey != nil {
+            current.previousKey = nil
+            try await store.updateTenant(current)
+            gateway.forgetCachedPrincipals()
+        }
+        job.status = unmatched == 0 ? .done : .failed
+        if unmatched > 0 { job.error = "\(unmatched) records are under neither \(job.fromKey) nor \(job.toKey) and were left as they are" }
+        job.updatedAt = Gateway.nowMs()
+        try await store.updateJob(job)
+        try await gateway.audit.append(AuditLog.event("rekey_\(job.status.rawValue)", key: job.toKey,
+                                                      detail: "job=\(job.id) records=\(job.processed) rewrapped=\(job.rewrapped) data_keys=\(job.dataKeys)",
+                                                      scope: audit))
+        gateway.logger.notice("re-key finished", metadata: [
+            "job": "\(job.id)", "tenant": "\(job.tenant)", "status": "\(job.status.rawValue)",
+            "records": "\(job.processed)", "rewrapped": "\(job.rewrapped)",
+        ])
+        return job
+    }
+
+    private func keyring(_ key: String) throws -> KeyStoreKeyring {
+        let reference = try KeyReference.parse(key)
+        return KeyStoreKeyring(store: try gateway.keyStores.store(for: reference), keyID: reference.keyID)
+    }
+}
+
+/// Runs re-key jobs one at a time: those left running by a previous process first, then each
+/// new one as it is submitted.
+struct JobService: Service, CustomStringConvertible {
+    var description: String { "JobService" }
+    let gateway: Gateway
+
+    func run() async throws {
+        for job in (try? await gateway.store.jobs(status: .running)) ?? [] { await runOne(job) }
+        await withGracefulShutdownHandler {
+            for await id in gateway.jobQueue.stream {
+                guard let job = try? await gateway.store.job(id: id), job.status == .running else { continue }
+                await runOne(job)
+            }
+        } onGracefulShutdown: {
+            gateway.jobQueue.continuation.finish()
+        }
+    }
+
+    private func runOne(_ job: Job) async {
+        gateway.logger.notice("re-key running", metadata: ["job": "\(job.id)", "tenant": "\(job.tenant)", "to": "\(job.toKey)"])
+        do {
+            // Off the event loops: a batch is milliseconds of CPU without a suspension point,
+            // which on an event loop would hold up every connection that loop serves.
+            _ = try await withTaskExecutorPreference(JobExecutor.shared) { try await RekeyJob(gateway: gateway).run(job) }
+        } catch {
+            var failed = (try? await gateway.store.job(id: job.id)) ?? job
+            failed.status = .failed
+            failed.error = "\(GatewayError.from(error).message)"
+            failed.updatedAt = Gateway.nowMs()
+            try? await gateway.store.updateJob(failed)
+            try? await gateway.audit.append(AuditLog.event("rekey_failed", key: job.toKey, result: "error:\(GatewayError.from(error).code)",
+                                                           detail: "job=\(job.id)", scope: AuditScope(actor: "system", tenant: job.tenant)))
+            gateway.logger.error("re-key failed", metadata: ["job": "\(job.id)", "error": "\(failed.error ?? "")"])
+        }
+    }
+}
+
+/// One thread of its own for background jobs, so their CPU work competes with request handling
+/// through the OS scheduler instead of blocking an event loop.
+final class JobExecutor: TaskExecutor {
+    static let shared = JobExecutor()
+    private let queue = DispatchQueue(label: "keyward.jobs")
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import KeywardCrypto
+import KeywardGateway
+import KeywardKeyStores
+import KeywardStorage
+import Logging
+
+/// A gateway on a fresh data folder with tenant `name` on a new local key, nothing served.
+func benchGateway(_ folder: String, cache: CacheLimits = CacheLimits(maxAge: 60, maxMessages: 100_000)) async throws -> Gateway {
+    var logger = Logger(label: "bench")
+    logger.logLevel = .warning
+    let gateway = try Gateway(configuration: GatewayConfiguration(dataFolder: folder, cacheLimits: cache), logger: logger)
+    _ = try await gateway.prepare()
+    return gateway
+}
+
+/// Stores `exchanges` chat exchanges (two records each, as the gateway stores them: sealed under
+/// the tenant's cached data key, inserted with their audit event) for tenant `name`.
+func seed(_ gateway: Gateway, tenant name: String, exchanges: Int) async throws {
+    var tenant = try await gateway.store.tenant(named: name)
+    if tenant == nil {
+        let store = try gateway.keyStores.store(for: KeyReference(scheme: "local", keyID: name))
+        if (try? await store.describe(keyID: name)) == nil { _ = try await store.createKey(name: name) }
+        tenant = Tenant(name: name, key: "local:\(name)", createdAt: Int64(Date().timeIntervalSince1970 * 1000))
+        try await gateway.store.createTenant(tenant!)
+    }
+    let request = Array(#"{"model":"keyward/echo","messages":[{"role":"user","content":"hello there, a seeded prompt"}]}"#.utf8)
+    let response = Array(#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"echo: hello there, a seeded prompt"},"finish_reason":"stop"}]}"#.utf8)
+    var batch: [Record] = []
+    for i in 0..<exchanges {
+        let sealer = try await gateway.vault.sealer(for: tenant!, plaintextLength: request.count)
+        let id = "chatcmpl-seed\(String(i, radix: 36))-\(UUID().uuidString.prefix(8))"
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        batch.append(try sealer.seal(request, id: id, kind: "chat.request", createdAt: now, metadata: RecordMetadata(model: "keyward/echo")))
+        batch.append(try sealer.seal(response, id: id, kind: "chat.response", createdAt: now, metadata: RecordMetadata(model: "keyward/echo")))
+        if batch.count >= 1000 || i == exchanges - 1 {
+            let events = stride(from: 0, to: batch.count, by: 2).map {
+                AuditEvent(time: now, actor: "seed", tenant: name, key: tenant!.key, operation: "encrypt_record", record: batch[$0].id)
+            }
+            try await gateway.store.insert(batch, audit: events)
+            batch.removeAll(keepingCapacity: true)
+        }
+    }
+}
+
+/// Audit append latency, one event per transaction as the retrieval path appends them, from one
+/// task and then from 16 at once (group commit).
+func auditAppend(_ n: Int) async throws {
+    let folder = NSTemporaryDirectory() + "keyward-bench-audit-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    let store = try SQLiteRecordStore(path: folder + ".sqlite3")
+    defer { for s in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: folder + ".sqlite3" + s) } }
+    try await store.migrate()
+    func event(_ i: Int) -> AuditEvent {
+        AuditEvent(time: Int64(Date().timeIntervalSince1970 * 1000), actor: "tok_0VboW6EOy27gZNRCPSQftsaD", tenant: "acme",
+                   key: "local:acme", operation: "decrypt_record", purpose: "retrieval", requestID: "req-\(i)",
+                   record: "chatcmpl-0VboW6EOy27gZNRCPSQf\(i)/chat.response")
+    }
+    for i in 0..<1000 { try await store.appendAudit([event(i)]) }
+    let clock = ContinuousClock()
+    var samples: [Double] = []
+    samples.reserveCapacity(n)
+    for i in 0..<n {
+        let t = clock.now
+        try await store.appendAudit([event(i)])
+        samples.append(seconds(clock.now - t) * 1e6)
+        if i % 20_000 == 0 { try await store.maintain() }
+    }
+    report("audit-append (1 task)", samples)
+
+    var concurrent: [Double] = []
+    let perTask = n / 16
+    let started = clock.now
+    try await withThrowingTaskGroup(of: [Double].self) { group in
+        for t in 0..<16 {
+            group.addTask {
+                var s: [Double] = []
+                for i in 0..<perTask {
+                    let start = clock.now
+                    try await store.appendAudit([event(t * perTask + i)])
+                    s.append(seconds(clock.now - start) * 1e6)
+                }
+                return s
+            }
+        }
+        for try await s in group { concurrent += s }
+    }
+    let elapsed = seconds(clock.now - started)
+    report("audit-append (16 tasks)", concurrent)
+    print(String(format: "  16 tasks: %.0f appends/s, %.1f µs of wall time per append (the p99 above is mostly waiting for the group commit ahead)",
+                 Double(concurrent.count) / elapsed, elapsed / Double(concurrent.count) * 1e6))
+    // The chain those appends made must verify.
+    let result = try await AuditVerifier.verify(store, trustedKeys: [])
+    print("  chain verified: \(result.events) events")
+}
+
+private func report(_ name: String, _ samples: [Double]) {
+    let sorted = samples.sorted()
+    func q(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+    print(String(format: "%@: %d appends: p50 %.1f µs, p99 %.1f µs, p99.9 %.1f µs, max %.1f µs (target p99 ≤ 50)",
+                 name, samples.count, q(0.5), q(0.99), q(0.999), sorted.last ?? 0))
+}
+
+/// Re-key throughput: `n` records of one tenant from one local key to another.
+func rewrap(_ n: Int) async throws {
+    let folder = NSTemporaryDirectory() + "keyward-bench-rewrap-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    let gateway = try await benchGateway(folder)
+    try await seed(gateway, tenant: "acme", exchanges: n / 2)
+    _ = try await gateway.keyStores.store(for: KeyReference(scheme: "local", keyID: "")).createKey(name: "acme-new")
+    let job = try await gateway.startRekey(tenant: "acme", to: "local:acme-new", actor: "bench")
+    let clock = ContinuousClock(), cpu0 = cpuSeconds()
+    var done: Job?
+    let elapsed = try await clock.measure { done = try await gateway.runJob(id: job.id) }
+    let cpu = cpuSeconds() - cpu0
+    guard let done, done.status == .done else { throw GatewayError.internalError }
+    print(String(format: "rewrap: %lld records (%lld data keys) from local:acme to local:acme-new in %.2f s: %.0f records/s (target ≥ 20,000); %.0f%% of one core",
+                 done.processed, done.dataKeys, seconds(elapsed), Double(done.processed) / seconds(elapsed), cpu / seconds(elapsed) * 100))
+    try await gateway.upstreams.shutdown()
+}
