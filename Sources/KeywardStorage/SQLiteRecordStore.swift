@@ -268,10 +268,17 @@ public final class SQLiteRecordStore: RecordStore {
     /// in the same transaction as the records they describe, chained at the head as they commit.
     @discardableResult
     public func insert(_ records: [Record], audit: [AuditEvent]) async throws -> [AuditEvent] {
-        let rows = try records.map(Self.arguments)
+        let work = Work(rows: try records.map(Self.arguments), audit: audit)
+        // Nobody writing: commit on this thread without suspending (a hop to the executor and
+        // back costs more than the commit), then commit whatever queued meanwhile.
+        if pending.withLock({ p in p.writing ? false : { p.writing = true; return true }() }) {
+            let result = Result { try write([work])[0] }
+            drainPendingInserts()
+            return try result.get()
+        }
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[AuditEvent], any Error>) in
             let lead = pending.withLock { p -> Bool in
-                p.batches.append(PendingBatch(rows: rows, audit: audit, continuation: continuation))
+                p.batches.append(PendingBatch(work: work, continuation: continuation))
                 guard !p.writing else { return false }
                 p.writing = true
                 return true
@@ -285,9 +292,14 @@ public final class SQLiteRecordStore: RecordStore {
         try await insert([], audit: events)
     }
 
-    private struct PendingBatch: Sendable {
+    /// What one caller commits: record rows and audit events.
+    private struct Work: Sendable {
         let rows: [[SQLValue]]
         let audit: [AuditEvent]
+    }
+
+    private struct PendingBatch: Sendable {
+        let work: Work
         let continuation: CheckedContinuation<[AuditEvent], any Error>
     }
 
@@ -298,6 +310,7 @@ public final class SQLiteRecordStore: RecordStore {
 
     private let pending = Mutex(PendingInserts())
 
+    /// Commits queued batches until none are left, then gives up the writer's role.
     private func drainPendingInserts() {
         while true {
             let batches = pending.withLock { p -> [PendingBatch] in
@@ -307,14 +320,14 @@ public final class SQLiteRecordStore: RecordStore {
             }
             if batches.isEmpty { return }
             do {
-                let appended = try write(batches)
+                let appended = try write(batches.map(\.work))
                 for (b, events) in zip(batches, appended) { b.continuation.resume(returning: events) }
             } catch where batches.count == 1 {
                 batches[0].continuation.resume(throwing: error)
             } catch {
                 // All or none per caller: retry each alone, so only the one at fault fails.
                 for b in batches {
-                    do { b.continuation.resume(returning: try write([b])[0]) } catch { b.continuation.resume(throwing: error) }
+                    do { b.continuation.resume(returning: try write([b.work])[0]) } catch { b.continuation.resume(throwing: error) }
                 }
             }
         }
@@ -325,7 +338,7 @@ public final class SQLiteRecordStore: RecordStore {
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """
 
-    private func write(_ batches: [PendingBatch]) throws -> [[AuditEvent]] {
+    private func write(_ batches: [Work]) throws -> [[AuditEvent]] {
         try run { c in
             let written = try c.transaction {
                 // The head is whatever committed last: our own last append, unless another
