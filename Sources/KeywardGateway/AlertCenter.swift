@@ -49,14 +49,24 @@ public final class AlertCenter: Sendable {
     }
 
     func deliver(_ alert: AnomalyDetector.Alert, tenant: String?) {
-        guard configuration.webhook != nil else { return }
         var object: [String: Any] = [
             "type": "keyward.alert", "reason": alert.reason, "subjects": alert.subjects, "principal": alert.principal,
             "key": alert.key, "count": alert.count, "window_seconds": configuration.detector.window,
             "baseline": alert.baseline, "time": Gateway.nowMs() / 1000,
         ]
         if let tenant { object["tenant"] = tenant }
-        let body = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        post(object)
+    }
+
+    /// A revocation, restoration, rotation or deletion schedule: operators hear of it as it happens.
+    func keyChanged(_ key: String, operation: String, actor: String, tenants: [String]) {
+        post(["type": "keyward.key_event", "operation": operation, "key": key, "actor": actor, "tenants": tenants,
+              "time": Gateway.nowMs() / 1000])
+    }
+
+    private func post(_ object: [String: Any]) {
+        guard configuration.webhook != nil,
+              let body = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
         queue.yield(Array(body))
     }
 

@@ -82,6 +82,10 @@ public final class GatewayMetrics: Sendable {
         counter("alerts", "total", "Anomalous unwrap activity alerts raised", [("reason", reason)]).increment()
     }
 
+    func keyEvent(_ operation: String) {
+        counter("key_events", "total", "Key life-cycle operations through the admin API", [("operation", operation)]).increment()
+    }
+
     func accessDenied(_ purpose: String) {
         counter("access_denied", "total", "Requests refused by a key policy or a role, by purpose", [("purpose", purpose)]).increment()
     }

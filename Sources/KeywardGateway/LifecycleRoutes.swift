@@ -79,6 +79,9 @@ extension Gateway {
                 // data keys use the new version, an enable starts from the store's state.
                 self.vault.purge(key: ref)
                 self.providerKeys.withLock { $0.removeAll() }
+                self.metrics.keyEvent(operation)
+                self.alerts.keyChanged(ref, operation: operation, actor: principal.tokenID,
+                                       tenants: (try? await self.store.tenants(usingKey: ref).map(\.name)) ?? [])
                 self.logger.notice("key \(operation)", metadata: ["key": "\(ref)"])
                 return Self.json(Self.keyJSON(try await self.describe(reference, ref)))
             }

@@ -326,6 +326,7 @@ def test_a_burst_of_retrievals_raises_exactly_one_alert_and_suspends_the_token(f
     time.sleep(2)  # any second alert would arrive meanwhile
     assert len(hook.posts) == 1, hook.posts
     alert = hook.posts[0]
+    assert alert["type"] == "keyward.alert"
     assert alert["principal"] == token_id and alert["tenant"] == "burst" and alert["reason"] == "baseline"
     assert set(alert["subjects"]) == {f"principal:{token_id}", "key:local:burst"}
     alerts = audit(g, operation="alert")
@@ -336,6 +337,15 @@ def test_a_burst_of_retrievals_raises_exactly_one_alert_and_suspends_the_token(f
     status, body, _ = g.admin("POST", f"/admin/v1/tokens/{token_id}/resume")
     assert status == 200
     assert c.chat.completions.retrieve(r.id).id == r.id
+    # Revocation is announced on the same webhook.
+    status, _, _ = g.as_role("key-admin", "POST", f"/admin/v1/keys/{ref('local:calm')}/disable")
+    assert status == 200
+    deadline = time.time() + 10
+    while len(hook.posts) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    event = hook.posts[1]
+    assert event["type"] == "keyward.key_event" and event["operation"] == "disable"
+    assert event["key"] == "local:calm" and event["tenants"] == ["calm"] and event["actor"].startswith("tok_")
 
 
 # MARK: key life cycle through the API
