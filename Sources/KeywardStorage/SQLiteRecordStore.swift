@@ -34,7 +34,7 @@ public final class SQLiteRecordStore: RecordStore {
     static let maxLogFrames: Int64 = 16_384
 
     /// Copies the write-ahead log into the database without blocking writers; the gateway calls
-    /// it every second. Returns the number of log frames copied.
+    /// it four times a second. Returns the number of log frames copied.
     @discardableResult
     public func maintain() async throws -> Int {
         // On a thread of its own: a checkpoint writes and syncs the database file for milliseconds,
