@@ -203,3 +203,42 @@ def test_rekey_to_aws_kms_and_back(fresh_gateway):
     finally:
         if moto.process.poll() is None:
             moto.stop()
+
+
+def test_rekey_to_an_hsm_and_back(fresh_gateway, tmp_path):
+    module = "/usr/lib/softhsm/libsofthsm2.so"
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = {"SOFTHSM2_CONF": str(conf)}
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "kw", "--pin", "1234", "--so-pin", "5678"],
+                   check=True, capture_output=True, env={**os.environ, **env})
+    (tmp_path / "pin").write_text("1234\n")
+    hsm = f"pkcs11:token=kw;object=gw?module-path={module}&pin-source={tmp_path / 'pin'}"
+    out = subprocess.run([keyward_bin(), "keys", "create", hsm], capture_output=True, text=True, env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr
+
+    g = fresh_gateway(extra_env=env)
+    c = g.openai(g.new_tenant("vault"))
+    ids = [chat(c, f"h{i}").id for i in range(30)]
+    status, body, _ = g.as_role("key-admin", "POST", "/admin/v1/tenants/vault/rekey", {"key": hsm})
+    assert status == 202, body
+    job = g.wait_job(body["job"])
+    assert job["status"] == "done" and job["records_rewrapped"] == 60, job
+    db = sqlite3.connect(f"{g.data}/keyward.sqlite3")
+    headers = [h for (h,) in db.execute("SELECT header FROM records WHERE tenant = 'vault'")]
+    db.close()
+    # Wrapped inside the token; the PIN and module path are not written into the records.
+    assert all(b"token=kw;object=gw" in h and b"1234" not in h and module.encode() not in h for h in headers)
+    status, _, _ = g.as_role("key-admin", "POST", f"/admin/v1/keys/{ref('local:vault')}/disable")
+    assert status == 200
+    assert c.chat.completions.retrieve(ids[3]).choices[0].message.content == "h3"
+
+    create_key(g, "vault-home")
+    status, body, _ = g.as_role("key-admin", "POST", "/admin/v1/tenants/vault/rekey", {"key": "local:vault-home"})
+    assert status == 202, body
+    assert g.wait_job(body["job"])["status"] == "done"
+    # The HSM key disabled: nothing of the tenant's needs it any more.
+    status, _, _ = g.as_role("key-admin", "POST", f"/admin/v1/keys/{ref(hsm)}/disable")
+    assert status == 200
+    assert all(c.chat.completions.retrieve(i).choices[0].message.content == f"h{n}" for n, i in enumerate(ids))
