@@ -78,7 +78,7 @@ struct RekeyJob {
             job.processed += Int64(batch.count)
             job.rewrapped += Int64(changes.count)
             job.updatedAt = Gateway.nowMs()
-            job.activeMs += Int64((ContinuousClock.now - began).milliseconds)
+            job.activeMs += Int64((ContinuousClock.now - began).milliseconds.rounded(.up))
             let replaced = try await store.replaceHeaders(changes, tenant: tenant.name, job: job)
             // A header changed meanwhile (record deleted) was left alone: count what was written.
             job.rewrapped -= Int64(changes.count - replaced)
