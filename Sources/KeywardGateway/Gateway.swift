@@ -311,6 +311,11 @@ struct GatewayMiddleware: RouterMiddleware {
         return response
     }
 
+    static let adminActions: Set<String> = [
+        "disable", "enable", "rotate", "schedule-deletion", "cancel-deletion", "policy", "rekey", "purge-shredded",
+        "provider-keys", "suspend", "resume",
+    ]
+
     /// The route template of a path, so that ids never become metric labels.
     static func route(_ path: String) -> String {
         let parts = path.split(separator: "/").map(String.init)
@@ -322,9 +327,21 @@ struct GatewayMiddleware: RouterMiddleware {
         if parts.starts(with: ["v1", "chat", "completions"]) {
             return parts.count == 3 ? "/v1/chat/completions" : parts.count == 5 ? "/v1/chat/completions/{id}/messages" : "/v1/chat/completions/{id}"
         }
-        if parts.starts(with: ["admin", "v1", "keys"]), parts.count == 5 { return "/admin/v1/keys/{ref}/\(parts[4])" }
-        if parts.starts(with: ["admin", "v1", "tokens"]), parts.count == 4 { return "/admin/v1/tokens/{id}" }
-        if parts.starts(with: ["admin", "v1", "tenants"]), parts.count > 3 { return "/admin/v1/tenants/{name}/" + parts.dropFirst(4).joined(separator: "/") }
+        // Admin resources: /admin/v1/<resource>/<id>[/<action>]: the id is never a label, and
+        // only known actions are (a label per made-up path would grow the metrics without bound).
+        if parts.starts(with: ["admin", "v1"]), (4...6).contains(parts.count),
+           let id = ["keys": "{ref}", "tenants": "{name}", "tokens": "{id}", "jobs": "{id}"][parts[2]] {
+            var template = "/admin/v1/\(parts[2])/\(id)"
+            if parts.count >= 5 {
+                guard Self.adminActions.contains(parts[4]) else { return "other" }
+                template += "/\(parts[4])"
+            }
+            if parts.count == 6 {
+                guard parts[4] == "provider-keys" else { return "other" }
+                template += "/{upstream}"
+            }
+            return template
+        }
         return parts.count <= 3 ? "/" + parts.joined(separator: "/") : "other"
     }
 }
