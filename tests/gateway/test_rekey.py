@@ -181,6 +181,9 @@ def test_rekey_to_aws_kms_and_back(fresh_gateway):
         status, _, _ = g.as_role("key-admin", "POST", f"/admin/v1/keys/{ref('local:cloud')}/disable")
         assert status == 200
         assert c.chat.completions.retrieve(ids[0]).choices[0].message.content == "m0"
+        # Rotation through the gateway is KMS's RotateKeyOnDemand (and yearly rotation switched on).
+        status, key, _ = g.as_role("key-admin", "POST", f"/admin/v1/keys/{ref('aws-kms:' + arn)}/rotate")
+        assert status == 200 and key["rotation_enabled"] is True, key
         new = chat(c, "under kms").id
         # The policy went along with the tenant.
         status, policy, _ = g.admin("GET", f"/admin/v1/keys/{ref('aws-kms:' + arn)}/policy")
