@@ -20,6 +20,21 @@ import Testing
         #expect(KeyDerivation.commitKey(dataKey: dataKey, suite: .aes256GCMHKDFSHA512CommitKeyECDSAP384, messageID: messageID) == expected)
     }
 
+    @Test func theOneExtractPathGivesTheSameKeysAsTheKnownAnswers() {
+        let (content, commit) = KeyDerivation.committingKeys(dataKey: dataKey, suite: .aes256GCMHKDFSHA512CommitKey, messageID: messageID)
+        #expect(content.withUnsafeBytes { Array($0) } == hex("fc3bcfb0b21a15f54e7a8dfb4ee76cb60cd2b2a6b71ac8f1fff30fde97cfa964"))
+        #expect(commit == hex("b7c6b709e969c91cfc201a425d3dd061c11c998e16190e2caef2179c94eecc35"))
+        // And agrees with swift-crypto's HKDF (the separate-call path) on random inputs.
+        for _ in 0..<200 {
+            let key = SecretBytes(randomCount: 32)
+            let id = (0..<32).map { _ in UInt8.random(in: 0...255) }
+            let (c, k) = KeyDerivation.committingKeys(dataKey: key, suite: .aes256GCMHKDFSHA512CommitKeyECDSAP384, messageID: id)
+            let expected = KeyDerivation.contentKey(dataKey: key, suite: .aes256GCMHKDFSHA512CommitKeyECDSAP384, messageID: id)
+            #expect(c.withUnsafeBytes { Array($0) } == expected.withUnsafeBytes { Array($0) })
+            #expect(k == KeyDerivation.commitKey(dataKey: key, suite: .aes256GCMHKDFSHA512CommitKeyECDSAP384, messageID: id))
+        }
+    }
+
     @Test func version1SuitesUseSuiteIDAndMessageIDAsInfo() {
         let id16 = (100..<116).map { UInt8($0) }
         let s0114 = AlgorithmSuite.byID(0x0114)!, s0378 = AlgorithmSuite.byID(0x0378)!

@@ -62,4 +62,8 @@ int kw_digest_update(kw_digest *ctx, const void *data, size_t len);
 int kw_digest_final(kw_digest *ctx, uint8_t *out);
 void kw_digest_free(kw_digest *ctx);
 
+/// HMAC-SHA-512 of `data` under `key` (key_len <= 128, data_len <= 256) into out[64], on the
+/// stack: no allocation, and every intermediate holding key material is cleansed. Returns 1.
+int kw_hmac_sha512(const uint8_t *key, size_t key_len, const uint8_t *data, size_t data_len, uint8_t *out);
+
 #endif

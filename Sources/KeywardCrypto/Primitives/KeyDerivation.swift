@@ -1,3 +1,4 @@
+import CKeywardOpenSSL
 import Crypto
 
 /// How a message's data key becomes its content key and key commitment.
@@ -31,14 +32,42 @@ enum KeyDerivation {
     /// Both keys of a committing suite from one HKDF extract (they share key and salt), the two
     /// expands differing only in their info: a third less hashing on every message.
     static func committingKeys(dataKey: SecretBytes, suite: AlgorithmSuite, messageID: [UInt8]) -> (content: SecretBytes, commit: [UInt8]) {
-        precondition(suite.isCommitting && suite.kdf == .hkdfSHA512)
+        precondition(suite.isCommitting && suite.kdf == .hkdfSHA512 && suite.keyLength <= 64)
+        // HKDF-SHA-512 (RFC 5869) written out: both outputs fit in one expand block each.
+        var prk = [UInt8](repeating: 0, count: 64)
+        var block = [UInt8](repeating: 0, count: 64)
+        defer {
+            prk.withUnsafeMutableBytes { kw_cleanse($0.baseAddress, $0.count) }
+            block.withUnsafeMutableBytes { kw_cleanse($0.baseAddress, $0.count) }
+        }
+        dataKey.withUnsafeBytes { ikm in
+            messageID.withUnsafeBytes { salt in
+                prk.withUnsafeMutableBytes { out in
+                    let ok = kw_hmac_sha512(salt.bindMemory(to: UInt8.self).baseAddress, salt.count,
+                                            ikm.bindMemory(to: UInt8.self).baseAddress, ikm.count, out.bindMemory(to: UInt8.self).baseAddress)
+                    // Only lengths the suites fix could fail it: a bug, never a zero key.
+                    precondition(ok == 1, "HMAC-SHA-512 failed")
+                }
+            }
+        }
+        func expand(_ info: [UInt8]) {
+            let input = info + [1]
+            prk.withUnsafeBytes { key in
+                input.withUnsafeBytes { data in
+                    block.withUnsafeMutableBytes { out in
+                        let ok = kw_hmac_sha512(key.bindMemory(to: UInt8.self).baseAddress, 64,
+                                                data.bindMemory(to: UInt8.self).baseAddress, data.count, out.bindMemory(to: UInt8.self).baseAddress)
+                        precondition(ok == 1, "HMAC-SHA-512 failed")
+                    }
+                }
+            }
+        }
         var suiteID: [UInt8] = []
         suiteID.appendUInt16(suite.id)
-        let key = dataKey.withUnsafeBytes { SymmetricKey(data: $0) }
-        let prk = HKDF<SHA512>.extract(inputKeyMaterial: key, salt: messageID)
-        let content = HKDF<SHA512>.expand(pseudoRandomKey: prk, info: suiteID + deriveKeyLabel, outputByteCount: suite.keyLength)
-        let commit = HKDF<SHA512>.expand(pseudoRandomKey: prk, info: commitKeyLabel, outputByteCount: 32)
-        return (content.withUnsafeBytes { SecretBytes(copying: $0) }, commit.withUnsafeBytes { Array($0) })
+        expand(suiteID + deriveKeyLabel)
+        let content = block.withUnsafeBytes { SecretBytes(copying: UnsafeRawBufferPointer(rebasing: $0[0..<suite.keyLength])) }
+        expand(commitKeyLabel)
+        return (content, Array(block[0..<32]))
     }
 
     private static func hkdf(_ kdf: AlgorithmSuite.KDF, _ ikm: SecretBytes, salt: [UInt8]?, info: [UInt8], length: Int) -> SecretBytes {
