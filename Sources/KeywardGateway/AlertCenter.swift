@@ -28,7 +28,7 @@ public final class AlertCenter: Sendable {
     private let detector: Mutex<AnomalyDetector>
     private let deliveries: AsyncStream<[UInt8]>
     private let queue: AsyncStream<[UInt8]>.Continuation
-    private let raised = Mutex<[@Sendable (AnomalyDetector.Alert, AuditEvent) async -> Void]>([])
+    private let handler = Mutex<(@Sendable (AnomalyDetector.Alert, AuditEvent) async -> Void)?>(nil)
 
     init(configuration: Configuration) {
         self.configuration = configuration
@@ -36,16 +36,16 @@ public final class AlertCenter: Sendable {
         (deliveries, queue) = AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .bufferingNewest(1000))
     }
 
-    /// Registers what happens on an alert (the gateway appends the event and may suspend).
+    /// Sets what happens on an alert (the gateway appends the event and may suspend).
     func onAlert(_ handler: @escaping @Sendable (AnomalyDetector.Alert, AuditEvent) async -> Void) {
-        raised.withLock { $0.append(handler) }
+        self.handler.withLock { $0 = handler }
     }
 
     func observe(_ event: AuditEvent) {
         let now = Gateway.clock()
         guard let alert = detector.withLock({ $0.observe(principal: event.actor, key: event.key ?? "-", at: now) }) else { return }
-        let handlers = raised.withLock { $0 }
-        Task { for h in handlers { await h(alert, event) } }
+        guard let handler = handler.withLock({ $0 }) else { return }
+        Task { await handler(alert, event) }
     }
 
     func deliver(_ alert: AnomalyDetector.Alert, tenant: String?) {

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import KeywardCrypto
 import KeywardStorage
 
 /// `GET /admin/v1/audit`, for auditor tokens: the audit log in chain order, with each event's
@@ -8,7 +9,7 @@ extension Gateway {
     static func auditJSON(_ e: AuditEvent) -> [String: Any] {
         var object: [String: Any] = [
             "seq": e.seq, "time": Double(e.time) / 1000, "actor": e.actor, "operation": e.operation, "result": e.result,
-            "prev_hash": AuditSigner.hex(e.previousHash), "hash": AuditSigner.hex(e.hash),
+            "prev_hash": Hex.encode(e.previousHash), "hash": Hex.encode(e.hash),
         ]
         if let v = e.tenant { object["tenant"] = v }
         if let v = e.key { object["key"] = v }
@@ -38,6 +39,8 @@ extension Gateway {
             let events = try await self.store.auditEvents(query)
             var object: [String: Any] = ["object": "list", "data": events.map(Self.auditJSON)]
             object["last_seq"] = events.last?.seq ?? query.afterSeq
+            // Where the chain ends now, so a reader can start near it (keyward audit tail).
+            object["head_seq"] = try await self.store.auditHead().seq
             return Self.json(object)
         }
     }

@@ -1,3 +1,4 @@
+import CKeywardOpenSSL
 import Crypto
 import Foundation
 import KeywardCrypto
@@ -27,20 +28,21 @@ public struct AuditSigner: Sendable, CustomStringConvertible, CustomReflectable 
         let manager = DefaultMaterialsManager(keyring: KeyStoreKeyring(store: store, keyID: reference.keyID))
         let path = privateKeyPath(folder: folder)
         if let sealed = FileManager.default.contents(atPath: path) {
-            let (seed, _) = try await Message.decrypt(Array(sealed), materialsManager: manager,
+            var (seed, _) = try await Message.decrypt(Array(sealed), materialsManager: manager,
                                                       options: DecryptionOptions(requiredContext: context, maxEncryptedDataKeys: 1))
-            defer { _ = seed }
+            defer { seed.withUnsafeMutableBytes { kw_cleanse($0.baseAddress, $0.count) } }
             return (AuditSigner(key: try Curve25519.Signing.PrivateKey(rawRepresentation: seed)), false)
         }
         if reference.scheme == "local" {
             do { _ = try await store.createKey(name: reference.keyID) } catch let e as KeyStoreError where e.code == .alreadyExists {}
         }
-        let key = Curve25519.Signing.PrivateKey()
-        let sealed = try await Message.encrypt(Array(key.rawRepresentation), materialsManager: manager, context: context,
-                                               suite: .aes256GCMHKDFSHA512CommitKey)
-        try Self.write(Data(sealed), to: path, mode: 0o600)
-        let signer = AuditSigner(key: key)
-        try Self.write(Data(hex(signer.publicKey).utf8 + [0x0A]), to: publicKeyPath(folder: folder), mode: 0o644)
+        let signer = AuditSigner(key: Curve25519.Signing.PrivateKey())
+        var raw = Array(signer.key.rawRepresentation)
+        defer { raw.withUnsafeMutableBytes { kw_cleanse($0.baseAddress, $0.count) } }
+        let sealed = try await Message.encrypt(raw, materialsManager: manager, context: context, suite: .aes256GCMHKDFSHA512CommitKey)
+        // The public half first: the private file's presence is what says the pair is complete.
+        try FileSystem.writeAtomically(Data(Hex.encode(signer.publicKey).utf8 + [0x0A]), to: publicKeyPath(folder: folder), mode: 0o644)
+        try FileSystem.writeAtomically(Data(sealed), to: path, mode: 0o600)
         return (signer, true)
     }
 
@@ -54,28 +56,9 @@ public struct AuditSigner: Sendable, CustomStringConvertible, CustomReflectable 
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw GatewayError.config("cannot read the audit public key \(path)")
         }
-        let digits = Array(text.trimmingCharacters(in: .whitespacesAndNewlines).utf8)
-        guard digits.count == 64 else { throw GatewayError.config("\(path) is not a 32-byte hex public key") }
-        var out: [UInt8] = []
-        for i in stride(from: 0, to: 64, by: 2) {
-            guard let b = UInt8(String(decoding: digits[i..<i + 2], as: UTF8.self), radix: 16) else {
-                throw GatewayError.config("\(path) is not a 32-byte hex public key")
-            }
-            out.append(b)
+        guard let key = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)), key.count == 32 else {
+            throw GatewayError.config("\(path) is not a 32-byte hex public key")
         }
-        return out
-    }
-
-    static func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        return String(decoding: bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] }, as: UTF8.self)
-    }
-
-    private static func write(_ data: Data, to path: String, mode: Int) throws {
-        let temporary = path + ".tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: mode]) else {
-            throw GatewayError.config("cannot write \(temporary)")
-        }
-        guard rename(temporary, path) == 0 else { throw GatewayError.config("cannot move \(temporary) into place") }
+        return key
     }
 }

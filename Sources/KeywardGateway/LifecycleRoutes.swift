@@ -51,8 +51,9 @@ extension Gateway {
                 var days: Int?
                 if action == "schedule-deletion" {
                     days = try Self.decode(ScheduleDeletion.self, from: try await self.body(of: request)).days
-                    guard (7...30).contains(days!) else {
-                        throw GatewayError.invalidRequest("days must be 7 to 30, not \(days!)", code: "invalid_field")
+                    // The stores' own rule (AWS KMS's), checked before anything is attempted or logged.
+                    do { try type(of: store).checkWaitingPeriod(days!) } catch let e as KeyStoreError {
+                        throw GatewayError.invalidRequest(e.reason, code: "invalid_field")
                     }
                 }
                 // No event, no key operation.
@@ -103,10 +104,10 @@ extension Gateway {
         }
     }
 
-    /// Moves a tenant to another master key: new records use it at once, and a job (run by the
-    /// job service) re-wraps the stored ones. Records not yet re-wrapped stay readable meanwhile.
+    /// Moves a tenant to another master key: a job (run by the job service) switches new records
+    /// to it, then re-wraps the stored ones. Records not yet re-wrapped stay readable meanwhile.
     public func startRekey(tenant name: String, to key: String, actor: String) async throws -> Job {
-        guard var tenant = try await store.tenant(named: name) else { throw GatewayError.notFound("no tenant \(name)") }
+        guard let tenant = try await store.tenant(named: name) else { throw GatewayError.notFound("no tenant \(name)") }
         let reference: KeyReference
         do { reference = try KeyReference.parse(key) } catch {
             throw GatewayError.invalidRequest("\(error)", code: "invalid_key_reference")
@@ -132,11 +133,8 @@ extension Gateway {
         if try await store.policy(key: job.toKey) == nil {
             try await savePolicy(try await policy(forKey: job.fromKey), forKey: job.toKey, scope: scope)
         }
+        // The job itself switches the tenant to the new key as it starts (and again on resuming).
         try await store.createJob(job)
-        tenant.previousKey = job.fromKey == job.toKey ? nil : job.fromKey
-        tenant.key = job.toKey
-        try await store.updateTenant(tenant)
-        forgetCachedPrincipals()
         jobQueue.continuation.yield(job.id)
         logger.notice("re-key submitted", metadata: ["job": "\(job.id)", "tenant": "\(name)", "to": "\(job.toKey)"])
         return job

@@ -24,7 +24,7 @@ struct RekeyJob {
         guard var tenant = try await store.tenant(named: job.tenant) else {
             throw GatewayError.notFound("tenant \(job.tenant) no longer exists")
         }
-        // Idempotent: also repairs a crash between creating the job and switching the tenant.
+        // New records go to the new key from here on; idempotent, so a resumed job does it again.
         let previous = job.fromKey == job.toKey ? nil : job.fromKey
         if tenant.key != job.toKey || tenant.previousKey != previous {
             tenant.key = job.toKey
@@ -48,17 +48,19 @@ struct RekeyJob {
             var changes: [HeaderChange] = []
             var events: [AuditEvent] = []
             for r in batch {
-                let edks = try r.header.withUnsafeBytes { try MessageHeader.parse(prefixOf: $0).0.encryptedDataKeys }
+                let header = try HeaderRewrap.parse(r.header)
+                let edks = header.encryptedDataKeys
                 if edks.contains(where: { produced.contains($0.ciphertext) }) { continue }
                 if job.fromKey != job.toKey, edks.contains(where: to.owns) { continue }
                 guard let edk = edks.first(where: from.owns) else { unmatched += 1; continue }
                 if unwrapped[edk.ciphertext] == nil {
-                    let suite = try r.header.withUnsafeBytes { try MessageHeader.parse(prefixOf: $0).0.suite }
-                    let opened = try await from.onDecrypt(DecryptionMaterials(suite: suite, encryptionContext: scope), encryptedDataKeys: [edk])
+                    let opened = try await from.onDecrypt(DecryptionMaterials(suite: header.suite, encryptionContext: scope),
+                                                          encryptedDataKeys: [edk])
                     guard let dataKey = opened.plaintextDataKey else {
                         throw KeywardCryptoError(.noDecryptableKey, "a data key of record \(r.id) did not unwrap")
                     }
-                    let wrapped = try await to.onEncrypt(EncryptionMaterials(suite: suite, encryptionContext: scope, plaintextDataKey: dataKey))
+                    let wrapped = try await to.onEncrypt(EncryptionMaterials(suite: header.suite, encryptionContext: scope,
+                                                                             plaintextDataKey: dataKey))
                     guard let newEDK = wrapped.encryptedDataKeys.last else {
                         throw KeywardCryptoError(.internalError, "the new key returned no wrapped data key")
                     }
@@ -69,7 +71,7 @@ struct RekeyJob {
                 }
                 let (dataKey, newEDK) = unwrapped[edk.ciphertext]!
                 changes.append(HeaderChange(id: r.id, kind: r.kind, old: r.header,
-                                            new: try HeaderRewrap.rewrap(r.header, dataKey: dataKey, encryptedDataKeys: [newEDK])))
+                                            new: try HeaderRewrap.rewrap(header, dataKey: dataKey, encryptedDataKeys: [newEDK])))
             }
             // No event, no rewrite: the rewraps above are logged before their headers are written.
             try await gateway.audit.append(events)

@@ -35,15 +35,18 @@ public struct KeyStoreKeyring: Keyring, CustomStringConvertible {
     /// Whether `edk` was wrapped by this keyring's key (by provider ID and info).
     public func owns(_ edk: EncryptedDataKey) -> Bool {
         guard let info = try? store.providerInfo(forKeyID: keyID) else { return false }
-        return edk.providerID.elementsEqual(store.providerID.utf8) && edk.providerInfo.elementsEqual(info.utf8)
+        return owns(edk, info: info)
+    }
+
+    private func owns(_ edk: EncryptedDataKey, info: String) -> Bool {
+        edk.providerID.elementsEqual(store.providerID.utf8) && edk.providerInfo.elementsEqual(info.utf8)
     }
 
     public func onDecrypt(_ materials: DecryptionMaterials, encryptedDataKeys: [EncryptedDataKey]) async throws -> DecryptionMaterials {
         guard materials.plaintextDataKey == nil else { return materials }
         let info = try store.providerInfo(forKeyID: keyID)
         var firstError: (any Error)?
-        for edk in encryptedDataKeys
-        where edk.providerID.elementsEqual(store.providerID.utf8) && edk.providerInfo.elementsEqual(info.utf8) {
+        for edk in encryptedDataKeys where owns(edk, info: info) {
             do {
                 let key = try await store.decrypt(keyID: keyID, ciphertext: edk.ciphertext, context: materials.encryptionContext)
                 guard key.count == materials.suite.keyLength else { continue }

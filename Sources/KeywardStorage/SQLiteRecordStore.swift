@@ -271,7 +271,12 @@ public final class SQLiteRecordStore: RecordStore {
         let work = Work(rows: try records.map(Self.arguments), audit: audit)
         // Nobody writing: commit on this thread without suspending (a hop to the executor and
         // back costs more than the commit), then commit whatever queued meanwhile.
-        if pending.withLock({ p in p.writing ? false : { p.writing = true; return true }() }) {
+        let idle = pending.withLock { p in
+            guard !p.writing else { return false }
+            p.writing = true
+            return true
+        }
+        if idle {
             let result = Result { try write([work])[0] }
             drainPendingInserts()
             return try result.get()
@@ -526,30 +531,26 @@ public final class SQLiteRecordStore: RecordStore {
     }
 
     public func recordHeaders(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [RecordHeader] {
-        try run { c in
-            if let after {
-                return try c.query("""
-                    SELECT id, kind, header FROM records WHERE tenant = ? AND (id, kind) > (?, ?) ORDER BY id, kind LIMIT ?
-                    """, [.text(tenant), .text(after.id), .text(after.kind), .integer(Int64(limit))]) {
-                    RecordHeader(id: $0.text(0), kind: $0.text(1), header: $0.blob(2))
-                }
-            }
-            return try c.query("SELECT id, kind, header FROM records WHERE tenant = ? ORDER BY id, kind LIMIT ?",
-                               [.text(tenant), .integer(Int64(limit))]) {
-                RecordHeader(id: $0.text(0), kind: $0.text(1), header: $0.blob(2))
-            }
+        try page("id, kind, header", tenant: tenant, after: after, limit: limit) {
+            RecordHeader(id: $0.text(0), kind: $0.text(1), header: $0.blob(2))
         }
     }
 
     public func records(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [Record] {
-        try run { c in
-            guard let after else {
-                return try c.query("SELECT \(Self.recordColumns) FROM records WHERE tenant = ? ORDER BY id, kind LIMIT ?",
-                                   [.text(tenant), .integer(Int64(limit))], Self.record)
-            }
-            return try c.query("SELECT \(Self.recordColumns) FROM records WHERE tenant = ? AND (id, kind) > (?, ?) ORDER BY id, kind LIMIT ?",
-                               [.text(tenant), .text(after.id), .text(after.kind), .integer(Int64(limit))], Self.record)
+        try page(Self.recordColumns, tenant: tenant, after: after, limit: limit, Self.record)
+    }
+
+    /// A tenant's rows after (id, kind), in that order, through the unique index.
+    private func page<T>(_ columns: String, tenant: String, after: (id: String, kind: String)?, limit: Int,
+                         _ map: (SQLiteRow) throws -> T) throws -> [T] {
+        var sql = "SELECT \(columns) FROM records WHERE tenant = ?"
+        var args: [SQLValue] = [.text(tenant)]
+        if let after {
+            sql += " AND (id, kind) > (?, ?)"
+            args += [.text(after.id), .text(after.kind)]
         }
+        args.append(.integer(Int64(limit)))
+        return try run { try $0.query(sql + " ORDER BY id, kind LIMIT ?", args, map) }
     }
 
     public func replaceHeaders(_ changes: [HeaderChange], tenant: String, job: Job) async throws -> Int {

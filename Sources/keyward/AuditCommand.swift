@@ -41,16 +41,18 @@ struct AuditCommand: AsyncParsableCommand {
         @OptionGroup var admin: AdminOptions
 
         func run() async throws {
-            // The head position, from a first read of the newest page.
-            var after: Int64 = 0
-            var window: [[String: Any]] = []
-            while true {
+            // The last `lines` events up to the head as it is now, read from near the head rather
+            // than by paging through the whole log; then, with --follow, whatever comes after.
+            let first = try await admin.call(.GET, "/admin/v1/audit?limit=1") as? [String: Any]
+            let head = (first?["head_seq"] as? NSNumber)?.int64Value ?? 0
+            var after = max(0, head - Int64(max(lines, 0)))
+            while after < head {
                 let page = try await AuditCommand.page(admin, after: after, extra: "")
-                window = Array((window + page.events).suffix(lines))
+                guard !page.events.isEmpty else { break }
+                for e in page.events where ((e["seq"] as? NSNumber)?.int64Value ?? 0) <= head { try printLine(e) }
                 after = page.last
-                if page.events.count < 1000 { break }
             }
-            for e in window { try printLine(e) }
+            after = head
             while follow {
                 try await Task.sleep(for: .seconds(1))
                 let page = try await AuditCommand.page(admin, after: after, extra: "")

@@ -10,10 +10,21 @@ public enum HeaderRewrap {
     /// - Throws: ``KeywardCryptoError`` if the header is not of a rewritable suite, if the data key
     ///   does not match its commitment, or if it does not authenticate.
     public static func rewrap(_ header: [UInt8], dataKey: SecretBytes, encryptedDataKeys: [EncryptedDataKey]) throws -> [UInt8] {
-        var (parsed, length) = try header.withUnsafeBytes { try MessageHeader.parse(prefixOf: $0) }
+        try rewrap(parse(header), dataKey: dataKey, encryptedDataKeys: encryptedDataKeys)
+    }
+
+    /// A complete stored header, parsed (for callers that read its keys first).
+    public static func parse(_ header: [UInt8]) throws -> MessageHeader {
+        let (parsed, length) = try header.withUnsafeBytes { try MessageHeader.parse(prefixOf: $0) }
         guard length == header.count else {
             throw KeywardCryptoError(.malformedMessage, "the header has trailing bytes")
         }
+        return parsed
+    }
+
+    /// The same, for a header from ``parse(_:)``.
+    public static func rewrap(_ header: MessageHeader, dataKey: SecretBytes, encryptedDataKeys: [EncryptedDataKey]) throws -> [UInt8] {
+        var parsed = header
         let suite = parsed.suite
         guard suite.messageFormatVersion == 2, suite.isCommitting, !suite.isSigned else {
             throw KeywardCryptoError(.unsupportedAlgorithm, "only unsigned committing suites can be re-wrapped, not \(suite)")

@@ -1,4 +1,5 @@
 import Crypto
+import KeywardCrypto
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -149,12 +150,7 @@ public struct SigV4: Sendable, CustomReflectable {
         return String(decoding: out, as: UTF8.self)
     }
 
-    private static let lowerHex = Array("0123456789abcdef".utf8), upperHex = Array("0123456789ABCDEF".utf8)
+    private static let upperHex = Array("0123456789ABCDEF".utf8)
 
-    static func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 {
-        var out: [UInt8] = []
-        out.reserveCapacity(64)
-        for b in bytes { out.append(lowerHex[Int(b >> 4)]); out.append(lowerHex[Int(b & 0xF)]) }
-        return String(decoding: out, as: UTF8.self)
-    }
+    static func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 { Hex.encode(bytes) }
 }

@@ -5,11 +5,11 @@ import Glibc
 #endif
 
 /// The few POSIX file operations the local key store needs, each with a clear error.
-enum FileSystem {
+public enum FileSystem {
     /// Replaces `path` with `data` so that readers see the old or the new contents, never a mix,
     /// and a crash at any point leaves one of the two: write a temporary file, fsync, rename, fsync
     /// the folder.
-    static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o600) throws {
+    public static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o600) throws {
         let folder = (path as NSString).deletingLastPathComponent
         let temporary = "\(folder)/.\((path as NSString).lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
