@@ -72,10 +72,14 @@ public final class Vault: Sendable {
         let manager = TenantScopedManager(tenant: tenant.name, inner: try manager(forKey: key))
         let required = RecordSealer.context(tenant: tenant.name, id: record.id, kind: record.kind)
         let miss = MissFlag()
-        let (plaintext, _) = try await MissFlag.$current.withValue(miss) {
-            try await Message.decrypt(record.header + record.body, materialsManager: manager,
-                                      options: DecryptionOptions(requiredContext: required, maxEncryptedDataKeys: 4))
+        // Header and body as stored, without joining them into one more copy.
+        var source = ArraySource(parts: [record.header, record.body])
+        var sink = ArraySink()
+        try await MissFlag.$current.withValue(miss) {
+            _ = try await Message.decrypt(from: &source, to: &sink, materialsManager: manager,
+                                          options: DecryptionOptions(requiredContext: required, maxEncryptedDataKeys: 4))
         }
+        let plaintext = sink.bytes
         metrics.dataKeyCache("decrypt", hit: !miss.value)
         metrics.unwrap(kind: record.kind)
         return plaintext

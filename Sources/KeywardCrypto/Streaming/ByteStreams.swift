@@ -20,13 +20,16 @@ public struct ArraySink: ByteSink {
 
 /// A source over bytes in memory, lent as one chunk.
 public struct ArraySource: ByteSource {
-    private let bytes: [UInt8]
-    private var done = false
-    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    private let parts: [[UInt8]]
+    private var next = 0
+    public init(_ bytes: [UInt8]) { parts = [bytes] }
+    /// Bytes stored in pieces (a record's header and body), read in turn without joining them.
+    public init(parts: [[UInt8]]) { self.parts = parts }
     public mutating func nextChunk(_ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
-        guard !done, !bytes.isEmpty else { return false }
-        done = true
-        try bytes.withUnsafeBytes(body)
+        while next < parts.count, parts[next].isEmpty { next += 1 }
+        guard next < parts.count else { return false }
+        next += 1
+        try parts[next - 1].withUnsafeBytes(body)
         return true
     }
 }
