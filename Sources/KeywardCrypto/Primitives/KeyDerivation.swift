@@ -22,14 +22,8 @@ enum KeyDerivation {
         }
     }
 
-    /// The key commitment stored in the header (not secret: it is public in every message).
-    static func commitKey(dataKey: SecretBytes, suite: AlgorithmSuite, messageID: [UInt8]) -> [UInt8] {
-        precondition(suite.isCommitting)
-        return hkdf(suite.kdf, dataKey, salt: messageID, info: commitKeyLabel, length: 32)
-            .withUnsafeBytes { Array($0) }
-    }
-
-    /// Both keys of a committing suite from one HKDF extract (they share key and salt), the two
+    /// Both keys of a committing suite — the content key and the key commitment stored in the
+    /// header (public in every message) — from one HKDF extract (they share key and salt), the two
     /// expands differing only in their info: a third less hashing on every message.
     static func committingKeys(dataKey: SecretBytes, suite: AlgorithmSuite, messageID: [UInt8]) -> (content: SecretBytes, commit: [UInt8]) {
         precondition(suite.isCommitting && suite.kdf == .hkdfSHA512 && suite.keyLength <= 64)
