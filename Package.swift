@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // The system libcrypto's EVP interface, reached directly for the AES-GCM hot path and RSA
@@ -58,10 +59,22 @@ let package = Package(
         // cached statements and group commit is what the gateway's write rate needs.
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "KeywardStorage", dependencies: ["KeywardCrypto", "CSQLite", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        // PostgreSQL for several replicas: the record store, the local key store's key material,
+        // and change notifications (LISTEN/NOTIFY) that keep every replica's caches honest.
+        .target(
+            name: "KeywardPostgres",
+            dependencies: [
+                "KeywardCrypto", "KeywardKeyStores", "KeywardStorage",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "KeywardGateway",
             dependencies: [
-                "KeywardCrypto", "KeywardKeyStores", "KeywardStorage",
+                "KeywardCrypto", "KeywardKeyStores", "KeywardStorage", "KeywardPostgres",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -82,6 +95,7 @@ let package = Package(
                 "KeywardKeyStores",
                 "KeywardGateway",
                 "KeywardStorage",
+                "KeywardPostgres",
                 "CKeywardSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -120,7 +134,11 @@ let package = Package(
         ),
         .testTarget(
             name: "KeywardStorageTests",
-            dependencies: ["KeywardStorage", "KeywardTesting", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "KeywardStorage", "KeywardPostgres", "KeywardKeyStores", "KeywardTesting",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

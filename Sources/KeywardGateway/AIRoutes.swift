@@ -94,7 +94,7 @@ extension Gateway {
     /// The API key to send upstream: the tenant's own, if it stored one, else the configured one.
     func providerKey(for tenant: Tenant, upstream: UpstreamConfiguration, scope: AuditScope) async throws -> Secret? {
         let cacheKey = tenant.name + "/" + upstream.name
-        if let cached = providerKeys.withLock({ $0.value(for: cacheKey, now: Self.clock()) }) {
+        if vault.cachesTrusted.load(ordering: .relaxed), let cached = providerKeys.withLock({ $0.value(for: cacheKey, now: Self.clock()) }) {
             return cached ?? upstream.apiKey
         }
         var own: Secret?

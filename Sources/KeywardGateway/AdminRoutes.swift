@@ -108,7 +108,7 @@ extension Gateway {
             record.expiresAt = nil
             try await self.audit.append(AuditLog.event("encrypt_record", key: tenant.key, record: record.id, scope: scope))
             try await self.store.upsert(record)
-            self.providerKeys.withLock { $0.removeAll() }
+            await self.changed(.providerKeys(name))
             self.logger.notice("provider key stored", metadata: ["tenant": "\(name)", "upstream": "\(upstreamName)"])
             return Response(status: .noContent)
         }
@@ -142,7 +142,7 @@ extension Gateway {
                 throw GatewayError(.conflict, type: "invalid_request_error", code: "last_admin_token", "the last admin token cannot be deleted")
             }
             guard try await self.store.deleteToken(id: id) else { throw GatewayError.notFound("no token \(id)") }
-            self.forgetCachedPrincipals()
+            await self.changed(.tokens)
             try await self.audit.append(AuditLog.event("token_delete", detail: "id=\(id)", scope: AuditScope(actor: principal.tokenID)))
             self.logger.notice("token deleted", metadata: ["token_id": "\(id)"])
             return Self.json(["id": id, "deleted": true])
@@ -156,7 +156,7 @@ extension Gateway {
                     throw GatewayError(.conflict, type: "invalid_request_error", code: "own_token", "a token cannot \(action) itself")
                 }
                 guard try await self.store.setTokenSuspended(id: id, suspended) else { throw GatewayError.notFound("no token \(id)") }
-                self.forgetCachedPrincipals()
+                await self.changed(.tokens)
                 try await self.audit.append(AuditLog.event("token_\(action)", detail: "id=\(id)", scope: AuditScope(actor: principal.tokenID)))
                 return Self.json(["id": id, "suspended": suspended])
             }
@@ -199,7 +199,7 @@ extension Gateway {
     func savePolicy(_ policy: KeyPolicy, forKey key: String, scope: AuditScope) async throws {
         try await audit.append(AuditLog.event("policy_change", key: key, detail: policy.json, scope: scope))
         try await store.setPolicy(key: key, document: policy.json, at: Self.nowMs())
-        policies.withLock { $0.removeAll() }
+        await changed(.policy(key))
     }
 
     /// The percent-encoded key reference of a `keys/:ref/…` route.

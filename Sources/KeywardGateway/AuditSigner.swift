@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import KeywardCrypto
 import KeywardKeyStores
+import KeywardPostgres
 import KeywardStorage
 
 /// The gateway's Ed25519 audit key: signs checkpoints of the audit chain's head. Its private half
@@ -20,18 +21,35 @@ public struct AuditSigner: Sendable, CustomStringConvertible, CustomReflectable 
     public static func publicKeyPath(folder: String) -> String { folder + "/audit-signing.pub" }
     static func privateKeyPath(folder: String) -> String { folder + "/audit-signing.key" }
 
-    /// Loads the signing key from the data folder, or makes one (creating the wrapping key in the
-    /// local store if needed) on first start.
-    static func loadOrCreate(folder: String, keyStores: KeyStores, keyReference: String) async throws -> (AuditSigner, created: Bool) {
+    /// Where the sealed private half and the public half are kept.
+    enum Home {
+        /// `audit-signing.key` and `audit-signing.pub` in the data folder.
+        case folder(String)
+        /// The shared database's settings, so every replica signs with the same key.
+        case database(PostgresRecordStore)
+    }
+
+    static let privateSetting = "audit-signing.key"
+    /// The public half's name in a database's settings: 32 raw bytes.
+    public static let publicSetting = "audit-signing.pub"
+
+    /// Loads the signing key, or makes one (creating the wrapping key in the local store if
+    /// needed) on first start. Replicas starting together agree on the first one stored.
+    static func loadOrCreate(home: Home, keyStores: KeyStores, keyReference: String) async throws -> (AuditSigner, created: Bool) {
         let reference = try KeyReference.parse(keyReference)
         let store = try keyStores.store(for: reference)
         let manager = DefaultMaterialsManager(keyring: KeyStoreKeyring(store: store, keyID: reference.keyID))
-        let path = privateKeyPath(folder: folder)
-        if let sealed = FileManager.default.contents(atPath: path) {
-            var (seed, _) = try await Message.decrypt(Array(sealed), materialsManager: manager,
+        func open(_ sealed: [UInt8]) async throws -> AuditSigner {
+            var (seed, _) = try await Message.decrypt(sealed, materialsManager: manager,
                                                       options: DecryptionOptions(requiredContext: context, maxEncryptedDataKeys: 1))
             defer { seed.withUnsafeMutableBytes { kw_cleanse($0.baseAddress, $0.count) } }
-            return (AuditSigner(key: try Curve25519.Signing.PrivateKey(rawRepresentation: seed)), false)
+            return AuditSigner(key: try Curve25519.Signing.PrivateKey(rawRepresentation: seed))
+        }
+        switch home {
+        case .folder(let folder):
+            if let sealed = FileManager.default.contents(atPath: privateKeyPath(folder: folder)) { return (try await open(Array(sealed)), false) }
+        case .database(let db):
+            if let sealed = try await db.setting(privateSetting) { return (try await open(sealed), false) }
         }
         if reference.scheme == "local" {
             do { _ = try await store.createKey(name: reference.keyID) } catch let e as KeyStoreError where e.code == .alreadyExists {}
@@ -40,10 +58,18 @@ public struct AuditSigner: Sendable, CustomStringConvertible, CustomReflectable 
         var raw = Array(signer.key.rawRepresentation)
         defer { raw.withUnsafeMutableBytes { kw_cleanse($0.baseAddress, $0.count) } }
         let sealed = try await Message.encrypt(raw, materialsManager: manager, context: context, suite: .aes256GCMHKDFSHA512CommitKey)
-        // The public half first: the private file's presence is what says the pair is complete.
-        try FileSystem.writeAtomically(Data(Hex.encode(signer.publicKey).utf8 + [0x0A]), to: publicKeyPath(folder: folder), mode: 0o644)
-        try FileSystem.writeAtomically(Data(sealed), to: path, mode: 0o600)
-        return (signer, true)
+        switch home {
+        case .folder(let folder):
+            // The public half first: the private file's presence is what says the pair is complete.
+            try FileSystem.writeAtomically(Data(Hex.encode(signer.publicKey).utf8 + [0x0A]), to: publicKeyPath(folder: folder), mode: 0o644)
+            try FileSystem.writeAtomically(Data(sealed), to: privateKeyPath(folder: folder), mode: 0o600)
+            return (signer, true)
+        case .database(let db):
+            let stored = try await db.setSettingIfAbsent(privateSetting, sealed)
+            let winner = stored == sealed ? signer : try await open(stored)
+            _ = try await db.setSettingIfAbsent(publicSetting, winner.publicKey)
+            return (winner, stored == sealed)
+        }
     }
 
     func checkpoint(seq: Int64, hash: [UInt8], time: Int64) throws -> AuditCheckpoint {

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import KeywardCrypto
 import KeywardKeyStores
+import KeywardPostgres
 import KeywardStorage
 import Logging
 import ServiceLifecycle
@@ -23,6 +24,8 @@ public final class Gateway: Sendable {
     public let upstreams: UpstreamClient
     public let metrics: GatewayMetrics
     public let audit: AuditLog
+    /// Other replicas' changes (PostgreSQL only; nil with SQLite, which one process owns).
+    let feed: PostgresChangeFeed?
     let alerts: AlertCenter
     let logger: Logger
     /// Set by ``prepare()``: signs audit checkpoints.
@@ -39,7 +42,8 @@ public final class Gateway: Sendable {
     let providerKeys = Mutex(ExpiringCache<String, Secret?>(ttl: 5))
     static let clock = CachingMaterialsManager.monotonicSeconds
 
-    /// Opens the data folder (created 0700): the SQLite database and the local key store in `keys/`.
+    /// Opens the data folder (created 0700): the SQLite database and the local key store in `keys/`,
+    /// or, with a database address, the PostgreSQL database that holds both for every replica.
     ///
     /// - Parameter keyStores: the key stores to use instead of those the environment names (tests).
     public init(configuration: GatewayConfiguration, logger: Logger, keyStores: KeyStores? = nil) throws {
@@ -49,12 +53,21 @@ public final class Gateway: Sendable {
         try FileManager.default.createDirectory(atPath: folder + "/keys", withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
         _ = chmod(folder, 0o700)
-        store = try SQLiteRecordStore(path: folder + "/keyward.sqlite3")
+        if let url = configuration.databaseURL {
+            let postgres = try PostgresRecordStore(url: try PostgresURL(url.value), logger: logger)
+            store = postgres
+            feed = PostgresChangeFeed(store: postgres, logger: logger)
+        } else {
+            store = try SQLiteRecordStore(path: folder + "/keyward.sqlite3")
+            feed = nil
+        }
         self.keyStores = keyStores ?? KeyStores(configuration: .fromEnvironment(localFolder: folder + "/keys", rootKeyFile: configuration.rootKeyFile))
         metrics = GatewayMetrics()
         alerts = AlertCenter(configuration: configuration.alerts)
         audit = AuditLog(store: store, metrics: metrics, logger: logger, alerts: alerts)
         vault = Vault(keyStores: self.keyStores, limits: configuration.cacheLimits, metrics: metrics, audit: audit)
+        // Until the feed listens, another replica's revocation could go unseen.
+        if feed != nil { vault.cachesTrusted.store(false, ordering: .relaxed) }
         upstreams = UpstreamClient()
         alerts.onAlert { [unowned self] alert, cause in await self.raise(alert, cause: cause) }
     }
@@ -70,7 +83,7 @@ public final class Gateway: Sendable {
         if alerts.configuration.suspendToken, alert.principal.hasPrefix("tok_"),
            (try? await store.setTokenSuspended(id: alert.principal, true)) == true {
             suspended = true
-            forgetCachedPrincipals()
+            await changed(.tokens)
         }
         try? await audit.append(AuditLog.event(
             "alert", key: alert.key, result: suspended ? "token_suspended" : "ok",
@@ -79,16 +92,79 @@ public final class Gateway: Sendable {
         alerts.deliver(alert, tenant: cause.tenant)
     }
 
-    func forgetCachedPrincipals() {
-        principals.withLock { $0.removeAll() }
+    /// Where the records are, for logs (never a password).
+    public var databaseDescription: String {
+        (store as? PostgresRecordStore).map { "\($0.url)" } ?? configuration.dataFolder + "/keyward.sqlite3"
+    }
+
+    /// Something cached may be stale: forget it here, and tell the other replicas.
+    func changed(_ change: CacheChange) async {
+        apply(change)
+        guard let feed else { return }
+        do { try await feed.publish(change.payload) } catch {
+            // The change itself is stored; replicas that miss the notice see it within the
+            // caches' maximum age.
+            logger.error("could not notify the other replicas", metadata: ["change": "\(change.payload)", "error": "\(error)"])
+        }
+    }
+
+    /// Follows the other replicas' changes until cancelled (PostgreSQL; returns at once with
+    /// SQLite). While not listening, no cache is trusted; on listening (again) every cache is
+    /// dropped, since what was missed is unknown. The server runs this itself; tools that use a
+    /// gateway without serving run it to use the data-key cache.
+    public func followChanges() async {
+        guard let feed else { return }
+        await feed.follow(onState: { listening in
+            if listening { self.apply(.all) }
+            self.vault.cachesTrusted.store(listening, ordering: .relaxed)
+            if !listening { self.apply(.all) }
+            self.logger.notice(listening ? "change notifications: listening" : "change notifications: lost")
+        }, onChange: { payload in
+            guard let change = CacheChange(payload: payload) else {
+                self.logger.warning("unknown change notification ignored")
+                return
+            }
+            self.apply(change)
+        })
+    }
+
+    /// Whether cached data keys, principals and policies may be used now.
+    public var cachesAreTrusted: Bool { vault.cachesTrusted.load(ordering: .relaxed) }
+
+    /// Drops what `change` makes stale.
+    func apply(_ change: CacheChange) {
+        switch change {
+        case .key(let ref):
+            // Every change purges: a disable stops cached use at once, a rotation makes new data
+            // keys use the new version, an enable starts from the store's state.
+            vault.purge(key: ref)
+            providerKeys.withLock { $0.removeAll() }
+        case .policy: policies.withLock { $0.removeAll() }
+        case .tokens: principals.withLock { $0.removeAll() }
+        case .tenant:
+            principals.withLock { $0.removeAll() }
+            providerKeys.withLock { $0.removeAll() }
+        case .providerKeys: providerKeys.withLock { $0.removeAll() }
+        case .job(let id): jobQueue.continuation.yield(id)
+        case .all:
+            vault.purgeAll()
+            policies.withLock { $0.removeAll() }
+            principals.withLock { $0.removeAll() }
+            providerKeys.withLock { $0.removeAll() }
+        }
     }
 
     /// Migrates the database and installs the admin token on first start. Returns a generated
     /// admin token, to be shown once, when none was given.
     public func prepare() async throws -> Secret? {
         try await store.migrate()
-        let (loaded, created) = try await AuditSigner.loadOrCreate(folder: configuration.dataFolder, keyStores: keyStores,
-                                                                   keyReference: configuration.auditKey)
+        if let postgres = store as? PostgresRecordStore {
+            // Every replica's `local:` keys are the database's, opened with the shared root key.
+            let root = RootKeySource.fromEnvironment(keyStoreFolder: configuration.dataFolder + "/keys", rootKeyFile: configuration.rootKeyFile)
+            keyStores.install(try await LocalKeyStore.open(backend: PostgresKeyBackend(store: postgres), rootKey: root))
+        }
+        let home: AuditSigner.Home = (store as? PostgresRecordStore).map { .database($0) } ?? .folder(configuration.dataFolder)
+        let (loaded, created) = try await AuditSigner.loadOrCreate(home: home, keyStores: keyStores, keyReference: configuration.auditKey)
         signer.withLock { $0 = loaded }
         try await audit.append(AuditLog.event(created ? "audit_key_created" : "unwrap", key: configuration.auditKey,
                                               record: "audit-signing.key", scope: AuditScope(actor: "system")))
@@ -101,7 +177,11 @@ public final class Gateway: Sendable {
         }
         let (generated, id) = Tokens.generate()
         let token = configuration.initialAdminToken ?? generated
-        try await store.insertToken(TokenRecord(id: id, tenant: nil, role: .admin, hash: Tokens.hash(token.value), createdAt: Self.nowMs()))
+        do {
+            try await store.insertToken(TokenRecord(id: id, tenant: nil, role: .admin, hash: Tokens.hash(token.value), createdAt: Self.nowMs()))
+        } catch let e as StorageError where e.code == .alreadyExists {
+            return nil  // another replica, starting at the same moment, installed this token first
+        }
         try await audit.append(AuditLog.event("token_create", detail: "id=\(id) role=admin", scope: AuditScope(actor: "system")))
         logger.notice("admin token installed", metadata: ["token_id": "\(id)"])
         return configuration.initialAdminToken == nil ? generated : nil
@@ -132,7 +212,7 @@ public final class Gateway: Sendable {
         Application(
             router: router(),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
-            services: [AuditService(gateway: self, signer: preparedSigner), PurgeService(gateway: self), MaintenanceService(gateway: self),
+            services: (feed == nil ? [] : [ChangeFeedService(gateway: self)]) + [AuditService(gateway: self, signer: preparedSigner), PurgeService(gateway: self), MaintenanceService(gateway: self),
                        JobService(gateway: self), AlertService(alerts: alerts, logger: logger), UpstreamClientService(client: upstreams)],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
@@ -147,8 +227,14 @@ public final class Gateway: Sendable {
         var checks: [String: String] = [:]
         var ready = true
         checks["audit"] = audit.isAvailable ? "ok" : "unavailable"
+        if feed != nil { checks["change_feed"] = vault.cachesTrusted.load(ordering: .relaxed) ? "ok" : "reconnecting" }
         ready = audit.isAvailable
-        do { try await store.ping(); checks["database"] = "ok" } catch { checks["database"] = "unavailable"; ready = false }
+        do { try await store.ping(); checks["database"] = "ok" } catch {
+            checks["database"] = "unavailable"
+            var response = Self.json(["status": "not_ready", "checks": checks])
+            response.status = .serviceUnavailable
+            return response
+        }
         // One key per store in use answers for its store.
         var seen = Set<String>()
         for tenant in (try? await store.tenants()) ?? [] {
@@ -179,7 +265,7 @@ public final class Gateway: Sendable {
         guard let value, !value.isEmpty else { throw GatewayError.unauthorized }
         let hash = Tokens.hash(value)
         let principal: Principal
-        if let cached = principals.withLock({ $0.value(for: hash, now: Self.clock()) }) {
+        if vault.cachesTrusted.load(ordering: .relaxed), let cached = principals.withLock({ $0.value(for: hash, now: Self.clock()) }) {
             principal = cached
         } else {
             guard let token = try await store.token(hash: hash) else { throw GatewayError.unauthorized }
@@ -206,7 +292,7 @@ public final class Gateway: Sendable {
 
     /// The policy of a master key (none stored: an empty one, which grants nothing).
     func policy(forKey key: String) async throws -> KeyPolicy {
-        if let cached = policies.withLock({ $0.value(for: key, now: Self.clock()) }) { return cached }
+        if vault.cachesTrusted.load(ordering: .relaxed), let cached = policies.withLock({ $0.value(for: key, now: Self.clock()) }) { return cached }
         var policy = KeyPolicy()
         if let document = try await store.policy(key: key) {
             do { policy = try JSONDecoder().decode(KeyPolicy.self, from: Data(document.utf8)) } catch {
@@ -383,6 +469,49 @@ struct MaintenanceService: Service {
                 gateway.logger.error("storage upkeep failed", metadata: ["error": "\(error)"])
             }
         }
+    }
+}
+
+/// What another replica may hold in a cache, named in a change notification.
+enum CacheChange: Sendable, Equatable {
+    case key(String), policy(String), tenant(String), providerKeys(String), job(String)
+    case tokens
+    /// Everything (after notifications were lost).
+    case all
+
+    var payload: String {
+        switch self {
+        case .key(let v): "key \(v)"
+        case .policy(let v): "policy \(v)"
+        case .tenant(let v): "tenant \(v)"
+        case .providerKeys(let v): "provider-keys \(v)"
+        case .job(let v): "job \(v)"
+        case .tokens: "tokens"
+        case .all: "all"
+        }
+    }
+
+    init?(payload: String) {
+        let parts = payload.split(separator: " ", maxSplits: 1).map(String.init)
+        switch (parts.first, parts.count) {
+        case ("key", 2): self = .key(parts[1])
+        case ("policy", 2): self = .policy(parts[1])
+        case ("tenant", 2): self = .tenant(parts[1])
+        case ("provider-keys", 2): self = .providerKeys(parts[1])
+        case ("job", 2): self = .job(parts[1])
+        case ("tokens", 1): self = .tokens
+        case ("all", 1): self = .all
+        default: return nil
+        }
+    }
+}
+
+/// Runs ``Gateway/followChanges()`` beside the server.
+struct ChangeFeedService: Service {
+    let gateway: Gateway
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await gateway.followChanges() }
     }
 }
 

@@ -61,6 +61,9 @@ public struct GatewayConfiguration: Sendable {
     public var initialAdminToken: Secret?
     /// The root key file of the local key store (default: in the data folder).
     public var rootKeyFile: String?
+    /// A PostgreSQL address (`--database`, `KEYWARD_DATABASE_URL`) shared by several replicas;
+    /// nil keeps everything in the data folder's SQLite database. It may hold a password.
+    public var databaseURL: Secret?
     /// The key that wraps the audit signing key.
     public var auditKey = "local:keyward-audit"
     /// Sign the audit chain's head after this many events.
@@ -91,8 +94,8 @@ public struct GatewayConfiguration: Sendable {
     /// Reads the config file (if any), then the quick-start environment:
     /// `KEYWARD_UPSTREAM_URL` and `KEYWARD_UPSTREAM_API_KEY` add a pass-through OpenAI-compatible
     /// upstream for every model no configured upstream claims.
-    public static func load(dataFolder: String?, listen: String?, configFile: String?,
-                            environment: [String: String] = ProcessInfo.processInfo.environment) throws -> GatewayConfiguration {
+    public static func load(dataFolder: String?, listen: String?, configFile: String?, database: String? = nil,
+                            rootKeyFile: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> GatewayConfiguration {
         var c = GatewayConfiguration()
         if let path = configFile {
             guard let data = FileManager.default.contents(atPath: path) else {
@@ -118,7 +121,15 @@ public struct GatewayConfiguration: Sendable {
             c.port = port
         }
         if let token = environment["KEYWARD_ADMIN_TOKEN"], !token.isEmpty { c.initialAdminToken = Secret(token) }
-        if let root = environment["KEYWARD_ROOT_KEY_FILE"], !root.isEmpty { c.rootKeyFile = root }
+        if let root = rootKeyFile ?? environment["KEYWARD_ROOT_KEY_FILE"], !root.isEmpty { c.rootKeyFile = root }
+        if let url = database ?? environment["KEYWARD_DATABASE_URL"], !url.isEmpty {
+            c.databaseURL = Secret(url)
+            // Every replica must open the same local keys: the root key cannot default to a file
+            // in this replica's own folder.
+            guard c.rootKeyFile != nil || !(environment["KEYWARD_ROOT_PASSPHRASE"] ?? "").isEmpty else {
+                throw GatewayError.config("with a database, give every replica the same root key: --root-key-file FILE (or KEYWARD_ROOT_KEY_FILE)")
+            }
+        }
         return c
     }
 

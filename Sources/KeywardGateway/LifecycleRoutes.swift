@@ -76,10 +76,7 @@ extension Gateway {
                     throw error
                 }
                 try await self.audit.append(AuditLog.event(operation, key: ref, detail: days.map { "days=\($0)" }, scope: scope))
-                // Every change purges: a disable stops cached use at once, a rotation makes new
-                // data keys use the new version, an enable starts from the store's state.
-                self.vault.purge(key: ref)
-                self.providerKeys.withLock { $0.removeAll() }
+                await self.changed(.key(ref))
                 self.metrics.keyEvent(operation)
                 self.alerts.keyChanged(ref, operation: operation, actor: principal.tokenID,
                                        tenants: (try? await self.store.tenants(usingKey: ref).map(\.name)) ?? [])
@@ -135,7 +132,8 @@ extension Gateway {
         }
         // The job itself switches the tenant to the new key as it starts (and again on resuming).
         try await store.createJob(job)
-        jobQueue.continuation.yield(job.id)
+        // Every replica's job service joins in.
+        await changed(.job(job.id))
         logger.notice("re-key submitted", metadata: ["job": "\(job.id)", "tenant": "\(name)", "to": "\(job.toKey)"])
         return job
     }

@@ -17,94 +17,115 @@ struct RekeyJob {
     let gateway: Gateway
     static let batchSize = 500
 
-    /// Runs `job` to its end (or until shutdown); returns it as last saved.
+    /// Works on `job` until it ends (or until shutdown); returns it as last seen. Several workers
+    /// (replicas) may run the same job: each batch is claimed, so each is done once, and the
+    /// cursor and counts are the job's, not the worker's.
     func run(_ start: Job) async throws -> Job {
-        var job = start
         let store = gateway.store
-        guard var tenant = try await store.tenant(named: job.tenant) else {
-            throw GatewayError.notFound("tenant \(job.tenant) no longer exists")
+        guard var tenant = try await store.tenant(named: start.tenant) else {
+            throw GatewayError.notFound("tenant \(start.tenant) no longer exists")
         }
         // New records go to the new key from here on; idempotent, so a resumed job does it again.
-        let previous = job.fromKey == job.toKey ? nil : job.fromKey
-        if tenant.key != job.toKey || tenant.previousKey != previous {
-            tenant.key = job.toKey
+        let previous = start.fromKey == start.toKey ? nil : start.fromKey
+        if start.status == .running, tenant.key != start.toKey || tenant.previousKey != previous {
+            tenant.key = start.toKey
             tenant.previousKey = previous
             try await store.updateTenant(tenant)
-            gateway.forgetCachedPrincipals()
+            await gateway.changed(.tenant(tenant.name))
         }
-        let from = try keyring(job.fromKey)
-        let to = try keyring(job.toKey)
+        let from = try keyring(start.fromKey)
+        let to = try keyring(start.toKey)
         let scope = Vault.scope(tenant.name)
+        // Data keys this worker has moved: records sharing one are rewritten without another unwrap.
         var unwrapped: [[UInt8]: (SecretBytes, EncryptedDataKey)] = [:]
         var produced = Set<[UInt8]>()
-        var unmatched = 0
-        let audit = AuditScope(actor: "system", tenant: tenant.name, requestID: job.id, purpose: nil)
+        let audit = AuditScope(actor: "system", tenant: tenant.name, requestID: start.id, purpose: nil)
+        var last = start
+        var finished = false
 
         while !Task.isShuttingDownGracefully {
-            let began = ContinuousClock.now
-            let after = job.cursorID.flatMap { id in job.cursorKind.map { (id: id, kind: $0) } }
-            let batch = try await store.recordHeaders(tenant: tenant.name, after: after, limit: Self.batchSize)
-            guard let last = batch.last else { break }
-            var changes: [HeaderChange] = []
-            var events: [AuditEvent] = []
-            for r in batch {
-                let header = try HeaderRewrap.parse(r.header)
-                let edks = header.encryptedDataKeys
-                if edks.contains(where: { produced.contains($0.ciphertext) }) { continue }
-                if job.fromKey != job.toKey, edks.contains(where: to.owns) { continue }
-                guard let edk = edks.first(where: from.owns) else { unmatched += 1; continue }
-                if unwrapped[edk.ciphertext] == nil {
-                    let opened = try await from.onDecrypt(DecryptionMaterials(suite: header.suite, encryptionContext: scope),
-                                                          encryptedDataKeys: [edk])
-                    guard let dataKey = opened.plaintextDataKey else {
-                        throw KeywardCryptoError(.noDecryptableKey, "a data key of record \(r.id) did not unwrap")
-                    }
-                    let wrapped = try await to.onEncrypt(EncryptionMaterials(suite: header.suite, encryptionContext: scope,
-                                                                             plaintextDataKey: dataKey))
-                    guard let newEDK = wrapped.encryptedDataKeys.last else {
-                        throw KeywardCryptoError(.internalError, "the new key returned no wrapped data key")
-                    }
-                    unwrapped[edk.ciphertext] = (dataKey, newEDK)
-                    produced.insert(newEDK.ciphertext)
-                    events.append(AuditLog.event("rewrap", key: job.fromKey, record: r.id, detail: "to=\(job.toKey)", scope: audit))
-                    job.dataKeys += 1
+            let claim = try await store.withJobClaimed(id: start.id) { current -> (job: Job, headers: [HeaderChange])? in
+                guard current.status == .running else { return nil }
+                var job = current
+                let began = ContinuousClock.now
+                let after = job.cursorID.flatMap { id in job.cursorKind.map { (id: id, kind: $0) } }
+                let batch = try await store.recordHeaders(tenant: job.tenant, after: after, limit: Self.batchSize)
+                guard let lastRecord = batch.last else {
+                    // Nothing left: this worker ends the job for everyone.
+                    job.status = job.unmatched == 0 ? .done : .failed
+                    if job.unmatched > 0 { job.error = "\(job.unmatched) records are under neither \(job.fromKey) nor \(job.toKey) and were left as they are" }
+                    job.updatedAt = Gateway.nowMs()
+                    finished = true
+                    return (job, [])
                 }
-                let (dataKey, newEDK) = unwrapped[edk.ciphertext]!
-                changes.append(HeaderChange(id: r.id, kind: r.kind, old: r.header,
-                                            new: try HeaderRewrap.rewrap(header, dataKey: dataKey, encryptedDataKeys: [newEDK])))
+                var changes: [HeaderChange] = []
+                var events: [AuditEvent] = []
+                for r in batch {
+                    let header = try HeaderRewrap.parse(r.header)
+                    let edks = header.encryptedDataKeys
+                    if edks.contains(where: { produced.contains($0.ciphertext) }) { continue }
+                    if job.fromKey != job.toKey, edks.contains(where: to.owns) { continue }
+                    guard let edk = edks.first(where: from.owns) else { job.unmatched += 1; continue }
+                    if unwrapped[edk.ciphertext] == nil {
+                        let opened = try await from.onDecrypt(DecryptionMaterials(suite: header.suite, encryptionContext: scope),
+                                                              encryptedDataKeys: [edk])
+                        guard let dataKey = opened.plaintextDataKey else {
+                            throw KeywardCryptoError(.noDecryptableKey, "a data key of record \(r.id) did not unwrap")
+                        }
+                        let wrapped = try await to.onEncrypt(EncryptionMaterials(suite: header.suite, encryptionContext: scope,
+                                                                                 plaintextDataKey: dataKey))
+                        guard let newEDK = wrapped.encryptedDataKeys.last else {
+                            throw KeywardCryptoError(.internalError, "the new key returned no wrapped data key")
+                        }
+                        unwrapped[edk.ciphertext] = (dataKey, newEDK)
+                        produced.insert(newEDK.ciphertext)
+                        events.append(AuditLog.event("rewrap", key: job.fromKey, record: r.id, detail: "to=\(job.toKey)", scope: audit))
+                        job.dataKeys += 1
+                    }
+                    let (dataKey, newEDK) = unwrapped[edk.ciphertext]!
+                    changes.append(HeaderChange(id: r.id, kind: r.kind, old: r.header,
+                                                new: try HeaderRewrap.rewrap(header, dataKey: dataKey, encryptedDataKeys: [newEDK])))
+                }
+                // No event, no rewrite: the rewraps above are logged before their headers are written.
+                try await gateway.audit.append(events)
+                job.cursorID = lastRecord.id
+                job.cursorKind = lastRecord.kind
+                job.processed += Int64(batch.count)
+                job.rewrapped += Int64(changes.count)
+                job.updatedAt = Gateway.nowMs()
+                job.activeMs += Int64((ContinuousClock.now - began).milliseconds.rounded(.up))
+                return (job, changes)
             }
-            // No event, no rewrite: the rewraps above are logged before their headers are written.
-            try await gateway.audit.append(events)
-            job.cursorID = last.id
-            job.cursorKind = last.kind
-            job.processed += Int64(batch.count)
-            job.rewrapped += Int64(changes.count)
-            job.updatedAt = Gateway.nowMs()
-            job.activeMs += Int64((ContinuousClock.now - began).milliseconds.rounded(.up))
-            let replaced = try await store.replaceHeaders(changes, tenant: tenant.name, job: job)
-            // A header changed meanwhile (record deleted) was left alone: count what was written.
-            job.rewrapped -= Int64(changes.count - replaced)
-            gateway.metrics.headersRewrapped(replaced)
+            switch claim {
+            case .missing:
+                throw GatewayError.notFound("job \(start.id) no longer exists")
+            case .busy:
+                // Another worker has this batch; ask again shortly.
+                try? await Task.sleep(for: .milliseconds(10))
+                continue
+            case .unchanged(let job):
+                return job
+            case .saved(let job, let replaced):
+                last = job
+                gateway.metrics.headersRewrapped(replaced)
+            }
+            if finished { break }
         }
-        guard !Task.isShuttingDownGracefully else { return job }
+        guard finished else { return last }
 
-        if var current = try await store.tenant(named: job.tenant), current.previousKey != nil {
+        if var current = try await store.tenant(named: last.tenant), current.previousKey != nil {
             current.previousKey = nil
             try await store.updateTenant(current)
-            gateway.forgetCachedPrincipals()
+            await gateway.changed(.tenant(current.name))
         }
-        job.status = unmatched == 0 ? .done : .failed
-        if unmatched > 0 { job.error = "\(unmatched) records are under neither \(job.fromKey) nor \(job.toKey) and were left as they are" }
-        job.updatedAt = Gateway.nowMs()
-        try await store.updateJob(job)
-        try await gateway.audit.append(AuditLog.event("rekey_\(job.status.rawValue)", key: job.toKey,
-                                                      detail: "job=\(job.id) records=\(job.processed) rewrapped=\(job.rewrapped) data_keys=\(job.dataKeys)",
+        try await gateway.audit.append(AuditLog.event("rekey_\(last.status.rawValue)", key: last.toKey,
+                                                      detail: "job=\(last.id) records=\(last.processed) rewrapped=\(last.rewrapped) data_keys=\(last.dataKeys)",
                                                       scope: audit))
         gateway.logger.notice("re-key finished", metadata: [
-            "job": "\(job.id)", "tenant": "\(job.tenant)", "status": "\(job.status.rawValue)",
-            "records": "\(job.processed)", "rewrapped": "\(job.rewrapped)",
+            "job": "\(last.id)", "tenant": "\(last.tenant)", "status": "\(last.status.rawValue)",
+            "records": "\(last.processed)", "rewrapped": "\(last.rewrapped)",
         ])
-        return job
+        return last
     }
 
     private func keyring(_ key: String) throws -> KeyStoreKeyring {

@@ -17,7 +17,10 @@ public final class Vault: Sendable {
     public let limits: CacheLimits
     let metrics: GatewayMetrics
     let audit: AuditLog
-    private let managers = Mutex<[String: CachingMaterialsManager]>([:])
+    private let managers = Mutex<[String: (cached: CachingMaterialsManager, direct: CountingMaterialsManager)]>([:])
+    /// False while this replica may have missed another's revocation: every data key then comes
+    /// from the key store, which is authoritative, instead of the cache.
+    let cachesTrusted = Atomic<Bool>(true)
 
     init(keyStores: KeyStores, limits: CacheLimits, metrics: GatewayMetrics, audit: AuditLog) {
         self.keyStores = keyStores
@@ -26,14 +29,18 @@ public final class Vault: Sendable {
         self.audit = audit
     }
 
-    /// The cached materials manager of one master key.
-    func manager(forKey key: String) throws -> CachingMaterialsManager {
+    /// The materials manager of one master key: cached, unless the caches are not trusted now.
+    func manager(forKey key: String) throws -> any CryptographicMaterialsManager {
+        let pair = try managers(forKey: key)
+        return cachesTrusted.load(ordering: .relaxed) ? pair.cached : pair.direct
+    }
+
+    private func managers(forKey key: String) throws -> (cached: CachingMaterialsManager, direct: CountingMaterialsManager) {
         if let m = managers.withLock({ $0[key] }) { return m }
         let reference = try KeyReference.parse(key)
         let keyring = KeyStoreKeyring(store: try keyStores.store(for: reference), keyID: reference.keyID)
-        let fresh = CachingMaterialsManager(
-            backing: CountingMaterialsManager(backing: DefaultMaterialsManager(keyring: keyring), key: key, metrics: metrics, audit: audit),
-            limits: limits)
+        let direct = CountingMaterialsManager(backing: DefaultMaterialsManager(keyring: keyring), key: key, metrics: metrics, audit: audit)
+        let fresh = (cached: CachingMaterialsManager(backing: direct, limits: limits), direct: direct)
         return managers.withLock { all in
             if let existing = all[key] { return existing }
             all[key] = fresh
@@ -87,7 +94,12 @@ public final class Vault: Sendable {
 
     /// Forgets every cached data key of `key` (revocation takes effect at once).
     public func purge(key: String) {
-        managers.withLock { $0[key] }?.purge()
+        managers.withLock { $0[key] }?.cached.purge()
+    }
+
+    /// Forgets every cached data key.
+    public func purgeAll() {
+        for m in managers.withLock({ Array($0.values) }) { m.cached.purge() }
     }
 
     static func scope(_ tenant: String) -> EncryptionContext { ["keyward:tenant": tenant] }
@@ -126,7 +138,7 @@ public struct RecordSealer: Sendable {
 /// checking that the record claims the expected tenant.
 struct TenantScopedManager: CryptographicMaterialsManager {
     let tenant: String
-    let inner: CachingMaterialsManager
+    let inner: any CryptographicMaterialsManager
 
     func encryptionMaterials(for request: EncryptionMaterialsRequest) async throws -> EncryptionMaterials {
         throw KeywardCryptoError(.internalError, "records are sealed through RecordSealer")

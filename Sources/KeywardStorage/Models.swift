@@ -1,3 +1,5 @@
+import Foundation
+
 /// A tenant: a team or customer whose stored data is encrypted under its own master key.
 public struct Tenant: Sendable, Hashable, Codable {
     /// When the gateway keeps a tenant's exchanges.
@@ -159,6 +161,8 @@ public struct Job: Sendable, Hashable {
     public var processed: Int64
     public var rewrapped: Int64
     public var dataKeys: Int64
+    /// Records under neither key, left as they are (the job then ends `failed`).
+    public var unmatched: Int64
     /// Records of the tenant when the job started (a progress estimate: traffic adds more).
     public var total: Int64
     public var createdAt: Int64
@@ -177,6 +181,7 @@ public struct Job: Sendable, Hashable {
         self.processed = 0
         self.rewrapped = 0
         self.dataKeys = 0
+        self.unmatched = 0
         self.total = total
         self.createdAt = createdAt
         self.updatedAt = createdAt
@@ -210,4 +215,46 @@ public struct HeaderChange: Sendable, Hashable {
         self.old = old
         self.new = new
     }
+}
+
+extension RecordMetadata {
+    /// The metadata as a JSON object, written by hand: JSONEncoder costs more than the insert.
+    public var json: String {
+        let m = self
+        var parts: [String] = []
+        func add(_ key: String, _ value: (some CustomStringConvertible)?) { if let value { parts.append("\"\(key)\":\(value)") } }
+        if let model = m.model { parts.append("\"model\":" + Self.quoted(model)) }
+        add("status", m.status)
+        add("promptTokens", m.promptTokens)
+        add("completionTokens", m.completionTokens)
+        add("upstreamMs", m.upstreamMs.map { $0.isFinite ? $0 : 0 })
+        add("size", m.size)
+        add("streamed", m.streamed)
+        return "{" + parts.joined(separator: ",") + "}"
+    }
+
+    private static func quoted(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "\""
+    }
+}
+
+/// What a claim on a job's next batch came to.
+public enum JobClaim: Sendable, Hashable {
+    /// The batch ran: the job as saved, and how many headers were replaced.
+    case saved(Job, replaced: Int)
+    /// The batch had nothing to save (the job is finished or nothing was left).
+    case unchanged(Job)
+    /// Another worker holds the job now.
+    case busy
+    /// No such job.
+    case missing
 }

@@ -51,9 +51,11 @@ public protocol RecordStore: Sendable {
     func recordHeaders(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [RecordHeader]
     /// A tenant's records of every kind after (id, kind), ordered by id then kind.
     func records(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [Record]
-    /// Replaces each header still equal to its `old` value and saves `job`, in one transaction.
-    /// - Returns: how many headers were replaced.
-    func replaceHeaders(_ changes: [HeaderChange], tenant: String, job: Job) async throws -> Int
+    /// Runs one batch of job `id` while holding the job against every other worker (another
+    /// replica, another task): `body` gets the job as saved and returns it updated, with the
+    /// headers to replace (each only if still equal to its `old` value), or nil to save nothing.
+    /// Headers and job commit together; a worker that dies mid-batch leaves it to the next.
+    func withJobClaimed(id: String, _ body: (Job) async throws -> (job: Job, headers: [HeaderChange])?) async throws -> JobClaim
     func countRecords(tenant: String) async throws -> Int64
     /// Deletes every record of a tenant (shredded data); returns how many.
     func deleteAllRecords(tenant: String) async throws -> Int

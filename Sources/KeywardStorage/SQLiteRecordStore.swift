@@ -111,6 +111,11 @@ public final class SQLiteRecordStore: RecordStore {
                     PRAGMA user_version=2;
                     """)
             }
+            try c.transaction {
+                let version = try c.query("PRAGMA user_version") { $0.int(0) }.first ?? 0
+                guard version < 3 else { return }
+                try c.exec("ALTER TABLE jobs ADD COLUMN unmatched INTEGER NOT NULL DEFAULT 0; PRAGMA user_version=3;")
+            }
         }
     }
 
@@ -228,35 +233,8 @@ public final class SQLiteRecordStore: RecordStore {
                       expiresAt: row.optionalInt(4), metadata: metadata, header: row.blob(6), body: row.blob(7))
     }
 
-    /// The metadata as a JSON object, written by hand: JSONEncoder costs more than the insert.
-    static func json(_ m: RecordMetadata) -> String {
-        var parts: [String] = []
-        func add(_ key: String, _ value: (some CustomStringConvertible)?) { if let value { parts.append("\"\(key)\":\(value)") } }
-        if let model = m.model { parts.append("\"model\":" + quoted(model)) }
-        add("status", m.status)
-        add("promptTokens", m.promptTokens)
-        add("completionTokens", m.completionTokens)
-        add("upstreamMs", m.upstreamMs.map { $0.isFinite ? $0 : 0 })
-        add("size", m.size)
-        add("streamed", m.streamed)
-        return "{" + parts.joined(separator: ",") + "}"
-    }
-
-    private static func quoted(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        return out + "\""
-    }
-
     private static func arguments(_ r: Record) throws -> [SQLValue] {
-        let metadata = json(r.metadata)
+        let metadata = r.metadata.json
         return [.text(r.tenant), .text(r.id), .text(r.kind), .integer(r.createdAt), SQLValue(r.expiresAt),
                 .text(metadata), .blob(r.header), .blob(r.body), SQLValue(r.metadata.model)]
     }
@@ -489,7 +467,7 @@ public final class SQLiteRecordStore: RecordStore {
 
     // MARK: Jobs
 
-    private static let jobColumns = "id, tenant, from_key, to_key, status, cursor_id, cursor_kind, processed, rewrapped, data_keys, total, created_at, updated_at, active_ms, error"
+    private static let jobColumns = "id, tenant, from_key, to_key, status, cursor_id, cursor_kind, processed, rewrapped, data_keys, total, created_at, updated_at, active_ms, error, unmatched"
 
     private static func job(_ row: SQLiteRow) throws -> Job {
         guard let status = Job.Status(rawValue: row.text(4)) else { throw StorageError(.corrupt, "job \(row.text(0)) has an unknown status") }
@@ -503,19 +481,20 @@ public final class SQLiteRecordStore: RecordStore {
         j.updatedAt = row.int(12)
         j.activeMs = row.int(13)
         j.error = row.optionalText(14)
+        j.unmatched = row.int(15)
         return j
     }
 
     private static func jobArguments(_ j: Job) -> [SQLValue] {
         [.text(j.id), .text(j.tenant), .text(j.fromKey), .text(j.toKey), .text(j.status.rawValue), SQLValue(j.cursorID),
          SQLValue(j.cursorKind), .integer(j.processed), .integer(j.rewrapped), .integer(j.dataKeys), .integer(j.total),
-         .integer(j.createdAt), .integer(j.updatedAt), .integer(j.activeMs), SQLValue(j.error)]
+         .integer(j.createdAt), .integer(j.updatedAt), .integer(j.activeMs), SQLValue(j.error), .integer(j.unmatched)]
     }
 
-    private static let saveJobSQL = "INSERT OR REPLACE INTO jobs(\(jobColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    private static let saveJobSQL = "INSERT OR REPLACE INTO jobs(\(jobColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
     public func createJob(_ job: Job) async throws {
-        _ = try run { try $0.execute("INSERT INTO jobs(\(Self.jobColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", Self.jobArguments(job)) }
+        _ = try run { try $0.execute("INSERT INTO jobs(\(Self.jobColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", Self.jobArguments(job)) }
     }
 
     public func job(id: String) async throws -> Job? {
@@ -528,6 +507,31 @@ public final class SQLiteRecordStore: RecordStore {
 
     public func updateJob(_ job: Job) async throws {
         _ = try run { try $0.execute(Self.saveJobSQL, Self.jobArguments(job)) }
+    }
+
+    /// Jobs held by a worker of this process (the only process that writes this database).
+    private let claimedJobs = Mutex<Set<String>>([])
+
+    public func withJobClaimed(id: String, _ body: (Job) async throws -> (job: Job, headers: [HeaderChange])?) async throws -> JobClaim {
+        guard claimedJobs.withLock({ $0.insert(id).inserted }) else { return .busy }
+        defer { _ = claimedJobs.withLock { $0.remove(id) } }
+        guard let current = try await job(id: id) else { return .missing }
+        guard let (updated, changes) = try await body(current) else { return .unchanged(current) }
+        var job = updated
+        let replaced = try run { c in
+            try c.transaction {
+                var replaced = 0
+                for ch in changes {
+                    replaced += try c.execute("UPDATE records SET header = ? WHERE tenant = ? AND id = ? AND kind = ? AND header = ?",
+                                              [.blob(ch.new), .text(job.tenant), .text(ch.id), .text(ch.kind), .blob(ch.old)])
+                }
+                // A header changed meanwhile (record deleted) was left alone: count what was written.
+                job.rewrapped -= Int64(changes.count - replaced)
+                _ = try c.execute(Self.saveJobSQL, Self.jobArguments(job))
+                return replaced
+            }
+        }
+        return .saved(job, replaced: replaced)
     }
 
     public func recordHeaders(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [RecordHeader] {
@@ -551,19 +555,5 @@ public final class SQLiteRecordStore: RecordStore {
         }
         args.append(.integer(Int64(limit)))
         return try run { try $0.query(sql + " ORDER BY id, kind LIMIT ?", args, map) }
-    }
-
-    public func replaceHeaders(_ changes: [HeaderChange], tenant: String, job: Job) async throws -> Int {
-        try run { c in
-            try c.transaction {
-                var replaced = 0
-                for ch in changes {
-                    replaced += try c.execute("UPDATE records SET header = ? WHERE tenant = ? AND id = ? AND kind = ? AND header = ?",
-                                              [.blob(ch.new), .text(tenant), .text(ch.id), .text(ch.kind), .blob(ch.old)])
-                }
-                _ = try c.execute(Self.saveJobSQL, Self.jobArguments(job))
-                return replaced
-            }
-        }
     }
 }

@@ -9,8 +9,14 @@ import Logging
 func benchGateway(_ folder: String, cache: CacheLimits = CacheLimits(maxAge: 60, maxMessages: 100_000)) async throws -> Gateway {
     var logger = Logger(label: "bench")
     logger.logLevel = .warning
-    let gateway = try Gateway(configuration: GatewayConfiguration(dataFolder: folder, cacheLimits: cache), logger: logger)
+    // The environment's database (KEYWARD_DATABASE_URL, KEYWARD_ROOT_KEY_FILE), if any, as `serve` reads it.
+    var configuration = try GatewayConfiguration.load(dataFolder: folder, listen: nil, configFile: nil)
+    configuration.cacheLimits = cache
+    let gateway = try Gateway(configuration: configuration, logger: logger)
     _ = try await gateway.prepare()
+    // With PostgreSQL, data keys are cached only while the change feed listens.
+    Task { await gateway.followChanges() }
+    for _ in 0..<500 where !gateway.cachesAreTrusted { try await Task.sleep(for: .milliseconds(10)) }
     return gateway
 }
 

@@ -9,7 +9,8 @@ import NIOPosix
 /// AWS KMS client adds to a call beyond the HTTP round trip itself.
 /// And what issue 5 names: audit append latency and re-key (rewrap) throughput.
 /// Usage: keyward-bench [local-unwrap N] [kms-overhead N] [audit-append N] [rewrap N]
-///        keyward-bench seed DATA-FOLDER TENANT EXCHANGES   (test data, written while no gateway runs)
+///        keyward-bench seed DATA-FOLDER TENANT EXCHANGES   (test data; with SQLite, while no gateway runs;
+///        KEYWARD_DATABASE_URL and KEYWARD_ROOT_KEY_FILE seed a PostgreSQL database instead)
 
 func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18 }
 

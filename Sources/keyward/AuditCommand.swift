@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KeywardGateway
+import KeywardPostgres
 import KeywardStorage
 
 /// `keyward audit …`: check the chain offline, or read it from a running gateway (auditor token).
@@ -13,19 +14,40 @@ struct AuditCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Re-walk the audit chain and its signed checkpoints; exit 1 naming the first bad position.")
         @Option(help: "The gateway's data folder.") var data: String = "keyward-data"
-        @Option(help: "The trusted audit public key file (default: DATA/audit-signing.pub). Keep a copy elsewhere: whoever can rewrite the folder can rewrite this file too.")
+        @Option(help: "A PostgreSQL address (KEYWARD_DATABASE_URL) instead of the data folder's SQLite database.")
+        var database: String?
+        @Option(help: "The trusted audit public key file (default: DATA/audit-signing.pub, or with --database the key stored in the database). Keep a copy elsewhere: whoever can rewrite the folder or the database can rewrite that copy too.")
         var publicKey: String?
 
         func run() async throws {
-            let database = data + "/keyward.sqlite3"
-            guard FileManager.default.fileExists(atPath: database) else {
-                throw CLIError(exitCode: 2, description: "no database at \(database)")
+            let store: any RecordStore
+            var key: [UInt8]
+            if let url = database ?? ProcessInfo.processInfo.environment["KEYWARD_DATABASE_URL"].flatMap({ $0.isEmpty ? nil : $0 }) {
+                let postgres: PostgresRecordStore
+                do { postgres = try PostgresRecordStore(url: try PostgresURL(url)) } catch let e as StorageError {
+                    throw CLIError(exitCode: 2, description: e.reason)
+                }
+                store = postgres
+                if let publicKey { key = try AuditSigner.readPublicKey(publicKey) } else {
+                    guard let stored = try await postgres.setting(AuditSigner.publicSetting), stored.count == 32 else {
+                        throw CLIError(exitCode: 2, description: "the database holds no audit public key: give --public-key")
+                    }
+                    key = stored
+                    FileHandle.standardError.write(Data("note: trusting the audit public key stored in the database itself; pass --public-key with a copy kept elsewhere to detect a rewrite of the whole database\n".utf8))
+                }
+            } else {
+                let database = data + "/keyward.sqlite3"
+                guard FileManager.default.fileExists(atPath: database) else {
+                    throw CLIError(exitCode: 2, description: "no database at \(database)")
+                }
+                key = try AuditSigner.readPublicKey(publicKey ?? AuditSigner.publicKeyPath(folder: data))
+                store = try SQLiteRecordStore(path: database)
             }
-            let key = try AuditSigner.readPublicKey(publicKey ?? AuditSigner.publicKeyPath(folder: data))
-            let store = try SQLiteRecordStore(path: database)
             let (count, signed): (Int64, Int64)
             do { (count, signed) = try await AuditVerifier.verify(store, trustedKeys: [key]) } catch let e as AuditVerifier.Failure {
                 throw CLIError(exitCode: 1, description: e.description)
+            } catch let e as StorageError {
+                throw CLIError(exitCode: 2, description: "cannot read the audit log: \(e)")
             }
             print("audit log intact: \(count) events, signed through event \(signed)")
             if count > signed {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CKeywardSystem
 import Foundation
+import KeywardCrypto
 import KeywardGateway
 import Logging
 import NIOCore
@@ -21,6 +22,10 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "The data folder: database, local key store and its root key.") var data: String?
     @Option(help: "HOST:PORT to listen on (default 127.0.0.1:8080).") var listen: String?
     @Option(help: "A JSON config file with upstreams and limits.") var config: String?
+    @Option(help: "A PostgreSQL address shared by several replicas (postgres://user:password@host:5432/db; KEYWARD_DATABASE_URL). Default: SQLite in the data folder.")
+    var database: String?
+    @Option(name: .customLong("root-key-file"), help: "The local key store's root key (KEYWARD_ROOT_KEY_FILE); with --database, the same file on every replica.")
+    var rootKeyFile: String?
 
     func run() async throws {
         // Tasks run on the NIO event loops that also serve the sockets: no hop between Swift's
@@ -38,19 +43,29 @@ struct ServeCommand: AsyncParsableCommand {
         let logger = Logger(label: "keyward")
         let configuration: GatewayConfiguration
         do {
-            configuration = try GatewayConfiguration.load(dataFolder: data, listen: listen, configFile: config)
+            configuration = try GatewayConfiguration.load(dataFolder: data, listen: listen, configFile: config, database: database,
+                                                          rootKeyFile: rootKeyFile)
         } catch let e as GatewayError {
             throw CLIError(exitCode: 2, description: e.message)
         }
-        let gateway = try Gateway(configuration: configuration, logger: logger)
-        if let token = try await gateway.prepare() {
+        let gateway: Gateway
+        do { gateway = try Gateway(configuration: configuration, logger: logger) } catch let e as any CodedError {
+            throw CLIError(exitCode: 1, description: "cannot start: \(e)")
+        }
+        let token: Secret?
+        do { token = try await gateway.prepare() } catch let e as any CodedError {
+            // A wrong root key, an unreachable database: say which, and start nothing.
+            try? await gateway.upstreams.shutdown()
+            throw CLIError(exitCode: 1, description: "cannot start: \(e)")
+        }
+        if let token {
             // Shown once, on standard output only; the log never carries it.
             print("Admin token (shown once, store it now): \(token.value)")
             fflush(nil)  // all streams: standard output may be a file
         }
         let upstreams = configuration.upstreams.map { "\($0.name) (\($0.kind.rawValue))" }.joined(separator: ", ")
         logger.notice("starting", metadata: [
-            "data": "\(configuration.dataFolder)", "upstreams": "\(upstreams.isEmpty ? "none: keyward/echo only" : upstreams)",
+            "data": "\(configuration.dataFolder)", "database": "\(gateway.databaseDescription)", "upstreams": "\(upstreams.isEmpty ? "none: keyward/echo only" : upstreams)",
         ])
         let app = gateway.application { port in
             logger.notice("listening", metadata: ["address": "http://\(configuration.host):\(port)"])

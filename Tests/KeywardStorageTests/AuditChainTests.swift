@@ -128,14 +128,28 @@ struct AuditChainTests {
         job.cursorID = "r1"
         job.cursorKind = "b"
         job.processed = 2
-        // r1 changed meanwhile: only r0 is replaced; the job is saved with the headers.
-        let replaced = try await store.replaceHeaders([
-            HeaderChange(id: "r0", kind: "a", old: [0], new: [100]),
-            HeaderChange(id: "r1", kind: "b", old: [42], new: [101]),
-        ], tenant: "acme", job: job)
-        #expect(replaced == 1)
+        job.rewrapped = 2
+        // r1 changed meanwhile: only r0 is replaced; the job is saved with the headers, its count
+        // corrected to what was written.
+        let claim = try await store.withJobClaimed(id: "job_1") { current in
+            #expect(current.processed == 0)
+            // While one worker holds the job, another is told it is busy.
+            let other = try await store.withJobClaimed(id: "job_1") { _ in nil }
+            #expect(other == .busy)
+            return (job, [HeaderChange(id: "r0", kind: "a", old: [0], new: [100]), HeaderChange(id: "r1", kind: "b", old: [42], new: [101])])
+        }
+        job.rewrapped = 1
+        #expect(claim == .saved(job, replaced: 1))
         #expect(try await store.record(tenant: "acme", id: "r0", kind: "a")?.header == [100])
         #expect(try await store.record(tenant: "acme", id: "r1", kind: "b")?.header == [1])
+        #expect(try await store.job(id: "job_1") == job)
+        #expect(try await store.withJobClaimed(id: "job_1") { _ in nil } == .unchanged(job))
+        #expect(try await store.withJobClaimed(id: "job_none") { _ in nil } == .missing)
+        // A batch that fails saves nothing: neither headers nor job.
+        struct Boom: Error {}
+        await #expect(throws: Boom.self) {
+            _ = try await store.withJobClaimed(id: "job_1") { _ in throw Boom() }
+        }
         #expect(try await store.job(id: "job_1") == job)
         #expect(try await store.jobs(status: .running).map(\.id) == ["job_1"])
         job.status = .done

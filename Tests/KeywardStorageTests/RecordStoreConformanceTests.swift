@@ -1,20 +1,54 @@
 import Foundation
 import KeywardStorage
+@testable import KeywardPostgres
+import PostgresNIO
 import KeywardTesting
 import Testing
 
-/// The engines the conformance suite runs on. PostgreSQL joins with its store.
+/// The engines the conformance suite runs on. PostgreSQL needs a server: `scripts/postgres-up`
+/// starts a throw-away one on loopback and prints the `KEYWARD_TEST_DATABASE_URL` to export (the
+/// README test command does both); any server a test may create databases on will do. Without it
+/// the PostgreSQL cases fail, saying so, rather than pass unseen.
 enum Engine: String, CaseIterable, CustomTestStringConvertible {
-    case sqlite
+    case sqlite, postgres
     var testDescription: String { rawValue }
 
     /// A fresh, migrated store and what keeps it alive.
-    func make() async throws -> (any RecordStore, TemporaryDirectory) {
-        let dir = try TemporaryDirectory()
-        let store = try SQLiteRecordStore(path: dir.file("keyward.sqlite3"))
-        try await store.migrate()
-        try await store.migrate()  // idempotent
-        return (store, dir)
+    func make() async throws -> (any RecordStore, AnyObject) {
+        switch self {
+        case .sqlite:
+            let dir = try TemporaryDirectory()
+            let store = try SQLiteRecordStore(path: dir.file("keyward.sqlite3"))
+            try await store.migrate()
+            try await store.migrate()  // idempotent
+            return (store, dir)
+        case .postgres:
+            let store = try await TestDatabase.fresh()
+            try await store.migrate()
+            try await store.migrate()
+            return (store, store)
+        }
+    }
+}
+
+/// A new, empty database (`keyward_test_…`) on the test server for each case.
+enum TestDatabase {
+    struct NotConfigured: Error, CustomStringConvertible {
+        var description: String { "KEYWARD_TEST_DATABASE_URL is not set: run scripts/postgres-up and export what it prints" }
+    }
+
+    static func serverURL() throws -> PostgresURL {
+        guard let url = ProcessInfo.processInfo.environment["KEYWARD_TEST_DATABASE_URL"], !url.isEmpty else { throw NotConfigured() }
+        return try PostgresURL(url)
+    }
+
+    static func fresh() async throws -> PostgresRecordStore {
+        let server = try serverURL()
+        let name = "keyward_test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
+        let admin = try PostgresRecordStore(url: server, maxConnections: 1)
+        defer { admin.shutdown() }
+        _ = try await admin.rows(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"))
+        return try PostgresRecordStore(url: server.with(database: name))
     }
 }
 

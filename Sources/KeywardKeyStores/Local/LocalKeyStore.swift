@@ -2,41 +2,56 @@ import Foundation
 import KeywardCrypto
 import Synchronization
 
-/// The embedded key store: master keys in a folder, each with versions, their material encrypted
+/// The embedded key store: master keys, each with versions, their material encrypted
 /// under a root key. Material cannot be exported; disabled and pending-deletion keys refuse every
 /// operation; after the waiting period the material is destroyed.
 ///
-/// Writers take a file lock and replace key files atomically, so several processes can share a
-/// store. Readers keep decrypted key state in memory and re-read a key's file only when its stamp
-/// (inode, size, mtime) changes, which keeps an unwrap to a `stat` and one AES-GCM open.
+/// Keys live in a ``LocalKeyBackend``: files in a folder (one machine) or a database table (every
+/// replica). Writers hold the backend's lock, so several processes can share a store. Readers keep
+/// decrypted key state in memory and re-read a key only when its stamp changes (a `stat`, or one
+/// indexed query), which keeps an unwrap to that check and one AES-GCM open.
 ///
 /// Wrapped data key layout: `0x01 || version (4) || IV (12) || ciphertext || tag (16)`, with AAD
 /// `keyward-local-dek:NAME || serialized encryption context`.
 public final class LocalKeyStore: KeyStore {
     public let scheme = "local"
     public let providerID = "keyward-local"
-    public let folder: String
+    public let backend: any LocalKeyBackend
 
     private let rootKey: SecretBytes
-    private let lock: FileLock
     private let now: @Sendable () -> Date
     private let cache = Mutex<[String: CachedKey]>([:])
 
     struct CachedKey: @unchecked Sendable {
-        var stamp: FileSystem.Stamp
+        var stamp: String
         var file: LocalKeyFile
         var materials: [UInt32: SecretBytes]
     }
 
     /// Opens the store in `folder`, creating the folder, its header and (for a file source that
     /// does not exist yet) the root key on first use.
-    public init(folder: String, rootKey source: RootKeySource, now: @escaping @Sendable () -> Date = { Date() }) throws {
-        self.folder = folder
-        try FileSystem.makeFolder(folder)
-        try FileSystem.makeFolder("\(folder)/keys")
-        lock = try FileLock(path: "\(folder)/.lock")
-        rootKey = try lock.withLock { try RootKey.open(folder: folder, source: source) }
+    public convenience init(folder: String, rootKey source: RootKeySource, now: @escaping @Sendable () -> Date = { Date() }) throws {
+        let backend = try FileKeyBackend(folder: folder)
+        self.init(backend: backend, rootKey: try backend.openRootKey(source), now: now)
+    }
+
+    private init(backend: any LocalKeyBackend, rootKey: SecretBytes, now: @escaping @Sendable () -> Date) {
+        self.backend = backend
+        self.rootKey = rootKey
         self.now = now
+    }
+
+    /// Opens the store kept in `backend`, creating its header on first use. A root key that does
+    /// not open an existing store is refused with `storeCorrupt`, before anything is written.
+    public static func open(backend: any LocalKeyBackend, rootKey source: RootKeySource,
+                            now: @escaping @Sendable () -> Date = { Date() }) async throws -> LocalKeyStore {
+        var (key, newHeader) = try RootKey.open(header: try await backend.header(), source: source)
+        if let newHeader {
+            // Another replica may have made the header first: then the root key must open theirs.
+            let stored = try await backend.createHeader(newHeader)
+            if stored != newHeader { key = try RootKey.open(header: stored, source: source).key }
+        }
+        return LocalKeyStore(backend: backend, rootKey: key, now: now)
     }
 
     /// Key names: 1–128 of letters, digits, `-`, `_`, `.`, not starting with a dot.
@@ -49,8 +64,6 @@ public final class LocalKeyStore: KeyStore {
         }
     }
 
-    private func path(_ name: String) -> String { "\(folder)/keys/\(name).json" }
-
     // MARK: Cryptographic operations
 
     public func generateDataKey(keyID: String, length: Int, context: EncryptionContext) async throws -> (plaintext: SecretBytes, wrapped: WrappedKey) {
@@ -59,7 +72,7 @@ public final class LocalKeyStore: KeyStore {
     }
 
     public func encrypt(keyID: String, plaintext: SecretBytes, context: EncryptionContext) async throws -> WrappedKey {
-        let key = try usableKey(keyID)
+        let key = try await usableKey(keyID)
         guard let version = key.file.current?.version, let material = key.materials[version] else {
             throw KeyStoreError(.storeCorrupt, "local key \(keyID) has no usable version")
         }
@@ -76,7 +89,7 @@ public final class LocalKeyStore: KeyStore {
             throw KeyStoreError(.invalidCiphertext, "not a data key wrapped by the local key store")
         }
         let version = ciphertext[1..<5].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-        let key = try usableKey(keyID)
+        let key = try await usableKey(keyID)
         guard let material = key.materials[version] else {
             throw KeyStoreError(.invalidCiphertext, "local key \(keyID) has no version \(version)")
         }
@@ -95,26 +108,21 @@ public final class LocalKeyStore: KeyStore {
     // MARK: Life cycle
 
     public func describe(keyID: String) async throws -> KeyDescription {
-        describe(try loaded(keyID).file)
+        describe(try await loaded(keyID).file)
     }
 
     public func createKey(name: String?) async throws -> KeyDescription {
         guard let name else { throw KeyStoreError(.invalidArgument, "a local key needs a name: local:NAME") }
         try Self.validateName(name)
-        return try lock.withLock {
-            guard FileSystem.stamp(path(name)) == nil else {
-                throw KeyStoreError(.alreadyExists, "local key \(name) already exists")
-            }
-            let created = now()
-            var file = LocalKeyFile(name: name, created: created, state: .enabled, deletionDate: nil, versions: [])
-            try addVersion(&file, at: created)
-            try save(file)
-            return describe(file)
-        }
+        let created = now()
+        var file = LocalKeyFile(name: name, created: created, state: .enabled, deletionDate: nil, versions: [])
+        try addVersion(&file, at: created)
+        try await backend.create(name, try LocalKeyFile.encoder.encode(file))
+        return describe(file)
     }
 
     public func enableKey(keyID: String) async throws {
-        try modify(keyID) { file in
+        try await modify(keyID) { file in
             guard file.state != .pendingDeletion else {
                 throw KeyStoreError(.keyPendingDeletion, "local key \(keyID) is pending deletion; cancel the deletion first")
             }
@@ -123,7 +131,7 @@ public final class LocalKeyStore: KeyStore {
     }
 
     public func disableKey(keyID: String) async throws {
-        try modify(keyID) { file in
+        try await modify(keyID) { file in
             guard file.state != .pendingDeletion else {
                 throw KeyStoreError(.keyPendingDeletion, "local key \(keyID) is pending deletion")
             }
@@ -132,7 +140,7 @@ public final class LocalKeyStore: KeyStore {
     }
 
     public func rotateKey(keyID: String) async throws {
-        try modify(keyID) { file in
+        try await modify(keyID) { file in
             guard file.state == .enabled else {
                 throw KeyStoreError(file.state == .disabled ? .keyDisabled : .keyPendingDeletion, "local key \(keyID) is \(file.state.rawValue)")
             }
@@ -143,7 +151,7 @@ public final class LocalKeyStore: KeyStore {
     public func scheduleKeyDeletion(keyID: String, days: Int) async throws -> Date {
         try Self.checkWaitingPeriod(days)
         let date = now().addingTimeInterval(Double(days) * 86_400)
-        try modify(keyID) { file in
+        try await modify(keyID) { file in
             file.state = .pendingDeletion
             file.deletionDate = date
         }
@@ -151,7 +159,7 @@ public final class LocalKeyStore: KeyStore {
     }
 
     public func cancelKeyDeletion(keyID: String) async throws {
-        try modify(keyID) { file in
+        try await modify(keyID) { file in
             guard file.state == .pendingDeletion else {
                 throw KeyStoreError(.invalidArgument, "local key \(keyID) is not pending deletion")
             }
@@ -161,10 +169,9 @@ public final class LocalKeyStore: KeyStore {
     }
 
     public func listKeys() async throws -> [KeyDescription] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: "\(folder)/keys")) ?? []
-        return try names.filter { $0.hasSuffix(".json") && !$0.hasPrefix(".") }.sorted().map {
-            describe(try loaded(String($0.dropLast(5))).file)
-        }
+        var out: [KeyDescription] = []
+        for name in try await backend.names() { out.append(describe(try await loaded(name).file)) }
+        return out
     }
 
     // MARK: State
@@ -175,8 +182,8 @@ public final class LocalKeyStore: KeyStore {
     }
 
     /// The key, checked usable for wrapping and unwrapping.
-    private func usableKey(_ name: String) throws -> CachedKey {
-        let key = try loaded(name)
+    private func usableKey(_ name: String) async throws -> CachedKey {
+        let key = try await loaded(name)
         switch key.file.state {
         case .enabled: return key
         case .disabled: throw KeyStoreError(.keyDisabled, "local key \(name) is disabled")
@@ -185,27 +192,30 @@ public final class LocalKeyStore: KeyStore {
         }
     }
 
-    /// The key as on disk now: from memory if its file is unchanged, else re-read and decrypted.
-    /// A key whose deletion date has passed is destroyed here, on first sight.
-    private func loaded(_ name: String) throws -> CachedKey {
+    /// The key as stored now: from memory if its document is unchanged, else re-read and
+    /// decrypted. A key whose deletion date has passed is destroyed here, on first sight.
+    private func loaded(_ name: String) async throws -> CachedKey {
         try Self.validateName(name)
-        guard let stamp = FileSystem.stamp(path(name)) else {
+        guard let stamp = try await backend.stamp(name) else {
             throw KeyStoreError(.keyNotFound, "no local key \(name)")
         }
         if let hit = cache.withLock({ $0[name] }), hit.stamp == stamp, !isDue(hit.file) {
             return hit
         }
-        var file = try read(name)
+        guard let (document, readStamp) = try await backend.read(name) else {
+            throw KeyStoreError(.keyNotFound, "no local key \(name)")
+        }
+        let file = try decode(document, name)
         if isDue(file) {
-            try lock.withLock {
-                file = try read(name)
-                guard isDue(file) else { return }
+            try await backend.update(name) { data in
+                var file = try decode(data, name)
+                guard isDue(file) else { return data }
                 file.state = .destroyed
                 for i in file.versions.indices { file.versions[i].material = nil }
-                try save(file)
+                return try LocalKeyFile.encoder.encode(file)
             }
             cache.withLock { $0[name] = nil }
-            return try loaded(name)
+            return try await loaded(name)
         }
         var materials: [UInt32: SecretBytes] = [:]
         for v in file.versions {
@@ -218,7 +228,7 @@ public final class LocalKeyStore: KeyStore {
                 throw KeyStoreError(.storeCorrupt, "local key \(name) version \(v.version) does not open with the root key")
             }
         }
-        let fresh = CachedKey(stamp: FileSystem.stamp(path(name)) ?? stamp, file: file, materials: materials)
+        let fresh = CachedKey(stamp: readStamp, file: file, materials: materials)
         cache.withLock { $0[name] = fresh }
         return fresh
     }
@@ -227,42 +237,25 @@ public final class LocalKeyStore: KeyStore {
         file.state == .pendingDeletion && (file.deletionDate.map { $0 <= now() } ?? false)
     }
 
-    private func read(_ name: String) throws -> LocalKeyFile {
-        guard let data = FileManager.default.contents(atPath: path(name)) else {
-            throw KeyStoreError(.keyNotFound, "no local key \(name)")
-        }
+    private func decode(_ data: Data, _ name: String) throws -> LocalKeyFile {
         do {
             return try LocalKeyFile.decoder.decode(LocalKeyFile.self, from: data)
         } catch {
-            throw KeyStoreError(.storeCorrupt, "the file of local key \(name) is not readable")
+            throw KeyStoreError(.storeCorrupt, "the document of local key \(name) is not readable")
         }
     }
 
-    private func save(_ file: LocalKeyFile) throws {
-        try FileSystem.writeAtomically(try LocalKeyFile.encoder.encode(file), to: path(file.name))
-    }
-
-    /// Read, change and write a key file under the store's lock, so concurrent writers (threads
-    /// or processes) serialise and none loses another's change.
-    private func modify(_ name: String, _ change: (inout LocalKeyFile) throws -> Void) throws {
-        _ = try loaded(name)  // destroys a due key first, and reports a missing one
-        try lock.withLock {
-            removeLeftovers(name)
-            var file = try read(name)
+    /// Read, change and write a key under the backend's lock, so concurrent writers (threads,
+    /// processes, replicas) serialise and none loses another's change.
+    private func modify(_ name: String, _ change: (inout LocalKeyFile) throws -> Void) async throws {
+        _ = try await loaded(name)  // destroys a due key first, and reports a missing one
+        try await backend.update(name) { data in
+            var file = try decode(data, name)
             guard file.state != .destroyed else { throw KeyStoreError(.keyDestroyed, "local key \(name) was destroyed") }
             try change(&file)
-            try save(file)
+            return try LocalKeyFile.encoder.encode(file)
         }
         cache.withLock { $0[name] = nil }
-    }
-
-    /// Temporary files of writers that died before their rename; only called under the lock, when
-    /// no writer can be midway.
-    private func removeLeftovers(_ name: String) {
-        let prefix = ".\(name).json.tmp-"
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "\(folder)/keys")) ?? [] where entry.hasPrefix(prefix) {
-            try? FileManager.default.removeItem(atPath: "\(folder)/keys/\(entry)")
-        }
     }
 
     private func addVersion(_ file: inout LocalKeyFile, at date: Date) throws {

@@ -44,22 +44,22 @@ struct KeyStoreHeader: Codable {
 }
 
 enum RootKey {
-    /// Opens (or, for a new store, creates) the root key and verifies it against the header.
-    static func open(folder: String, source: RootKeySource) throws -> SecretBytes {
-        let headerPath = "\(folder)/keystore.json"
-        if let data = FileManager.default.contents(atPath: headerPath) {
+    /// Opens the root key and verifies it against the store's `header`; for a new store (no
+    /// header), makes the root key (unless a file is given that already exists) and returns the
+    /// header to save.
+    static func open(header data: Data?, source: RootKeySource) throws -> (key: SecretBytes, newHeader: Data?) {
+        if let data {
             guard let header = try? JSONDecoder().decode(KeyStoreHeader.self, from: data),
                   let check = Data(base64Encoded: header.check), check.count == 28 else {
-                throw KeyStoreError(.storeCorrupt, "\(headerPath) is not a Keyward key store header")
+                throw KeyStoreError(.storeCorrupt, "the key store header is not a Keyward key store header")
             }
             let key = try load(source, header: header)
             let iv = Array(check.prefix(12)), tag = Array(check.suffix(16))
             guard (try? AESGCM.open(key: key, iv: iv, aad: KeyStoreHeader.checkLabel, sealed: tag)) != nil else {
                 throw KeyStoreError(.storeCorrupt, "the root key (\(source)) does not open this key store")
             }
-            return key
+            return (key, nil)
         }
-        // A new store: make the root key (unless a file is given that already exists) and the header.
         var header = KeyStoreHeader(format: 1, rootKey: "file", salt: nil, check: "")
         let key: SecretBytes
         switch source {
@@ -73,8 +73,7 @@ enum RootKey {
         let iv = SecretBytes(randomCount: 12).withUnsafeBytes { Array($0) }
         let tag = try AESGCM.seal(key: key, iv: iv, aad: KeyStoreHeader.checkLabel, plaintext: [])
         header.check = Data(iv + tag).base64EncodedString()
-        try FileSystem.writeAtomically(try JSONEncoder().encode(header), to: headerPath)
-        return key
+        return (key, try JSONEncoder().encode(header))
     }
 
     private static func load(_ source: RootKeySource, header: KeyStoreHeader) throws -> SecretBytes {

@@ -1,0 +1,71 @@
+import Foundation
+import KeywardKeyStores
+import KeywardStorage
+import NIOCore
+import PostgresNIO
+
+/// The local key store's keys in the shared database, so every replica serves the same `local:`
+/// keys: each key's document (its material sealed under the root key every replica is given) in
+/// `local_keys`, with a revision that moves on every change; the store's header in `settings`.
+public struct PostgresKeyBackend: LocalKeyBackend {
+    let store: PostgresRecordStore
+    static let headerName = "local-keystore-header"
+
+    public init(store: PostgresRecordStore) { self.store = store }
+
+    /// Database failures as key-store failures: unreachable means the key is unavailable.
+    private func run<T>(_ body: () async throws -> T) async throws -> T {
+        do { return try await body() } catch let e as StorageError {
+            switch e.code {
+            case .alreadyExists: throw KeyStoreError(.alreadyExists, e.reason)
+            case .notFound: throw KeyStoreError(.keyNotFound, e.reason)
+            default: throw KeyStoreError(.keyUnavailable, "the key database: \(e.reason)")
+            }
+        }
+    }
+
+    public func header() async throws -> Data? {
+        try await run { try await store.setting(Self.headerName).map { Data($0) } }
+    }
+
+    public func createHeader(_ data: Data) async throws -> Data {
+        try await run { Data(try await store.setSettingIfAbsent(Self.headerName, Array(data))) }
+    }
+
+    public func stamp(_ name: String) async throws -> String? {
+        try await run { try await store.rows("SELECT revision FROM local_keys WHERE name = \(name)").first.map { String(try $0.int(0)) } }
+    }
+
+    public func read(_ name: String) async throws -> (document: Data, stamp: String)? {
+        try await run {
+            try await store.rows("SELECT document, revision FROM local_keys WHERE name = \(name)").first.map {
+                (Data(try $0.bytes(0)), String(try $0.int(1)))
+            }
+        }
+    }
+
+    public func create(_ name: String, _ document: Data) async throws {
+        do {
+            _ = try await run { try await store.rows("INSERT INTO local_keys(name, document, revision) VALUES (\(name), \(ByteBuffer(bytes: document)), 1)") }
+        } catch let e as KeyStoreError where e.code == .alreadyExists {
+            throw KeyStoreError(.alreadyExists, "local key \(name) already exists")
+        }
+    }
+
+    public func update(_ name: String, _ change: (Data) throws -> Data) async throws {
+        let logger = store.logger
+        try await run {
+            try await store.transaction { c in
+                let found = try await PostgresRecordStore.rows("SELECT document FROM local_keys WHERE name = \(name) FOR UPDATE", on: c, logger: logger)
+                guard let row = found.first else { throw KeyStoreError(.keyNotFound, "no local key \(name)") }
+                let updated = try change(Data(try row.bytes(0)))
+                try await PostgresRecordStore.rows("UPDATE local_keys SET document = \(ByteBuffer(bytes: updated)), revision = revision + 1 WHERE name = \(name)",
+                                                   on: c, logger: logger)
+            }
+        }
+    }
+
+    public func names() async throws -> [String] {
+        try await run { try await store.rows("SELECT name FROM local_keys ORDER BY name").map { try $0.text(0) } }
+    }
+}

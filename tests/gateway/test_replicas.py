@@ -1,0 +1,299 @@
+"""Several `keyward serve` replicas on one PostgreSQL database (a throw-away cluster that the README
+test command starts on loopback; KEYWARD_TEST_DATABASE_URL names it): records written through one
+are read through another, a revocation reaches every replica within a second, a re-key job is
+shared and survives a replica killed with SIGKILL, PostgreSQL restarts under load without losing an
+acknowledged record, and the audit chain written by all of them verifies as one."""
+import os
+import signal
+import statistics
+import subprocess
+import threading
+import time
+import urllib.parse
+import uuid
+
+import pytest
+
+from keyward_paths import bench_bin, keyward_bin
+
+SERVER = os.environ.get("KEYWARD_TEST_DATABASE_URL")
+pytestmark = pytest.mark.skipif(
+    not SERVER, reason="KEYWARD_TEST_DATABASE_URL is not set (scripts/test starts PostgreSQL and sets it)")
+
+
+def ref(key):
+    return urllib.parse.quote(key, safe="")
+
+
+def psql(url, sql):
+    out = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def pg_ctl(*args):
+    cmd = [os.path.join(os.environ["KEYWARD_PG_BIN"], "pg_ctl"), "-D", os.environ["KEYWARD_PG_DIR"], *args]
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--"] + cmd
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+class Cluster:
+    """A fresh database, a root key file every replica is given, and replicas started on demand."""
+
+    def __init__(self, tmp_path, make):
+        self.name = "keyward_it_" + uuid.uuid4().hex[:12]
+        psql(SERVER, f"CREATE DATABASE {self.name}")
+        parts = urllib.parse.urlsplit(SERVER)
+        self.url = urllib.parse.urlunsplit(parts._replace(path="/" + self.name))
+        self.tmp = tmp_path
+        self.root_key = str(tmp_path / "root.key")
+        with open(self.root_key, "wb") as f:
+            f.write(os.urandom(32))
+        os.chmod(self.root_key, 0o600)
+        self.admin_token = "kw-admin-CANARY-" + uuid.uuid4().hex
+        self.make = make
+        self.replicas = []
+
+    def env(self, root_key=None):
+        return {"KEYWARD_DATABASE_URL": self.url, "KEYWARD_ROOT_KEY_FILE": root_key or self.root_key,
+                "KEYWARD_ADMIN_TOKEN": self.admin_token}
+
+    def replica(self, **kw):
+        g = self.make(extra_env=self.env(), **kw)
+        g.admin_token = self.admin_token
+        self.replicas.append(g)
+        return g
+
+    def close(self):
+        for g in self.replicas:  # the fixture kills them too; the database cannot be dropped before
+            if g.proc.poll() is None:
+                g.proc.kill()
+                g.proc.wait(10)
+        psql(SERVER, f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+
+@pytest.fixture
+def cluster(tmp_path, fresh_gateway):
+    c = Cluster(tmp_path, fresh_gateway)
+    yield c
+    c.close()
+
+
+def chat(g, token, text):
+    status, body, _ = g.request("POST", "/v1/chat/completions",
+                                {"model": "keyward/echo", "messages": [{"role": "user", "content": text}]}, token=token)
+    assert status == 200, body
+    return body["id"]
+
+
+def read(g, token, record_id):
+    status, body, _ = g.request("GET", f"/v1/chat/completions/{record_id}", token=token)
+    return status, body
+
+
+def wait_until(predicate, timeout):
+    """Seconds until `predicate()` held (polled as fast as it answers), or None after `timeout`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+    return None
+
+
+def test_records_written_through_one_replica_are_read_through_another_and_revocation_reaches_all_within_a_second(cluster):
+    a, b, c = cluster.replica(), cluster.replica(), cluster.replica()
+    token = a.new_tenant("acme")
+    record_id = chat(a, token, "hello from a")
+    for g in (b, c):
+        status, body = read(g, token, record_id)
+        assert status == 200 and body["choices"][0]["message"]["content"] == "hello from a", body
+    # Written through b, read through a: the data key b cached is unwrapped by a from the database's key.
+    other = chat(b, token, "hello from b")
+    assert read(a, token, other)[0] == 200
+
+    revoked, restored = [], []
+    for trial in range(20):
+        disabler, enabler = (a, b, c)[trial % 3], (a, b, c)[(trial + 1) % 3]
+        for g in (a, b, c):
+            assert read(g, token, record_id)[0] == 200  # every replica has the data key cached
+        status, body, _ = disabler.as_role("key-admin", "POST", f"/admin/v1/keys/{ref('local:acme')}/disable")
+        assert status == 200, body
+        t0 = time.monotonic()
+        others = [g for g in (a, b, c) if g is not disabler]
+        took = [wait_until(lambda g=g: read(g, token, record_id)[0] == 403, 5) for g in others]
+        assert None not in took, f"trial {trial}: a replica still served after 5 s: {took}"
+        revoked.append(time.monotonic() - t0)
+        status, body = read(others[0], token, record_id)
+        assert body["error"]["code"] == "key_revoked", body
+        status, body, _ = enabler.as_role("key-admin", "POST", f"/admin/v1/keys/{ref('local:acme')}/enable")
+        assert status == 200, body
+        t0 = time.monotonic()
+        took = [wait_until(lambda g=g: read(g, token, record_id)[0] == 200, 5) for g in (a, b, c)]
+        assert None not in took, f"trial {trial}: a replica still refused after 5 s: {took}"
+        restored.append(time.monotonic() - t0)
+    print(f"\nrevocation reached every other replica in: median {statistics.median(revoked) * 1000:.1f} ms, "
+          f"worst {max(revoked) * 1000:.1f} ms over {len(revoked)} trials (3 replicas)")
+    print(f"restoration reached every replica in: median {statistics.median(restored) * 1000:.1f} ms, "
+          f"worst {max(restored) * 1000:.1f} ms")
+    assert max(revoked) < 1.0 and max(restored) < 1.0
+
+
+def test_a_policy_change_and_a_token_deletion_reach_the_other_replica(cluster):
+    a, b = cluster.replica(), cluster.replica()
+    token = a.new_tenant("acme")
+    tok2, tok2_id = a.app_token("acme")
+    record_id = chat(a, token, "x")
+    assert read(b, tok2, record_id)[0] == 200  # b caches the principal and the policy
+    # Token 2 may only infer now: reading back is refused on every replica.
+    status, body, _ = a.admin("PUT", f"/admin/v1/keys/{ref('local:acme')}/policy", {"grants": [
+        {"principals": [f"token:{tok2_id}"], "purposes": ["inference"]}]})
+    assert status == 200, body
+    assert wait_until(lambda: read(b, tok2, record_id)[0] == 403, 1.0) is not None
+    status, body, _ = a.admin("DELETE", f"/admin/v1/tokens/{tok2_id}")
+    assert status == 200, body
+    assert wait_until(lambda: read(b, tok2, record_id)[0] == 401, 1.0) is not None
+
+
+def test_a_wrong_root_key_is_refused_at_start_and_changes_nothing(cluster):
+    a = cluster.replica()
+    a.new_tenant("acme")
+    before = psql(cluster.url, "SELECT string_agg(name || ':' || revision, ',' ORDER BY name) FROM local_keys")
+    wrong = str(cluster.tmp / "wrong.key")
+    with open(wrong, "wb") as f:
+        f.write(os.urandom(32))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
+    env.update(cluster.env(root_key=wrong))
+    out = subprocess.run([keyward_bin(), "serve", "--data", str(cluster.tmp / "wrong"), "--listen", "127.0.0.1:0"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "does not open this key store" in out.stderr, out.stderr
+    assert psql(cluster.url, "SELECT string_agg(name || ':' || revision, ',' ORDER BY name) FROM local_keys") == before
+
+
+def test_a_rekey_job_is_shared_and_survives_a_replica_killed_mid_batch(cluster):
+    a, b = cluster.replica(), cluster.replica()
+    a.new_tenant("big")
+    exporter, exporter_id = a.app_token("big")
+    a.new_tenant("big2")  # mints local:big2 in the shared key store
+    for key in ("local:big", "local:big2"):
+        status, body, _ = a.admin("PUT", f"/admin/v1/keys/{ref(key)}/policy", {"grants": [
+            {"principals": ["tenant:big"], "purposes": ["inference", "retrieval"]},
+            {"principals": [f"token:{exporter_id}"], "purposes": ["export"]}]})
+        assert status == 200, body
+    env = dict(os.environ, **cluster.env())
+    t0 = time.monotonic()
+    out = subprocess.run([bench_bin(), "seed", str(cluster.tmp / "seed"), "big", "20000"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    print(f"\nseeded 40,000 records in {time.monotonic() - t0:.1f} s")
+
+    status, body, _ = a.as_role("key-admin", "POST", "/admin/v1/tenants/big/rekey", {"key": "local:big2"})
+    assert status == 202, body
+    job_id = body["job"]
+    t0 = time.monotonic()
+    deadline = time.time() + 120
+    while True:
+        _, job, _ = b.as_role("key-admin", "GET", f"/admin/v1/jobs/{job_id}")
+        if job["records_processed"] >= 10_000:
+            break
+        assert job["status"] == "running" and time.time() < deadline, job
+        time.sleep(0.01)
+    a.stop(signal.SIGKILL)
+    assert job["status"] == "running", ("the job ended before the kill", str(job))
+    job = b.wait_job(job_id)
+    elapsed = time.monotonic() - t0
+    assert job["status"] == "done", job
+    assert job["records_processed"] >= 40_000 and job["records_rewrapped"] >= 40_000, job
+    print(f"\nre-key of {job['records_processed']} records by two replicas (one killed at 10,000): "
+          f"{job['records_processed'] / elapsed:.0f} records/s wall clock, {job['data_keys_unwrapped']} data keys unwrapped")
+    # The old key can go: nothing of the tenant's is under it any more.
+    status, body, _ = b.as_role("key-admin", "POST", f"/admin/v1/keys/{ref('local:big')}/disable")
+    assert status == 200, body
+    records, end = b.export(exporter)
+    assert end["object"] == "export.end" and len(records) >= 40_000
+    assert all(r["content"] for r in records)
+
+
+@pytest.mark.skipif(not os.environ.get("KEYWARD_PG_DIR"),
+                    reason="restarts the server: needs the throw-away cluster of scripts/postgres-up")
+def test_postgres_restarted_under_load_loses_no_acknowledged_record_and_service_resumes(cluster):
+    a, b = cluster.replica(), cluster.replica()
+    token = a.new_tenant("acme")
+    acknowledged, lock, stop = [], threading.Lock(), threading.Event()
+    errors = []
+
+    def load(g, n):
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                status, body, _ = g.request("POST", "/v1/chat/completions", {
+                    "model": "keyward/echo", "messages": [{"role": "user", "content": f"load {n}-{i}"}]}, token=token)
+            except Exception as e:  # noqa: BLE001 - a refused connection is not an acknowledgement
+                errors.append(repr(e))
+                continue
+            if status == 200:
+                with lock:
+                    acknowledged.append((body["id"], f"load {n}-{i}"))
+            else:
+                errors.append(status)
+                assert status == 503, body  # fail closed: unavailable, never a wrong answer
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=load, args=(g, n), daemon=True) for n, g in enumerate((a, b, a, b))]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    pg_ctl("stop", "-m", "fast", "-w")
+    down = time.monotonic()
+    assert wait_until(lambda: a.request("GET", "/readyz")[0] == 503, 10) is not None
+    time.sleep(1.0)
+    pg_ctl("start", "-w", "-l", os.path.join(os.environ["KEYWARD_PG_DIR"], "server.log"))
+    down_for = time.monotonic() - down
+    before = len(acknowledged)
+    resumed = wait_until(lambda: len(acknowledged) > before + 20, 30)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert resumed is not None, f"service did not resume; errors: {errors[-5:]}"
+    print(f"\nPostgreSQL down {down_for:.1f} s; service resumed "
+          f"{resumed:.2f} s after it was back; {len(acknowledged)} acknowledged, {len(errors)} refused (503)")
+    for g in (a, b):  # ready again by itself (the audit log and the change feed recover each second)
+        assert wait_until(lambda g=g: g.request("GET", "/readyz")[0] == 200, 5) is not None
+    for record_id, text in acknowledged:
+        status, body = read(b, token, record_id)
+        assert status == 200 and body["choices"][0]["message"]["content"] == text, (record_id, body)
+
+
+def test_concurrent_audit_appends_from_every_replica_verify_as_one_chain(cluster):
+    replicas = [cluster.replica(), cluster.replica(), cluster.replica()]
+    token = replicas[0].new_tenant("acme")
+
+    def work(g):
+        for i in range(60):
+            record_id = chat(g, token, f"audit {i}")
+            assert read(g, token, record_id)[0] == 200
+
+    threads = [threading.Thread(target=work, args=(g,)) for g in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for g in replicas:
+        assert g.stop() == 0  # each signs a checkpoint at shutdown
+    pub = str(cluster.tmp / "audit.pub")
+    with open(pub, "w") as f:
+        f.write(psql(cluster.url, "SELECT encode(value, 'hex') FROM settings WHERE name = 'audit-signing.pub'") + "\n")
+    out = subprocess.run([keyward_bin(), "audit", "verify", "--database", cluster.url, "--public-key", pub],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    events = int(out.stdout.split("intact: ")[1].split()[0])
+    assert events >= 3 * 60 * 2, out.stdout
+    actors = psql(cluster.url, "SELECT count(DISTINCT request_id) FROM audit_events WHERE operation = 'encrypt_record'")
+    assert int(actors) >= 180
+    # One edited event breaks it, and verify names where.
+    psql(cluster.url, "UPDATE audit_events SET result = 'denied' WHERE seq = 50")
+    out = subprocess.run([keyward_bin(), "audit", "verify", "--database", cluster.url, "--public-key", pub],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "50" in out.stderr, out.stderr
