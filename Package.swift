@@ -144,8 +144,9 @@ let package = Package(
         .testTarget(
             name: "KeywardGatewayTests",
             dependencies: [
-                "KeywardGateway", "KeywardStorage", "KeywardKeyStores", "KeywardCrypto", "KeywardTesting",
+                "KeywardGateway", "KeywardStorage", "KeywardKeyStores", "KeywardCrypto", "KeywardTesting", "KeywardPostgres",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             swiftSettings: strict
         ),

@@ -118,6 +118,7 @@ public final class Gateway: Sendable {
             if listening { self.apply(.all) }
             self.vault.cachesTrusted.store(listening, ordering: .relaxed)
             if !listening { self.apply(.all) }
+            self.metrics.changeFeed(listening: listening)
             self.logger.notice(listening ? "change notifications: listening" : "change notifications: lost")
         }, onChange: { payload in
             guard let change = CacheChange(payload: payload) else {
@@ -126,6 +127,8 @@ public final class Gateway: Sendable {
             }
             self.apply(change)
         })
+        // No longer listening: nothing cached from here on is known to be current.
+        vault.cachesTrusted.store(false, ordering: .relaxed)
     }
 
     /// Whether cached data keys, principals and policies may be used now.

@@ -94,6 +94,12 @@ public final class GatewayMetrics: Sendable {
         counter("headers_rewrapped", "total", "Record headers re-wrapped by re-key jobs", []).increment(by: Int64(count))
     }
 
+    /// The change feed started listening (after which every cache was dropped) or lost its connection.
+    func changeFeed(listening: Bool) {
+        counter("change_feed_events", "total", "Change-notification connection events: listening (caches dropped) or lost",
+                [("event", listening ? "listening" : "lost")]).increment()
+    }
+
     /// The exposition text for `/metrics`.
     public func exposition() -> [UInt8] { registry.emitToBuffer() }
 }

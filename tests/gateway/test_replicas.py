@@ -297,3 +297,34 @@ def test_concurrent_audit_appends_from_every_replica_verify_as_one_chain(cluster
     out = subprocess.run([keyward_bin(), "audit", "verify", "--database", cluster.url, "--public-key", pub],
                          capture_output=True, text=True)
     assert out.returncode == 1 and "50" in out.stderr, out.stderr
+
+
+def metric(g, name, **labels):
+    status, text, _ = g.request("GET", "/metrics")
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_replica_that_lost_its_notifications_drops_its_caches_when_it_listens_again(cluster):
+    a, b = cluster.replica(), cluster.replica()
+    token = a.new_tenant("acme")
+    record_id = chat(a, token, "x")
+    assert read(b, token, record_id)[0] == 200
+    assert read(b, token, record_id)[0] == 200
+    calls = metric(b, "keyward_keystore_calls_total")
+    listening = metric(b, "keyward_change_feed_events_total", event="listening")
+    assert read(b, token, record_id)[0] == 200
+    assert metric(b, "keyward_keystore_calls_total") == calls  # served from the data-key cache
+    # Cut every replica's notification connection (as a network fault or a failover would).
+    killed = psql(cluster.url, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND query LIKE 'LISTEN%'")
+    assert int(killed) >= 2
+    assert wait_until(lambda: metric(b, "keyward_change_feed_events_total", event="listening") > listening, 5) is not None
+    assert metric(b, "keyward_change_feed_events_total", event="lost") >= 1
+    # It missed whatever happened meanwhile, so it dropped every cache: the next read asks the key store.
+    assert read(b, token, record_id)[0] == 200
+    assert metric(b, "keyward_keystore_calls_total") > calls
