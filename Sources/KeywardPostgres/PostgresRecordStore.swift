@@ -459,9 +459,8 @@ public final class PostgresRecordStore: RecordStore {
     private static func appendRecordValues(_ records: ArraySlice<Record>, to sql: inout SQL) {
         for (i, r) in records.enumerated() {
             if i > 0 { sql += ", " }
-            let values = [sql.bind(r.tenant), sql.bind(r.id), sql.bind(r.kind), sql.bind(r.createdAt), sql.bind(r.expiresAt),
-                          sql.bind(r.metadata.json), sql.bind(bytes: r.header), sql.bind(bytes: r.body),
-                          sql.bind(r.metadata.model)]
+            let values = [sql.bind(r.tenant), sql.bind(r.id), sql.bind(r.kind), sql.bind(r.createdAt), sql.bind(bigint: r.expiresAt),
+                          sql.bind(r.metadata.json), sql.bind(bytes: r.header), sql.bind(bytes: r.body), sql.bind(text: r.metadata.model)]
             sql += "(" + values.joined(separator: ", ") + ")"
         }
     }
@@ -529,10 +528,30 @@ public final class PostgresRecordStore: RecordStore {
         }
     }
 
+    /// The chain head as of this process's last append: the next append expects it, in one
+    /// statement, and learns otherwise if another replica appended since.
+    private let knownHead = Mutex<(seq: Int64, hash: [UInt8])?>(nil)
+
     private func write(_ batches: [Work]) async throws -> [[AuditEvent]] {
+        let records = batches.flatMap(\.records)
+        let eventCount = batches.reduce(0) { $0 + $1.audit.count }
+        // Usually one round trip: the records, the events and the head's move in one statement,
+        // which does nothing if the head is no longer where we last left it.
+        if eventCount > 0, records.count <= 1000, eventCount <= 1000 {
+            for _ in 0..<3 {
+                var head: (seq: Int64, hash: [UInt8])
+                if let known = knownHead.withLock({ $0 }) { head = known } else { head = try await auditHead() }
+                let (out, next) = Self.chain(batches, after: head)
+                if try await writeIfHeadIs(head.seq, records: records, events: out.flatMap { $0 }, next: next) {
+                    knownHead.withLock { $0 = next }
+                    return out
+                }
+                knownHead.withLock { $0 = nil }  // another replica appended: read the head again
+            }
+        }
+        // Under contention or for large batches: a transaction holding the head's row lock.
         let logger = logger
-        return try await transaction { c in
-            let records = batches.flatMap(\.records)
+        let (out, next) = try await transaction { c in
             var start = 0
             while start < records.count {
                 let end = min(start + 1000, records.count)
@@ -541,30 +560,63 @@ public final class PostgresRecordStore: RecordStore {
                 try await Self.rows(sql.query, on: c, logger: logger)
                 start = end
             }
-            guard batches.contains(where: { !$0.audit.isEmpty }) else { return batches.map { _ in [] } }
+            guard eventCount > 0 else { return (batches.map { _ in [AuditEvent]() }, (seq: Int64(0), hash: [UInt8]())) }
             // The row lock orders appends from every replica into one chain.
             let head = try await Self.rows("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE", on: c, logger: logger)
             guard let row = head.first else { throw StorageError(.corrupt, "the audit chain head is missing") }
-            var seq = try row.int(0), hash = try row.bytes(1)
-            var out: [[AuditEvent]] = []
-            var all: [AuditEvent] = []
-            for b in batches {
-                var events = b.audit
-                for i in events.indices {
-                    seq += 1
-                    events[i].seq = seq
-                    events[i].previousHash = hash
-                    events[i].hash = events[i].chainHash(after: hash)
-                    hash = events[i].hash
-                }
-                out.append(events)
-                all += events
-            }
-            try await Self.insertEvents(all, on: c, logger: logger)
+            let (out, next) = Self.chain(batches, after: (try row.int(0), try row.bytes(1)))
+            try await Self.insertEvents(out.flatMap { $0 }, on: c, logger: logger)
             var update = SQL("UPDATE audit_head SET seq = ")
-            update += update.bind(seq) + ", hash = " + update.bind(bytes: hash) + " WHERE id = 1"
+            update += update.bind(next.seq) + ", hash = " + update.bind(bytes: next.hash) + " WHERE id = 1"
             try await Self.rows(update.query, on: c, logger: logger)
-            return out
+            return (out, next)
+        }
+        if eventCount > 0 { knownHead.withLock { $0 = next } }
+        return out
+    }
+
+    /// Each batch's events numbered and hashed after `head`, and the head after them.
+    private static func chain(_ batches: [Work], after head: (seq: Int64, hash: [UInt8])) -> ([[AuditEvent]], (seq: Int64, hash: [UInt8])) {
+        var (seq, hash) = head
+        var out: [[AuditEvent]] = []
+        for b in batches {
+            var events = b.audit
+            for i in events.indices {
+                seq += 1
+                events[i].seq = seq
+                events[i].previousHash = hash
+                events[i].hash = events[i].chainHash(after: hash)
+                hash = events[i].hash
+            }
+            out.append(events)
+        }
+        return (out, (seq, hash))
+    }
+
+    /// Moves the head from `expected` to `next` and inserts the records and events, all in one
+    /// statement (atomic on its own); false, with nothing written, if the head was not at `expected`.
+    private func writeIfHeadIs(_ expected: Int64, records: [Record], events: [AuditEvent], next: (seq: Int64, hash: [UInt8])) async throws -> Bool {
+        var sql = SQL("WITH h AS (UPDATE audit_head SET seq = ")
+        sql += sql.bind(next.seq) + ", hash = " + sql.bind(bytes: next.hash) + " WHERE id = 1 AND seq = " + sql.bind(expected) + " RETURNING 1)"
+        if !records.isEmpty {
+            sql += ", r AS (INSERT INTO records(\(Self.recordColumns), model) SELECT * FROM (VALUES "
+            Self.appendRecordValues(records[...], to: &sql)
+            sql += ") AS v WHERE EXISTS (SELECT 1 FROM h))"
+        }
+        sql += ", e AS (INSERT INTO audit_events(\(Self.auditColumns)) SELECT * FROM (VALUES "
+        Self.appendEventValues(events[...], to: &sql)
+        sql += ") AS v WHERE EXISTS (SELECT 1 FROM h)) SELECT count(*) FROM h"
+        return try await rows(sql.query).first.map { try $0.int(0) } == 1
+    }
+
+    private static func appendEventValues(_ events: ArraySlice<AuditEvent>, to sql: inout SQL) {
+        for (i, e) in events.enumerated() {
+            if i > 0 { sql += ", " }
+            let values = [sql.bind(e.seq), sql.bind(e.time), sql.bind(e.actor), sql.bind(text: e.tenant), sql.bind(text: e.key),
+                          sql.bind(e.operation), sql.bind(text: e.purpose), sql.bind(text: e.requestID), sql.bind(text: e.record),
+                          sql.bind(e.result), sql.bind(text: e.detail),
+                          sql.bind(bytes: e.previousHash), sql.bind(bytes: e.hash)]
+            sql += "(" + values.joined(separator: ", ") + ")"
         }
     }
 
@@ -573,14 +625,8 @@ public final class PostgresRecordStore: RecordStore {
         while start < events.count {
             let end = min(start + 1000, events.count)
             var sql = SQL("INSERT INTO audit_events(\(auditColumns)) VALUES ")
-            for (i, e) in events[start..<end].enumerated() {
-                if i > 0 { sql += ", " }
-                let values = [sql.bind(e.seq), sql.bind(e.time), sql.bind(e.actor), sql.bind(e.tenant), sql.bind(e.key), sql.bind(e.operation),
-                              sql.bind(e.purpose), sql.bind(e.requestID), sql.bind(e.record), sql.bind(e.result), sql.bind(e.detail),
-                              sql.bind(bytes: e.previousHash), sql.bind(bytes: e.hash)]
-                sql += "(" + values.joined(separator: ", ") + ")"
-            }
-            try await Self.rows(sql.query, on: c, logger: logger)
+            appendEventValues(events[start..<end], to: &sql)
+            try await rows(sql.query, on: c, logger: logger)
             start = end
         }
     }

@@ -21,6 +21,12 @@ struct SQL {
         return "$\(binds.count)"
     }
 
+    /// Optional text, typed: a NULL parameter has no type of its own, and inside `VALUES` it
+    /// would not take the column's.
+    mutating func bind(text value: String?) -> String { bind(value) + "::text" }
+
+    mutating func bind(bigint value: Int64?) -> String { bind(value) + "::bigint" }
+
     /// Bytes as `bytea` (a `[UInt8]` bound directly would become an array of `"char"`).
     mutating func bind(bytes: [UInt8]) -> String { bind(ByteBuffer(bytes: bytes)) }
 

@@ -55,6 +55,24 @@ struct AuditChainTests {
     }
 
     @Test(arguments: Engine.allCases)
+    func twoWritersOnOneDatabaseFormOneChain(_ engine: Engine) async throws {
+        let (first, keep) = try await engine.make(); _ = keep
+        let second = try engine.reopen(first)
+        // Each writer's idea of the head goes stale as the other appends.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (n, store) in [first, second].enumerated() {
+                group.addTask {
+                    for i in 0..<100 { try await store.appendAudit([event(n * 1000 + i)]) }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let all = try await first.auditEvents(AuditQuery(limit: 1000))
+        #expect(all.map(\.seq) == Array(1...200))
+        #expect(try await AuditVerifier.verify(second, trustedKeys: []).events == 200)
+    }
+
+    @Test(arguments: Engine.allCases)
     func aFailedInsertAppendsNoEventAndTheChainContinues(_ engine: Engine) async throws {
         let (store, _dir) = try await engine.make(); _ = _dir
         try await store.appendAudit([event(1)])

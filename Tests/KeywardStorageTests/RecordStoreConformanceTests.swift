@@ -31,6 +31,17 @@ enum Engine: String, CaseIterable, CustomTestStringConvertible {
     }
 }
 
+extension Engine {
+    /// A second store on the same database, as a second process or replica would open it.
+    func reopen(_ store: any RecordStore) throws -> any RecordStore {
+        switch store {
+        case let s as SQLiteRecordStore: try SQLiteRecordStore(path: s.path)
+        case let s as PostgresRecordStore: try PostgresRecordStore(url: s.url)
+        default: throw TestDatabase.NotConfigured()
+        }
+    }
+}
+
 /// A new, empty database (`keyward_test_…`) on the test server for each case.
 enum TestDatabase {
     struct NotConfigured: Error, CustomStringConvertible {
