@@ -57,12 +57,12 @@ public struct PostgresURL: Sendable, CustomStringConvertible {
     }
 
     /// One connection outside the pool (LISTEN needs its own).
-    func connectionConfiguration() -> PostgresConnection.Configuration {
+    func connectionConfiguration() throws -> PostgresConnection.Configuration {
         let tls: PostgresConnection.Configuration.TLS
         switch sslMode {
         case "disable": tls = .disable
-        case "require": tls = .require(try! .init(configuration: .makeClientConfiguration()))
-        default: tls = .prefer(try! .init(configuration: .makeClientConfiguration()))
+        case "require": tls = .require(try .init(configuration: .makeClientConfiguration()))
+        default: tls = .prefer(try .init(configuration: .makeClientConfiguration()))
         }
         var c = PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database, tls: tls)
         c.options.connectTimeout = .seconds(3)
