@@ -94,7 +94,8 @@ extension Gateway {
     /// The API key to send upstream: the tenant's own, if it stored one, else the configured one.
     func providerKey(for tenant: Tenant, upstream: UpstreamConfiguration, scope: AuditScope) async throws -> Secret? {
         let cacheKey = tenant.name + "/" + upstream.name
-        if vault.cachesTrusted.load(ordering: .relaxed), let cached = providerKeys.withLock({ $0.value(for: cacheKey, now: Self.clock()) }) {
+        let (cached, generation) = providerKeys.withLock { ($0.value(for: cacheKey, now: Self.clock()), $0.generation) }
+        if vault.cachesTrusted.load(ordering: .relaxed), let cached {
             return cached ?? upstream.apiKey
         }
         var own: Secret?
@@ -103,7 +104,7 @@ extension Gateway {
             let plaintext = try await AuditScope.$current.withValue(scope) { try await vault.open(record, of: tenant) }
             own = Secret(String(decoding: plaintext, as: UTF8.self))
         }
-        providerKeys.withLock { $0.insert(own, for: cacheKey, now: Self.clock()) }
+        providerKeys.withLock { $0.insert(own, for: cacheKey, now: Self.clock(), ifGeneration: generation) }
         return own ?? upstream.apiKey
     }
 

@@ -6,6 +6,9 @@ struct ExpiringCache<Key: Hashable, Value> {
     let ttl: Double
     let capacity: Int
     private var entries: [Key: (value: Value, expires: Double)] = [:]
+    /// Moves on every `removeAll`: a value read from the database before a change must not be
+    /// inserted after the change cleared the cache (it would be stale for a whole TTL).
+    private(set) var generation: UInt64 = 0
 
     init(ttl: Double, capacity: Int = 10_000) {
         self.ttl = ttl
@@ -21,12 +24,22 @@ struct ExpiringCache<Key: Hashable, Value> {
         return entry.value
     }
 
+    /// Inserts `value` unless the cache was cleared since `generation` was read (the value may
+    /// predate that change).
+    mutating func insert(_ value: Value, for key: Key, now: Double, ifGeneration expected: UInt64) {
+        guard expected == generation else { return }
+        insert(value, for: key, now: now)
+    }
+
     mutating func insert(_ value: Value, for key: Key, now: Double) {
         if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }  // rare; simplest bound
         entries[key] = (value, now + ttl)
     }
 
-    mutating func removeAll() { entries.removeAll() }
+    mutating func removeAll() {
+        entries.removeAll()
+        generation &+= 1
+    }
 
     var count: Int { entries.count }
 }

@@ -268,7 +268,8 @@ public final class Gateway: Sendable {
         guard let value, !value.isEmpty else { throw GatewayError.unauthorized }
         let hash = Tokens.hash(value)
         let principal: Principal
-        if vault.cachesTrusted.load(ordering: .relaxed), let cached = principals.withLock({ $0.value(for: hash, now: Self.clock()) }) {
+        let (cached, generation) = principals.withLock { ($0.value(for: hash, now: Self.clock()), $0.generation) }
+        if vault.cachesTrusted.load(ordering: .relaxed), let cached {
             principal = cached
         } else {
             guard let token = try await store.token(hash: hash) else { throw GatewayError.unauthorized }
@@ -278,7 +279,7 @@ public final class Gateway: Sendable {
                 tenant = t
             }
             principal = Principal(tokenID: token.id, role: token.role, tenant: tenant, suspended: token.suspended)
-            principals.withLock { $0.insert(principal, for: hash, now: Self.clock()) }
+            principals.withLock { $0.insert(principal, for: hash, now: Self.clock(), ifGeneration: generation) }
         }
         guard !principal.suspended else {
             throw GatewayError.forbidden("this token is suspended", code: "token_suspended")
@@ -295,14 +296,15 @@ public final class Gateway: Sendable {
 
     /// The policy of a master key (none stored: an empty one, which grants nothing).
     func policy(forKey key: String) async throws -> KeyPolicy {
-        if vault.cachesTrusted.load(ordering: .relaxed), let cached = policies.withLock({ $0.value(for: key, now: Self.clock()) }) { return cached }
+        let (cached, generation) = policies.withLock { ($0.value(for: key, now: Self.clock()), $0.generation) }
+        if vault.cachesTrusted.load(ordering: .relaxed), let cached { return cached }
         var policy = KeyPolicy()
         if let document = try await store.policy(key: key) {
             do { policy = try JSONDecoder().decode(KeyPolicy.self, from: Data(document.utf8)) } catch {
                 logger.error("a stored key policy does not decode: it grants nothing", metadata: ["key": "\(key)"])
             }
         }
-        policies.withLock { $0.insert(policy, for: key, now: Self.clock()) }
+        policies.withLock { $0.insert(policy, for: key, now: Self.clock(), ifGeneration: generation) }
         return policy
     }
 

@@ -81,6 +81,47 @@ import Testing
         #expect(counting.encryptCalls == 6, "purge forgets every data key")
     }
 
+    /// A keyring whose calls run `hook` before answering: a revocation landing mid-call.
+    final class HookedKeyring: Keyring {
+        let inner: any Keyring
+        let hook = Mutex<(@Sendable () -> Void)?>(nil)
+        init(_ inner: any Keyring) { self.inner = inner }
+        func onEncrypt(_ m: EncryptionMaterials) async throws -> EncryptionMaterials {
+            let out = try await inner.onEncrypt(m)
+            hook.withLock { $0 }?()
+            return out
+        }
+        func onDecrypt(_ m: DecryptionMaterials, encryptedDataKeys: [EncryptedDataKey]) async throws -> DecryptionMaterials {
+            let out = try await inner.onDecrypt(m, encryptedDataKeys: encryptedDataKeys)
+            hook.withLock { $0 }?()
+            return out
+        }
+    }
+
+    @Test func materialsFetchedAcrossAPurgeAreNotCached() async throws {
+        let hooked = HookedKeyring(try aesKeyring())
+        let counting = CountingKeyring(hooked)
+        let manager = CachingMaterialsManager(backing: DefaultMaterialsManager(keyring: counting),
+                                              limits: CacheLimits(maxAge: 60, maxMessages: 1000))
+        let message = try await Message.encrypt([1], materialsManager: manager, context: ["t": "a"], suite: .aes256GCMHKDFSHA512CommitKey)
+        manager.purge()
+        // The key is revoked (purge) while its unwrap is in flight: the answer serves this
+        // message, but the next one asks the key store again.
+        hooked.hook.withLock { $0 = { manager.purge() } }
+        _ = try await Message.decrypt(message, materialsManager: manager)
+        hooked.hook.withLock { $0 = nil }
+        _ = try await Message.decrypt(message, materialsManager: manager)
+        #expect(counting.decryptCalls == 2)
+        _ = try await Message.decrypt(message, materialsManager: manager)
+        #expect(counting.decryptCalls == 2, "cached once nothing purged meanwhile")
+        // The same for a data key being generated.
+        hooked.hook.withLock { $0 = { manager.purge() } }
+        _ = try await Message.encrypt([1], materialsManager: manager, context: ["t": "b"], suite: .aes256GCMHKDFSHA512CommitKey)
+        hooked.hook.withLock { $0 = nil }
+        _ = try await Message.encrypt([1], materialsManager: manager, context: ["t": "b"], suite: .aes256GCMHKDFSHA512CommitKey)
+        #expect(counting.encryptCalls == 3)
+    }
+
     @Test func unknownLengthBypassesTheCache() async throws {
         let counting = CountingKeyring(try aesKeyring())
         let manager = CachingMaterialsManager(backing: DefaultMaterialsManager(keyring: counting), limits: CacheLimits(maxAge: 60))

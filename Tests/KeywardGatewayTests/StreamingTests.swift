@@ -141,4 +141,14 @@ struct ExpiringCacheTests {
         c.removeAll()
         #expect(c.value(for: "d", now: 2) == nil)
     }
+
+    @Test func aValueReadBeforeAClearIsNotCachedAfterIt() {
+        var c = ExpiringCache<String, Int>(ttl: 5)
+        let before = c.generation
+        c.removeAll()  // a change lands while the value was being read from the database
+        c.insert(1, for: "a", now: 0, ifGeneration: before)
+        #expect(c.value(for: "a", now: 0) == nil)
+        c.insert(2, for: "a", now: 0, ifGeneration: c.generation)
+        #expect(c.value(for: "a", now: 0) == 2)
+    }
 }

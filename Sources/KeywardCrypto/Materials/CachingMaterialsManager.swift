@@ -11,6 +11,9 @@ public final class CachingMaterialsManager: CryptographicMaterialsManager {
     private let encryptCache: Mutex<MaterialsCache<EncryptKey, EncryptionMaterials>>
     private let decryptCache: Mutex<MaterialsCache<DecryptKey, DecryptionMaterials>>
     private let now: @Sendable () -> Double
+    /// Moves on every purge: materials fetched across a purge are used once but not cached, or a
+    /// key-store call that was in flight when a key was revoked would refill the cache after it.
+    private let generation = Atomic<UInt64>(0)
 
     /// - Parameter now: a monotonic clock in seconds; injectable for tests.
     public init(backing: any CryptographicMaterialsManager, limits: CacheLimits,
@@ -37,8 +40,9 @@ public final class CachingMaterialsManager: CryptographicMaterialsManager {
         if let hit = encryptCache.withLock({ $0.useForEncryption(key, bytes: UInt64(length), now: t) }) {
             return hit
         }
+        let before = generation.load(ordering: .acquiring)
         let fresh = try await backing.encryptionMaterials(for: request)
-        if fresh.suite.kdf != .identity {
+        if fresh.suite.kdf != .identity, generation.load(ordering: .acquiring) == before {
             encryptCache.withLock { $0.insert(key, value: fresh, messages: 1, bytes: UInt64(length), now: t) }
         }
         return fresh
@@ -51,13 +55,17 @@ public final class CachingMaterialsManager: CryptographicMaterialsManager {
         let key = DecryptKey(suiteID: request.suite.id, keys: Set(request.encryptedDataKeys), context: request.encryptionContext)
         let t = now()
         if let hit = decryptCache.withLock({ $0.useForDecryption(key, now: t) }) { return hit }
+        let before = generation.load(ordering: .acquiring)
         let fresh = try await backing.decryptionMaterials(for: request)
-        decryptCache.withLock { $0.insert(key, value: fresh, messages: 0, bytes: 0, now: t) }
+        if generation.load(ordering: .acquiring) == before {
+            decryptCache.withLock { $0.insert(key, value: fresh, messages: 0, bytes: 0, now: t) }
+        }
         return fresh
     }
 
     /// Forgets every cached data key at once (revocation).
     public func purge() {
+        generation.add(1, ordering: .releasing)
         encryptCache.withLock { $0.removeAll { _ in true } }
         decryptCache.withLock { $0.removeAll { _ in true } }
     }
