@@ -50,44 +50,65 @@ struct RekeyJob {
                 let began = ContinuousClock.now
                 let after = job.cursorID.flatMap { id in job.cursorKind.map { (id: id, kind: $0) } }
                 let batch = try await store.recordHeaders(tenant: job.tenant, after: after, limit: Self.batchSize)
+                // Re-wraps what it can of some records: their new headers and the events that log
+                // each newly moved data key (appended before any header is written).
+                func rewrap(_ records: [RecordHeader], countUnmatched: Bool) async throws -> ([HeaderChange], [AuditEvent]) {
+                    var changes: [HeaderChange] = []
+                    var events: [AuditEvent] = []
+                    for r in records {
+                        let header = try HeaderRewrap.parse(r.header)
+                        let edks = header.encryptedDataKeys
+                        if edks.contains(where: { produced.contains($0.ciphertext) }) { continue }
+                        if job.fromKey != job.toKey, edks.contains(where: to.owns) { continue }
+                        guard let edk = edks.first(where: from.owns) else {
+                            if countUnmatched { job.unmatched += 1 }
+                            continue
+                        }
+                        if unwrapped[edk.ciphertext] == nil {
+                            let opened = try await from.onDecrypt(DecryptionMaterials(suite: header.suite, encryptionContext: scope),
+                                                                  encryptedDataKeys: [edk])
+                            guard let dataKey = opened.plaintextDataKey else {
+                                throw KeywardCryptoError(.noDecryptableKey, "a data key of record \(r.id) did not unwrap")
+                            }
+                            let wrapped = try await to.onEncrypt(EncryptionMaterials(suite: header.suite, encryptionContext: scope,
+                                                                                     plaintextDataKey: dataKey))
+                            guard let newEDK = wrapped.encryptedDataKeys.last else {
+                                throw KeywardCryptoError(.internalError, "the new key returned no wrapped data key")
+                            }
+                            unwrapped[edk.ciphertext] = (dataKey, newEDK)
+                            produced.insert(newEDK.ciphertext)
+                            events.append(AuditLog.event("rewrap", key: job.fromKey, record: r.id, detail: "to=\(job.toKey)", scope: audit))
+                            job.dataKeys += 1
+                        }
+                        let (dataKey, newEDK) = unwrapped[edk.ciphertext]!
+                        changes.append(HeaderChange(id: r.id, kind: r.kind, old: r.header,
+                                                    new: try HeaderRewrap.rewrap(header, dataKey: dataKey, encryptedDataKeys: [newEDK])))
+                    }
+                    try await gateway.audit.append(events)
+                    return (changes, events)
+                }
                 guard let lastRecord = batch.last else {
-                    // Nothing left: this worker ends the job for everyone.
+                    // Nothing left: this worker ends the job for everyone. First a sweep from the
+                    // start: a request that took the tenant's key before the switch may have
+                    // stored its records, under the old key, behind the cursor since.
+                    var changes: [HeaderChange] = []
+                    if job.fromKey != job.toKey {
+                        var sweep: (id: String, kind: String)?
+                        while true {
+                            let page = try await store.recordHeaders(tenant: job.tenant, after: sweep, limit: Self.batchSize)
+                            guard let end = page.last else { break }
+                            sweep = (end.id, end.kind)
+                            changes += try await rewrap(page, countUnmatched: false).0
+                        }
+                        job.rewrapped += Int64(changes.count)
+                    }
                     job.status = job.unmatched == 0 ? .done : .failed
                     if job.unmatched > 0 { job.error = "\(job.unmatched) records are under neither \(job.fromKey) nor \(job.toKey) and were left as they are" }
                     job.updatedAt = Gateway.nowMs()
                     finished = true
-                    return (job, [])
+                    return (job, changes)
                 }
-                var changes: [HeaderChange] = []
-                var events: [AuditEvent] = []
-                for r in batch {
-                    let header = try HeaderRewrap.parse(r.header)
-                    let edks = header.encryptedDataKeys
-                    if edks.contains(where: { produced.contains($0.ciphertext) }) { continue }
-                    if job.fromKey != job.toKey, edks.contains(where: to.owns) { continue }
-                    guard let edk = edks.first(where: from.owns) else { job.unmatched += 1; continue }
-                    if unwrapped[edk.ciphertext] == nil {
-                        let opened = try await from.onDecrypt(DecryptionMaterials(suite: header.suite, encryptionContext: scope),
-                                                              encryptedDataKeys: [edk])
-                        guard let dataKey = opened.plaintextDataKey else {
-                            throw KeywardCryptoError(.noDecryptableKey, "a data key of record \(r.id) did not unwrap")
-                        }
-                        let wrapped = try await to.onEncrypt(EncryptionMaterials(suite: header.suite, encryptionContext: scope,
-                                                                                 plaintextDataKey: dataKey))
-                        guard let newEDK = wrapped.encryptedDataKeys.last else {
-                            throw KeywardCryptoError(.internalError, "the new key returned no wrapped data key")
-                        }
-                        unwrapped[edk.ciphertext] = (dataKey, newEDK)
-                        produced.insert(newEDK.ciphertext)
-                        events.append(AuditLog.event("rewrap", key: job.fromKey, record: r.id, detail: "to=\(job.toKey)", scope: audit))
-                        job.dataKeys += 1
-                    }
-                    let (dataKey, newEDK) = unwrapped[edk.ciphertext]!
-                    changes.append(HeaderChange(id: r.id, kind: r.kind, old: r.header,
-                                                new: try HeaderRewrap.rewrap(header, dataKey: dataKey, encryptedDataKeys: [newEDK])))
-                }
-                // No event, no rewrite: the rewraps above are logged before their headers are written.
-                try await gateway.audit.append(events)
+                let (changes, _) = try await rewrap(batch, countUnmatched: true)
                 job.cursorID = lastRecord.id
                 job.cursorKind = lastRecord.kind
                 job.processed += Int64(batch.count)

@@ -85,7 +85,12 @@ extension Gateway {
                     guard let last = page.last else { break }
                     after = (last.id, last.kind)
                     let wanted = page.filter { $0.kind != "provider-key" }
-                    let plaintexts = try await self.open(wanted, of: tenant, by: principal, .export)
+                    let plaintexts: [[UInt8]]
+                    do { plaintexts = try await self.open(wanted, of: tenant, by: principal, .export) } catch {
+                        // The status line is long gone: the log is the only place that says why.
+                        self.logger.error("export ended early", metadata: ["tenant": "\(tenant.name)", "error": "\(GatewayError.from(error).code)"])
+                        throw error
+                    }
                     var out: [UInt8] = []
                     for (r, p) in zip(wanted, plaintexts) {
                         out += Array("{\"id\":".utf8) + JSONScanner.quoted(r.id) + Array(",\"kind\":".utf8) + JSONScanner.quoted(r.kind)

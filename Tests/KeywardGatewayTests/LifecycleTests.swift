@@ -146,6 +146,30 @@ struct LifecycleTests {
         }
     }
 
+    @Test func recordsStoredBehindTheCursorUnderTheOldKeyAreSweptAtTheEnd() async throws {
+        try await TestGateway.with { g in
+            let a = try await g.tenant("a")
+            _ = try await g.local.createKey(name: "b")
+            let records = try await g.seed(a, exchanges: 3)
+            // A request that took the key before the switch stores its records after the cursor
+            // passed their place: here, a job whose cursor is already past every record.
+            let last = try #require(records.max { ($0.id, $0.kind) < ($1.id, $1.kind) })
+            var job = Job(id: "job_s", tenant: "a", fromKey: "local:a", toKey: "local:b", total: 6, createdAt: 0)
+            job.cursorID = last.id
+            job.cursorKind = last.kind
+            try await g.gateway.store.createJob(job)
+            job = try await RekeyJob(gateway: g.gateway).run(job)
+            #expect(job.status == .done && job.rewrapped == 6)
+            try await g.local.disableKey(keyID: "a")
+            g.gateway.vault.purge(key: "local:a")
+            let moved = try #require(try await g.gateway.store.tenant(named: "a"))
+            for r in records {
+                let stored = try #require(try await g.gateway.store.record(tenant: "a", id: r.id, kind: r.kind))
+                _ = try await g.gateway.vault.open(stored, of: moved)
+            }
+        }
+    }
+
     static func plaintext(_ r: Record, _ g: TestGateway) async throws -> [UInt8] {
         // The seed writes "<i> <kind>"; recover it from the record under the new key.
         let a = try #require(try await g.gateway.store.tenant(named: r.tenant))
