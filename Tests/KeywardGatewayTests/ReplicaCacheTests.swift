@@ -20,7 +20,8 @@ struct ReplicaCacheTests {
         guard let server = ProcessInfo.processInfo.environment["KEYWARD_TEST_DATABASE_URL"].flatMap({ try? PostgresURL($0) }) else {
             throw NotConfigured()
         }
-        let name = "keyward_test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
+        // Same naming as the storage tests, whose helper drops those of runs over an hour old.
+        let name = "keyward_test_\(Int(Date().timeIntervalSince1970))_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(8).lowercased()
         let admin = try PostgresRecordStore(url: server, maxConnections: 1)
         defer { admin.shutdown() }
         _ = try await admin.rows(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"))

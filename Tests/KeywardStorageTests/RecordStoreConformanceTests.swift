@@ -53,11 +53,19 @@ enum TestDatabase {
         return try PostgresURL(url)
     }
 
+    /// Named `keyward_test_<unix time>_<random>`: databases of runs more than an hour old are
+    /// dropped on the way (a test cannot drop its own while its store is still connected).
     static func fresh() async throws -> PostgresRecordStore {
         let server = try serverURL()
-        let name = "keyward_test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
+        let now = Int(Date().timeIntervalSince1970)
+        let name = "keyward_test_\(now)_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(8).lowercased()
         let admin = try PostgresRecordStore(url: server, maxConnections: 1)
         defer { admin.shutdown() }
+        for row in try await admin.rows("SELECT datname FROM pg_database WHERE datname LIKE 'keyward_test_%'") {
+            let old = try row.text(0)
+            guard let stamp = Int(old.split(separator: "_").dropFirst(2).first ?? ""), stamp < now - 3600 else { continue }
+            _ = try? await admin.rows(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(old) WITH (FORCE)"))
+        }
         _ = try await admin.rows(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"))
         return try PostgresRecordStore(url: server.with(database: name))
     }
