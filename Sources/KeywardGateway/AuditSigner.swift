@@ -49,7 +49,12 @@ public struct AuditSigner: Sendable, CustomStringConvertible, CustomReflectable 
         case .folder(let folder):
             if let sealed = FileManager.default.contents(atPath: privateKeyPath(folder: folder)) { return (try await open(Array(sealed)), false) }
         case .database(let db):
-            if let sealed = try await db.setting(privateSetting) { return (try await open(sealed), false) }
+            if let sealed = try await db.setting(privateSetting) {
+                // The public half too, in case a start died between the two writes below.
+                let signer = try await open(sealed)
+                _ = try await db.setSettingIfAbsent(publicSetting, signer.publicKey)
+                return (signer, false)
+            }
         }
         if reference.scheme == "local" {
             do { _ = try await store.createKey(name: reference.keyID) } catch let e as KeyStoreError where e.code == .alreadyExists {}
