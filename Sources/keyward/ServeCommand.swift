@@ -35,11 +35,7 @@ struct ServeCommand: AsyncParsableCommand {
             throw CLIError(exitCode: 1, description: "cannot disable core dumps (errno \(errno)); refusing to hold plaintext in a dumpable process")
         }
         let level = ProcessInfo.processInfo.environment["KEYWARD_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSystem.bootstrap { label in LineLogHandler(label: label, level: level) }
         let logger = Logger(label: "keyward")
         let configuration: GatewayConfiguration
         do {

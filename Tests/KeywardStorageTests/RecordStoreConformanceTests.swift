@@ -218,7 +218,7 @@ struct RecordStoreConformanceTests {
         #expect(try await store.records(RecordQuery(tenant: "a", kind: "chat.response")).map(\.id) == ["new", "kept"])
     }
 
-    @Test func sqliteLogIsTruncatedOnceItIsLarge() async throws {
+    @Test func sqliteLogRestartsOnceLargeAndIsTrimmedPastTwiceThat() async throws {
         let dir = try TemporaryDirectory()
         let store = try SQLiteRecordStore(path: dir.file("k.sqlite3"))
         try await store.migrate()
@@ -227,18 +227,50 @@ struct RecordStoreConformanceTests {
         func size() throws -> Int { try FileManager.default.attributesOfItem(atPath: wal)[.size] as! Int }
         var big = record("a", "x", at: 1)
         big.body = Array(repeating: 7, count: 1 << 20)
-        for i in 0..<70 {  // 70 MiB of log, past the 64 MiB bound
-            big.id = "r\(i)"
+        var n = 0
+        func write(mebibytes: Int) async throws {
+            for _ in 0..<mebibytes {
+                big.id = "r\(n)"
+                n += 1
+                try await store.insert([big])
+            }
+        }
+        try await write(mebibytes: 70)  // past the 64 MiB bound
+        let grown = try size()
+        #expect(grown > 64 << 20)
+        try await store.maintain()
+        // Writers now start again from the log's beginning: 10 MiB more do not grow the file.
+        try await write(mebibytes: 10)
+        #expect(try size() == grown)
+        // Past twice the bound (no upkeep meanwhile), the restart trims the file to that.
+        try await write(mebibytes: 130)
+        #expect(try size() > 128 << 20)
+        try await store.maintain()
+        try await store.insert([record("a", "after", at: 2)])
+        #expect(try size() <= 128 << 20)
+        #expect(try await store.record(tenant: "a", id: "r\(n - 1)", kind: big.kind)?.body.count == 1 << 20)
+    }
+
+    @Test func sqliteInsertsDuringALogRestartAllLand() async throws {
+        let dir = try TemporaryDirectory()
+        let store = try SQLiteRecordStore(path: dir.file("k.sqlite3"))
+        try await store.migrate()
+        try await store.createTenant(Tenant(name: "a", key: "local:a", createdAt: 1))
+        var big = record("a", "x", at: 1)
+        big.body = Array(repeating: 7, count: 1 << 20)
+        for i in 0..<70 {
+            big.id = "big\(i)"
             try await store.insert([big])
         }
-        #expect(try size() > 64 << 20)
-        try await store.maintain()
-        // The next write restarts the log from its beginning, trimmed to the limit.
-        try await store.insert([record("a", "after", at: 2)])
-        #expect(try size() <= 64 << 20)
-        try await store.insert([record("a", "after2", at: 3)])
-        #expect(try size() <= 64 << 20)
-        #expect(try await store.record(tenant: "a", id: "r69", kind: big.kind)?.body.count == 1 << 20)
+        // The upkeep holds writers back while it restarts the log; inserts meanwhile queue.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await store.maintain() }
+            for i in 0..<300 {
+                group.addTask { try await store.insert([record("a", "small\(i)", at: Int64(10 + i))]) }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await store.countRecords(tenant: "a") == 370)
     }
 
     @Test func sqliteFilesAreOwnerOnly() async throws {
