@@ -275,16 +275,21 @@ public final class SQLiteRecordStore: RecordStore {
         let work = Work(rows: try records.map(Self.arguments), audit: audit)
         // Nobody writing: commit on this thread without suspending (a hop to the executor and
         // back costs more than the commit), then commit whatever queued meanwhile.
-        let idle = pending.withLock { p in
-            guard !p.writing else { return false }
+        let (idle, gather) = pending.withLock { p in
+            guard !p.writing else { return (false, false) }
             p.writing = true
-            return true
+            return (true, p.followed)
         }
         if idle {
-            // Let the requests already queued on this thread reach their insert first, so
-            // they share this commit: one commit rewrites the same few pages for all of them.
-            await Task.yield()
-            let queued = pending.withLock { p in defer { p.batches = [] }; return p.batches }
+            // Under concurrent load, let the work already queued on this thread reach its insert
+            // first, so that it shares this commit: a commit rewrites the same few pages for one
+            // insert or for twenty. A lone writer does not wait (a yield costs a thread hop).
+            if gather { await Task.yield() }
+            let queued = pending.withLock { p in
+                defer { p.batches = [] }
+                p.followed = !p.batches.isEmpty
+                return p.batches
+            }
             let result = Result { try commit(own: work, queued) }
             drainPendingInserts()
             return try result.get()
@@ -319,6 +324,8 @@ public final class SQLiteRecordStore: RecordStore {
     private struct PendingInserts: Sendable {
         var batches: [PendingBatch] = []
         var writing = false
+        /// Whether the last commit carried inserts that had queued behind another.
+        var followed = false
     }
 
     private let pending = Mutex(PendingInserts())
@@ -343,7 +350,7 @@ public final class SQLiteRecordStore: RecordStore {
     private func drainPendingInserts() {
         while true {
             let batches = pending.withLock { p -> [PendingBatch] in
-                if p.batches.isEmpty { p.writing = false }
+                if p.batches.isEmpty { p.writing = false } else { p.followed = true }
                 defer { p.batches = [] }
                 return p.batches
             }
