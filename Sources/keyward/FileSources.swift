@@ -41,8 +41,9 @@ final class ReadingSource: ByteSource {
     }
 }
 
-/// Maps a regular file 1 MiB at a time and lends each window to the frame loop.
-final class MappedFileSource: ByteSource {
+/// Maps a regular file 1 MiB at a time and lends each window to the frame loop (decryption); the
+/// encryptor instead reads whole frames at known offsets, on several threads at once.
+final class MappedFileSource: PositionalByteSource {
     private static let window = 1 << 20
     private let fd: Int32
     private let size: Int
@@ -55,16 +56,57 @@ final class MappedFileSource: ByteSource {
 
     deinit { close(fd) }
 
+    var remaining: Int { size - offset }
+
+    func consume(_ count: Int) { offset += count }
+
+    func read(at position: Int, into buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) throws {
+        var at = offset + position
+        var next = 0
+        while next < buffers.count {
+            // One call per 1,024 buffers (IOV_MAX); a short read (the file shrank, or a signal) goes on
+            // from where it stopped.
+            let group = buffers[next..<min(buffers.count, next + 1024)]
+            var vectors = group.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
+            let wanted = group.reduce(0) { $0 + $1.count }
+            let n = preadv(fd, &vectors, Int32(vectors.count), off_t(at))
+            if n == wanted {
+                at += n
+                next += group.count
+                continue
+            }
+            if n < 0 && errno != EINTR { throw CLIError.io("cannot read the input: \(String(cString: strerror(errno)))") }
+            var done = max(0, n)
+            for b in group {
+                guard done < b.count else { done -= b.count; at += b.count; continue }
+                var filled = done
+                done = 0
+                while filled < b.count {
+                    let m = pread(fd, b.baseAddress! + filled, b.count - filled, off_t(at + filled))
+                    if m > 0 { filled += m } else if m < 0 && errno == EINTR { continue } else {
+                        throw CLIError.io(m == 0 ? "the input ended early: it changed while it was read" : "cannot read the input: \(String(cString: strerror(errno)))")
+                    }
+                }
+                at += b.count
+            }
+            next += group.count
+        }
+    }
+
     func nextChunk(_ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
         guard offset < size else { return false }
         let length = min(Self.window, size - offset)
-        guard let p = mmap(nil, length, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, off_t(offset)),
+        // Mappings start on a page: after whole frames were read, the offset may not.
+        let skip = offset % Self.page
+        guard let p = mmap(nil, skip + length, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, off_t(offset - skip)),
               p != MAP_FAILED else {
             throw CLIError.io("cannot map the input: \(String(cString: strerror(errno)))")
         }
-        defer { munmap(p, length) }
+        defer { munmap(p, skip + length) }
         offset += length
-        try body(UnsafeRawBufferPointer(start: p, count: length))
+        try body(UnsafeRawBufferPointer(start: p + skip, count: length))
         return true
     }
+
+    private static let page = Int(sysconf(Int32(_SC_PAGESIZE)))
 }

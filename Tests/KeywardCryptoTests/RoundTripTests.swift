@@ -112,3 +112,61 @@ import Testing
         }
     }
 }
+
+/// A positional source over bytes in memory: workers copy their frames out of it. It can be told
+/// to fail at a given offset, as a file that shrank would.
+private final class MemoryPositionalSource: PositionalByteSource, @unchecked Sendable {
+    let bytes: [UInt8]
+    let failAt: Int?
+    var offset = 0
+    init(_ bytes: [UInt8], failAt: Int? = nil) {
+        self.bytes = bytes
+        self.failAt = failAt
+    }
+    var remaining: Int { bytes.count - offset }
+    func consume(_ count: Int) { offset += count }
+    func read(at position: Int, into buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) throws {
+        var at = offset + position
+        for b in buffers {
+            if let failAt, at + b.count > failAt { throw KeywardCryptoError(.invalidArgument, "shrank") }
+            b.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes.withUnsafeBytes { $0 }[at..<at + b.count]))
+            at += b.count
+        }
+    }
+    func nextChunk(_ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
+        guard offset < bytes.count else { return false }
+        defer { offset = bytes.count }
+        try bytes.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[offset...])) }
+        return true
+    }
+}
+
+@Suite struct PositionalSourceTests {
+    private func encrypt(_ source: MemoryPositionalSource, frame: Int, suite: AlgorithmSuite) async throws -> [UInt8] {
+        var source = source
+        var sink = ArraySink()
+        try await Message.encrypt(from: &source, to: &sink, materialsManager: DefaultMaterialsManager(keyring: try aesKeyring()),
+                                  context: ["purpose": "test"], suite: suite, frameLength: frame)
+        return sink.bytes
+    }
+
+    @Test(arguments: RoundTripTests.suites, [100, 4096, 65536])
+    func workersReadingTheirFramesRoundTrip(suite: AlgorithmSuite, frame: Int) async throws {
+        // Sizes across the 1 MiB batches, the 128 KiB split and the frame boundaries.
+        for size in Set([0, frame - 1, frame, 3 * frame + 7, (1 << 20) + frame + 3, (5 << 19) / frame * frame]) {
+            let plaintext = randomBytes(size)
+            let message = try await encrypt(MemoryPositionalSource(plaintext), frame: frame, suite: suite)
+            #expect(try await decrypt(message, keyring: try aesKeyring()) == plaintext, "frame \(frame) size \(size)")
+        }
+    }
+
+    @Test func aFailedReadFailsTheMessageWithTheSourcesError() async throws {
+        let source = MemoryPositionalSource(randomBytes(3 << 20), failAt: (3 << 20) - 5)
+        let error = await #expect(throws: KeywardCryptoError.self) {
+            _ = try await encrypt(source, frame: 4096, suite: .aes256GCMHKDFSHA512CommitKey)
+        }
+        #expect(error?.reason == "shrank")
+        // The bytes read before the failure were consumed batch by batch; the failing batch was not.
+        #expect(source.offset == 2 << 20)
+    }
+}

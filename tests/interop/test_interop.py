@@ -53,6 +53,21 @@ def test_keyward_to_python(tmp_path, suite, frame):
         assert header.encryption_context["tenant"] == "t1"
 
 
+@pytest.mark.parametrize("frame,size", [
+    (128, (5 << 19) + 7),  # 2.5 MiB: 1 MiB batches of 8,192 frames, read 1,024 frames per call
+    (4096, 3 << 20),       # whole batches exactly, then the empty final frame
+    (65536, 40 * 65536 + 1),
+])
+def test_large_files_cross_batches(tmp_path, frame, size):
+    """A regular file is read by the encrypting workers a batch of frames at a time."""
+    key = aes_key(tmp_path)
+    plaintext = os.urandom(size)
+    ct = keyward_encrypt(tmp_path, plaintext, [key], "0x0578", frame)
+    pt, header = py_decrypt(ct, [key])
+    assert pt == plaintext
+    assert header.frame_length == frame
+
+
 @pytest.mark.parametrize("suite", ["0x0478", "0x0578"])
 @pytest.mark.parametrize("frame", FRAMES + [0])
 def test_python_to_keyward(tmp_path, suite, frame):

@@ -6,6 +6,19 @@ public protocol ByteSource {
     mutating func nextChunk(_ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool
 }
 
+/// A source whose bytes are at known offsets (a regular file): the encryptor's workers read their
+/// frames' plaintext straight into place in the output, each on its own thread, instead of taking
+/// chunks in turn. No mapping to set up and tear down per window, no copy but the read.
+public protocol PositionalByteSource: AnyObject, ByteSource {
+    /// Bytes not yet consumed.
+    var remaining: Int { get }
+    /// Fills `buffers` in order with the bytes from `offset` past the consumed ones. Called from
+    /// several threads at once, for disjoint ranges. Throws if the bytes cannot all be read.
+    func read(at offset: Int, into buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) throws
+    /// Marks `count` more bytes as consumed; `nextChunk` goes on after them.
+    func consume(_ count: Int)
+}
+
 /// Where a streaming encryption or decryption writes to.
 public protocol ByteSink {
     mutating func write(_ bytes: UnsafeRawBufferPointer) throws

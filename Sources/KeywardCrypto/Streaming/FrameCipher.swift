@@ -56,6 +56,8 @@ enum FrameParallelism {
     static let workers: Int = max(1, min(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), 4))
     /// Plaintext bytes below which a batch is not split.
     static let minimumBatchBytes = 128 << 10
+    /// Plaintext bytes per batch read from a positional source.
+    static let batchBytes = 1 << 20
 
     /// Runs `body(i)` for i in 0..<parts, in parallel when parts > 1, and returns when all are done.
     /// Callers give each `i` its own cipher and its own disjoint output range, which is what makes

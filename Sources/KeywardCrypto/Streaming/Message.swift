@@ -13,6 +13,9 @@ public enum Message {
         let materials = try await materialsManager.encryptionMaterials(for: EncryptionMaterialsRequest(
             encryptionContext: context, suite: suite, plaintextLength: plaintextLength, commitmentPolicy: commitmentPolicy))
         var encryptor = try MessageEncryptor(materials: materials, frameLength: frameLength)
+        if let positional = source as? any PositionalByteSource {
+            try encryptor.update(readingFrom: positional) { try sink.write($0) }
+        }
         while try source.nextChunk({ chunk in
             try encryptor.update(chunk)
             try encryptor.drain { try sink.write($0) }

@@ -90,7 +90,7 @@ public struct MessageEncryptor {
         // Frames come straight from the caller's buffer; only a partial tail is copied.
         let whole = rest.count / frameLength
         if whole >= 2 && whole * frameLength >= FrameParallelism.minimumBatchBytes && FrameParallelism.workers > 1 {
-            try writeFramesInParallel(UnsafeRawBufferPointer(rebasing: rest[0..<whole * frameLength]), count: whole)
+            try writeFramesInParallel(count: whole, from: .memory(UnsafeRawBufferPointer(rebasing: rest[0..<whole * frameLength])))
             rest = UnsafeRawBufferPointer(rebasing: rest[(whole * frameLength)...])
         }
         while rest.count >= frameLength {
@@ -98,6 +98,22 @@ public struct MessageEncryptor {
             rest = UnsafeRawBufferPointer(rebasing: rest[frameLength...])
         }
         pending.append(rest)
+    }
+
+    /// Encrypts every whole frame left in `source`, about 1 MiB of frames per batch, draining the
+    /// ciphertext after each batch; the remainder (less than a frame) stays in `source` for
+    /// ``update(_:)``. Each worker reads its frames' plaintext into their places in the output and
+    /// seals them there. Call it before any ``update(_:)``, or when these have fed whole frames.
+    public mutating func update(readingFrom source: some PositionalByteSource,
+                                drain: (UnsafeRawBufferPointer) throws -> Void) throws {
+        precondition(!finished && pending.isEmpty, "reading whole frames needs a frame boundary")
+        let batch = max(1, FrameParallelism.batchBytes / frameLength)
+        while source.remaining >= frameLength {
+            let count = min(batch, source.remaining / frameLength)
+            try writeFramesInParallel(count: count, from: .source(source))
+            source.consume(count * frameLength)
+            try self.drain(drain)
+        }
     }
 
     /// Writes the final frame and, for signed suites, the footer.
@@ -133,31 +149,57 @@ public struct MessageEncryptor {
         sequence += 1
     }
 
+    /// Where a batch's plaintext is: in memory, or still in a positional source, from which each
+    /// worker reads its own frames into their places in the output and seals them in place.
+    private enum BatchInput {
+        case memory(UnsafeRawBufferPointer)
+        case source(any PositionalByteSource)
+    }
+
     /// Seals `count` regular frames on several threads, each into its known place in the output.
-    private mutating func writeFramesInParallel(_ plaintext: UnsafeRawBufferPointer, count: Int) throws {
+    private mutating func writeFramesInParallel(count: Int, from input: BatchInput) throws {
         guard UInt64(sequence) + UInt64(count) < UInt64(UInt32.max) else {
             throw KeywardCryptoError(.limitExceeded, "a message holds at most 4,294,967,294 frames; use a larger frame length")
         }
-        let parts = min(FrameParallelism.workers, count)
+        let split = count >= 2 && count * frameLength >= FrameParallelism.minimumBatchBytes
+        let parts = split ? min(FrameParallelism.workers, count) : 1
         while ciphers.count < parts {
             ciphers.append(try FrameCipher(key: contentKey, sealing: true, messageID: header.messageID))
         }
         let frameLength = self.frameLength, per = 16 + frameLength + 16, first = sequence
         let out = output.reserveTail(count * per)
         let ciphers = self.ciphers
-        let failures = UnsafeMutableBufferPointer<Bool>.allocate(capacity: parts)
-        failures.initialize(repeating: false)
-        defer { failures.deallocate() }
+        let errors = UnsafeMutableBufferPointer<(any Error)?>.allocate(capacity: parts)
+        errors.initialize(repeating: nil)
+        defer { errors.deinitialize().deallocate() }
         FrameParallelism.run(parts) { i in
-            for j in FrameParallelism.share(i, of: parts, count: count) {
-                let frame = UnsafeRawBufferPointer(rebasing: plaintext[(j * frameLength)..<((j + 1) * frameLength)])
-                if (try? ciphers[i].seal(frame, sequence: first + UInt32(j), final: false, to: out + j * per)) == nil {
-                    failures[i] = true
-                    return
+            let share = FrameParallelism.share(i, of: parts, count: count)
+            // A frame's content goes 16 bytes in: after its sequence number and IV.
+            func content(_ j: Int) -> UnsafeMutableRawBufferPointer {
+                UnsafeMutableRawBufferPointer(start: out + j * per + 16, count: frameLength)
+            }
+            do {
+                if case .source(let source) = input {
+                    let slots = share.map(content)
+                    try slots.withUnsafeBufferPointer { try source.read(at: share.lowerBound * frameLength, into: $0) }
                 }
+                for j in share {
+                    let frame: UnsafeRawBufferPointer
+                    switch input {
+                    case .memory(let plaintext): frame = UnsafeRawBufferPointer(rebasing: plaintext[(j * frameLength)..<((j + 1) * frameLength)])
+                    case .source: frame = UnsafeRawBufferPointer(content(j))  // sealed in place
+                    }
+                    _ = try ciphers[i].seal(frame, sequence: first + UInt32(j), final: false, to: out + j * per)
+                }
+            } catch {
+                errors[i] = error
             }
         }
-        guard !failures.contains(true) else { throw KeywardCryptoError(.internalError, "AES-GCM encryption failed") }
+        if let error = errors.lazy.compactMap({ $0 }).first {
+            // Plaintext read into the output may be left unsealed: wipe it; nothing was committed.
+            out.initializeMemory(as: UInt8.self, repeating: 0, count: count * per)
+            throw error
+        }
         signer?.update(UnsafeRawBufferPointer(start: out, count: count * per))
         output.commit(count * per)
         sequence += UInt32(count)
