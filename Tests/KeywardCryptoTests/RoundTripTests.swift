@@ -1,4 +1,5 @@
 import PropertyBased
+import Synchronization
 import Testing
 @testable import KeywardCrypto
 
@@ -119,6 +120,8 @@ private final class MemoryPositionalSource: PositionalByteSource, @unchecked Sen
     let bytes: [UInt8]
     let failAt: Int?
     var offset = 0
+    /// Calls to `read`, from any worker.
+    let reads = Mutex(0)
     init(_ bytes: [UInt8], failAt: Int? = nil) {
         self.bytes = bytes
         self.failAt = failAt
@@ -126,6 +129,7 @@ private final class MemoryPositionalSource: PositionalByteSource, @unchecked Sen
     var remaining: Int { bytes.count - offset }
     func consume(_ count: Int) { offset += count }
     func read(at position: Int, into buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) throws {
+        reads.withLock { $0 += 1 }
         var at = offset + position
         for b in buffers {
             if let failAt, at + b.count > failAt { throw KeywardCryptoError(.invalidArgument, "shrank") }
@@ -133,10 +137,12 @@ private final class MemoryPositionalSource: PositionalByteSource, @unchecked Sen
             at += b.count
         }
     }
+    /// 1 MiB at a time, as the file source maps it.
     func nextChunk(_ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
         guard offset < bytes.count else { return false }
-        defer { offset = bytes.count }
-        try bytes.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[offset...])) }
+        let start = offset, end = min(bytes.count, offset + (1 << 20))
+        offset = end
+        try bytes.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[start..<end])) }
         return true
     }
 }
@@ -156,8 +162,58 @@ private final class MemoryPositionalSource: PositionalByteSource, @unchecked Sen
         for size in Set([0, frame - 1, frame, 3 * frame + 7, (1 << 20) + frame + 3, (5 << 19) / frame * frame]) {
             let plaintext = randomBytes(size)
             let message = try await encrypt(MemoryPositionalSource(plaintext), frame: frame, suite: suite)
-            #expect(try await decrypt(message, keyring: try aesKeyring()) == plaintext, "frame \(frame) size \(size)")
+            #expect(try await KeywardCryptoTests.decrypt(message, keyring: try aesKeyring()) == plaintext, "frame \(frame) size \(size)")
         }
+    }
+
+    /// Decrypts from a positional source; `batches` tells whether workers read from it.
+    private func decryptFromSource(_ message: [UInt8], batches: ((Bool) -> Void)? = nil) async throws -> [UInt8] {
+        let source = MemoryPositionalSource(message)
+        var lent = source
+        var sink = ArraySink()
+        try await Message.decrypt(from: &lent, to: &sink, materialsManager: DefaultMaterialsManager(keyring: try aesKeyring()))
+        batches?(source.reads.withLock { $0 } > 0)
+        return sink.bytes
+    }
+
+    @Test(arguments: RoundTripTests.suites, [100, 4096, 65536])
+    func decryptingFromAPositionalSourceRoundTrips(suite: AlgorithmSuite, frame: Int) async throws {
+        for size in Set([0, 3 * frame + 7, (1 << 20) + frame + 3, (7 << 19) / frame * frame]) {
+            let plaintext = randomBytes(size)
+            let message = try await KeywardCryptoTests.encrypt(plaintext, keyring: try aesKeyring(), suite: suite, frameLength: frame)
+            // Past the first chunk, unsigned messages are read by the workers; signed ones, hashed
+            // in order, never are.
+            let expectBatches = !suite.isSigned && message.count > (1 << 20)
+            var batched = false
+            let decrypted = try await decryptFromSource(message) { batched = $0 }
+            #expect(decrypted == plaintext, "frame \(frame) size \(size)")
+            #expect(batched == expectBatches, "frame \(frame) size \(size)")
+        }
+    }
+
+    @Test func faultsInsideBatchesReadFromTheSourceAreNamed() async throws {
+        let frame = 4096, per = 16 + frame + 16
+        let message = try await KeywardCryptoTests.encrypt(randomBytes(3 << 20), keyring: try aesKeyring(), frameLength: frame)
+        let (_, headerLength) = try message.withUnsafeBytes { try MessageHeader.parse($0, maxEncryptedDataKeys: nil) }
+        // Frame 600 lies in the second batch read from the source (the first chunk ends near 256).
+        var bad = message
+        bad[headerLength + 599 * per + 16 + 9] ^= 1
+        let e1 = await #expect(throws: KeywardCryptoError.self) { _ = try await decryptFromSource(bad) }
+        #expect(e1?.code == .authenticationFailed)
+        #expect(e1?.reason.contains("frame 600 ") == true, "\(e1?.reason ?? "")")
+        // Two frames swapped in that batch.
+        var swapped = message
+        let a = headerLength + 599 * per
+        swapped.replaceSubrange(a..<a + 2 * per, with: Array(message[a + per..<a + 2 * per]) + Array(message[a..<a + per]))
+        let e2 = await #expect(throws: KeywardCryptoError.self) { _ = try await decryptFromSource(swapped) }
+        #expect(e2?.code == .malformedMessage)
+        // Bytes after the end, more than a batch of them: the final frame comes before the
+        // source's end, which the batches must not read past.
+        let e3 = await #expect(throws: KeywardCryptoError.self) { _ = try await decryptFromSource(message + randomBytes(2 << 20)) }
+        #expect(e3?.code == .trailingBytes)
+        // Cut short inside the frames.
+        let e4 = await #expect(throws: KeywardCryptoError.self) { _ = try await decryptFromSource(Array(message[..<(message.count - 300_000)])) }
+        #expect(e4?.code == .truncatedMessage)
     }
 
     @Test func aFailedReadFailsTheMessageWithTheSourcesError() async throws {

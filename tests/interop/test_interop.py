@@ -58,14 +58,25 @@ def test_keyward_to_python(tmp_path, suite, frame):
     (4096, 3 << 20),       # whole batches exactly, then the empty final frame
     (65536, 40 * 65536 + 1),
 ])
-def test_large_files_cross_batches(tmp_path, frame, size):
-    """A regular file is read by the encrypting workers a batch of frames at a time."""
+@pytest.mark.parametrize("suite", ["0x0478", "0x0578"])
+def test_large_files_cross_batches(tmp_path, frame, size, suite):
+    """A regular file is read by the workers a batch of frames at a time (encrypting; decrypting an
+    unsigned message): each direction against the Python SDK."""
     key = aes_key(tmp_path)
     plaintext = os.urandom(size)
-    ct = keyward_encrypt(tmp_path, plaintext, [key], "0x0578", frame)
+    ct = keyward_encrypt(tmp_path, plaintext, [key], suite, frame)
     pt, header = py_decrypt(ct, [key])
     assert pt == plaintext
     assert header.frame_length == frame
+    r, out = keyward_decrypt(tmp_path, py_encrypt(plaintext, [key], suite, frame, {}), [key])
+    assert r.returncode == 0, r.stderr.decode()
+    assert out == plaintext
+    # A frame altered in the middle: refused, naming it, and nothing left behind.
+    bad = bytearray(ct)
+    bad[len(ct) // 2] ^= 1
+    r, out = keyward_decrypt(tmp_path, bytes(bad), [key])
+    assert r.returncode == 1 and out is None
+    assert b"does not authenticate" in r.stderr or b"signature" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("suite", ["0x0478", "0x0578"])

@@ -35,6 +35,7 @@ public enum Message {
         materialsManager: some CryptographicMaterialsManager, options: DecryptionOptions = DecryptionOptions()
     ) async throws -> MessageHeader {
         var decryptor = MessageDecryptor(options: options)
+        let positional = source as? any PositionalByteSource
         while try source.nextChunk({ try decryptor.update($0) }) {
             // The one await: fetching materials once the header is in. Chunks read meanwhile wait
             // inside the decryptor.
@@ -42,6 +43,7 @@ public enum Message {
                 try decryptor.begin(with: try await materialsManager.decryptionMaterials(for: request))
             }
             try decryptor.drain { try sink.write($0) }
+            if let positional { try decryptor.update(readingFrom: positional) { try sink.write($0) } }
         }
         try decryptor.finish()
         try decryptor.drain { try sink.write($0) }

@@ -145,6 +145,76 @@ public struct MessageDecryptor {
         if !carry.isEmpty { try processCarry() }
     }
 
+    /// Opens whole regular frames of an unsigned message straight from `source`, about 1 MiB of
+    /// frames per batch, each worker reading and opening its own frames; `drain` gets each batch's
+    /// plaintext. It stops, reading nothing more, where it cannot take a whole batch: a signed
+    /// message (whose hash needs every byte in order), the end near (the final frame), or a batch
+    /// with a frame out of order or not authentic. ``update(_:)`` then goes on from where this
+    /// stopped, and reports any fault as it would have anyway.
+    public mutating func update(readingFrom source: some PositionalByteSource,
+                                drain: (UnsafeRawBufferPointer) throws -> Void) throws {
+        guard case .frames = state, frameLength > 0, FrameParallelism.workers > 1, verifier == nil,
+              let key = contentKey, let header else { return }
+        // A frame split by the last chunk: read what it lacks, so that source and decryptor agree.
+        while case .frames = state, !carry.isEmpty {
+            let wanted = (carryNeeded ?? 16 + frameLength + 16) - carry.count
+            guard wanted > 0, wanted <= source.remaining else { return }
+            let piece = UnsafeMutableRawBufferPointer.allocate(byteCount: wanted, alignment: 16)
+            defer { piece.deallocate() }
+            try [piece].withUnsafeBufferPointer { try source.read(at: 0, into: $0) }
+            source.consume(wanted)
+            try update(UnsafeRawBufferPointer(piece))
+        }
+        let per = 16 + frameLength + 16
+        let batch = max(1, FrameParallelism.batchBytes / frameLength)
+        while case .frames = state, carry.isEmpty {
+            // Leave at least a minimal final frame (24 + 16 bytes) to the frame-by-frame path.
+            let count = min(batch, max(0, source.remaining - 40) / per)
+            guard count >= 2, count * frameLength >= FrameParallelism.minimumBatchBytes,
+                  UInt64(expectedSequence) + UInt64(count) < UInt64(UInt32.max - 2) else { return }
+            let parts = min(FrameParallelism.workers, count)
+            while ciphers.count < parts {
+                ciphers.append(try FrameCipher(key: key, sealing: false, messageID: header.messageID))
+            }
+            if input.capacity < count * per { input = GrowableBuffer(capacity: count * per, holdsSecrets: false) }
+            let frameLength = self.frameLength, first = expectedSequence, ciphers = self.ciphers
+            let ciphertext = input.reserveTail(count * per)
+            let out = output.reserveTail(count * frameLength)
+            let failed = UnsafeMutableBufferPointer<Bool>.allocate(capacity: parts)
+            failed.initialize(repeating: false)
+            defer { failed.deallocate() }
+            FrameParallelism.run(parts) { i in
+                let share = FrameParallelism.share(i, of: parts, count: count)
+                let mine = UnsafeMutableRawBufferPointer(start: ciphertext + share.lowerBound * per, count: share.count * per)
+                do {
+                    try [mine].withUnsafeBufferPointer { try source.read(at: share.lowerBound * per, into: $0) }
+                    for j in share {
+                        let f = ciphertext + j * per
+                        let sequence = UInt32(bigEndian: UnsafeRawPointer(f).loadUnaligned(as: UInt32.self))
+                        guard sequence == first + UInt32(j) else { throw KeywardCryptoError(.malformedMessage, "irregular frame") }
+                        let ok = try ciphers[i].open(
+                            .frame, sequence: sequence, iv: UnsafeRawBufferPointer(start: f + 4, count: 12),
+                            content: UnsafeRawBufferPointer(start: f + 16, count: frameLength),
+                            tag: UnsafeRawBufferPointer(start: f + 16 + frameLength, count: 16), to: out + j * frameLength)
+                        guard ok else { throw KeywardCryptoError(.authenticationFailed, "frame does not authenticate") }
+                    }
+                } catch {
+                    failed[i] = true
+                }
+            }
+            // Nothing of a failed batch is committed or consumed: the frame-by-frame path reads it
+            // again and names the fault.
+            guard !failed.contains(true) else { return }
+            output.commit(count * frameLength)
+            expectedSequence += UInt32(count)
+            source.consume(count * per)
+            try self.drain(drain)
+        }
+    }
+
+    /// Ciphertext read by ``update(readingFrom:drain:)``'s workers.
+    private var input = GrowableBuffer(capacity: 16, holdsSecrets: false)
+
     /// Ends the input: fails unless a complete message was read.
     public mutating func finish() throws {
         switch state {

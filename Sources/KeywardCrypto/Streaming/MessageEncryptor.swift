@@ -1,3 +1,5 @@
+import CKeywardOpenSSL
+
 /// Encrypts one message as a stream: feed plaintext with ``update(_:)``, end with ``finish()``, and
 /// drain ciphertext with ``drain(_:)`` as you go. Memory stays at about one frame whatever the
 /// message size; the frame loop allocates nothing.
@@ -197,7 +199,7 @@ public struct MessageEncryptor {
         }
         if let error = errors.lazy.compactMap({ $0 }).first {
             // Plaintext read into the output may be left unsealed: wipe it; nothing was committed.
-            out.initializeMemory(as: UInt8.self, repeating: 0, count: count * per)
+            kw_cleanse(out, count * per)
             throw error
         }
         signer?.update(UnsafeRawBufferPointer(start: out, count: count * per))
