@@ -258,10 +258,23 @@ public final class Gateway: Sendable {
     // MARK: Helpers shared by the routes
 
     /// Verifies the bearer token (or `x-api-key`, as Anthropic clients send it) for `role`.
+    /// The token of an `Authorization: Bearer …` value (scheme in any case, blanks around the
+    /// token dropped); on every request, so bytes rather than `lowercased()` and Foundation's
+    /// character sets.
+    static func bearerToken(_ header: String) -> String? {
+        let u = Array(header.utf8)
+        let scheme = Array("bearer ".utf8)
+        guard u.count >= scheme.count, zip(u, scheme).allSatisfy({ (0x41...0x5A ~= $0 ? $0 | 0x20 : $0) == $1 }) else { return nil }
+        var start = scheme.count, end = u.count
+        while start < end, u[start] == 0x20 || u[start] == 0x09 { start += 1 }
+        while end > start, u[end - 1] == 0x20 || u[end - 1] == 0x09 { end -= 1 }
+        return String(decoding: u[start..<end], as: UTF8.self)
+    }
+
     func authenticate(_ request: Request, role: TokenRecord.Role) async throws -> Principal {
         var value: String?
-        if let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") {
-            value = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+        if let header = request.headers[.authorization], let token = Self.bearerToken(header) {
+            value = token
         } else if let key = request.headers[.xAPIKey] {
             value = key
         }
