@@ -1,4 +1,5 @@
 import Dispatch
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -73,9 +74,25 @@ enum FrameParallelism {
         }
     }
 
-    /// The frames worker `i` of `parts` handles, out of `count`.
-    static func share(_ i: Int, of parts: Int, count: Int) -> Range<Int> {
-        (i * count / parts)..<((i + 1) * count / parts)
+}
+
+/// A batch's frames, handed out about 64 KiB at a time to whichever worker asks next: a core that
+/// is held up (on a shared machine one often is) does less, instead of the whole batch waiting for
+/// its fixed share.
+final class FrameRuns: Sendable {
+    private let next = Atomic<Int>(0)
+    private let count: Int
+    private let length: Int
+
+    init(count: Int, frameLength: Int) {
+        self.count = count
+        length = max(1, (64 << 10) / frameLength)
+    }
+
+    /// The next run of frame indexes, or nil when all are taken.
+    func take() -> Range<Int>? {
+        let start = next.wrappingAdd(length, ordering: .relaxed).oldValue
+        return start < count ? start..<min(start + length, count) : nil
     }
 }
 

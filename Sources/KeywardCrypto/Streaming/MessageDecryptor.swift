@@ -183,12 +183,19 @@ public struct MessageDecryptor {
             let failed = UnsafeMutableBufferPointer<Bool>.allocate(capacity: parts)
             failed.initialize(repeating: false)
             defer { failed.deallocate() }
+            let runs = FrameRuns(count: count, frameLength: frameLength)
             FrameParallelism.run(parts) { i in
-                let share = FrameParallelism.share(i, of: parts, count: count)
-                let mine = UnsafeMutableRawBufferPointer(start: ciphertext + share.lowerBound * per, count: share.count * per)
                 do {
-                    try [mine].withUnsafeBufferPointer { try source.read(at: share.lowerBound * per, into: $0) }
-                    for j in share {
+                    while let run = runs.take() {
+                        let mine = UnsafeMutableRawBufferPointer(start: ciphertext + run.lowerBound * per, count: run.count * per)
+                        try [mine].withUnsafeBufferPointer { try source.read(at: run.lowerBound * per, into: $0) }
+                        try open(run)
+                    }
+                } catch {
+                    failed[i] = true
+                }
+                func open(_ run: Range<Int>) throws {
+                    for j in run {
                         let f = ciphertext + j * per
                         let sequence = UInt32(bigEndian: UnsafeRawPointer(f).loadUnaligned(as: UInt32.self))
                         guard sequence == first + UInt32(j) else { throw KeywardCryptoError(.malformedMessage, "irregular frame") }
@@ -198,8 +205,6 @@ public struct MessageDecryptor {
                             tag: UnsafeRawBufferPointer(start: f + 16 + frameLength, count: 16), to: out + j * frameLength)
                         guard ok else { throw KeywardCryptoError(.authenticationFailed, "frame does not authenticate") }
                     }
-                } catch {
-                    failed[i] = true
                 }
             }
             // Nothing of a failed batch is committed or consumed: the frame-by-frame path reads it
@@ -366,26 +371,29 @@ public struct MessageDecryptor {
         let failures = UnsafeMutableBufferPointer<Int>.allocate(capacity: parts)
         failures.initialize(repeating: 0)
         defer { failures.deallocate() }
+        let runs = FrameRuns(count: count, frameLength: frameLength)
         FrameParallelism.run(parts) { i in
             guard i < openers else {
                 verifier?.update(UnsafeRawBufferPointer(rebasing: bytes[0..<(count * per)]))
                 return
             }
-            for j in FrameParallelism.share(i, of: openers, count: count) {
-                let f = j * per
-                let ok = try? ciphers[i].open(
-                    .frame, sequence: first + UInt32(j),
-                    iv: UnsafeRawBufferPointer(rebasing: bytes[(f + 4)..<(f + 16)]),
-                    content: UnsafeRawBufferPointer(rebasing: bytes[(f + 16)..<(f + 16 + frameLength)]),
-                    tag: UnsafeRawBufferPointer(rebasing: bytes[(f + 16 + frameLength)..<(f + per)]),
-                    to: out + j * frameLength)
-                if ok != true {
-                    failures[i] = j + 1
-                    return
+            while failures[i] == 0, let run = runs.take() {
+                for j in run {
+                    let f = j * per
+                    let ok = try? ciphers[i].open(
+                        .frame, sequence: first + UInt32(j),
+                        iv: UnsafeRawBufferPointer(rebasing: bytes[(f + 4)..<(f + 16)]),
+                        content: UnsafeRawBufferPointer(rebasing: bytes[(f + 16)..<(f + 16 + frameLength)]),
+                        tag: UnsafeRawBufferPointer(rebasing: bytes[(f + 16 + frameLength)..<(f + per)]),
+                        to: out + j * frameLength)
+                    if ok != true {
+                        failures[i] = j + 1
+                        break
+                    }
                 }
             }
         }
-        if let bad = failures.first(where: { $0 != 0 }) {
+        if let bad = failures.filter({ $0 != 0 }).min() {
             // Nothing is committed: the plaintext written so far stays in the buffer's unused tail.
             throw KeywardCryptoError(.authenticationFailed, "frame \(first + UInt32(bad - 1)) does not authenticate: the message was altered")
         }

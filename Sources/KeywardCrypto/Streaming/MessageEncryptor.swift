@@ -174,18 +174,25 @@ public struct MessageEncryptor {
         let errors = UnsafeMutableBufferPointer<(any Error)?>.allocate(capacity: parts)
         errors.initialize(repeating: nil)
         defer { errors.deinitialize().deallocate() }
+        let runs = FrameRuns(count: count, frameLength: frameLength)
         FrameParallelism.run(parts) { i in
-            let share = FrameParallelism.share(i, of: parts, count: count)
             // A frame's content goes 16 bytes in: after its sequence number and IV.
             func content(_ j: Int) -> UnsafeMutableRawBufferPointer {
                 UnsafeMutableRawBufferPointer(start: out + j * per + 16, count: frameLength)
             }
             do {
-                if case .source(let source) = input {
-                    let slots = share.map(content)
-                    try slots.withUnsafeBufferPointer { try source.read(at: share.lowerBound * frameLength, into: $0) }
+                while let run = runs.take() {
+                    try seal(run)
                 }
-                for j in share {
+            } catch {
+                errors[i] = error
+            }
+            func seal(_ run: Range<Int>) throws {
+                if case .source(let source) = input {
+                    let slots = run.map(content)
+                    try slots.withUnsafeBufferPointer { try source.read(at: run.lowerBound * frameLength, into: $0) }
+                }
+                for j in run {
                     let frame: UnsafeRawBufferPointer
                     switch input {
                     case .memory(let plaintext): frame = UnsafeRawBufferPointer(rebasing: plaintext[(j * frameLength)..<((j + 1) * frameLength)])
@@ -193,8 +200,6 @@ public struct MessageEncryptor {
                     }
                     _ = try ciphers[i].seal(frame, sequence: first + UInt32(j), final: false, to: out + j * per)
                 }
-            } catch {
-                errors[i] = error
             }
         }
         if let error = errors.lazy.compactMap({ $0 }).first {
