@@ -41,8 +41,9 @@ final class ReadingSource: ByteSource {
     }
 }
 
-/// Maps a regular file 1 MiB at a time and lends each window to the frame loop (decryption); the
-/// encryptor instead reads whole frames at known offsets, on several threads at once.
+/// A regular file. Its bulk is read by the workers themselves, whole frames at known offsets on
+/// several threads at once (encrypting; decrypting unsigned messages); the rest (a header, the
+/// tail, a signed message) is mapped 1 MiB at a time and lent to the frame loop.
 final class MappedFileSource: PositionalByteSource {
     private static let window = 1 << 20
     private let fd: Int32
