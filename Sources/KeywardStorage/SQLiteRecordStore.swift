@@ -290,9 +290,10 @@ public final class SQLiteRecordStore: RecordStore {
                 p.followed = !p.batches.isEmpty
                 return p.batches
             }
-            let result = Result { try commit(own: work, queued) }
+            let results = commitEach([work] + queued.map(\.work))
+            for (b, result) in zip(queued, results.dropFirst()) { b.continuation.resume(with: result) }
             drainPendingInserts()
-            return try result.get()
+            return try results[0].get()
         }
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[AuditEvent], any Error>) in
             let lead = pending.withLock { p -> Bool in
@@ -330,19 +331,15 @@ public final class SQLiteRecordStore: RecordStore {
 
     private let pending = Mutex(PendingInserts())
 
-    /// Commits the caller's own work with the queued batches in one transaction; returns the
-    /// caller's events and resumes the others.
-    private func commit(own: Work, _ queued: [PendingBatch]) throws -> [AuditEvent] {
-        if queued.isEmpty { return try write([own])[0] }
+    /// Commits `works` in one transaction; if that fails, each alone, so that only a caller at
+    /// fault fails (all or none per caller).
+    private func commitEach(_ works: [Work]) -> [Result<[AuditEvent], any Error>] {
         do {
-            let appended = try write([own] + queued.map(\.work))
-            for (b, events) in zip(queued, appended.dropFirst()) { b.continuation.resume(returning: events) }
-            return appended[0]
+            return try write(works).map { .success($0) }
+        } catch where works.count == 1 {
+            return [.failure(error)]
         } catch {
-            for b in queued {
-                do { b.continuation.resume(returning: try write([b.work])[0]) } catch { b.continuation.resume(throwing: error) }
-            }
-            return try write([own])[0]
+            return works.map { w in Result { try write([w])[0] } }
         }
     }
 
@@ -355,17 +352,7 @@ public final class SQLiteRecordStore: RecordStore {
                 return p.batches
             }
             if batches.isEmpty { return }
-            do {
-                let appended = try write(batches.map(\.work))
-                for (b, events) in zip(batches, appended) { b.continuation.resume(returning: events) }
-            } catch where batches.count == 1 {
-                batches[0].continuation.resume(throwing: error)
-            } catch {
-                // All or none per caller: retry each alone, so only the one at fault fails.
-                for b in batches {
-                    do { b.continuation.resume(returning: try write([b.work])[0]) } catch { b.continuation.resume(throwing: error) }
-                }
-            }
+            for (b, result) in zip(batches, commitEach(batches.map(\.work))) { b.continuation.resume(with: result) }
         }
     }
 

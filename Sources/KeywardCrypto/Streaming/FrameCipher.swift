@@ -39,6 +39,24 @@ final class FrameCipher {
         return (q - p) + n + 16
     }
 
+    /// Opens the regular frames `run` of a batch laid out from `base` (`16 + frameLength + 16`
+    /// bytes each, the first numbered `first`), frame `j` into `out + j * frameLength`. Returns the
+    /// first frame that is out of order or does not authenticate; nil when all open.
+    func openFrames(_ run: Range<Int>, at base: UnsafeRawPointer, frameLength: Int, first: UInt32,
+                    to out: UnsafeMutableRawPointer) -> Int? {
+        let per = 16 + frameLength + 16
+        for j in run {
+            let f = base + j * per
+            let sequence = UInt32(bigEndian: f.loadUnaligned(as: UInt32.self))
+            guard sequence == first + UInt32(j),
+                  (try? open(.frame, sequence: sequence, iv: UnsafeRawBufferPointer(start: f + 4, count: 12),
+                             content: UnsafeRawBufferPointer(start: f + 16, count: frameLength),
+                             tag: UnsafeRawBufferPointer(start: f + 16 + frameLength, count: 16),
+                             to: out + j * frameLength)) == true else { return j }
+        }
+        return nil
+    }
+
     /// Decrypts one frame's or body's content into `output`; false if it does not authenticate.
     func open(_ kind: BodyAAD.Kind, sequence: UInt32, iv: UnsafeRawBufferPointer, content: UnsafeRawBufferPointer,
               tag: UnsafeRawBufferPointer, to output: UnsafeMutableRawPointer) throws -> Bool {

@@ -185,25 +185,12 @@ public struct MessageDecryptor {
             defer { failed.deallocate() }
             let runs = FrameRuns(count: count, frameLength: frameLength)
             FrameParallelism.run(parts) { i in
-                do {
-                    while let run = runs.take() {
-                        let mine = UnsafeMutableRawBufferPointer(start: ciphertext + run.lowerBound * per, count: run.count * per)
-                        try [mine].withUnsafeBufferPointer { try source.read(at: run.lowerBound * per, into: $0) }
-                        try open(run)
-                    }
-                } catch {
-                    failed[i] = true
-                }
-                func open(_ run: Range<Int>) throws {
-                    for j in run {
-                        let f = ciphertext + j * per
-                        let sequence = UInt32(bigEndian: UnsafeRawPointer(f).loadUnaligned(as: UInt32.self))
-                        guard sequence == first + UInt32(j) else { throw KeywardCryptoError(.malformedMessage, "irregular frame") }
-                        let ok = try ciphers[i].open(
-                            .frame, sequence: sequence, iv: UnsafeRawBufferPointer(start: f + 4, count: 12),
-                            content: UnsafeRawBufferPointer(start: f + 16, count: frameLength),
-                            tag: UnsafeRawBufferPointer(start: f + 16 + frameLength, count: 16), to: out + j * frameLength)
-                        guard ok else { throw KeywardCryptoError(.authenticationFailed, "frame does not authenticate") }
+                while let run = runs.take() {
+                    let mine = UnsafeMutableRawBufferPointer(start: ciphertext + run.lowerBound * per, count: run.count * per)
+                    guard (try? [mine].withUnsafeBufferPointer({ try source.read(at: run.lowerBound * per, into: $0) })) != nil,
+                          ciphers[i].openFrames(run, at: ciphertext, frameLength: frameLength, first: first, to: out) == nil else {
+                        failed[i] = true
+                        return
                     }
                 }
             }
@@ -378,18 +365,8 @@ public struct MessageDecryptor {
                 return
             }
             while failures[i] == 0, let run = runs.take() {
-                for j in run {
-                    let f = j * per
-                    let ok = try? ciphers[i].open(
-                        .frame, sequence: first + UInt32(j),
-                        iv: UnsafeRawBufferPointer(rebasing: bytes[(f + 4)..<(f + 16)]),
-                        content: UnsafeRawBufferPointer(rebasing: bytes[(f + 16)..<(f + 16 + frameLength)]),
-                        tag: UnsafeRawBufferPointer(rebasing: bytes[(f + 16 + frameLength)..<(f + per)]),
-                        to: out + j * frameLength)
-                    if ok != true {
-                        failures[i] = j + 1
-                        break
-                    }
+                if let bad = ciphers[i].openFrames(run, at: bytes.baseAddress!, frameLength: frameLength, first: first, to: out) {
+                    failures[i] = bad + 1
                 }
             }
         }

@@ -91,13 +91,9 @@ public struct MessageEncryptor {
         }
         // Frames come straight from the caller's buffer; only a partial tail is copied.
         let whole = rest.count / frameLength
-        if whole >= 2 && whole * frameLength >= FrameParallelism.minimumBatchBytes && FrameParallelism.workers > 1 {
+        if whole > 0 {
             try writeFramesInParallel(count: whole, from: .memory(UnsafeRawBufferPointer(rebasing: rest[0..<whole * frameLength])))
             rest = UnsafeRawBufferPointer(rebasing: rest[(whole * frameLength)...])
-        }
-        while rest.count >= frameLength {
-            try writeFrame(UnsafeRawBufferPointer(rebasing: rest[0..<frameLength]), final: false)
-            rest = UnsafeRawBufferPointer(rebasing: rest[frameLength...])
         }
         pending.append(rest)
     }
@@ -158,7 +154,8 @@ public struct MessageEncryptor {
         case source(any PositionalByteSource)
     }
 
-    /// Seals `count` regular frames on several threads, each into its known place in the output.
+    /// Seals `count` regular frames, each into its known place in the output: on several threads
+    /// when the batch is large enough for that to pay.
     private mutating func writeFramesInParallel(count: Int, from input: BatchInput) throws {
         guard UInt64(sequence) + UInt64(count) < UInt64(UInt32.max) else {
             throw KeywardCryptoError(.limitExceeded, "a message holds at most 4,294,967,294 frames; use a larger frame length")
