@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // The system libcrypto's EVP interface, reached directly for the AES-GCM hot path and RSA
@@ -71,10 +72,22 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The upstream HTTP/1.1 client of the gateway's hot path: pooled per event loop, no thread hops.
+        .target(
+            name: "KeywardHTTP",
+            dependencies: [
+                "KeywardCrypto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "KeywardGateway",
             dependencies: [
-                "KeywardCrypto", "KeywardKeyStores", "KeywardStorage", "KeywardPostgres",
+                "KeywardCrypto", "KeywardKeyStores", "KeywardStorage", "KeywardPostgres", "KeywardHTTP",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -146,7 +159,19 @@ let package = Package(
             dependencies: [
                 "KeywardGateway", "KeywardStorage", "KeywardKeyStores", "KeywardCrypto", "KeywardTesting", "KeywardPostgres",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "KeywardHTTPTests",
+            dependencies: [
+                "KeywardHTTP", "KeywardTesting",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

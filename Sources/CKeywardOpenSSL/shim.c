@@ -9,6 +9,8 @@
 #include <openssl/rsa.h>
 #include <openssl/bio.h>
 #include <limits.h>
+#include <pthread.h>
+#include <openssl/sha.h>
 #include <string.h>
 
 /* glibc's explicit_bzero is memset plus a compiler barrier: as safe as OPENSSL_cleanse and far
@@ -20,22 +22,57 @@ int kw_random(uint8_t *out, size_t len) {
     return RAND_bytes(out, (int)len) == 1;
 }
 
-struct kw_gcm { EVP_CIPHER_CTX *ctx; int encrypt; };
+struct kw_gcm { EVP_CIPHER_CTX *ctx; int encrypt; size_t key_len; };
+
+/* Fetched once: OpenSSL 3 looks an implementation up on every init from the legacy EVP_aes_*_gcm()
+   handles, which cost more than the key schedule of a small record. */
+static const EVP_CIPHER *kw_gcm_cipher(size_t key_len) {
+    static EVP_CIPHER *cached[3];
+    int i = key_len == 16 ? 0 : key_len == 24 ? 1 : key_len == 32 ? 2 : -1;
+    if (i < 0) return NULL;
+    if (!cached[i]) {
+        static const char *names[3] = {"AES-128-GCM", "AES-192-GCM", "AES-256-GCM"};
+        EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, names[i], NULL);
+        if (!c) return NULL;
+        if (!__sync_bool_compare_and_swap(&cached[i], NULL, c)) EVP_CIPHER_free(c);
+    }
+    return cached[i];
+}
+
+/* Contexts are kept for reuse: every record has a key of its own, and a new EVP context (its
+   provider state, several allocations) costs more than the key schedule. A context returns to the
+   pool keyed with zeros, so no key schedule outlives its message. */
+#define KW_GCM_POOL 16
+static kw_gcm *gcm_pool[3][KW_GCM_POOL];
+static int gcm_pool_count[3];
+static pthread_mutex_t gcm_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static const uint8_t zero_key[32];
+
+static int gcm_pool_index(size_t key_len) { return key_len == 16 ? 0 : key_len == 24 ? 1 : 2; }
 
 kw_gcm *kw_gcm_new(const uint8_t *key, size_t key_len, int encrypt) {
-    const EVP_CIPHER *cipher;
-    switch (key_len) {
-    case 16: cipher = EVP_aes_128_gcm(); break;
-    case 24: cipher = EVP_aes_192_gcm(); break;
-    case 32: cipher = EVP_aes_256_gcm(); break;
-    default: return NULL;
+    const EVP_CIPHER *cipher = kw_gcm_cipher(key_len);
+    if (!cipher) return NULL;
+    int i = gcm_pool_index(key_len);
+    kw_gcm *g = NULL;
+    pthread_mutex_lock(&gcm_pool_lock);
+    if (gcm_pool_count[i] > 0) g = gcm_pool[i][--gcm_pool_count[i]];
+    pthread_mutex_unlock(&gcm_pool_lock);
+    if (g) {
+        g->encrypt = encrypt;
+        if (EVP_CipherInit_ex(g->ctx, NULL, NULL, key, NULL, encrypt) == 1) return g;
+        EVP_CIPHER_CTX_free(g->ctx);
+        OPENSSL_free(g);
+        return NULL;
     }
-    kw_gcm *g = OPENSSL_zalloc(sizeof(*g));
+    g = OPENSSL_zalloc(sizeof(*g));
     if (!g) return NULL;
     g->ctx = EVP_CIPHER_CTX_new();
     g->encrypt = encrypt;
+    g->key_len = key_len;
     if (!g->ctx || EVP_CipherInit_ex(g->ctx, cipher, NULL, key, NULL, encrypt) != 1) {
-        kw_gcm_free(g);
+        EVP_CIPHER_CTX_free(g->ctx);
+        OPENSSL_free(g);
         return NULL;
     }
     return g;
@@ -43,6 +80,15 @@ kw_gcm *kw_gcm_new(const uint8_t *key, size_t key_len, int encrypt) {
 
 void kw_gcm_free(kw_gcm *g) {
     if (!g) return;
+    int i = gcm_pool_index(g->key_len);
+    /* Overwrite the key schedule before the context waits in the pool. */
+    if (EVP_CipherInit_ex(g->ctx, NULL, NULL, zero_key, NULL, 1) == 1) {
+        pthread_mutex_lock(&gcm_pool_lock);
+        int kept = gcm_pool_count[i] < KW_GCM_POOL;
+        if (kept) gcm_pool[i][gcm_pool_count[i]++] = g;
+        pthread_mutex_unlock(&gcm_pool_lock);
+        if (kept) return;
+    }
     EVP_CIPHER_CTX_free(g->ctx); /* cleanses the key schedule */
     OPENSSL_free(g);
 }
@@ -192,28 +238,21 @@ void kw_digest_free(kw_digest *d) {
     OPENSSL_free(d);
 }
 
-// HMAC by its definition over the one-shot EVP_Digest, with SHA-512 fetched once: the HKDF of
-// every record (three HMACs) is on the gateway's hot path, and OpenSSL's SHA-512 uses the CPU's
-// vector units where the portable one does not.
+/* HMAC by its definition over libcrypto's SHA-512 (the same vectorised code the EVP layer calls),
+   without the EVP contexts it allocates twice per digest: the HKDF of every record (three HMACs)
+   is on the gateway's hot path. Keys and data here are small (HKDF of a data key). */
 int kw_hmac_sha512(const uint8_t *key, size_t key_len, const uint8_t *data, size_t data_len, uint8_t *out) {
-    static EVP_MD *sha512 = NULL;
-    if (!sha512) {
-        EVP_MD *md = EVP_MD_fetch(NULL, "SHA512", NULL);
-        if (!md) return 0;
-        if (!__sync_bool_compare_and_swap(&sha512, NULL, md)) EVP_MD_free(md);
-    }
-    if (key_len > 128 || data_len > 256) return 0;
-    uint8_t block[128 + 256];
-    uint8_t inner[128 + 64];
-    unsigned int n = 0;
-    memset(block, 0, 128);
-    memcpy(block, key, key_len);
-    memcpy(inner, block, 128);
-    for (int i = 0; i < 128; i++) { block[i] ^= 0x36; inner[i] ^= 0x5c; }
-    memcpy(block + 128, data, data_len);
-    int ok = EVP_Digest(block, 128 + data_len, inner + 128, &n, sha512, NULL) == 1
-          && EVP_Digest(inner, 128 + 64, out, &n, sha512, NULL) == 1;
-    OPENSSL_cleanse(block, sizeof(block));
+    if (key_len > 128) return 0;
+    uint8_t pad[128], inner[64];
+    SHA512_CTX c;
+    memset(pad, 0, sizeof(pad));
+    memcpy(pad, key, key_len);
+    for (int i = 0; i < 128; i++) pad[i] ^= 0x36;
+    int ok = SHA512_Init(&c) && SHA512_Update(&c, pad, 128) && SHA512_Update(&c, data, data_len) && SHA512_Final(inner, &c);
+    for (int i = 0; i < 128; i++) pad[i] ^= 0x36 ^ 0x5c;
+    ok = ok && SHA512_Init(&c) && SHA512_Update(&c, pad, 128) && SHA512_Update(&c, inner, 64) && SHA512_Final(out, &c);
+    OPENSSL_cleanse(pad, sizeof(pad));
     OPENSSL_cleanse(inner, sizeof(inner));
+    OPENSSL_cleanse(&c, sizeof(c));
     return ok;
 }

@@ -1,7 +1,7 @@
-import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import Hummingbird
+import KeywardHTTP
 import KeywardStorage
 
 /// One exchange between an app and a model: who asked, what, and the data key that will seal it.
@@ -20,13 +20,6 @@ struct Exchange {
     let upstream: UpstreamConfiguration?
     /// Who asked, for the audit events of this exchange (written after the request's task ends, when streamed).
     let scope: AuditScope
-}
-
-/// The fields the gateway reads from a request; everything else passes through untouched.
-private struct RequestHead: Decodable {
-    var model: String
-    var stream: Bool?
-    var store: Bool?
 }
 
 extension Gateway {
@@ -57,7 +50,7 @@ extension Gateway {
         guard let tenant = principal.tenant else { throw GatewayError.unauthorized }
         let bodyBuffer = try await self.bodyBuffer(of: request)
         let body = Array(buffer: bodyBuffer)
-        let head = try Self.decode(RequestHead.self, from: body)
+        let head = try RequestHead.parse(body)
         var upstream: UpstreamConfiguration?
         if head.model != EchoModel.name {
             guard let u = configuration.upstream(for: head.model) else {
@@ -151,7 +144,7 @@ extension Gateway {
             if let beta = request.headers[HTTPField.Name("anthropic-beta")!] { extra.append(("anthropic-beta", beta)) }
         }
         let upstreamStart = ContinuousClock.now
-        let response: HTTPClientResponse
+        let response: PooledHTTPClient.Response
         do {
             response = try await upstreams.send(upstream, path: p.path, body: x.bodyBuffer, apiKey: key, headers: extra)
         } catch let e as GatewayError {
@@ -165,7 +158,7 @@ extension Gateway {
             return Response(status: .ok, headers: headers(x, upstreamTime: headTime, contentType: contentType),
                             body: streamBody(x, protocol: p, upstream: response))
         }
-        let collected = try await response.body.collect(upTo: 64 << 20)
+        let collected = try await UpstreamClient.collect(response, upTo: 64 << 20, from: upstream)
         let upstreamTime = ContinuousClock.now - upstreamStart
         metrics.upstream(upstream.name, status: Int(response.status.code), duration: upstreamTime)
         var answer = Array(buffer: collected)
@@ -181,7 +174,7 @@ extension Gateway {
     /// Forwards each event as soon as it is complete. The assembled answer is stored before the
     /// final event (`[DONE]`, `message_stop`) is forwarded, so a client that saw the end can read
     /// the record; a stream that ends without one is stored at its end.
-    private func streamBody(_ x: Exchange, protocol p: APIProtocol, upstream: HTTPClientResponse) -> ResponseBody {
+    private func streamBody(_ x: Exchange, protocol p: APIProtocol, upstream: PooledHTTPClient.Response) -> ResponseBody {
         ResponseBody { writer in
             var splitter = SSEEventSplitter()
             var chat = ChatStreamAssembler()
@@ -253,7 +246,7 @@ extension Gateway {
         guard let tenant = principal.tenant else { throw GatewayError.unauthorized }
         let bodyBuffer = try await self.bodyBuffer(of: request)
         let body = Array(buffer: bodyBuffer)
-        let head = try Self.decode(RequestHead.self, from: body)
+        let head = try RequestHead.parse(body)
         try await authorize(principal, tenant: tenant, purpose: .inference, model: head.model)
         let scope = scope(principal, .inference)
         _ = try await AuditScope.$current.withValue(scope) { try await vault.sealer(for: tenant, plaintextLength: 0) }
@@ -267,7 +260,7 @@ extension Gateway {
         let key = try await providerKey(for: tenant, upstream: upstream, scope: scope)
         let start = ContinuousClock.now
         let response = try await upstreams.send(upstream, path: "/embeddings", body: bodyBuffer, apiKey: key)
-        let answer = try await response.body.collect(upTo: 256 << 20)
+        let answer = try await UpstreamClient.collect(response, upTo: 256 << 20, from: upstream)
         metrics.upstream(upstream.name, status: Int(response.status.code), duration: ContinuousClock.now - start)
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: answer))
     }

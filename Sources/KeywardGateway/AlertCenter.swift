@@ -1,5 +1,5 @@
-import AsyncHTTPClient
 import Foundation
+import KeywardHTTP
 import KeywardStorage
 import Logging
 import NIOCore
@@ -72,15 +72,14 @@ public final class AlertCenter: Sendable {
 
     /// Posts queued alerts to the webhook, retrying with back-off; drops an alert after 5 tries.
     func runDeliveries(logger: Logger) async {
-        guard let url = configuration.webhook else { return }
+        guard let url = configuration.webhook, let endpoint = try? HTTPEndpoint(url: url) else { return }
+        let http = PooledHTTPClient()
+        defer { Task { await http.shutdown() } }
         for await body in deliveries {
             var delay = Duration.milliseconds(500)
             for attempt in 1...5 {
-                var request = HTTPClientRequest(url: url)
-                request.method = .POST
-                request.headers.add(name: "content-type", value: "application/json")
-                request.body = .bytes(ByteBuffer(bytes: body))
-                if let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(5)),
+                if let response = try? await http.execute(.POST, endpoint, target: "", headers: [("content-type", "application/json")],
+                                                          body: ByteBuffer(bytes: body), deadline: .now() + .seconds(5), readTimeout: .seconds(5)),
                    (200..<300).contains(response.status.code) {
                     _ = try? await response.body.collect(upTo: 1 << 16)
                     break

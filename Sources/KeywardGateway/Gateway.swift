@@ -6,6 +6,8 @@ import KeywardKeyStores
 import KeywardPostgres
 import KeywardStorage
 import Logging
+import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
@@ -58,7 +60,11 @@ public final class Gateway: Sendable {
             store = postgres
             feed = PostgresChangeFeed(store: postgres, logger: logger)
         } else {
-            store = try SQLiteRecordStore(path: folder + "/keyward.sqlite3")
+            store = try SQLiteRecordStore(path: folder + "/keyward.sqlite3", callerHome: {
+                // A waiting request resumes on its own event loop, where its connection lives.
+                guard let loop = MultiThreadedEventLoopGroup.currentEventLoop else { return nil }
+                return { work in if loop.inEventLoop { work() } else { loop.execute(work) } }
+            })
             feed = nil
         }
         self.keyStores = keyStores ?? KeyStores(configuration: .fromEnvironment(localFolder: folder + "/keys", rootKeyFile: configuration.rootKeyFile))
@@ -422,6 +428,11 @@ struct GatewayMiddleware: RouterMiddleware {
 
     /// The route template of a path, so that ids never become metric labels.
     static func route(_ path: String) -> String {
+        switch path {
+        case "/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/v1/models", "/healthz", "/readyz", "/metrics":
+            return path  // the busiest routes, without splitting the path
+        default: break
+        }
         let parts = path.split(separator: "/").map(String.init)
         switch parts.count {
         case 0: return "/"

@@ -1,5 +1,6 @@
 import Foundation
 import KeywardCrypto
+import KeywardHTTP
 
 /// A provider API key or token: kept out of every printable form.
 public struct Secret: Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
@@ -28,15 +29,25 @@ public struct UpstreamConfiguration: Sendable {
     public var apiKey: Secret?
     /// Model names this upstream serves; a trailing `*` matches a prefix, `*` alone everything.
     public var models: [String]
+    /// The longest wait for the response head, and the longest pause while a body streams.
     public var timeoutSeconds: Double
+    /// Where requests go, parsed once (with the TLS context of an https URL).
+    public let endpoint: HTTPEndpoint
 
-    public init(name: String, kind: Kind, url: String, apiKey: Secret?, models: [String], timeoutSeconds: Double = 600) {
+    /// - Parameter caFile: PEM certificates trusted for an https `url` besides the system's roots.
+    /// - Throws: ``GatewayError`` (`invalid_configuration`) for a URL that is not http(s) or a CA
+    ///   file that does not load.
+    public init(name: String, kind: Kind, url: String, apiKey: Secret?, models: [String], timeoutSeconds: Double = 600,
+                caFile: String? = nil) throws {
         self.name = name
         self.kind = kind
         self.url = url.hasSuffix("/") ? String(url.dropLast()) : url
         self.apiKey = apiKey
         self.models = models
         self.timeoutSeconds = timeoutSeconds
+        do { endpoint = try HTTPEndpoint(url: self.url, caFile: caFile) } catch let e as HTTPClientError {
+            throw GatewayError.config("upstream \(name): \(e.reason)")
+        }
     }
 
     func serves(_ model: String) -> Bool {
@@ -108,9 +119,10 @@ public struct GatewayConfiguration: Sendable {
             try c.apply(file, environment: environment)
         }
         if let url = environment["KEYWARD_UPSTREAM_URL"], !url.isEmpty {
-            c.upstreams.append(UpstreamConfiguration(
+            c.upstreams.append(try UpstreamConfiguration(
                 name: "default", kind: .openAICompatible, url: url,
-                apiKey: environment["KEYWARD_UPSTREAM_API_KEY"].map(Secret.init), models: ["*"]))
+                apiKey: environment["KEYWARD_UPSTREAM_API_KEY"].map(Secret.init), models: ["*"],
+                caFile: environment["KEYWARD_UPSTREAM_CA_FILE"].flatMap { $0.isEmpty ? nil : $0 }))
         }
         if let dataFolder { c.dataFolder = dataFolder }
         if let listen {
@@ -138,9 +150,6 @@ public struct GatewayConfiguration: Sendable {
             guard let kind = UpstreamConfiguration.Kind(rawValue: u.type) else {
                 throw GatewayError.config("upstream \(u.name): type must be openai-compatible or anthropic")
             }
-            guard URL(string: u.url)?.scheme.map({ ["http", "https"].contains($0) }) == true else {
-                throw GatewayError.config("upstream \(u.name): url must be an http(s) URL")
-            }
             var key: Secret?
             if let name = u.api_key_env {
                 guard let value = environment[name], !value.isEmpty else {
@@ -148,8 +157,9 @@ public struct GatewayConfiguration: Sendable {
                 }
                 key = Secret(value)
             }
-            upstreams.append(UpstreamConfiguration(name: u.name, kind: kind, url: u.url, apiKey: key,
-                                                   models: u.models ?? ["*"], timeoutSeconds: u.timeout_seconds ?? 600))
+            guard (u.timeout_seconds ?? 1) > 0 else { throw GatewayError.config("upstream \(u.name): timeout_seconds must be positive") }
+            upstreams.append(try UpstreamConfiguration(name: u.name, kind: kind, url: u.url, apiKey: key, models: u.models ?? ["*"],
+                                                       timeoutSeconds: u.timeout_seconds ?? 600, caFile: u.ca_file))
         }
         if let limit = file.body_limit { bodyLimit = limit }
         if let cache = file.data_key_cache {
@@ -176,8 +186,8 @@ public struct GatewayConfiguration: Sendable {
                 throw GatewayError.config("alerts: window_seconds, ceiling, ratio, baseline_windows and minimum must be positive")
             }
             if let url = a.webhook {
-                guard URL(string: url)?.scheme.map({ ["http", "https"].contains($0) }) == true else {
-                    throw GatewayError.config("alerts.webhook must be an http(s) URL")
+                do { _ = try HTTPEndpoint(url: url) } catch let e as HTTPClientError {
+                    throw GatewayError.config("alerts.webhook: \(e.reason)")
                 }
             }
             alerts = AlertCenter.Configuration(detector: d, webhook: a.webhook, suspendToken: a.suspend_token ?? false)
@@ -193,6 +203,8 @@ public struct GatewayConfiguration: Sendable {
             var api_key_env: String?
             var models: [String]?
             var timeout_seconds: Double?
+            /// PEM certificates to trust for an https url, besides the system's roots.
+            var ca_file: String?
         }
         struct Cache: Decodable {
             var max_age_seconds: Double?

@@ -11,7 +11,14 @@ public final class GatewayMetrics: Sendable {
         .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
     ]
 
-    public init() {}
+    public init() {
+        recordsStoredCounter = registry.makeCounter(descriptor: Self.descriptor("records_stored", "total", "Encrypted records written"), labels: [])
+        let registry = self.registry
+        auditAppendCounters = [true, false].map { ok in
+            registry.makeCounter(descriptor: Self.descriptor("audit_appends", "total", "Audit append transactions by result"),
+                                 labels: [("result", ok ? "ok" : "error")])
+        }
+    }
 
     // The registry builds names and label keys on every lookup; each handle is looked up once.
     private let counters = Mutex<[String: Counter]>([:])
@@ -20,7 +27,7 @@ public final class GatewayMetrics: Sendable {
     private func counter(_ name: String, _ unit: String, _ help: String, _ labels: [(String, String)]) -> Counter {
         let key = name + labels.map { "|" + $0.1 }.joined()
         if let c = counters.withLock({ $0[key] }) { return c }
-        let c = registry.makeCounter(descriptor: descriptor(name, unit, help), labels: labels)
+        let c = registry.makeCounter(descriptor: Self.descriptor(name, unit, help), labels: labels)
         counters.withLock { $0[key] = c }
         return c
     }
@@ -28,25 +35,47 @@ public final class GatewayMetrics: Sendable {
     private func histogram(_ name: String, _ help: String, _ labels: [(String, String)]) -> DurationHistogram {
         let key = name + labels.map { "|" + $0.1 }.joined()
         if let h = histograms.withLock({ $0[key] }) { return h }
-        let h = registry.makeDurationHistogram(descriptor: descriptor(name, "seconds", help), labels: labels, buckets: Self.latencyBuckets)
+        let h = registry.makeDurationHistogram(descriptor: Self.descriptor(name, "seconds", help), labels: labels, buckets: Self.latencyBuckets)
         histograms.withLock { $0[key] = h }
         return h
     }
 
-    private func descriptor(_ name: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+    private static func descriptor(_ name: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
         MetricNameDescriptor(namespace: "keyward", metricName: name, unitName: unit, helpText: help)
     }
 
+    /// The handles of the two per-request families, by their labels: found without building a
+    /// key string on every request.
+    private struct Labels: Hashable {
+        let a: String, b: String, status: Int
+    }
+    private let requestHandles = Mutex<[Labels: (Counter, DurationHistogram)]>([:])
+    private let upstreamHandles = Mutex<[Labels: (Counter, DurationHistogram)]>([:])
+
     func request(route: String, method: String, status: Int, duration: Duration) {
-        counter("http_requests", "total", "HTTP requests by route, method and status",
-                [("route", route), ("method", method), ("status", String(status))]).increment()
-        histogram("http_request_duration", "Time to the response head, by route", [("route", route)]).record(duration)
+        let key = Labels(a: route, b: method, status: status)
+        let handles = requestHandles.withLock { $0[key] } ?? {
+            let h = (counter("http_requests", "total", "HTTP requests by route, method and status",
+                             [("route", route), ("method", method), ("status", String(status))]),
+                     histogram("http_request_duration", "Time to the response head, by route", [("route", route)]))
+            requestHandles.withLock { $0[key] = h }
+            return h
+        }()
+        handles.0.increment()
+        handles.1.record(duration)
     }
 
     func upstream(_ name: String, status: Int, duration: Duration) {
-        histogram("upstream_duration", "Upstream response time, by upstream", [("upstream", name)]).record(duration)
-        counter("upstream_responses", "total", "Upstream responses by upstream and status",
-                [("upstream", name), ("status", String(status))]).increment()
+        let key = Labels(a: name, b: "", status: status)
+        let handles = upstreamHandles.withLock { $0[key] } ?? {
+            let h = (counter("upstream_responses", "total", "Upstream responses by upstream and status",
+                             [("upstream", name), ("status", String(status))]),
+                     histogram("upstream_duration", "Upstream response time, by upstream", [("upstream", name)]))
+            upstreamHandles.withLock { $0[key] = h }
+            return h
+        }()
+        handles.1.record(duration)
+        handles.0.increment()
     }
 
     /// A call that reached a key store (a data-key cache miss), with its outcome.
@@ -57,26 +86,31 @@ public final class GatewayMetrics: Sendable {
 
     /// A request for data-key materials; a miss is followed by a key-store call.
     func dataKeyCache(_ direction: String, hit: Bool) {
-        counter("datakey_cache", "total", "Data-key cache lookups by direction and result",
-                [("direction", direction), ("result", hit ? "hit" : "miss")]).increment()
+        let key = Labels(a: direction, b: "", status: hit ? 1 : 0)
+        let c = dataKeyHandles.withLock { $0[key] } ?? {
+            let c = counter("datakey_cache", "total", "Data-key cache lookups by direction and result",
+                            [("direction", direction), ("result", hit ? "hit" : "miss")])
+            dataKeyHandles.withLock { $0[key] = c }
+            return c
+        }()
+        c.increment()
     }
+    private let dataKeyHandles = Mutex<[Labels: Counter]>([:])
 
     /// A stored record decrypted for a reader.
     func unwrap(kind: String) {
         counter("record_unwraps", "total", "Stored records decrypted, by kind", [("kind", kind)]).increment()
     }
 
-    func recordsStored(_ count: Int) {
-        counter("records_stored", "total", "Encrypted records written", []).increment(by: Int64(count))
-    }
+    func recordsStored(_ count: Int) { recordsStoredCounter.increment(by: Int64(count)) }
+    private let recordsStoredCounter: Counter
 
     func recordsPurged(_ count: Int) {
         counter("records_purged", "total", "Expired records deleted", []).increment(by: Int64(count))
     }
 
-    func auditAppend(ok: Bool) {
-        counter("audit_appends", "total", "Audit append transactions by result", [("result", ok ? "ok" : "error")]).increment()
-    }
+    func auditAppend(ok: Bool) { auditAppendCounters[ok ? 0 : 1].increment() }
+    private let auditAppendCounters: [Counter]
 
     func alert(_ reason: String) {
         counter("alerts", "total", "Anomalous unwrap activity alerts raised", [("reason", reason)]).increment()

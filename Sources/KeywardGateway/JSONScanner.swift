@@ -4,17 +4,21 @@ enum JSONScanner {
     /// The byte range of the value of top-level `key` in the object `json`, or nil when `json`
     /// is not an object or lacks the key.
     static func valueRange(of key: String, in json: [UInt8]) -> Range<Int>? {
-        let key = Array(key.utf8)
-        var i = skipSpace(json, 0)
-        guard i < json.count, json[i] == UInt8(ascii: "{") else { return nil }
+        valueRange(of: key, in: json, within: 0..<json.count)
+    }
+
+    /// The same within the object that spans `bounds` of `json` (a nested value), without copying it.
+    static func valueRange(of key: String, in json: [UInt8], within bounds: Range<Int>) -> Range<Int>? {
+        var i = skipSpace(json, bounds.lowerBound)
+        guard i < bounds.upperBound, json[i] == UInt8(ascii: "{") else { return nil }
         i += 1
         while true {
             i = skipSpace(json, i)
-            guard i < json.count else { return nil }
+            guard i < bounds.upperBound else { return nil }
             if json[i] == UInt8(ascii: "}") { return nil }
             if json[i] == UInt8(ascii: ",") { i += 1; continue }
             guard json[i] == UInt8(ascii: "\""), let keyEnd = stringEnd(json, i) else { return nil }
-            let matches = json[(i + 1)..<(keyEnd - 1)].elementsEqual(key)
+            let matches = json[(i + 1)..<(keyEnd - 1)].elementsEqual(key.utf8)
             i = skipSpace(json, keyEnd)
             guard i < json.count, json[i] == UInt8(ascii: ":") else { return nil }
             let start = skipSpace(json, i + 1)
@@ -26,12 +30,25 @@ enum JSONScanner {
 
     /// The integer at `path` (top-level object, then nested objects), e.g. `["usage", "prompt_tokens"]`.
     static func integer(at path: [String], in json: [UInt8]) -> Int? {
-        var slice = json
+        var range = 0..<json.count
         for key in path {
-            guard let range = valueRange(of: key, in: slice) else { return nil }
-            slice = Array(slice[range])
+            guard let r = valueRange(of: key, in: json, within: range) else { return nil }
+            range = r
         }
-        return Int(String(decoding: slice, as: UTF8.self))
+        // A JSON integer: optional minus, digits (no fraction or exponent, which Int() refused too).
+        var i = range.lowerBound, negative = false, value = 0
+        if i < range.upperBound, json[i] == UInt8(ascii: "-") { negative = true; i += 1 }
+        guard i < range.upperBound else { return nil }
+        while i < range.upperBound {
+            let d = Int(json[i]) - 48
+            guard (0...9).contains(d) else { return nil }
+            let (m, o1) = value.multipliedReportingOverflow(by: 10)
+            let (a, o2) = m.addingReportingOverflow(d)
+            guard !o1, !o2 else { return nil }
+            value = a
+            i += 1
+        }
+        return negative ? -value : value
     }
 
     /// `json` with the value of top-level `key` replaced by the JSON string `value`; unchanged if

@@ -1,51 +1,44 @@
-import AsyncHTTPClient
 import Foundation
 import Hummingbird
+import KeywardHTTP
 import NIOCore
 import NIOHTTP1
 
-/// Sends requests to upstream providers over one pooled HTTP client and turns their failures into
-/// OpenAI-shaped errors.
+/// Sends requests to upstream providers over pooled keep-alive connections (on the event loop of
+/// the request that asks) and turns their failures into OpenAI-shaped errors.
 public final class UpstreamClient: Sendable {
-    let http: HTTPClient
+    let http: PooledHTTPClient
 
     public init() {
-        var configuration = HTTPClient.Configuration()
-        configuration.timeout = .init(connect: .seconds(10))
-        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
-        configuration.decompression = .disabled
-        // A redirect would carry the provider key to wherever it points: never follow one.
-        configuration.redirectConfiguration = .disallow
-        configuration.httpVersion = .automatic
-        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        http = PooledHTTPClient()
     }
 
-    public func shutdown() async throws { try await http.shutdown() }
+    public func shutdown() async throws { await http.shutdown() }
 
     /// POSTs (or GETs, without a body) to `path` under the upstream's URL; returns the response
     /// head and body stream once the head arrives. Non-2xx answers are thrown as ``GatewayError``.
+    /// Redirects are never followed: one would carry the provider key to wherever it points.
     func send(_ upstream: UpstreamConfiguration, path: String, body: ByteBuffer?, apiKey: Secret?,
-              headers extra: [(String, String)] = []) async throws -> HTTPClientResponse {
-        var request = HTTPClientRequest(url: upstream.url + path)
-        request.method = body == nil ? .GET : .POST
-        if let body {
-            request.headers.add(name: "content-type", value: "application/json")
-            request.body = .bytes(body)
-        }
+              headers extra: [(String, String)] = []) async throws -> PooledHTTPClient.Response {
+        var headers: [(String, String)] = []
+        headers.reserveCapacity(3 + extra.count)
+        if body != nil { headers.append(("content-type", "application/json")) }
         if let key = apiKey?.value {
             switch upstream.kind {
             case .openAICompatible:
-                request.headers.add(name: "authorization", value: "Bearer \(key)")
-                request.headers.add(name: "api-key", value: key)  // Azure OpenAI
+                headers.append(("authorization", "Bearer \(key)"))
+                headers.append(("api-key", key))  // Azure OpenAI
             case .anthropic:
-                request.headers.add(name: "x-api-key", value: key)
+                headers.append(("x-api-key", key))
             }
         }
-        for (name, value) in extra { request.headers.add(name: name, value: value) }
-        let response: HTTPClientResponse
+        headers += extra
+        let timeout = TimeAmount.nanoseconds(Int64(upstream.timeoutSeconds * 1e9))
+        let response: PooledHTTPClient.Response
         do {
-            response = try await http.execute(request, timeout: .milliseconds(Int64(upstream.timeoutSeconds * 1000)))
-        } catch let e as HTTPClientError where e == .deadlineExceeded || e == .readTimeout || e == .connectTimeout {
+            response = try await http.execute(body == nil ? .GET : .POST, upstream.endpoint, target: path, headers: headers, body: body,
+                                              deadline: .now() + timeout, readTimeout: timeout)
+        } catch let e as HTTPClientError where e.code == .deadlineExceeded || e.code == .connectTimeout || e.code == .readTimeout {
             throw GatewayError(.gatewayTimeout, type: "api_error", code: "upstream_timeout",
                                "upstream \(upstream.name) did not answer in time")
         } catch {
@@ -58,9 +51,21 @@ public final class UpstreamClient: Sendable {
         return response
     }
 
+    /// The whole body of an upstream's answer. One that breaks off, stalls or grows past `limit`
+    /// is the upstream's failure: 502, or 504 for a stall.
+    static func collect(_ response: PooledHTTPClient.Response, upTo limit: Int, from upstream: UpstreamConfiguration) async throws -> ByteBuffer {
+        do { return try await response.body.collect(upTo: limit) } catch let e as HTTPClientError where e.code == .readTimeout {
+            throw GatewayError(.gatewayTimeout, type: "api_error", code: "upstream_timeout", "upstream \(upstream.name) stopped answering")
+        } catch let e as HTTPClientError where e.code == .bodyTooLarge {
+            throw GatewayError(.badGateway, type: "api_error", code: "upstream_error", "upstream \(upstream.name) answered more than \(limit) bytes")
+        } catch {
+            throw GatewayError(.badGateway, type: "api_error", code: "upstream_unavailable", "upstream \(upstream.name) broke off its answer")
+        }
+    }
+
     /// Keeps the upstream's status where it means something to the client and its message where it
     /// is the provider's own error text; 401/403 become 502, since the client's token was fine.
-    static func error(from response: HTTPClientResponse, upstream: UpstreamConfiguration) async -> GatewayError {
+    static func error(from response: PooledHTTPClient.Response, upstream: UpstreamConfiguration) async -> GatewayError {
         let body = (try? await response.body.collect(upTo: 64 << 10)).map { Array(buffer: $0) } ?? []
         var message = "upstream \(upstream.name) answered \(response.status.code)"
         var code = "upstream_error"

@@ -119,18 +119,12 @@ public struct RecordSealer: Sendable {
     public func seal(_ plaintext: [UInt8], id: String, kind: String, createdAt: Int64, metadata: RecordMetadata) throws -> Record {
         var m = materials
         m.encryptionContext = Self.context(tenant: tenant.name, id: id, kind: kind)
-        var encryptor = try MessageEncryptor(materials: m)
-        var out: [UInt8] = []
-        out.reserveCapacity(plaintext.count + 512)
-        try plaintext.withUnsafeBytes { try encryptor.update($0) }
-        try encryptor.finish()
-        encryptor.drain { out.append(contentsOf: $0) }
-        let headerLength = try out.withUnsafeBytes { try MessageHeader.parse(prefixOf: $0).1 }
+        let (header, body) = try plaintext.withUnsafeBytes { try MessageEncryptor.seal($0, materials: m) }
         var meta = metadata
         meta.size = plaintext.count
         let expires = tenant.retentionDays > 0 ? createdAt + Int64(tenant.retentionDays) * 86_400_000 : nil
         return Record(tenant: tenant.name, id: id, kind: kind, createdAt: createdAt, expiresAt: expires, metadata: meta,
-                      header: Array(out[..<headerLength]), body: Array(out[headerLength...]))
+                      header: header, body: body)
     }
 }
 

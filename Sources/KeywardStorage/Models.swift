@@ -218,22 +218,30 @@ public struct HeaderChange: Sendable, Hashable {
 }
 
 extension RecordMetadata {
-    /// The metadata as a JSON object, written by hand: JSONEncoder costs more than the insert.
+    /// The metadata as a JSON object, written by hand into one string: JSONEncoder costs more
+    /// than the insert, and joining parts cost an allocation each.
     public var json: String {
-        let m = self
-        var parts: [String] = []
-        func add(_ key: String, _ value: (some CustomStringConvertible)?) { if let value { parts.append("\"\(key)\":\(value)") } }
-        if let model = m.model { parts.append("\"model\":" + Self.quoted(model)) }
-        add("status", m.status)
-        add("promptTokens", m.promptTokens)
-        add("completionTokens", m.completionTokens)
-        add("upstreamMs", m.upstreamMs.map { $0.isFinite ? $0 : 0 })
-        add("size", m.size)
-        add("streamed", m.streamed)
-        return "{" + parts.joined(separator: ",") + "}"
+        var out = "{"
+        out.reserveCapacity(160)
+        func key(_ k: StaticString) {
+            if out.utf8.count > 1 { out += "," }
+            out += "\""
+            out += k.description
+            out += "\":"
+        }
+        if let model { key("model"); out += Self.quoted(model) }
+        if let status { key("status"); out += String(status) }
+        if let promptTokens { key("promptTokens"); out += String(promptTokens) }
+        if let completionTokens { key("completionTokens"); out += String(completionTokens) }
+        if let upstreamMs { key("upstreamMs"); out += upstreamMs.isFinite ? upstreamMs.description : "0" }
+        if let size { key("size"); out += String(size) }
+        if let streamed { key("streamed"); out += streamed ? "true" : "false" }
+        return out + "}"
     }
 
     private static func quoted(_ s: String) -> String {
+        // Model names are plain almost always: nothing to escape.
+        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) { return "\"" + s + "\"" }
         var out = "\""
         for u in s.unicodeScalars {
             switch u {

@@ -131,3 +131,87 @@ func rewrap(_ n: Int) async throws {
                  done.processed, done.dataKeys, seconds(elapsed), Double(done.processed) / seconds(elapsed), cpu / seconds(elapsed) * 100))
     try await gateway.upstreams.shutdown()
 }
+
+/// What storing one chat exchange costs, one exchange at a time (the 4-connection case, where no
+/// commit is shared): the data key from the cache, two records sealed, and their insert with the
+/// audit event, each timed on its own; the checkpoint runs beside it as in the gateway.
+func storeExchange(_ n: Int) async throws {
+    let folder = NSTemporaryDirectory() + "keyward-bench-exchange-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    let gateway = try await benchGateway(folder)
+    try await seed(gateway, tenant: "acme", exchanges: 1)
+    guard let tenant = try await gateway.store.tenant(named: "acme") else { throw GatewayError.internalError }
+    let request = Array(#"{"model":"mock","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say something about foxes and dogs, briefly."}],"temperature":0.2}"#.utf8)
+    let response = Array(#"{"id":"chatcmpl-0VcaXXXXXXXXXXXXXXXXXXXXXXXXXX","object":"chat.completion","created":1,"model":"mock","choices":[{"index":0,"message":{"role":"assistant","content":"The quick brown fox jumps over the lazy dog."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":10,"total_tokens":22}}"#.utf8)
+    let upkeep = Task {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(250))
+            _ = try? await gateway.store.maintain()
+        }
+    }
+    defer { upkeep.cancel() }
+    let clock = ContinuousClock()
+    do {
+        let sealer = try await gateway.vault.sealer(for: tenant, plaintextLength: request.count)
+        let metadata = RecordMetadata(model: "mock", status: 200, promptTokens: 12, completionTokens: 10, upstreamMs: 0.5)
+        let c0 = cpuSeconds()
+        for i in 0..<20_000 { _ = try sealer.seal(response, id: "chatcmpl-\(i)", kind: "chat.response", createdAt: 1, metadata: metadata) }
+        print(String(format: "  seal alone: %.1f µs of CPU per record", (cpuSeconds() - c0) / 20_000 * 1e6))
+    }
+    var keyTimes: [Double] = [], sealTimes: [Double] = [], insertTimes: [Double] = []
+    let cpu0 = cpuSeconds(), started = clock.now
+    for i in 0..<n {
+        let t0 = clock.now
+        let sealer = try await gateway.vault.sealer(for: tenant, plaintextLength: request.count)
+        let t1 = clock.now
+        let id = "chatcmpl-bench\(String(i, radix: 36))"
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let metadata = RecordMetadata(model: "mock", status: 200, promptTokens: 12, completionTokens: 10, upstreamMs: 0.5)
+        let records = [
+            try sealer.seal(request, id: id, kind: "chat.request", createdAt: now, metadata: metadata),
+            try sealer.seal(response, id: id, kind: "chat.response", createdAt: now, metadata: metadata),
+        ]
+        let t2 = clock.now
+        try await gateway.store.insert(records, audit: [
+            AuditEvent(time: now, actor: "tok_0VboW6EOy27gZNRCPSQftsaD", tenant: "acme", key: tenant.key, operation: "encrypt_record",
+                       purpose: "inference", requestID: "dfd17e00d2b362817a51dc87c26c20fa", record: id, detail: "model=mock"),
+        ])
+        let t3 = clock.now
+        keyTimes.append(seconds(t1 - t0) * 1e6)
+        sealTimes.append(seconds(t2 - t1) * 1e6)
+        insertTimes.append(seconds(t3 - t2) * 1e6)
+    }
+    let wall = seconds(clock.now - started), cpu = cpuSeconds() - cpu0
+    // The same exchanges 32 to a commit, as the group commit takes them under load.
+    do {
+        let sealer = try await gateway.vault.sealer(for: tenant, plaintextLength: request.count)
+        let metadata = RecordMetadata(model: "mock", status: 200, promptTokens: 12, completionTokens: 10, upstreamMs: 0.5)
+        var insertCPU = 0.0
+        for b in 0..<(n / 32) {
+            var records: [Record] = [], events: [AuditEvent] = []
+            for j in 0..<32 {
+                let id = "chatcmpl-batch\(String(b * 32 + j, radix: 36))"
+                let now = Int64(Date().timeIntervalSince1970 * 1000)
+                records.append(try sealer.seal(request, id: id, kind: "chat.request", createdAt: now, metadata: metadata))
+                records.append(try sealer.seal(response, id: id, kind: "chat.response", createdAt: now, metadata: metadata))
+                events.append(AuditEvent(time: now, actor: "tok_0VboW6EOy27gZNRCPSQftsaD", tenant: "acme", key: tenant.key, operation: "encrypt_record",
+                                         purpose: "inference", requestID: "dfd17e00d2b362817a51dc87c26c20fa", record: id, detail: "model=mock"))
+            }
+            let c0 = cpuSeconds()
+            try await gateway.store.insert(records, audit: events)
+            insertCPU += cpuSeconds() - c0
+        }
+        print(String(format: "  32 exchanges per commit: %.1f µs of CPU per exchange to insert", insertCPU / Double(n / 32 * 32) * 1e6))
+    }
+    func line(_ name: String, _ s: [Double]) {
+        let sorted = s.sorted()
+        func q(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        print(String(format: "  %-22@ mean %6.1f µs  p50 %6.1f  p99 %7.1f  max %8.1f", name, s.reduce(0, +) / Double(s.count), q(0.5), q(0.99), sorted.last ?? 0))
+    }
+    print(String(format: "store-exchange: %d exchanges one at a time: %.1f µs wall and %.1f µs CPU (all threads, checkpoints included) each",
+                 n, wall / Double(n) * 1e6, cpu / Double(n) * 1e6))
+    line("data key (cached)", keyTimes)
+    line("seal two records", sealTimes)
+    line("insert with its event", insertTimes)
+    try await gateway.upstreams.shutdown()
+}

@@ -8,7 +8,7 @@ import NIOPosix
 /// Measures what issue 3 names: local-store unwraps per second on one core, and the time the
 /// AWS KMS client adds to a call beyond the HTTP round trip itself.
 /// And what issue 5 names: audit append latency and re-key (rewrap) throughput.
-/// Usage: keyward-bench [local-unwrap N] [kms-overhead N] [audit-append N] [rewrap N]
+/// Usage: keyward-bench [local-unwrap N] [kms-overhead N] [audit-append N] [rewrap N] [store-exchange N]
 ///        keyward-bench seed DATA-FOLDER TENANT EXCHANGES   (test data; with SQLite, while no gateway runs;
 ///        KEYWARD_DATABASE_URL and KEYWARD_ROOT_KEY_FILE seed a PostgreSQL database instead)
 
@@ -112,6 +112,7 @@ while i < tasks.count {
     case "kms-overhead": try await kmsOverhead(max(n, 100))
     case "audit-append": try await auditAppend(max(n, 1000))
     case "rewrap": try await rewrap(max(n, 1000))
+    case "store-exchange": try await storeExchange(max(n, 1000))
     default: print("unknown benchmark \(tasks[i])")
     }
     i += 2

@@ -102,6 +102,33 @@ import Testing
         #expect(try await decrypt(streamed, keyring: keyring) == plaintext)
     }
 
+    /// The one-shot seal writes what the streaming encryptor writes: same layout, same header but
+    /// for the message's own ID, commitment and tag; and it decrypts.
+    @Test func oneShotSealMatchesTheStreamingEncryptor() async throws {
+        let keyring = try aesKeyring()
+        let manager = DefaultMaterialsManager(keyring: keyring)
+        await propertyCheck(count: 80, input: Gen.int(in: 0...5000), Gen.int(in: 1...1200)) { size, frame in
+            let plaintext = randomBytes(size)
+            let materials = try await manager.encryptionMaterials(for: EncryptionMaterialsRequest(
+                encryptionContext: ["k": "v", "é": "ü"], suite: .aes256GCMHKDFSHA512CommitKey))
+            let (header, body) = try plaintext.withUnsafeBytes { try MessageEncryptor.seal($0, materials: materials, frameLength: frame) }
+            let streamed = try await encrypt(plaintext, keyring: keyring, suite: .aes256GCMHKDFSHA512CommitKey, frameLength: frame,
+                                             context: ["k": "v", "é": "ü"])
+            #expect(header.count + body.count == streamed.count, "size \(size), frame \(frame)")
+            let (parsed, length) = try header.withUnsafeBytes { try MessageHeader.parse($0, maxEncryptedDataKeys: nil) }
+            let (other, _) = try streamed.withUnsafeBytes { try MessageHeader.parse($0, maxEncryptedDataKeys: nil) }
+            #expect(length == header.count)
+            #expect(parsed.encryptionContext == other.encryptionContext && parsed.frameLength == other.frameLength
+                    && parsed.contentType == other.contentType && parsed.suite == other.suite)
+            #expect(try await decrypt(header + body, keyring: keyring) == plaintext)
+        }
+        let signed = try await manager.encryptionMaterials(for: EncryptionMaterialsRequest(
+            encryptionContext: [:], suite: .aes256GCMHKDFSHA512CommitKeyECDSAP384))
+        #expect(throws: KeywardCryptoError(.unsupportedAlgorithm, "")) {
+            _ = try [UInt8]().withUnsafeBytes { try MessageEncryptor.seal($0, materials: signed) }
+        }
+    }
+
     @Test func propertyRoundTrip() async throws {
         let keyring = try aesKeyring()
         await propertyCheck(count: 60, input: Gen.int(in: 0...3000), Gen.int(in: 1...700), Gen.int(in: 1...900), Gen.bool) {

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 #endif
 import KeywardCrypto
+import KeywardTesting
 @testable import KeywardKeyStores
 import Testing
 
@@ -35,20 +36,9 @@ import Testing
     }
 
     static func waitForPort(_ port: Int) throws {
-        for _ in 0..<300 {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            close(fd)
-            if connected == 0 { return }
-            usleep(100_000)
+        guard Loopback.waitForPort(port, attempts: 300, every: 100_000) else {
+            throw KeyStoreError(.keyUnavailable, "moto_server did not start (scripts/test installs moto[server])")
         }
-        throw KeyStoreError(.keyUnavailable, "moto_server did not start (scripts/test installs moto[server])")
     }
 
     func arn(_ description: KeyDescription) -> String { String(description.reference.dropFirst("aws-kms:".count)) }

@@ -5,11 +5,14 @@ struct BodyAAD {
         case frame, finalFrame, singleBlock
         var label: [UInt8] {
             switch self {
-            case .frame: Array("AWSKMSEncryptionClient Frame".utf8)
-            case .finalFrame: Array("AWSKMSEncryptionClient Final Frame".utf8)
-            case .singleBlock: Array("AWSKMSEncryptionClient Single Block".utf8)
+            case .frame: Self.frameLabel
+            case .finalFrame: Self.finalFrameLabel
+            case .singleBlock: Self.singleBlockLabel
             }
         }
+        private static let frameLabel = Array("AWSKMSEncryptionClient Frame".utf8)
+        private static let finalFrameLabel = Array("AWSKMSEncryptionClient Final Frame".utf8)
+        private static let singleBlockLabel = Array("AWSKMSEncryptionClient Single Block".utf8)
     }
 
     // One buffer per kind, holding `message ID || label` and 12 bytes that each frame overwrites:

@@ -15,6 +15,17 @@ final class FrameCipher {
         aad = BodyAAD(messageID: messageID)
     }
 
+    /// The header's authentication tag: GCM over no plaintext, IV zero, the header body as AAD.
+    func headerTag(_ headerBody: [UInt8], into tag: UnsafeMutableRawPointer) throws {
+        let zeroIV: (UInt64, UInt32) = (0, 0)
+        try withUnsafeBytes(of: zeroIV) { iv in
+            try headerBody.withUnsafeBytes { aad in
+                try cipher.seal(iv: UnsafeRawBufferPointer(rebasing: iv[0..<12]), aad: aad,
+                                input: UnsafeRawBufferPointer(start: nil, count: 0), output: tag, tag: tag)
+            }
+        }
+    }
+
     /// Writes a whole frame (sequence, IV, ciphertext, tag; final frames with their marker and
     /// length) at `p`; returns its length.
     func seal(_ plaintext: UnsafeRawBufferPointer, sequence: UInt32, final: Bool, to p: UnsafeMutableRawPointer) throws -> Int {

@@ -1,3 +1,4 @@
+import CKeywardOpenSSL
 /// Encrypting and decrypting whole messages, in memory or between streams: the entry points the CLI
 /// and the gateway use. Each call obtains materials from a materials manager first (the only
 /// `await`), then runs the frame loop synchronously.
@@ -12,6 +13,26 @@ public enum Message {
     ) async throws -> MessageHeader {
         let materials = try await materialsManager.encryptionMaterials(for: EncryptionMaterialsRequest(
             encryptionContext: context, suite: suite, plaintextLength: plaintextLength, commitmentPolicy: commitmentPolicy))
+        // A small file of an unsigned suite: read whole and sealed in one call.
+        if !materials.suite.isSigned, let positional = source as? any PositionalByteSource,
+           positional.remaining <= MessageEncryptor.oneShotLimit {
+            let count = positional.remaining
+            let plaintext = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 16)
+            defer {
+                kw_cleanse(plaintext.baseAddress, count)
+                plaintext.deallocate()
+            }
+            try [UnsafeMutableRawBufferPointer(rebasing: plaintext[0..<count])].withUnsafeBufferPointer { try positional.read(at: 0, into: $0) }
+            positional.consume(count)
+            guard try !source.nextChunk({ _ in }) else {
+                throw KeywardCryptoError(.internalError, "the input grew while it was read")
+            }
+            let (header, body) = try MessageEncryptor.seal(UnsafeRawBufferPointer(rebasing: plaintext[0..<count]), materials: materials,
+                                                           frameLength: frameLength)
+            try header.withUnsafeBytes { try sink.write($0) }
+            try body.withUnsafeBytes { try sink.write($0) }
+            return try header.withUnsafeBytes { try MessageHeader.parse(prefixOf: $0).0 }
+        }
         var encryptor = try MessageEncryptor(materials: materials, frameLength: frameLength)
         if let positional = source as? any PositionalByteSource {
             try encryptor.update(readingFrom: positional) { try sink.write($0) }

@@ -11,6 +11,8 @@ import CKeywardOpenSSL
 public struct MessageEncryptor {
     /// The default frame length, as in the ESDK.
     public static let defaultFrameLength = 4096
+    /// Unsigned messages up to this size are sealed in one call when their plaintext is at hand.
+    public static let oneShotLimit = 1 << 20
 
     public let header: MessageHeader
     private let frameLength: Int
@@ -27,6 +29,76 @@ public struct MessageEncryptor {
     ///
     /// - Parameter frameLength: plaintext bytes per frame, 1 … 2³²−1.
     public init(materials: EncryptionMaterials, frameLength: Int = MessageEncryptor.defaultFrameLength) throws {
+        let (header, contentKey, cipher) = try Self.begin(materials, frameLength: frameLength)
+        self.contentKey = contentKey
+        self.ciphers = [cipher]
+        self.header = header
+        self.frameLength = frameLength
+        self.pending = GrowableBuffer(capacity: min(frameLength, 1 << 20), holdsSecrets: true)
+        self.output = GrowableBuffer(capacity: min(frameLength, 1 << 20) * 2 + 1024, holdsSecrets: false)
+        self.signer = materials.signingKey.map(MessageSigner.init)
+
+        output.append(header.bodyBytes)
+        output.append(header.authTag)
+        signer?.update(output.bytes)
+    }
+
+    /// Encrypts a whole unsigned message held in memory in one call, returning its header and its
+    /// body apart, as a record store keeps them: the same bytes as the streaming encryptor writes,
+    /// without its buffers (one header serialization, one AES key schedule, two allocations).
+    public static func seal(_ plaintext: UnsafeRawBufferPointer, materials: EncryptionMaterials,
+                            frameLength: Int = MessageEncryptor.defaultFrameLength) throws -> (header: [UInt8], body: [UInt8]) {
+        guard !materials.suite.isSigned else {
+            throw KeywardCryptoError(.unsupportedAlgorithm, "one-shot sealing writes unsigned suites only, not \(materials.suite)")
+        }
+        let whole = plaintext.count / frameLength, rest = plaintext.count - whole * frameLength
+        guard whole < Int(UInt32.max) - 1 else {
+            throw KeywardCryptoError(.limitExceeded, "a message holds at most 4,294,967,294 frames; use a larger frame length")
+        }
+        let (header, _, cipher) = try begin(materials, frameLength: frameLength)
+        let headerBytes = header.bodyBytes + header.authTag
+        // Regular frames: sequence, IV, content, tag; the final one adds its marker and length.
+        let per = 16 + frameLength + 16
+        let size = whole * per + 4 + 16 + 4 + rest + 16
+        let body = try [UInt8](unsafeUninitializedCapacity: size) { b, n in
+            let out = UnsafeMutableRawPointer(b.baseAddress!)
+            var at = 0
+            for j in 0..<whole {
+                let frame = UnsafeRawBufferPointer(rebasing: plaintext[(j * frameLength)..<((j + 1) * frameLength)])
+                at += try cipher.seal(frame, sequence: UInt32(j + 1), final: false, to: out + at)
+            }
+            at += try cipher.seal(UnsafeRawBufferPointer(rebasing: plaintext[(whole * frameLength)...]), sequence: UInt32(whole + 1),
+                                  final: true, to: out + at)
+            precondition(at == size)
+            n = size
+        }
+        return (headerBytes, body)
+    }
+
+    /// A new message's header (serialized and tagged), its content key and a cipher keyed with it.
+    private static func begin(_ materials: EncryptionMaterials, frameLength: Int) throws -> (MessageHeader, SecretBytes, FrameCipher) {
+        let (suite, dataKey) = try check(materials, frameLength: frameLength)
+        let messageID = [UInt8](unsafeUninitializedCapacity: 32) { b, n in
+            guard kw_random(b.baseAddress!, 32) == 1 else { fatalError("the system CSPRNG failed") }
+            n = 32
+        }
+        let (contentKey, commitKey) = KeyDerivation.committingKeys(dataKey: dataKey, suite: suite, messageID: messageID)
+        var header = MessageHeader(
+            suite: suite, messageID: messageID, encryptionContext: materials.encryptionContext,
+            encryptedDataKeys: materials.encryptedDataKeys, contentType: .framed,
+            frameLength: UInt32(frameLength), commitKey: commitKey)
+        try header.serializeBodyV2()
+        let cipher = try FrameCipher(key: contentKey, sealing: true, messageID: messageID)
+        let body = header.bodyBytes
+        header.authTag = try [UInt8](unsafeUninitializedCapacity: suite.tagLength) { b, n in
+            try cipher.headerTag(body, into: b.baseAddress!)
+            n = suite.tagLength
+        }
+        return (header, contentKey, cipher)
+    }
+
+    /// The suite and data key of materials a message can be written with, or why not.
+    private static func check(_ materials: EncryptionMaterials, frameLength: Int) throws -> (AlgorithmSuite, SecretBytes) {
         let suite = materials.suite
         guard suite.messageFormatVersion == 2 else {
             throw KeywardCryptoError(.unsupportedAlgorithm, "only format version 2 suites are written, not \(suite)")
@@ -40,41 +112,7 @@ public struct MessageEncryptor {
         guard suite.isSigned == (materials.signingKey != nil) else {
             throw KeywardCryptoError(.invalidArgument, "a signing key is needed exactly for signed suites")
         }
-        var messageID = [UInt8](repeating: 0, count: 32)
-        SecretBytes(randomCount: 32).withUnsafeBytes { messageID = Array($0) }
-
-        let (contentKey, commitKey) = KeyDerivation.committingKeys(dataKey: dataKey, suite: suite, messageID: messageID)
-        var header = MessageHeader(
-            suite: suite, messageID: messageID, encryptionContext: materials.encryptionContext,
-            encryptedDataKeys: materials.encryptedDataKeys, contentType: .framed,
-            frameLength: UInt32(frameLength), commitKey: commitKey)
-        try header.serializeBodyV2()
-        let cipher = try AESGCMContext(key: contentKey, sealing: true)
-        self.contentKey = contentKey
-        self.ciphers = [try FrameCipher(key: contentKey, sealing: true, messageID: messageID)]
-
-        // Header tag: GCM over no plaintext, IV zero, the header body as AAD.
-        var tag = [UInt8](repeating: 0, count: suite.tagLength)
-        let zeroIV = [UInt8](repeating: 0, count: suite.ivLength)
-        let body = header.bodyBytes
-        try zeroIV.withUnsafeBytes { iv in
-            try body.withUnsafeBytes { body in
-                try tag.withUnsafeMutableBytes { t in
-                    try cipher.seal(iv: iv, aad: body, input: UnsafeRawBufferPointer(start: nil, count: 0),
-                                    output: t.baseAddress!, tag: t.baseAddress!)
-                }
-            }
-        }
-        header.authTag = tag
-        self.header = header
-        self.frameLength = frameLength
-        self.pending = GrowableBuffer(capacity: min(frameLength, 1 << 20), holdsSecrets: true)
-        self.output = GrowableBuffer(capacity: min(frameLength, 1 << 20) * 2 + 1024, holdsSecrets: false)
-        self.signer = materials.signingKey.map(MessageSigner.init)
-
-        output.append(header.bodyBytes)
-        output.append(header.authTag)
-        signer?.update(output.bytes)
+        return (suite, dataKey)
     }
 
     /// Encrypts every whole frame of `plaintext`; keeps the remainder (less than a frame) back.

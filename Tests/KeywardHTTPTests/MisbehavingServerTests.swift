@@ -1,0 +1,133 @@
+import Foundation
+@testable import KeywardHTTP
+import NIOCore
+import NIOPosix
+import Synchronization
+import Testing
+
+/// Servers that stall, break off or speak no HTTP. No real server misbehaves on cue, so these are
+/// a few lines of our own on a raw socket: each connection gets `script`'s bytes, with pauses.
+final class ScriptedServer: @unchecked Sendable {
+    /// `hold` stops the script until ``release()``: the test says when the server goes on.
+    enum Step: Sendable { case send(String), pause(TimeAmount), hold, close }
+    private(set) var channel: (any Channel)!
+    var port: Int { channel.localAddress!.port! }
+    fileprivate let held = Mutex<[@Sendable () -> Void]>([])
+
+    init(_ script: [Step]) async throws {
+        channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Player(script: script, server: self)) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+    }
+
+    func close() async { try? await channel.close() }
+
+    /// Lets every held script go on.
+    func release() {
+        for resume in held.withLock({ h in defer { h = [] }; return h }) { resume() }
+    }
+
+    /// Plays the script once the request's head has arrived.
+    private final class Player: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = ByteBuffer
+        let script: [Step]
+        unowned let server: ScriptedServer
+        var received = ""
+        var started = false
+        init(script: [Step], server: ScriptedServer) {
+            self.script = script
+            self.server = server
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            received += String(buffer: unwrapInboundIn(data))
+            guard !started, received.contains("\r\n\r\n") else { return }
+            started = true
+            play(script[...], context: context)
+        }
+
+        func play(_ steps: ArraySlice<Step>, context: ChannelHandlerContext) {
+            guard let step = steps.first else { return }
+            let rest = steps.dropFirst()
+            switch step {
+            case .send(let text):
+                context.writeAndFlush(NIOAny(ByteBuffer(string: text)), promise: nil)
+                play(rest, context: context)
+            case .pause(let t):
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                context.eventLoop.scheduleTask(in: t) { bound.value.0.play(rest, context: bound.value.1) }
+            case .hold:
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                let loop = context.eventLoop
+                server.held.withLock { $0.append { loop.execute { bound.value.0.play(rest, context: bound.value.1) } } }
+            case .close:
+                context.close(promise: nil)
+            }
+        }
+    }
+}
+
+@Suite struct MisbehavingServerTests {
+    let client = PooledHTTPClient()
+
+    func request(_ server: ScriptedServer, deadline: TimeAmount = .seconds(5), readTimeout: TimeAmount = .seconds(5)) async throws -> PooledHTTPClient.Response {
+        try await client.execute(.POST, try HTTPEndpoint(url: "http://127.0.0.1:\(server.port)/v1"), target: "/chat/completions",
+                                 body: ByteBuffer(string: "{}"), deadline: .now() + deadline, readTimeout: readTimeout)
+    }
+
+    @Test func noHeadBeforeTheDeadlineFailsInTime() async throws {
+        let server = try await ScriptedServer([.pause(.seconds(30))])
+        let start = ContinuousClock.now
+        await #expect(throws: HTTPClientError(.deadlineExceeded, "")) { _ = try await request(server, deadline: .milliseconds(300)) }
+        #expect(ContinuousClock.now - start < .seconds(3))
+        await server.close()
+    }
+
+    @Test func aBodyThatStallsTimesOutAndOneThatBreaksOffFails() async throws {
+        let stall = try await ScriptedServer([.send("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789"), .pause(.seconds(30))])
+        let r = try await request(stall, readTimeout: .milliseconds(300))
+        #expect(r.status == .ok)
+        await #expect(throws: HTTPClientError(.readTimeout, "")) { _ = try await r.body.collect(upTo: 1000) }
+        await stall.close()
+
+        let cut = try await ScriptedServer([.send("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789"), .close])
+        let r2 = try await request(cut)
+        await #expect(throws: HTTPClientError(.connectionClosed, "")) { _ = try await r2.body.collect(upTo: 1000) }
+        await cut.close()
+    }
+
+    @Test func aStreamedBodyArrivesPartByPartAsSent() async throws {
+        // The server sends the second part only once the test has read the first: a client that
+        // held parts back would never see the first, and the read below would time out.
+        let server = try await ScriptedServer([
+            .send("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            .send("6\r\ndata 1\r\n"), .hold, .send("6\r\ndata 2\r\n0\r\n\r\n"),
+        ])
+        let r = try await request(server, readTimeout: .seconds(10))
+        var iterator = r.body.makeAsyncIterator()
+        #expect(try await iterator.next().map { String(buffer: $0) } == "data 1")
+        server.release()
+        #expect(try await iterator.next().map { String(buffer: $0) } == "data 2")
+        #expect(try await iterator.next() == nil)
+        await server.close()
+    }
+
+    @Test func aBodyEndedByCloseIsCompleteAndInformationalHeadsAreSkipped() async throws {
+        let server = try await ScriptedServer([
+            .send("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it"), .close,
+        ])
+        let r = try await request(server)
+        #expect(r.status == .ok)
+        #expect(String(buffer: try await r.body.collect(upTo: 100)) == "all of it")
+        await server.close()
+    }
+
+    @Test func bytesThatAreNotHTTPAreAProtocolError() async throws {
+        let server = try await ScriptedServer([.send("SSH-2.0-OpenSSH\r\n\r\n"), .pause(.seconds(5))])
+        await #expect(throws: HTTPClientError(.protocolError, "")) { _ = try await request(server) }
+        await server.close()
+    }
+}
