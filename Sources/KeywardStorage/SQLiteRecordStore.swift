@@ -12,6 +12,8 @@ public final class SQLiteRecordStore: RecordStore {
     /// Checkpoints run on their own connection, off the request path: a checkpoint syncs the
     /// database file, which would stall every writer if it ran inside a commit.
     private let checkpointer: Mutex<SQLiteConnection?>
+    /// Keeps the log's pages cached (see ``ResidentFileRange``); internal for a test.
+    let residentLog: ResidentFileRange?
     public let path: String
 
     /// Runs a closure where the calling task came from; see ``init(path:callerHome:)``.
@@ -42,7 +44,11 @@ public final class SQLiteRecordStore: RecordStore {
             """)
         connection = Mutex(c)
         checkpointer = Mutex(path == ":memory:" ? nil : try SQLiteConnection(path: path))
-        if path != ":memory:" { c.preallocateLog(bytes: Self.logFileBytes) }
+        if path != ":memory:" && c.preallocateLog(bytes: Self.logFileBytes) {
+            residentLog = ResidentFileRange(path: path + "-wal", length: Int(Self.logFileBytes))
+        } else {
+            residentLog = nil
+        }
     }
 
     /// The log file's size, allocated when the store opens (and the size past which restarts trim
