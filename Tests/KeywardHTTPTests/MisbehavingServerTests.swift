@@ -12,7 +12,9 @@ final class ScriptedServer: @unchecked Sendable {
     enum Step: Sendable { case send(String), pause(TimeAmount), hold, close }
     private(set) var channel: (any Channel)!
     var port: Int { channel.localAddress!.port! }
-    fileprivate let held = Mutex<[@Sendable () -> Void]>([])
+    /// Scripts waiting at a `hold`, and whether ``release()`` came already: the test may read what
+    /// was sent before the hold, and release, before the server's loop has reached the hold.
+    fileprivate let held = Mutex<(released: Bool, waiting: [@Sendable () -> Void])>((false, []))
 
     init(_ script: [Step]) async throws {
         channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -25,9 +27,13 @@ final class ScriptedServer: @unchecked Sendable {
 
     func close() async { try? await channel.close() }
 
-    /// Lets every held script go on.
+    /// Lets every held script go on, and any that reaches a hold later.
     func release() {
-        for resume in held.withLock({ h in defer { h = [] }; return h }) { resume() }
+        let waiting = held.withLock { h in
+            defer { h = (true, []) }
+            return h.waiting
+        }
+        for resume in waiting { resume() }
     }
 
     /// Plays the script once the request's head has arrived.
@@ -62,7 +68,12 @@ final class ScriptedServer: @unchecked Sendable {
             case .hold:
                 let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 let loop = context.eventLoop
-                server.held.withLock { $0.append { loop.execute { bound.value.0.play(rest, context: bound.value.1) } } }
+                let resume: @Sendable () -> Void = { loop.execute { bound.value.0.play(rest, context: bound.value.1) } }
+                let now = server.held.withLock { h in
+                    if !h.released { h.waiting.append(resume) }
+                    return h.released
+                }
+                if now { resume() }
             case .close:
                 context.close(promise: nil)
             }
