@@ -13,8 +13,8 @@ struct RequestHead: Equatable {
     /// which character, `missing_field`, `invalid_field`).
     static func parse(_ body: [UInt8]) throws -> RequestHead {
         var scanner = JSONSyntaxScanner(body, keys: keys)
-        do { try scanner.scanDocument() } catch let e as JSONSyntaxScanner.Failure {
-            throw GatewayError.invalidRequest("the body is not valid JSON: \(e.reason) at character \(e.offset)", code: "invalid_json")
+        do { try scanner.scanDocument() } catch {
+            throw GatewayError.invalidRequest("the body is not valid JSON: \(error.reason) at character \(error.offset)", code: "invalid_json")
         }
         guard scanner.topLevelIsObject else {
             throw GatewayError.invalidRequest("field '' has the wrong type", code: "invalid_field")
