@@ -208,9 +208,9 @@ private final class MemoryPositionalSource: PositionalByteSource, @unchecked Sen
         for size in Set([0, 3 * frame + 7, (1 << 20) + frame + 3, (7 << 19) / frame * frame]) {
             let plaintext = randomBytes(size)
             let message = try await KeywardCryptoTests.encrypt(plaintext, keyring: try aesKeyring(), suite: suite, frameLength: frame)
-            // Past the first chunk, unsigned messages are read by the workers; signed ones, hashed
-            // in order, never are.
-            let expectBatches = !suite.isSigned && message.count > (1 << 20)
+            // Past the first chunk, messages are read by the workers (signed ones too: their hash
+            // runs a batch behind, and the signature verifies only if it saw every byte in order).
+            let expectBatches = message.count > (1 << 20)
             var batched = false
             let decrypted = try await decryptFromSource(message) { batched = $0 }
             #expect(decrypted == plaintext, "frame \(frame) size \(size)")
@@ -218,11 +218,13 @@ private final class MemoryPositionalSource: PositionalByteSource, @unchecked Sen
         }
     }
 
-    @Test func faultsInsideBatchesReadFromTheSourceAreNamed() async throws {
+    @Test(arguments: RoundTripTests.suites)
+    func faultsInsideBatchesReadFromTheSourceAreNamed(suite: AlgorithmSuite) async throws {
         let frame = 4096, per = 16 + frame + 16
-        let message = try await KeywardCryptoTests.encrypt(randomBytes(3 << 20), keyring: try aesKeyring(), frameLength: frame)
+        let message = try await KeywardCryptoTests.encrypt(randomBytes(3 << 20), keyring: try aesKeyring(), suite: suite, frameLength: frame)
         let (_, headerLength) = try message.withUnsafeBytes { try MessageHeader.parse($0, maxEncryptedDataKeys: nil) }
-        // Frame 600 lies in the second batch read from the source (the first chunk ends near 256).
+        // Frame 600 lies in the second batch read from the source (the first chunk ends near 256):
+        // for a signed message, the first batch is still waiting to be hashed when it fails.
         var bad = message
         bad[headerLength + 599 * per + 16 + 9] ^= 1
         let e1 = await #expect(throws: KeywardCryptoError.self) { _ = try await decryptFromSource(bad) }
@@ -241,6 +243,14 @@ private final class MemoryPositionalSource: PositionalByteSource, @unchecked Sen
         // Cut short inside the frames.
         let e4 = await #expect(throws: KeywardCryptoError.self) { _ = try await decryptFromSource(Array(message[..<(message.count - 300_000)])) }
         #expect(e4?.code == .truncatedMessage)
+        guard suite.isSigned else { return }
+        // The signature of a message read in batches: altered, it is refused; intact, it verifies
+        // only if the hash, a batch behind the reading, saw every batch once and in order.
+        var forged = message
+        forged[forged.count - 1] ^= 1
+        let e5 = await #expect(throws: KeywardCryptoError.self) { _ = try await decryptFromSource(forged) }
+        #expect(e5?.code == .signatureInvalid)
+        #expect(try await decryptFromSource(message).count == 3 << 20)
     }
 
     @Test func aFailedReadFailsTheMessageWithTheSourcesError() async throws {

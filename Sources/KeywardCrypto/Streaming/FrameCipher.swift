@@ -1,5 +1,3 @@
-import Dispatch
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -77,52 +75,3 @@ final class FrameCipher {
         }
     }
 }
-
-/// Spreads batches of whole frames over the machine's cores. Frames are independent under GCM and
-/// their places in the output are known in advance, so workers write side by side without locks.
-/// Small batches stay on the calling thread: a thread hop costs more than a few frames.
-enum FrameParallelism {
-    /// Worker count: the online cores, at most 4.
-    static let workers: Int = max(1, min(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), 4))
-    /// Plaintext bytes below which a batch is not split.
-    static let minimumBatchBytes = 128 << 10
-    /// Plaintext bytes per batch read from a positional source.
-    static let batchBytes = 1 << 20
-
-    /// Runs `body(i)` for i in 0..<parts, in parallel when parts > 1, and returns when all are done.
-    /// Callers give each `i` its own cipher and its own disjoint output range, which is what makes
-    /// sharing the closure across threads sound.
-    static func run(_ parts: Int, _ body: (Int) -> Void) {
-        guard parts > 1 else {
-            body(0)
-            return
-        }
-        withoutActuallyEscaping(body) { body in
-            let shared = UncheckedSendable(value: body)
-            DispatchQueue.concurrentPerform(iterations: parts) { shared.value($0) }
-        }
-    }
-
-}
-
-/// A batch's frames, handed out about 64 KiB at a time to whichever worker asks next: a core that
-/// is held up (on a shared machine one often is) does less, instead of the whole batch waiting for
-/// its fixed share.
-final class FrameRuns: Sendable {
-    private let next = Atomic<Int>(0)
-    private let count: Int
-    private let length: Int
-
-    init(count: Int, frameLength: Int) {
-        self.count = count
-        length = max(1, (64 << 10) / frameLength)
-    }
-
-    /// The next run of frame indexes, or nil when all are taken.
-    func take() -> Range<Int>? {
-        let start = next.wrappingAdd(length, ordering: .relaxed).oldValue
-        return start < count ? start..<min(start + length, count) : nil
-    }
-}
-
-private struct UncheckedSendable<T>: @unchecked Sendable { let value: T }

@@ -145,15 +145,18 @@ public struct MessageDecryptor {
         if !carry.isEmpty { try processCarry() }
     }
 
-    /// Opens whole regular frames of an unsigned message straight from `source`, about 1 MiB of
-    /// frames per batch, each worker reading and opening its own frames; `drain` gets each batch's
-    /// plaintext. It stops, reading nothing more, where it cannot take a whole batch: a signed
-    /// message (whose hash needs every byte in order), the end near (the final frame), or a batch
-    /// with a frame out of order or not authentic. ``update(_:)`` then goes on from where this
-    /// stopped, and reports any fault as it would have anyway.
+    /// Opens whole regular frames straight from `source`, about 1 MiB of frames per batch, each
+    /// worker reading and opening its own frames; `drain` gets each batch's plaintext. It stops,
+    /// reading nothing more, where it cannot take a whole batch: the end near (the final frame), or
+    /// a batch with a frame out of order or not authentic. ``update(_:)`` then goes on from where
+    /// this stopped, and reports any fault as it would have anyway.
+    ///
+    /// A signed message's hash must see every byte in order, at a fifth of AES-GCM's speed: one
+    /// worker hashes the batch before while the others read and open the next, and the last batch
+    /// is hashed before this returns. Only the final frame's plaintext waits for the signature.
     public mutating func update(readingFrom source: some PositionalByteSource,
                                 drain: (UnsafeRawBufferPointer) throws -> Void) throws {
-        guard case .frames = state, frameLength > 0, FrameParallelism.workers > 1, verifier == nil,
+        guard case .frames = state, frameLength > 0, FrameParallelism.workers > 1,
               let key = contentKey, let header else { return }
         // A frame split by the last chunk: read what it lacks, so that source and decryptor agree.
         while case .frames = state, !carry.isEmpty {
@@ -166,7 +169,12 @@ public struct MessageDecryptor {
             try update(UnsafeRawBufferPointer(piece))
         }
         let per = 16 + frameLength + 16
-        let batch = max(1, FrameParallelism.batchBytes / frameLength)
+        let verifier = self.verifier
+        // Signed: half batches, since the one before is kept beside (peak memory as unsigned).
+        let batch = max(1, FrameParallelism.batchBytes / (verifier == nil ? 1 : 2) / frameLength)
+        // Read, opened and drained, not yet hashed: the batch before (in `hashing`).
+        var previous: UnsafeRawBufferPointer?
+        defer { if let previous { verifier?.update(previous) } }
         while case .frames = state, carry.isEmpty {
             // Leave at least a minimal final frame (24 + 16 bytes) to the frame-by-frame path.
             let count = min(batch, max(0, source.remaining - 40) / per)
@@ -177,6 +185,8 @@ public struct MessageDecryptor {
                 ciphers.append(try FrameCipher(key: key, sealing: false, messageID: header.messageID))
             }
             if input.capacity < count * per { input = GrowableBuffer(capacity: count * per, holdsSecrets: false) }
+            let hashNow = previous
+            previous = nil
             let frameLength = self.frameLength, first = expectedSequence, ciphers = self.ciphers
             let ciphertext = input.reserveTail(count * per)
             let out = output.reserveTail(count * frameLength)
@@ -185,6 +195,9 @@ public struct MessageDecryptor {
             defer { failed.deallocate() }
             let runs = FrameRuns(count: count, frameLength: frameLength)
             FrameParallelism.run(parts) { i in
+                // The calling thread (part 0, under way at once while the others wake up) hashes
+                // the batch before, then takes whatever runs are left.
+                if i == 0, let hashNow { verifier?.update(hashNow) }
                 while let run = runs.take() {
                     let mine = UnsafeMutableRawBufferPointer(start: ciphertext + run.lowerBound * per, count: run.count * per)
                     guard (try? [mine].withUnsafeBufferPointer({ try source.read(at: run.lowerBound * per, into: $0) })) != nil,
@@ -200,12 +213,18 @@ public struct MessageDecryptor {
             output.commit(count * frameLength)
             expectedSequence += UInt32(count)
             source.consume(count * per)
+            if verifier != nil {
+                swap(&input, &hashing)
+                previous = UnsafeRawBufferPointer(start: ciphertext, count: count * per)
+            }
             try self.drain(drain)
         }
     }
 
-    /// Ciphertext read by ``update(readingFrom:drain:)``'s workers.
+    /// Ciphertext read by ``update(readingFrom:drain:)``'s workers, and (signed messages) the
+    /// batch before, kept to be hashed beside the next.
     private var input = GrowableBuffer(capacity: 16, holdsSecrets: false)
+    private var hashing = GrowableBuffer(capacity: 16, holdsSecrets: false)
 
     /// Ends the input: fails unless a complete message was read.
     public mutating func finish() throws {

@@ -22,7 +22,7 @@ public struct MessageEncryptor {
     private var signer: MessageSigner?
     private var sequence: UInt32 = 1
     private let pending: GrowableBuffer
-    private let output: GrowableBuffer
+    private var output: GrowableBuffer
     private var finished = false
 
     /// Starts a message and writes its header to the output.
@@ -140,16 +140,36 @@ public struct MessageEncryptor {
     /// ciphertext after each batch; the remainder (less than a frame) stays in `source` for
     /// ``update(_:)``. Each worker reads its frames' plaintext into their places in the output and
     /// seals them there. Call it before any ``update(_:)``, or when these have fed whole frames.
+    ///
+    /// A signed message's hash must see every byte in order, at a fifth of sealing's speed: one
+    /// worker hashes the batch before while the others seal the next, so SHA-384 never waits for
+    /// the sealing (it did when it ran after each batch: 77–80 % of `openssl speed sha384`).
     public mutating func update(readingFrom source: some PositionalByteSource,
                                 drain: (UnsafeRawBufferPointer) throws -> Void) throws {
         precondition(!finished && pending.isEmpty, "reading whole frames needs a frame boundary")
-        let batch = max(1, FrameParallelism.batchBytes / frameLength)
+        let batch = max(1, FrameParallelism.batchBytes / (signer == nil ? 1 : 2) / frameLength)
+        guard let signer, FrameParallelism.workers > 1 else {
+            while source.remaining >= frameLength {
+                let count = min(batch, source.remaining / frameLength)
+                try writeFramesInParallel(count: count, from: .source(source))
+                source.consume(count * frameLength)
+                try self.drain(drain)
+            }
+            return
+        }
+        try self.drain(drain)  // the header, hashed already
+        // Sealed, not yet hashed nor drained: the batch before the one being sealed.
+        var previous = GrowableBuffer(capacity: output.capacity, holdsSecrets: false)
         while source.remaining >= frameLength {
             let count = min(batch, source.remaining / frameLength)
-            try writeFramesInParallel(count: count, from: .source(source))
+            try writeFramesInParallel(count: count, from: .source(source), hashingBeside: previous.bytes)
             source.consume(count * frameLength)
-            try self.drain(drain)
+            if !previous.isEmpty { try drain(previous.bytes) }
+            previous.clear()
+            swap(&output, &previous)
         }
+        signer.update(previous.bytes)
+        if !previous.isEmpty { try drain(previous.bytes) }
     }
 
     /// Writes the final frame and, for signed suites, the footer.
@@ -193,19 +213,21 @@ public struct MessageEncryptor {
     }
 
     /// Seals `count` regular frames, each into its known place in the output: on several threads
-    /// when the batch is large enough for that to pay.
-    private mutating func writeFramesInParallel(count: Int, from input: BatchInput) throws {
+    /// when the batch is large enough for that to pay. With `previous` (signed messages), one
+    /// worker first hashes those bytes, the batch before, and this batch is left unhashed.
+    private mutating func writeFramesInParallel(count: Int, from input: BatchInput,
+                                                hashingBeside previous: UnsafeRawBufferPointer? = nil) throws {
         guard UInt64(sequence) + UInt64(count) < UInt64(UInt32.max) else {
             throw KeywardCryptoError(.limitExceeded, "a message holds at most 4,294,967,294 frames; use a larger frame length")
         }
         let split = count >= 2 && count * frameLength >= FrameParallelism.minimumBatchBytes
-        let parts = split ? min(FrameParallelism.workers, count) : 1
+        let parts = split || previous != nil ? min(FrameParallelism.workers, max(count, 2)) : 1
         while ciphers.count < parts {
             ciphers.append(try FrameCipher(key: contentKey, sealing: true, messageID: header.messageID))
         }
         let frameLength = self.frameLength, per = 16 + frameLength + 16, first = sequence
         let out = output.reserveTail(count * per)
-        let ciphers = self.ciphers
+        let ciphers = self.ciphers, signer = self.signer
         let errors = UnsafeMutableBufferPointer<(any Error)?>.allocate(capacity: parts)
         errors.initialize(repeating: nil)
         defer { errors.deinitialize().deallocate() }
@@ -215,6 +237,9 @@ public struct MessageEncryptor {
             func content(_ j: Int) -> UnsafeMutableRawBufferPointer {
                 UnsafeMutableRawBufferPointer(start: out + j * per + 16, count: frameLength)
             }
+            // The calling thread (part 0, under way at once while the others wake up) hashes the
+            // batch before, then seals whatever runs are left.
+            if i == 0, let previous { signer?.update(previous) }
             do {
                 while let run = runs.take() {
                     try seal(run)
@@ -242,7 +267,7 @@ public struct MessageEncryptor {
             kw_cleanse(out, count * per)
             throw error
         }
-        signer?.update(UnsafeRawBufferPointer(start: out, count: count * per))
+        if previous == nil { signer?.update(UnsafeRawBufferPointer(start: out, count: count * per)) }
         output.commit(count * per)
         sequence += UInt32(count)
     }
