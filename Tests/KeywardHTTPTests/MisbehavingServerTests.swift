@@ -112,12 +112,15 @@ final class ScriptedServer: @unchecked Sendable {
 
     @Test func aStreamedBodyArrivesPartByPartAsSent() async throws {
         // The server sends the second part only once the test has read the first: a client that
-        // held parts back would never see the first, and the read below would time out.
+        // held parts back would never see the first, and the read below would time out. The
+        // timeout is long because the read timer runs while this task waits for a thread: with
+        // every suite running at once on 2 cores, the crypto suites' batches kept it waiting past
+        // 10 s (twice in full runs), and the server, held until this task reads, sent nothing.
         let server = try await ScriptedServer([
             .send("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"),
             .send("6\r\ndata 1\r\n"), .hold, .send("6\r\ndata 2\r\n0\r\n\r\n"),
         ])
-        let r = try await request(server, readTimeout: .seconds(10))
+        let r = try await request(server, readTimeout: .seconds(60))
         var iterator = r.body.makeAsyncIterator()
         #expect(try await iterator.next().map { String(buffer: $0) } == "data 1")
         server.release()
