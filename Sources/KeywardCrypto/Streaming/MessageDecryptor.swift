@@ -363,8 +363,9 @@ public struct MessageDecryptor {
             count += 1
         }
         guard count >= 2, count * frameLength >= FrameParallelism.minimumBatchBytes else { return nil }
-        // With a signature to check, one part hashes the batch while the others open it: SHA-384
-        // runs at a fifth of AES-GCM's speed, so the opening costs next to nothing beside it.
+        // With a signature to check, the calling thread (part 0, under way at once) hashes the
+        // batch while the others open it: SHA-384 runs at a fifth of AES-GCM's speed, so the
+        // opening costs next to nothing beside it.
         let verifier = self.verifier
         let openers = verifier == nil ? min(FrameParallelism.workers, count) : max(1, min(FrameParallelism.workers - 1, count))
         let parts = openers + (verifier == nil ? 0 : 1)
@@ -378,13 +379,14 @@ public struct MessageDecryptor {
         failures.initialize(repeating: 0)
         defer { failures.deallocate() }
         let runs = FrameRuns(count: count, frameLength: frameLength)
+        let hashing = verifier == nil ? 0 : 1
         FrameParallelism.run(parts) { i in
-            guard i < openers else {
+            guard i >= hashing else {
                 verifier?.update(UnsafeRawBufferPointer(rebasing: bytes[0..<(count * per)]))
                 return
             }
             while failures[i] == 0, let run = runs.take() {
-                if let bad = ciphers[i].openFrames(run, at: bytes.baseAddress!, frameLength: frameLength, first: first, to: out) {
+                if let bad = ciphers[i - hashing].openFrames(run, at: bytes.baseAddress!, frameLength: frameLength, first: first, to: out) {
                     failures[i] = bad + 1
                 }
             }
