@@ -106,17 +106,22 @@ public final class SQLiteRecordStore: RecordStore {
             // them now, and the log written so far, so that it syncs only what it copies itself.
             c.syncFiles()
             holdWriters()
-            defer { drainPendingInserts() }
+            defer { commitQueuedAndPassTheWriterRole() }
             _ = try run { _ in try pass() }
             return Int(copied)
         }
     }
 
-    /// Takes the writer's role from the group commit, so inserts queue until `drainPendingInserts`.
+    /// Takes the writer's role from the group commit, so inserts queue until
+    /// `commitQueuedAndPassTheWriterRole`. While this waits, a writer frees the role instead of
+    /// passing it on, and new inserts queue: under steady load the role would otherwise go from
+    /// writer to writer for good.
     private func holdWriters() {
+        pending.withLock { $0.checkpointWaiting = true }
         while !pending.withLock({ p in
             guard !p.writing else { return false }
             p.writing = true
+            p.checkpointWaiting = false
             return true
         }) {
             usleep(50)  // a commit takes microseconds
@@ -316,16 +321,21 @@ public final class SQLiteRecordStore: RecordStore {
         try statement.run(r.tenant, r.id, r.kind, r.createdAt, r.expiresAt, r.metadata.json, r.header, r.body, r.metadata.model)
     }
 
-    /// Inserts waiting while another caller writes are committed together by that caller, in one
-    /// transaction (group commit): one WAL append for many requests under load. Audit events ride
-    /// in the same transaction as the records they describe, chained at the head as they commit.
+    /// Inserts waiting while another caller writes are committed together, in one transaction
+    /// (group commit): one WAL append for many requests under load. Audit events ride in the same
+    /// transaction as the records they describe, chained at the head as they commit.
+    ///
+    /// The caller holding the writer's role commits its own insert with all that queued behind
+    /// it, then hands the role to the first insert that queued meanwhile, which commits on its own
+    /// thread. A writer used to commit every later batch itself before it returned: its own
+    /// request, and its event loop, waited for other loops' commits.
     @discardableResult
     public func insert(_ records: [Record], audit: [AuditEvent]) async throws -> [AuditEvent] {
         let work = Work(records: records, audit: audit)
         // Nobody writing: commit on this thread without suspending (a hop to the executor and
-        // back costs more than the commit), then commit whatever queued meanwhile.
+        // back costs more than the commit).
         let (idle, gather) = pending.withLock { p in
-            guard !p.writing else { return (false, false) }
+            guard !p.writing, !p.checkpointWaiting else { return (false, false) }
             p.writing = true
             return (true, p.followed)
         }
@@ -334,26 +344,51 @@ public final class SQLiteRecordStore: RecordStore {
             // first, so that it shares this commit: a commit rewrites the same few pages for one
             // insert or for twenty. A lone writer does not wait (a yield costs a thread hop).
             if gather { await Task.yield() }
-            let queued = pending.withLock { p in
-                defer { p.batches = [] }
-                p.followed = !p.batches.isEmpty
-                return p.batches
-            }
-            let results = commitEach([work] + queued.map(\.work))
-            for (b, result) in zip(queued, results.dropFirst()) { b.resume(with: result) }
-            drainPendingInserts()
-            return try results[0].get()
+            return try commitAsWriter(work)
         }
         let home = callerHome()
-        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[AuditEvent], any Error>) in
+        let turn = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Turn, any Error>) in
             let lead = pending.withLock { p -> Bool in
+                guard p.writing || p.checkpointWaiting else {  // the writer left meanwhile
+                    p.writing = true
+                    return true
+                }
                 p.batches.append(PendingBatch(work: work, continuation: continuation, home: home))
-                guard !p.writing else { return false }
-                p.writing = true
-                return true
+                return false
             }
-            if lead { drainPendingInserts() }
+            if lead { continuation.resume(returning: .write) }
         }
+        switch turn {
+        case .committed(let events): return events
+        case .write: return try commitAsWriter(work)
+        }
+    }
+
+    /// Commits `work` and all that queued behind it, as the holder of the writer's role, resumes
+    /// the others, then passes the role on.
+    private func commitAsWriter(_ work: Work) throws -> [AuditEvent] {
+        let queued = pending.withLock { p in
+            defer { p.batches = [] }
+            p.followed = !p.batches.isEmpty
+            return p.batches
+        }
+        let results = commitEach([work] + queued.map(\.work))
+        for (b, result) in zip(queued, results.dropFirst()) { b.resume(with: result.map { .committed($0) }) }
+        passTheWriterRole()
+        return try results[0].get()
+    }
+
+    /// Hands the writer's role to the first queued insert (resumed where it came from, it commits
+    /// there), or frees it: when nothing is queued, or for a checkpoint that waits for it.
+    private func passTheWriterRole() {
+        let next = pending.withLock { p -> PendingBatch? in
+            guard !p.batches.isEmpty, !p.checkpointWaiting else {
+                p.writing = false
+                return nil
+            }
+            return p.batches.removeFirst()
+        }
+        next?.resume(with: .success(.write))
     }
 
     @discardableResult
@@ -367,22 +402,28 @@ public final class SQLiteRecordStore: RecordStore {
         let audit: [AuditEvent]
     }
 
+    /// What a queued insert is told: its events as committed, or that it holds the writer's role.
+    private enum Turn: Sendable {
+        case committed([AuditEvent])
+        case write
+    }
+
     private struct PendingBatch: Sendable {
         let work: Work
-        let continuation: CheckedContinuation<[AuditEvent], any Error>
+        let continuation: CheckedContinuation<Turn, any Error>
         let home: Home?
-        func resume(with result: Result<[AuditEvent], any Error>) {
+        func resume(with result: Result<Turn, any Error>) {
             if let home { home { continuation.resume(with: result) } } else { continuation.resume(with: result) }
         }
     }
-
-
 
     private struct PendingInserts: Sendable {
         var batches: [PendingBatch] = []
         var writing = false
         /// Whether the last commit carried inserts that had queued behind another.
         var followed = false
+        /// A checkpoint waits for the writer's role (see `holdWriters`).
+        var checkpointWaiting = false
     }
 
     private let pending = Mutex(PendingInserts())
@@ -399,17 +440,14 @@ public final class SQLiteRecordStore: RecordStore {
         }
     }
 
-    /// Commits queued batches until none are left, then gives up the writer's role.
-    private func drainPendingInserts() {
-        while true {
-            let batches = pending.withLock { p -> [PendingBatch] in
-                if p.batches.isEmpty { p.writing = false } else { p.followed = true }
-                defer { p.batches = [] }
-                return p.batches
-            }
-            if batches.isEmpty { return }
-            for (b, result) in zip(batches, commitEach(batches.map(\.work))) { b.resume(with: result) }
+    /// After a checkpoint held writers back: commits what queued meanwhile, then passes the role on.
+    private func commitQueuedAndPassTheWriterRole() {
+        let batches = pending.withLock { p in
+            defer { p.batches = [] }
+            return p.batches
         }
+        for (b, result) in zip(batches, commitEach(batches.map(\.work))) { b.resume(with: result.map { .committed($0) }) }
+        passTheWriterRole()
     }
 
     private static let auditInsertSQL = """

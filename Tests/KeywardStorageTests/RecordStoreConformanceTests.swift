@@ -254,7 +254,9 @@ struct RecordStoreConformanceTests {
         #expect(try await store.record(tenant: "a", id: "r\(n - 1)", kind: big.kind)?.body.count == 1 << 20)
     }
 
-    @Test func sqliteInsertsDuringALogRestartAllLand() async throws {
+    /// A store of tenant "a" whose log holds 70 MiB (70 records of 1 MiB): past the 64 MiB at
+    /// which the next upkeep restarts it, holding writers back.
+    private func storeWithALogPastItsBound() async throws -> (SQLiteRecordStore, TemporaryDirectory) {
         let dir = try TemporaryDirectory()
         let store = try SQLiteRecordStore(path: dir.file("k.sqlite3"))
         try await store.migrate()
@@ -265,6 +267,11 @@ struct RecordStoreConformanceTests {
             big.id = "big\(i)"
             try await store.insert([big])
         }
+        return (store, dir)
+    }
+
+    @Test func sqliteInsertsDuringALogRestartAllLand() async throws {
+        let (store, _dir) = try await storeWithALogPastItsBound(); _ = _dir
         // The upkeep holds writers back while it restarts the log; inserts meanwhile queue.
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await store.maintain() }
@@ -274,6 +281,35 @@ struct RecordStoreConformanceTests {
             try await group.waitForAll()
         }
         #expect(try await store.countRecords(tenant: "a") == 370)
+    }
+
+    @Test func sqliteWritersPassTheRoleOnAndACheckpointGetsIt() async throws {
+        let (store, _dir) = try await storeWithALogPastItsBound(); _ = _dir
+        // Eight writers at once queue behind each other and hand the writer's role on, while
+        // the upkeep (whose first pass must restart the log) waits for the role between them.
+        let writers = 8, each = 200
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for _ in 0..<20 {
+                    try await store.maintain()
+                    try await Task.sleep(for: .milliseconds(3))
+                }
+            }
+            for w in 0..<writers {
+                group.addTask {
+                    for i in 0..<each {
+                        let id = "w\(w)-\(i)"
+                        let events = try await store.insert([record("a", id, at: Int64(100 + i))],
+                                                            audit: [AuditEvent(time: 1, actor: "w\(w)", operation: "encrypt_record", record: id)])
+                        #expect(events.count == 1 && events[0].record == id)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await store.countRecords(tenant: "a") == Int64(70 + writers * each))
+        // One unbroken chain holds every insert's event, in commit order.
+        #expect(try await AuditVerifier.verify(store, trustedKeys: []).events == Int64(writers * each))
     }
 
     @Test func sqliteFilesAreOwnerOnly() async throws {
