@@ -210,7 +210,7 @@ public final class SQLiteRecordStore: RecordStore {
     }
 
     public func createTenant(_ tenant: Tenant) async throws {
-        try run {
+        _ = try run {
             try $0.execute("INSERT INTO tenants(\(Self.tenantColumns)) VALUES (?, ?, ?, ?, ?, ?)", [
                 .text(tenant.name), .text(tenant.key), .text(tenant.store.rawValue),
                 .integer(Int64(tenant.retentionDays)), .integer(tenant.createdAt), SQLValue(tenant.previousKey),
@@ -255,7 +255,7 @@ public final class SQLiteRecordStore: RecordStore {
     }
 
     public func insertToken(_ token: TokenRecord) async throws {
-        try run {
+        _ = try run {
             try $0.execute("INSERT INTO tokens(\(Self.tokenColumns)) VALUES (?, ?, ?, ?, ?, ?)", [
                 .text(token.id), SQLValue(token.tenant), .text(token.role.rawValue), .blob(token.hash), .integer(token.createdAt),
                 .integer(token.suspended ? 1 : 0),
@@ -501,7 +501,7 @@ public final class SQLiteRecordStore: RecordStore {
 
     public func upsert(_ record: Record) async throws {
         let row = try Self.arguments(record)
-        try run {
+        _ = try run {
             try $0.execute("INSERT OR REPLACE INTO records(\(Self.recordColumns), model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
         }
     }

@@ -131,7 +131,7 @@ public struct MessageDecryptor {
             guard let key = materials.verificationKey else {
                 throw KeywardCryptoError(.malformedMessage, "no verification key for a signed message")
             }
-            var v = MessageVerifier(key)
+            let v = MessageVerifier(key)
             header.bodyBytes.withUnsafeBytes { v.update($0) }
             header.authBytes.withUnsafeBytes { v.update($0) }
             verifier = v
