@@ -106,14 +106,13 @@ public final class SQLiteRecordStore: RecordStore {
             // them now, and the log written so far, so that it syncs only what it copies itself.
             c.syncFiles()
             holdWriters()
-            defer { commitQueuedAndPassTheWriterRole() }
+            defer { _ = commitAsWriter(nil) }
             _ = try run { _ in try pass() }
             return Int(copied)
         }
     }
 
-    /// Takes the writer's role from the group commit, so inserts queue until
-    /// `commitQueuedAndPassTheWriterRole`. While this waits, a writer frees the role instead of
+    /// Takes the writer's role from the group commit, so inserts queue until `commitAsWriter`. While this waits, a writer frees the role instead of
     /// passing it on, and new inserts queue: under steady load the role would otherwise go from
     /// writer to writer for good.
     private func holdWriters() {
@@ -344,7 +343,7 @@ public final class SQLiteRecordStore: RecordStore {
             // first, so that it shares this commit: a commit rewrites the same few pages for one
             // insert or for twenty. A lone writer does not wait (a yield costs a thread hop).
             if gather { await Task.yield() }
-            return try commitAsWriter(work)
+            return try commitAsWriter(work)!.get()
         }
         let home = callerHome()
         let turn = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Turn, any Error>) in
@@ -360,22 +359,25 @@ public final class SQLiteRecordStore: RecordStore {
         }
         switch turn {
         case .committed(let events): return events
-        case .write: return try commitAsWriter(work)
+        case .write: return try commitAsWriter(work)!.get()
         }
     }
 
-    /// Commits `work` and all that queued behind it, as the holder of the writer's role, resumes
-    /// the others, then passes the role on.
-    private func commitAsWriter(_ work: Work) throws -> [AuditEvent] {
+    /// Commits `work` (the caller's own; nil for a checkpoint that held writers back) and all that
+    /// queued behind it, as the holder of the writer's role, resumes the others, then passes the
+    /// role on. Returns the result of `work`.
+    private func commitAsWriter(_ work: Work?) -> Result<[AuditEvent], any Error>? {
         let queued = pending.withLock { p in
             defer { p.batches = [] }
             p.followed = !p.batches.isEmpty
             return p.batches
         }
-        let results = commitEach([work] + queued.map(\.work))
-        for (b, result) in zip(queued, results.dropFirst()) { b.resume(with: result.map { .committed($0) }) }
+        let works = (work.map { [$0] } ?? []) + queued.map(\.work)
+        let results = works.isEmpty ? [] : commitEach(works)
+        let own = work == nil ? 0 : 1
+        for (b, result) in zip(queued, results.dropFirst(own)) { b.resume(with: result.map { .committed($0) }) }
         passTheWriterRole()
-        return try results[0].get()
+        return work == nil ? nil : results[0]
     }
 
     /// Hands the writer's role to the first queued insert (resumed where it came from, it commits
@@ -438,16 +440,6 @@ public final class SQLiteRecordStore: RecordStore {
         } catch {
             return works.map { w in Result { try write([w])[0] } }
         }
-    }
-
-    /// After a checkpoint held writers back: commits what queued meanwhile, then passes the role on.
-    private func commitQueuedAndPassTheWriterRole() {
-        let batches = pending.withLock { p in
-            defer { p.batches = [] }
-            return p.batches
-        }
-        for (b, result) in zip(batches, commitEach(batches.map(\.work))) { b.resume(with: result.map { .committed($0) }) }
-        passTheWriterRole()
     }
 
     private static let auditInsertSQL = """

@@ -68,7 +68,6 @@ private final class HelperThreads: @unchecked Sendable {
     private let busy = Atomic<Bool>(false)
     /// The current batch's work: written before its ticket is posted, read by takers of its parts.
     private var body: ((Int) -> Void)?
-    private var generation: UInt64 = 0
     private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
@@ -100,8 +99,7 @@ private final class HelperThreads: @unchecked Sendable {
         withoutActuallyEscaping(work) { work in
             body = work
             finished.store(0, ordering: .relaxed)
-            generation = (generation + 1) & 0xff_ffff
-            let g = generation
+            let g = ((ticket.load(ordering: .relaxed) >> 40) + 1) & 0xff_ffff  // only this caller posts
             // Part 0 is the caller's: it is taken as the ticket is posted.
             ticket.store(g << 40 | UInt64(parts) << 32 | 1, ordering: .sequentiallyConsistent)
             if sleeping.load(ordering: .sequentiallyConsistent) > 0 {

@@ -151,9 +151,9 @@ public struct MessageDecryptor {
     /// a batch with a frame out of order or not authentic. ``update(_:)`` then goes on from where
     /// this stopped, and reports any fault as it would have anyway.
     ///
-    /// A signed message's hash must see every byte in order, at a fifth of AES-GCM's speed: one
-    /// worker hashes the batch before while the others read and open the next, and the last batch
-    /// is hashed before this returns. Only the final frame's plaintext waits for the signature.
+    /// A signed message's hash must see every byte in order, at a fifth of AES-GCM's speed: the
+    /// calling thread hashes the batch before while the others read and open the next, and the
+    /// last batch is hashed before this returns. Only the final frame's plaintext waits for the signature.
     public mutating func update(readingFrom source: some PositionalByteSource,
                                 drain: (UnsafeRawBufferPointer) throws -> Void) throws {
         guard case .frames = state, frameLength > 0, FrameParallelism.workers > 1,
@@ -379,14 +379,14 @@ public struct MessageDecryptor {
         failures.initialize(repeating: 0)
         defer { failures.deallocate() }
         let runs = FrameRuns(count: count, frameLength: frameLength)
-        let hashing = verifier == nil ? 0 : 1
+        let hashers = parts - openers
         FrameParallelism.run(parts) { i in
-            guard i >= hashing else {
+            guard i >= hashers else {
                 verifier?.update(UnsafeRawBufferPointer(rebasing: bytes[0..<(count * per)]))
                 return
             }
             while failures[i] == 0, let run = runs.take() {
-                if let bad = ciphers[i - hashing].openFrames(run, at: bytes.baseAddress!, frameLength: frameLength, first: first, to: out) {
+                if let bad = ciphers[i - hashers].openFrames(run, at: bytes.baseAddress!, frameLength: frameLength, first: first, to: out) {
                     failures[i] = bad + 1
                 }
             }

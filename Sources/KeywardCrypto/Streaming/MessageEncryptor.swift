@@ -141,8 +141,8 @@ public struct MessageEncryptor {
     /// ``update(_:)``. Each worker reads its frames' plaintext into their places in the output and
     /// seals them there. Call it before any ``update(_:)``, or when these have fed whole frames.
     ///
-    /// A signed message's hash must see every byte in order, at a fifth of sealing's speed: one
-    /// worker hashes the batch before while the others seal the next, so SHA-384 never waits for
+    /// A signed message's hash must see every byte in order, at a fifth of sealing's speed: the
+    /// calling thread hashes the batch before while the others seal the next, so SHA-384 never waits for
     /// the sealing (it did when it ran after each batch: 77–80 % of `openssl speed sha384`).
     public mutating func update(readingFrom source: some PositionalByteSource,
                                 drain: (UnsafeRawBufferPointer) throws -> Void) throws {
@@ -213,8 +213,8 @@ public struct MessageEncryptor {
     }
 
     /// Seals `count` regular frames, each into its known place in the output: on several threads
-    /// when the batch is large enough for that to pay. With `previous` (signed messages), one
-    /// worker first hashes those bytes, the batch before, and this batch is left unhashed.
+    /// when the batch is large enough for that to pay. With `previous` (signed messages), the
+    /// calling thread first hashes those bytes, the batch before, and this batch is left unhashed.
     private mutating func writeFramesInParallel(count: Int, from input: BatchInput,
                                                 hashingBeside previous: UnsafeRawBufferPointer? = nil) throws {
         guard UInt64(sequence) + UInt64(count) < UInt64(UInt32.max) else {
