@@ -148,6 +148,9 @@ private final class HelperThreads: @unchecked Sendable {
         while true {
             let g = ticket.load(ordering: .acquiring) >> 40
             if g != seen { return g }
+            // Gives the core to any other runnable thread (returns at once when there is none):
+            // a spinning helper must not slow the rest of the process.
+            sched_yield()
             spins += 1
             if spins & 63 == 0 && Self.now() - start > Self.spinNanoseconds { break }
         }
