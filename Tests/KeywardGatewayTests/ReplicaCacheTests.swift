@@ -24,7 +24,9 @@ struct ReplicaCacheTests {
         let name = "keyward_test_\(Int(Date().timeIntervalSince1970))_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(8).lowercased()
         let admin = try PostgresRecordStore(url: server, maxConnections: 1)
         defer { admin.shutdown() }
-        _ = try await admin.rows(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"))
+        // A fixture, not a call under test: copying the template database can take seconds while
+        // every suite runs at once, past the 5 s that calls get by default.
+        _ = try await admin.rows(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), limit: .seconds(60))
         let url = "postgres://\(server.user)@\(server.host):\(server.port)/\(name)?sslmode=\(server.sslMode)"
         var out: [Gateway] = []
         for i in 0..<n {

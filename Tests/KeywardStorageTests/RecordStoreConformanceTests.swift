@@ -66,7 +66,9 @@ enum TestDatabase {
             guard let stamp = Int(old.split(separator: "_").dropFirst(2).first ?? ""), stamp < now - 3600 else { continue }
             _ = try? await admin.rows(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(old) WITH (FORCE)"))
         }
-        _ = try await admin.rows(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"))
+        // A fixture, not a call under test: copying the template database can take seconds while
+        // every suite runs at once, past the 5 s that calls get by default.
+        _ = try await admin.rows(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), limit: .seconds(60))
         return try PostgresRecordStore(url: server.with(database: name))
     }
 }
