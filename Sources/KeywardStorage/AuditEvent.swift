@@ -71,7 +71,7 @@ public struct AuditEvent: Sendable, Hashable {
         var h = SHA256()
         h.update(data: previous)
         h.update(data: canonicalBytes)
-        return Array(h.finalize())
+        return h.finalize().withUnsafeBytes { Array($0) }  // not byte by byte through the digest's iterator
     }
 
     /// The hash that precedes the first event.

@@ -107,15 +107,44 @@ final class SQLiteConnection: @unchecked Sendable {
 
     /// Runs `body` in one transaction, rolled back if it throws.
     func transaction<T>(_ body: () throws -> T) throws -> T {
-        try execute("BEGIN IMMEDIATE")
+        // Through statements held here: an audit append is a transaction of its own, and looking
+        // BEGIN and COMMIT up by their text, with an argument array each, cost about 1 µs of 19.
+        try step(held(&begin, "BEGIN IMMEDIATE"), doing: "begin a transaction")
         do {
             let result = try body()
-            try execute("COMMIT")
+            try step(held(&commit, "COMMIT"), doing: "commit")
             return result
         } catch {
             _ = try? execute("ROLLBACK")
             throw error
         }
+    }
+
+    /// `PRAGMA data_version`: moves when another connection commits, not for our own commits.
+    func dataVersion() throws -> Int64 {
+        let query = try held(&dataVersionQuery, "PRAGMA data_version")
+        defer { sqlite3_reset(query) }
+        let rc = sqlite3_step(query)
+        guard rc == SQLITE_ROW else { throw error(rc, doing: "read") }
+        return sqlite3_column_int64(query, 0)
+    }
+
+    private var begin: OpaquePointer?
+    private var commit: OpaquePointer?
+    private var dataVersionQuery: OpaquePointer?
+
+    /// The statement in `slot`, prepared (and cached with the others) on first use.
+    private func held(_ slot: inout OpaquePointer?, _ sql: String) throws -> OpaquePointer {
+        if let statement = slot { return statement }
+        let statement = try self.statement(sql).handle
+        slot = statement
+        return statement
+    }
+
+    private func step(_ statement: OpaquePointer, doing what: String) throws {
+        defer { sqlite3_reset(statement) }
+        let rc = sqlite3_step(statement)
+        guard rc == SQLITE_DONE else { throw error(rc, doing: what) }
     }
 
     /// The cached statement for `sql`, prepared on first use.

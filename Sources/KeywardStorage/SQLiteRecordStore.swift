@@ -452,14 +452,14 @@ public final class SQLiteRecordStore: RecordStore {
             let written = try c.transaction {
                 // The head is whatever committed last: our own last append, unless another
                 // connection has written since (data_version moves only for others' commits).
-                let version = try c.query("PRAGMA data_version") { $0.int(0) }.first ?? -1
+                let version = try c.dataVersion()
                 var head: (Int64, [UInt8])? = cachedHead.withLock { $0?.version == version ? ($0!.seq, $0!.hash) : nil }
                 var out: [[AuditEvent]] = []
                 out.reserveCapacity(batches.count)
-                let insertRecord = try c.statement(Self.insertSQL)
+                let insertRecord = batches.contains { !$0.records.isEmpty } ? try c.statement(Self.insertSQL) : nil
                 let insertEvent = try c.statement(Self.auditInsertSQL)
                 for b in batches {
-                    for r in b.records { try Self.insert(r, with: insertRecord) }
+                    for r in b.records { try Self.insert(r, with: insertRecord!) }
                     guard !b.audit.isEmpty else { out.append([]); continue }
                     if head == nil { head = try Self.auditHead(c) }
                     var events = b.audit
