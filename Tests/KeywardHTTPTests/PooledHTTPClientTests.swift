@@ -80,7 +80,8 @@ final class NginxFixture: Sendable {
     /// A client per test, so that each starts with no pooled connection.
     let client = PooledHTTPClient()
 
-    init() throws { fixture = try NginxFixture() }
+    // Making certificates and starting nginx block: off the threads the other tests' tasks share.
+    init() async throws { fixture = try await BlockingWork.run { try NginxFixture() } }
 
     deinit {
         let c = client

@@ -13,14 +13,15 @@ import Testing
     let process = Process()
     let store: AWSKMSKeyStore
 
-    init() throws {
+    init() async throws {
         let port = Int.random(in: 20_000...40_000)
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["moto_server", "-H", "127.0.0.1", "-p", "\(port)"]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        try Self.waitForPort(port)
+        // moto takes seconds to start: wait off the threads the other tests' tasks run on.
+        try await BlockingWork.run { try Self.waitForPort(port) }
         store = AWSKMSKeyStore(
             client: AWSKMSClient(credentials: AWSCredentials(accessKeyID: "testing", secretAccessKey: "testing"),
                                  configuration: .init(endpoint: "http://127.0.0.1:\(port)", timeout: .seconds(20))),
