@@ -37,29 +37,30 @@ public final class PostgresChangeFeed: Sendable {
             do {
                 let connection = try await PostgresConnection.connect(configuration: url.connectionConfiguration(), id: id, logger: logger)
                 defer { Task { try? await connection.close() } }
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    let notifications = try await connection.listen(Self.channel)
+                try await connection.listen(on: Self.channel) { notifications in
                     delay = .milliseconds(100)
                     await onState(true)
-                    group.addTask {
-                        for try await n in notifications {
-                            let parts = n.payload.split(separator: " ", maxSplits: 1)
-                            guard parts.count == 2, parts[0] != self.origin else { continue }
-                            await onChange(String(parts[1]))
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            for try await n in notifications {
+                                let parts = n.payload.split(separator: " ", maxSplits: 1)
+                                guard parts.count == 2, parts[0] != self.origin else { continue }
+                                await onChange(String(parts[1]))
+                            }
+                            throw CancellationError()
                         }
-                        throw CancellationError()
-                    }
-                    // A dead peer may never close the socket: ask something every second.
-                    group.addTask {
-                        while true {
-                            try await Task.sleep(for: .seconds(1))
-                            try await PostgresRecordStore.withDeadline(.seconds(2)) {
-                                _ = try await connection.query("SELECT 1", logger: self.logger)
+                        // A dead peer may never close the socket: ask something every second.
+                        group.addTask {
+                            while true {
+                                try await Task.sleep(for: .seconds(1))
+                                try await PostgresRecordStore.withDeadline(.seconds(2)) {
+                                    _ = try await connection.query("SELECT 1", logger: self.logger)
+                                }
                             }
                         }
+                        try await group.next()
+                        group.cancelAll()
                     }
-                    try await group.next()
-                    group.cancelAll()
                 }
             } catch {}
             if Task.isCancelled { return }
