@@ -21,7 +21,11 @@ import Testing
         process.standardError = FileHandle.nullDevice
         try process.run()
         // moto takes seconds to start: wait off the threads the other tests' tasks run on.
-        try await BlockingWork.run { try Self.waitForPort(port) }
+        let pid = process.processIdentifier
+        do { try await BlockingWork.run { try Self.waitForPort(port) } } catch {
+            Self.stop(pid)  // a failed init runs no deinit
+            throw error
+        }
         store = AWSKMSKeyStore(
             client: AWSKMSClient(credentials: AWSCredentials(accessKeyID: "testing", secretAccessKey: "testing"),
                                  configuration: .init(endpoint: "http://127.0.0.1:\(port)", timeout: .seconds(20))),
@@ -31,9 +35,13 @@ import Testing
     deinit {
         // Process.waitUntilExit needs a run loop, which test threads on Linux do not spin: reap
         // directly. SIGKILL, because the child inherits the test threads' blocked SIGTERM.
-        kill(process.processIdentifier, SIGKILL)
+        Self.stop(process.processIdentifier)
+    }
+
+    private static func stop(_ pid: Int32) {
+        kill(pid, SIGKILL)
         var status: Int32 = 0
-        waitpid(process.processIdentifier, &status, 0)
+        waitpid(pid, &status, 0)
     }
 
     static func waitForPort(_ port: Int) throws {
