@@ -456,10 +456,10 @@ public final class SQLiteRecordStore: RecordStore {
                 var head: (Int64, [UInt8])? = cachedHead.withLock { $0?.version == version ? ($0!.seq, $0!.hash) : nil }
                 var out: [[AuditEvent]] = []
                 out.reserveCapacity(batches.count)
-                let insertRecord = batches.contains { !$0.records.isEmpty } ? try c.statement(Self.insertSQL) : nil
+                let insertRecord = try c.statement(Self.insertSQL)
                 let insertEvent = try c.statement(Self.auditInsertSQL)
                 for b in batches {
-                    for r in b.records { try Self.insert(r, with: insertRecord!) }
+                    for r in b.records { try Self.insert(r, with: insertRecord) }
                     guard !b.audit.isEmpty else { out.append([]); continue }
                     if head == nil { head = try Self.auditHead(c) }
                     var events = b.audit

@@ -11,7 +11,7 @@ public final class NginxPeer: @unchecked Sendable {
     private let pid: pid_t
 
     /// Starts nginx with `servers` (text inside `http { … }`) and waits until every port in
-    /// `ports` accepts connections.
+    /// `ports` accepts connections, blocking its thread (see ``BlockingWork``).
     public init(servers: String, ports: [Int]) throws {
         folder = try TemporaryDirectory(prefix: "keyward-nginx")
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"].first { FileManager.default.isExecutableFile(atPath: $0) }
@@ -73,7 +73,8 @@ public enum Loopback {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
-    /// Waits until something accepts connections on `port`; false after `attempts` tries.
+    /// Waits until something accepts connections on `port`; false after `attempts` tries. It
+    /// blocks its thread: from a test, call it (or what calls it) through ``BlockingWork/run(_:)``.
     public static func waitForPort(_ port: Int, attempts: Int = 200, every interval: useconds_t = 25_000) -> Bool {
         for _ in 0..<attempts {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
