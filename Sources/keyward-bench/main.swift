@@ -9,6 +9,7 @@ import NIOPosix
 /// AWS KMS client adds to a call beyond the HTTP round trip itself.
 /// And what issue 5 names: audit append latency and re-key (rewrap) throughput.
 /// Usage: keyward-bench [local-unwrap N] [kms-overhead N] [audit-append N] [rewrap N] [store-exchange N]
+///        [machine-noise SECONDS]
 ///        keyward-bench seed DATA-FOLDER TENANT EXCHANGES   (test data; with SQLite, while no gateway runs;
 ///        KEYWARD_DATABASE_URL and KEYWARD_ROOT_KEY_FILE seed a PostgreSQL database instead)
 
@@ -113,6 +114,7 @@ while i < tasks.count {
     case "audit-append": try await auditAppend(max(n, 1000))
     case "rewrap": try await rewrap(max(n, 1000))
     case "store-exchange": try await storeExchange(max(n, 1000))
+    case "machine-noise": machineNoise(seconds: max(n, 1))
     default: print("unknown benchmark \(tasks[i])")
     }
     i += 2
