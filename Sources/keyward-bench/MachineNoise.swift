@@ -4,8 +4,8 @@ import Foundation
 /// clock in a loop for `seconds`, and every gap between two reads longer than 20 µs is time the
 /// thread did not run (an interrupt, the hypervisor, another task). Printed beside latency figures
 /// so that a p99 of a few tens of microseconds can be read against what the machine allowed then:
-/// on this project's VM (CONFIG_HZ=250), runs with nothing else active measured 350-500 such gaps
-/// a second, most of them at a fixed phase of the 4 ms scheduler tick, 60-85 a second over 100 µs.
+/// on this project's VM (CONFIG_HZ=250), runs with nothing else active measured 360-490 such gaps
+/// a second, most of them at fixed phases of the 4 ms scheduler tick, 21-85 a second over 100 µs.
 func machineNoise(seconds: Int) {
     var ts = timespec()
     func now() -> Int64 {
