@@ -74,6 +74,7 @@ func auditAppend(_ n: Int) async throws {
     let clock = ContinuousClock()
     var samples: [Double] = []
     samples.reserveCapacity(n)
+    let cpu = HostCPUTime.now()
     for i in 0..<n {
         let e = event(i)  // the caller's work: the append is timed from here
         let t = clock.now
@@ -81,6 +82,7 @@ func auditAppend(_ n: Int) async throws {
         samples.append(seconds(clock.now - t) * 1e6)
     }
     report("audit-append (1 task)", samples)
+    print("  host steal meanwhile: \(HostCPUTime.stolen(since: cpu)) of the machine's CPU time")
 
     var concurrent: [Double] = []
     let perTask = n / 16

@@ -12,6 +12,7 @@ func machineNoise(seconds: Int) {
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
+    let cpu = HostCPUTime.now()
     let start = now(), end = start + Int64(seconds) * 1_000_000_000
     var previous = start, over20 = 0, over50 = 0, over100 = 0, lost: Int64 = 0, longest: Int64 = 0
     while previous < end {
@@ -29,5 +30,5 @@ func machineNoise(seconds: Int) {
     let elapsed = Double(previous - start) / 1e9
     print(String(format: "machine noise: a busy thread lost %.1f%% of %.0f s in gaps over 20 µs: %.0f/s over 20 µs, %.0f/s over 50, %.0f/s over 100, longest %.0f µs",
                  Double(lost) / Double(previous - start) * 100, elapsed, Double(over20) / elapsed, Double(over50) / elapsed,
-                 Double(over100) / elapsed, Double(longest) / 1e3))
+                 Double(over100) / elapsed, Double(longest) / 1e3) + "; host steal " + HostCPUTime.stolen(since: cpu))
 }
