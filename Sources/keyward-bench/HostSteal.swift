@@ -1,7 +1,7 @@
 import Foundation
 
 /// The machine's CPU time as /proc/stat counts it: how much the hypervisor gave to others while
-/// our vCPUs wanted to run ("steal"). On this project's VM it ranged from 1% to 34% of all CPU time
+/// our vCPUs wanted to run ("steal"). On this project's VM it ranged from 1% to 37% of all CPU time
 /// during gateway runs, and millisecond tails rose with it, so figures are printed beside it.
 struct HostCPUTime {
     let steal: UInt64
