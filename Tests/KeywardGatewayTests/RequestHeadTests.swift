@@ -77,10 +77,10 @@ import Testing
     /// `doc` with each JSON number beyond Double's range (outside strings) replaced by `0`, so
     /// that Foundation is asked only about the syntax.
     static func cappingNumbers(_ doc: [UInt8]) -> [UInt8] {
+        let number = #/-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/#, numeric = Set("-+.0123456789eE".utf8)
         var out: [UInt8] = [], run: [UInt8] = [], inString = false, escaped = false
         func flush() {
             let text = String(decoding: run, as: UTF8.self)
-            let number = #/-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/#
             out += (try? number.wholeMatch(in: text)) != nil && Double(text)?.isInfinite == true ? [UInt8(ascii: "0")] : run
             run = []
         }
@@ -88,7 +88,7 @@ import Testing
             if inString {
                 if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
                 out.append(b)
-            } else if Array("-+.0123456789eE".utf8).contains(b) {
+            } else if numeric.contains(b) {
                 run.append(b)
             } else {
                 flush()
