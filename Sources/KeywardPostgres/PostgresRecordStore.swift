@@ -51,28 +51,31 @@ public final class PostgresRecordStore: RecordStore {
 
     /// Probes the server twice a second on a connection of its own (a busy pool must not look
     /// like a dead server). While a probe fails, calls fail at once with `unavailable` instead of
-    /// waiting in the pool for a connection that cannot be made.
+    /// waiting in the pool for a connection that cannot be made. A probe that fails on the
+    /// monitor's connection is retried on a new one before the server is called down: the server
+    /// (or a proxy) may end one idle session while it serves every other.
     private static func watch(_ url: PostgresURL, health: Health, logger: Logger) async {
         var connection: PostgresConnection?
         var id = 0
         while !Task.isCancelled {
-            do {
-                try await withDeadline(.seconds(2)) { [connection] in
-                    if let connection { _ = try await connection.query("SELECT 1", logger: logger) }
+            if let c = connection {
+                do {
+                    try await withDeadline(.seconds(2)) { _ = try await c.query("SELECT 1", logger: logger) }
+                } catch {
+                    Task { try? await c.close() }
+                    connection = nil
                 }
-                if connection == nil {
-                    id += 1
-                    connection = try await withDeadline(.seconds(3)) { [id] in
-                        try await PostgresConnection.connect(configuration: url.connectionConfiguration(), id: id, logger: logger)
-                    }
+            }
+            if connection == nil {
+                id += 1
+                connection = try? await withDeadline(.seconds(3)) { [id] in
+                    try await PostgresConnection.connect(configuration: url.connectionConfiguration(), id: id, logger: logger)
                 }
+            }
+            if connection != nil {
                 health.up.store(true, ordering: .relaxed)
-            } catch {
-                if let c = connection { Task { try? await c.close() } }
-                connection = nil
-                if health.up.exchange(false, ordering: .relaxed) {
-                    logger.warning("the database is unreachable: calls fail until it answers again", metadata: ["database": "\(url)"])
-                }
+            } else if health.up.exchange(false, ordering: .relaxed) {
+                logger.warning("the database is unreachable: calls fail until it answers again", metadata: ["database": "\(url)"])
             }
             try? await Task.sleep(for: .milliseconds(500))
         }
