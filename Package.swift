@@ -127,10 +127,12 @@ let package = Package(
                 "KeywardCrypto",
                 "KeywardGateway",
                 "KeywardStorage",
+                "KeywardHTTP",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
             ],
             swiftSettings: strict
         ),

@@ -12,6 +12,8 @@ import NIOPosix
 ///        [machine-noise SECONDS]
 ///        keyward-bench seed DATA-FOLDER TENANT EXCHANGES   (test data; with SQLite, while no gateway runs;
 ///        KEYWARD_DATABASE_URL and KEYWARD_ROOT_KEY_FILE seed a PostgreSQL database instead)
+///        keyward-bench bare-proxy PORT UPSTREAM-URL   (Hummingbird and the upstream client alone, serving
+///        POST /v1/chat/completions until stopped: the floor of the gateway's stack)
 
 func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18 }
 
@@ -102,6 +104,11 @@ if args.first == "seed" {
     try await seed(gateway, tenant: args[2], exchanges: n)
     try await gateway.upstreams.shutdown()
     print("seeded \(n) exchanges (\(2 * n) records) for \(args[2])")
+    exit(0)
+}
+if args.first == "bare-proxy" {
+    guard args.count == 3, let port = Int(args[1]) else { print("usage: keyward-bench bare-proxy PORT UPSTREAM-URL"); exit(2) }
+    try await bareProxy(port: port, upstream: args[2])
     exit(0)
 }
 let tasks = args.isEmpty ? ["local-unwrap", "200000", "kms-overhead", "5000"] : args
