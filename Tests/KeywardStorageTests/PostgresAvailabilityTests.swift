@@ -18,13 +18,20 @@ struct PostgresAvailabilityTests {
         defer { store.shutdown() }
         try await store.migrate()
         try await store.createTenant(Tenant(name: "a", key: "local:a", createdAt: 1))
-        try await Task.sleep(for: .milliseconds(600))  // the monitor has its session by now
 
         let admin = try PostgresRecordStore(url: try TestDatabase.serverURL(), maxConnections: 1)
         defer { admin.shutdown() }
-        var sql = SQL("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = ")
-        sql += sql.bind(store.url.database)
-        let ended = try await admin.rows(sql.query)[0].int(0)
+        func sessions(_ what: String) -> SQL {
+            var sql = SQL("SELECT \(what) FROM pg_stat_activity WHERE datname = ")
+            sql += sql.bind(store.url.database)
+            return sql
+        }
+        // The pool's session and the monitor's (which connects on its own schedule).
+        for _ in 0..<100 {
+            if try await admin.rows(sessions("count(*)").query)[0].int(0) >= 2 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let ended = try await admin.rows(sessions("count(pg_terminate_backend(pid))").query)[0].int(0)
         #expect(ended >= 2, "the pool's session and the monitor's")
 
         // The pool learns of its closed sessions from the server's goodbye; give it a moment.
