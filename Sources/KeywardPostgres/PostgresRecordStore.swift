@@ -68,9 +68,12 @@ public final class PostgresRecordStore: RecordStore {
             }
             if connection == nil {
                 id += 1
-                connection = try? await withDeadline(.seconds(3)) { [id] in
+                let attempt = Task { [id] in
                     try await PostgresConnection.connect(configuration: url.connectionConfiguration(), id: id, logger: logger)
                 }
+                connection = try? await withDeadline(.seconds(3)) { try await attempt.value }
+                // A connection made after the deadline is closed, not left open on the server.
+                if connection == nil { Task { try? await attempt.value.close() } }
             }
             if connection != nil {
                 health.up.store(true, ordering: .relaxed)
