@@ -11,16 +11,19 @@ func bareProxy(port: Int, upstream: String) async throws {
     NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
     let endpoint = try HTTPEndpoint(url: upstream)
     let client = PooledHTTPClient()
-    let router = Router()
-    router.post("/v1/chat/completions") { request, _ -> Response in
-        let body = try await request.body.collect(upTo: 8 << 20)
+    @Sendable func forward(_ body: ByteBuffer) async throws -> ByteBuffer {
         let response = try await client.execute(.POST, endpoint, target: "/chat/completions", headers: [("content-type", "application/json")],
                                                 body: body, deadline: .now() + .seconds(30), readTimeout: .seconds(30))
-        let answer = try await response.body.collect(upTo: 64 << 20)
+        return try await response.body.collect(upTo: 64 << 20)
+    }
+    let router = Router()
+    router.post("/v1/chat/completions") { request, _ -> Response in
+        let answer = try await forward(try await request.body.collect(upTo: 8 << 20))
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: answer))
     }
-    // The same answer without the upstream leg: the server's share of the floor.
-    let canned = ByteBuffer(string: #"{"id":"chatcmpl-mock","object":"chat.completion","created":1,"model":"mock","choices":[{"index":0,"message":{"role":"assistant","content":"The quick brown fox jumps over the lazy dog."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":10,"total_tokens":22}}"#)
+    // The upstream's answer, asked for once, then served without the upstream leg: the server's
+    // share of the floor.
+    let canned = try await forward(ByteBuffer(string: "{}"))
     router.post("/v1/canned") { request, _ -> Response in
         _ = try await request.body.collect(upTo: 8 << 20)
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: canned))
