@@ -33,9 +33,12 @@ let package = Package(
             name: "CKeywardOpenSSL",
             linkerSettings: [.linkedLibrary("crypto")]
         ),
+        // The error shape every module shares; no dependencies, so that any module can use it.
+        .target(name: "KeywardErrors", swiftSettings: strict),
         .target(
             name: "KeywardCrypto",
             dependencies: [
+                "KeywardErrors",
                 "CKeywardOpenSSL",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -48,6 +51,7 @@ let package = Package(
         .target(
             name: "KeywardKeyStores",
             dependencies: [
+                "KeywardErrors",
                 "KeywardCrypto",
                 "CPKCS11",
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -59,13 +63,25 @@ let package = Package(
         // The system SQLite (Debian's libsqlite3-dev), reached directly: one writer connection with
         // cached statements and group commit is what the gateway's write rate needs.
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
-        .target(name: "KeywardStorage", dependencies: ["KeywardCrypto", "CSQLite", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        // The audit chain: events with typed operations, chain hashing, checkpoint signing and
+        // verification, and the protocol of the stores that keep it.
+        .target(
+            name: "KeywardAudit",
+            dependencies: [
+                "KeywardCrypto",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(name: "KeywardStorage", dependencies: ["KeywardErrors", "KeywardAudit", "CSQLite"], swiftSettings: strict),
         // PostgreSQL for several replicas: the record store, the local key store's key material,
         // and change notifications (LISTEN/NOTIFY) that keep every replica's caches honest.
         .target(
             name: "KeywardPostgres",
             dependencies: [
-                "KeywardCrypto", "KeywardKeyStores", "KeywardStorage",
+                "KeywardCrypto", "KeywardKeyStores", "KeywardStorage", "KeywardAudit",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -76,7 +92,7 @@ let package = Package(
         .target(
             name: "KeywardHTTP",
             dependencies: [
-                "KeywardCrypto",
+                "KeywardErrors",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -87,7 +103,7 @@ let package = Package(
         .target(
             name: "KeywardGateway",
             dependencies: [
-                "KeywardCrypto", "KeywardKeyStores", "KeywardStorage", "KeywardPostgres", "KeywardHTTP",
+                "KeywardErrors", "KeywardCrypto", "KeywardKeyStores", "KeywardAudit", "KeywardStorage", "KeywardPostgres", "KeywardHTTP",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -100,12 +116,14 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .target(name: "KeywardTesting", dependencies: ["KeywardCrypto"], swiftSettings: strict),
+        .target(name: "KeywardTesting", dependencies: ["KeywardErrors"], swiftSettings: strict),
         .executableTarget(
             name: "keyward",
             dependencies: [
+                "KeywardErrors",
                 "KeywardCrypto",
                 "KeywardKeyStores",
+                "KeywardAudit",
                 "KeywardGateway",
                 "KeywardStorage",
                 "KeywardPostgres",
@@ -126,6 +144,7 @@ let package = Package(
                 "KeywardKeyStores",
                 "KeywardCrypto",
                 "KeywardGateway",
+                "KeywardAudit",
                 "KeywardStorage",
                 "KeywardHTTP",
                 .product(name: "Logging", package: "swift-log"),
@@ -150,7 +169,7 @@ let package = Package(
         .testTarget(
             name: "KeywardStorageTests",
             dependencies: [
-                "KeywardStorage", "KeywardPostgres", "KeywardKeyStores", "KeywardTesting",
+                "KeywardStorage", "KeywardAudit", "KeywardPostgres", "KeywardKeyStores", "KeywardTesting",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
@@ -159,11 +178,16 @@ let package = Package(
         .testTarget(
             name: "KeywardGatewayTests",
             dependencies: [
-                "KeywardGateway", "KeywardStorage", "KeywardKeyStores", "KeywardCrypto", "KeywardTesting", "KeywardPostgres",
+                "KeywardGateway", "KeywardAudit", "KeywardStorage", "KeywardKeyStores", "KeywardCrypto", "KeywardTesting", "KeywardPostgres",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "KeywardAuditTests",
+            dependencies: ["KeywardAudit", "KeywardCrypto"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import KeywardAudit
 import KeywardHTTP
 import KeywardStorage
 
@@ -93,7 +94,7 @@ extension Gateway {
         }
         var own: Secret?
         if let record = try await store.record(tenant: tenant.name, id: "provider-key:\(upstream.name)", kind: "provider-key") {
-            try await audit.append(AuditLog.event("decrypt_record", key: tenant.key, record: record.id, scope: scope))
+            try await audit.append(AuditLog.event(.decryptRecord, key: tenant.key, record: record.id, scope: scope))
             let plaintext = try await AuditScope.$current.withValue(scope) { try await vault.open(record, of: tenant) }
             own = Secret(String(decoding: plaintext, as: UTF8.self))
         }
@@ -113,7 +114,7 @@ extension Gateway {
             try x.sealer.seal(response, id: id, kind: p.responseKind, createdAt: now, metadata: metadata),
         ]
         try await audit.insert(records, events: [
-            AuditLog.event("encrypt_record", key: x.tenant.key, record: id, detail: "model=\(x.model)", scope: x.scope),
+            AuditLog.event(.encryptRecord, key: x.tenant.key, record: id, detail: "model=\(x.model)", scope: x.scope),
         ])
         metrics.recordsStored(records.count)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import KeywardAudit
 import KeywardCrypto
 import KeywardKeyStores
 import KeywardStorage
@@ -71,7 +72,7 @@ extension Gateway {
                 throw GatewayError(.conflict, type: "invalid_request_error", code: "already_exists", "tenant \(input.name) exists")
             }
             let scope = AuditScope(actor: principal.tokenID, tenant: tenant.name)
-            try await self.audit.append(AuditLog.event("tenant_create", key: key, scope: scope))
+            try await self.audit.append(AuditLog.event(.tenantCreate, key: key, scope: scope))
             // Deny by default, with one explicit grant: the tenant's own app tokens may infer and read back.
             var policy = try await self.policy(forKey: key)
             let grant = KeyPolicy.tenantDefault(tenant.name)
@@ -106,7 +107,7 @@ extension Gateway {
             var record = try sealer.seal(plaintext, id: "provider-key:\(upstreamName)", kind: "provider-key",
                                          createdAt: Self.nowMs(), metadata: RecordMetadata())
             record.expiresAt = nil
-            try await self.audit.append(AuditLog.event("encrypt_record", key: tenant.key, record: record.id, scope: scope))
+            try await self.audit.append(AuditLog.event(.encryptRecord, key: tenant.key, record: record.id, scope: scope))
             try await self.store.upsert(record)
             await self.changed(.providerKeys(name))
             self.logger.notice("provider key stored", metadata: ["tenant": "\(name)", "upstream": "\(upstreamName)"])
@@ -126,7 +127,7 @@ extension Gateway {
             }
             let (token, id) = Tokens.generate()
             // Logged first: a token exists only if its creation is in the log.
-            try await self.audit.append(AuditLog.event("token_create", detail: "id=\(id) role=\(role.rawValue)",
+            try await self.audit.append(AuditLog.event(.tokenCreate, detail: "id=\(id) role=\(role.rawValue)",
                                                        scope: AuditScope(actor: principal.tokenID, tenant: input.tenant)))
             try await self.store.insertToken(TokenRecord(id: id, tenant: input.tenant, role: role, hash: Tokens.hash(token.value), createdAt: Self.nowMs()))
             self.logger.notice("token issued", metadata: ["token_id": "\(id)", "tenant": "\(input.tenant ?? "-")", "role": "\(role.rawValue)"])
@@ -143,7 +144,7 @@ extension Gateway {
             }
             guard try await self.store.deleteToken(id: id) else { throw GatewayError.notFound("no token \(id)") }
             await self.changed(.tokens)
-            try await self.audit.append(AuditLog.event("token_delete", detail: "id=\(id)", scope: AuditScope(actor: principal.tokenID)))
+            try await self.audit.append(AuditLog.event(.tokenDelete, detail: "id=\(id)", scope: AuditScope(actor: principal.tokenID)))
             self.logger.notice("token deleted", metadata: ["token_id": "\(id)"])
             return Self.json(["id": id, "deleted": true])
         }
@@ -157,7 +158,7 @@ extension Gateway {
                 }
                 guard try await self.store.setTokenSuspended(id: id, suspended) else { throw GatewayError.notFound("no token \(id)") }
                 await self.changed(.tokens)
-                try await self.audit.append(AuditLog.event("token_\(action)", detail: "id=\(id)", scope: AuditScope(actor: principal.tokenID)))
+                try await self.audit.append(AuditLog.event(action == "suspend" ? .tokenSuspend : .tokenResume, detail: "id=\(id)", scope: AuditScope(actor: principal.tokenID)))
                 return Self.json(["id": id, "suspended": suspended])
             }
         }
@@ -189,7 +190,7 @@ extension Gateway {
                 throw GatewayError(.conflict, type: "invalid_request_error", code: "key_not_destroyed",
                                    "\(name)'s key is \(state.rawValue): only records under a destroyed key are shredded")
             }
-            try await self.audit.append(AuditLog.event("purge_shredded", key: tenant.key, scope: AuditScope(actor: principal.tokenID, tenant: name)))
+            try await self.audit.append(AuditLog.event(.purgeShredded, key: tenant.key, scope: AuditScope(actor: principal.tokenID, tenant: name)))
             let removed = try await self.store.deleteAllRecords(tenant: name)
             return Self.json(["tenant": name, "deleted": removed])
         }
@@ -197,7 +198,7 @@ extension Gateway {
 
     /// Stores a key's policy, logged first (no event, no change).
     func savePolicy(_ policy: KeyPolicy, forKey key: String, scope: AuditScope) async throws {
-        try await audit.append(AuditLog.event("policy_change", key: key, detail: policy.json, scope: scope))
+        try await audit.append(AuditLog.event(.policyChange, key: key, detail: policy.json, scope: scope))
         try await store.setPolicy(key: key, document: policy.json, at: Self.nowMs())
         await changed(.policy(key))
     }

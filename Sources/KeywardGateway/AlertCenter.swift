@@ -1,4 +1,5 @@
 import Foundation
+import KeywardAudit
 import KeywardHTTP
 import KeywardStorage
 import Logging

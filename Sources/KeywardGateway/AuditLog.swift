@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import KeywardAudit
 import KeywardStorage
 import Logging
 import Synchronization
@@ -47,7 +48,7 @@ public final class AuditLog: Sendable {
         guard isAvailable else { throw GatewayError.auditUnavailable }
     }
 
-    static func event(_ operation: String, key: String? = nil, record: String? = nil, result: String = "ok",
+    static func event(_ operation: AuditOperation, key: String? = nil, record: String? = nil, result: AuditResult = .ok,
                       detail: String? = nil, scope: AuditScope? = AuditScope.current) -> AuditEvent {
         AuditEvent(time: Gateway.nowMs(), actor: scope?.actor ?? "system", tenant: scope?.tenant, key: key, operation: operation,
                    purpose: scope?.purpose?.rawValue, requestID: scope?.requestID, record: record, result: result, detail: detail)
@@ -86,7 +87,7 @@ public final class AuditLog: Sendable {
     private func succeeded(_ events: [AuditEvent]) {
         metrics.auditAppend(ok: true)
         if failing.exchange(false, ordering: .relaxed) { logger.notice("audit log writable again") }
-        for e in events where e.operation == "decrypt_record" || e.operation == "unwrap" {
+        for e in events where e.operation == .decryptRecord || e.operation == .unwrap {
             alerts.observe(e)
         }
     }

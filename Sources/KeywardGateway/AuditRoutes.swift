@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import KeywardAudit
 import KeywardCrypto
 import KeywardStorage
 
@@ -8,7 +9,7 @@ import KeywardStorage
 extension Gateway {
     static func auditJSON(_ e: AuditEvent) -> [String: Any] {
         var object: [String: Any] = [
-            "seq": e.seq, "time": Double(e.time) / 1000, "actor": e.actor, "operation": e.operation, "result": e.result,
+            "seq": e.seq, "time": Double(e.time) / 1000, "actor": e.actor, "operation": e.operation.rawValue, "result": e.result.rawValue,
             "prev_hash": Hex.encode(e.previousHash), "hash": Hex.encode(e.hash),
         ]
         if let v = e.tenant { object["tenant"] = v }
@@ -34,8 +35,8 @@ extension Gateway {
             let limit = Int(try number("limit") ?? 100)
             guard (1...1000).contains(limit) else { throw GatewayError.invalidRequest("limit must be 1 to 1000", code: "invalid_field") }
             let query = AuditQuery(afterSeq: Int64(try number("after") ?? 0), since: try number("since").map { Int64($0 * 1000) },
-                                   tenant: q.get("tenant"), key: q.get("key"), operation: q.get("operation"), limit: limit)
-            try await self.audit.append(AuditLog.event("audit_read", scope: AuditScope(actor: principal.tokenID)))
+                                   tenant: q.get("tenant"), key: q.get("key"), operation: q.get("operation").map(AuditOperation.init(rawValue:)), limit: limit)
+            try await self.audit.append(AuditLog.event(.auditRead, scope: AuditScope(actor: principal.tokenID)))
             let events = try await self.store.auditEvents(query)
             var object: [String: Any] = ["object": "list", "data": events.map(Self.auditJSON)]
             object["last_seq"] = events.last?.seq ?? query.afterSeq

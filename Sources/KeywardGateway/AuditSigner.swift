@@ -1,20 +1,14 @@
 import CKeywardOpenSSL
-import Crypto
 import Foundation
+import KeywardAudit
 import KeywardCrypto
 import KeywardKeyStores
-import KeywardPostgres
 import KeywardStorage
 
-/// The gateway's Ed25519 audit key: signs checkpoints of the audit chain's head. Its private half
-/// is kept as an encrypted message under a key-store key (`local:keyward-audit` by default), its
-/// public half in the clear next to it, for `keyward audit verify`.
-public struct AuditSigner: Sendable, CustomStringConvertible, CustomReflectable {
-    public var description: String { "AuditSigner(<redacted>)" }
-    public var customMirror: Mirror { Mirror(self, children: [:]) }
-    let key: Curve25519.Signing.PrivateKey
-    public var publicKey: [UInt8] { Array(key.publicKey.rawRepresentation) }
-
+/// Where the gateway keeps its audit signing key: the private half as an encrypted message under a
+/// key-store key (`local:keyward-audit` by default), the public half in the clear next to it, for
+/// `keyward audit verify`.
+extension AuditSigner {
     static let context: EncryptionContext = ["keyward:purpose": "audit-signing"]
 
     /// The public key's file in a data folder: 64 hex digits.
@@ -26,7 +20,7 @@ public struct AuditSigner: Sendable, CustomStringConvertible, CustomReflectable 
         /// `audit-signing.key` and `audit-signing.pub` in the data folder.
         case folder(String)
         /// The shared database's settings, so every replica signs with the same key.
-        case database(PostgresRecordStore)
+        case settings(any SettingsStore)
     }
 
     static let privateSetting = "audit-signing.key"
@@ -43,12 +37,12 @@ public struct AuditSigner: Sendable, CustomStringConvertible, CustomReflectable 
             var (seed, _) = try await Message.decrypt(sealed, materialsManager: manager,
                                                       options: DecryptionOptions(requiredContext: context, maxEncryptedDataKeys: 1))
             defer { seed.withUnsafeMutableBytes { kw_cleanse($0.baseAddress, $0.count) } }
-            return AuditSigner(key: try Curve25519.Signing.PrivateKey(rawRepresentation: seed))
+            return try AuditSigner(seed: SecretBytes(copying: seed))
         }
         switch home {
         case .folder(let folder):
             if let sealed = FileManager.default.contents(atPath: privateKeyPath(folder: folder)) { return (try await open(Array(sealed)), false) }
-        case .database(let db):
+        case .settings(let db):
             if let sealed = try await db.setting(privateSetting) {
                 // The public half too, in case a start died between the two writes below.
                 let signer = try await open(sealed)
@@ -59,8 +53,8 @@ public struct AuditSigner: Sendable, CustomStringConvertible, CustomReflectable 
         if reference.scheme == "local" {
             do { _ = try await store.createKey(name: reference.keyID) } catch let e as KeyStoreError where e.code == .alreadyExists {}
         }
-        let signer = AuditSigner(key: Curve25519.Signing.PrivateKey())
-        var raw = Array(signer.key.rawRepresentation)
+        let signer = AuditSigner()
+        var raw = signer.seed().withUnsafeBytes { Array($0) }
         defer { raw.withUnsafeMutableBytes { kw_cleanse($0.baseAddress, $0.count) } }
         let sealed = try await Message.encrypt(raw, materialsManager: manager, context: context, suite: .aes256GCMHKDFSHA512CommitKey)
         switch home {
@@ -69,17 +63,12 @@ public struct AuditSigner: Sendable, CustomStringConvertible, CustomReflectable 
             try FileSystem.writeAtomically(Data(Hex.encode(signer.publicKey).utf8 + [0x0A]), to: publicKeyPath(folder: folder), mode: 0o644)
             try FileSystem.writeAtomically(Data(sealed), to: privateKeyPath(folder: folder), mode: 0o600)
             return (signer, true)
-        case .database(let db):
+        case .settings(let db):
             let stored = try await db.setSettingIfAbsent(privateSetting, sealed)
             let winner = stored == sealed ? signer : try await open(stored)
             _ = try await db.setSettingIfAbsent(publicSetting, winner.publicKey)
             return (winner, stored == sealed)
         }
-    }
-
-    func checkpoint(seq: Int64, hash: [UInt8], time: Int64) throws -> AuditCheckpoint {
-        let signature = try key.signature(for: AuditCheckpoint.signedBytes(seq: seq, hash: hash, time: time))
-        return AuditCheckpoint(seq: seq, hash: hash, time: time, publicKey: publicKey, signature: Array(signature))
     }
 
     /// Reads a public key file written by ``loadOrCreate``.

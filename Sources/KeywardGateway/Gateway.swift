@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import KeywardAudit
 import KeywardCrypto
 import KeywardKeyStores
 import KeywardPostgres
@@ -92,7 +93,7 @@ public final class Gateway: Sendable {
             await changed(.tokens)
         }
         try? await audit.append(AuditLog.event(
-            "alert", key: alert.key, result: suspended ? "token_suspended" : "ok",
+            .alert, key: alert.key, result: suspended ? .tokenSuspended : .ok,
             detail: "\(alert.reason) count=\(alert.count) subjects=\(alert.subjects.joined(separator: ","))",
             scope: AuditScope(actor: alert.principal, tenant: cause.tenant, requestID: cause.requestID)))
         alerts.deliver(alert, tenant: cause.tenant)
@@ -172,10 +173,10 @@ public final class Gateway: Sendable {
             let root = RootKeySource.fromEnvironment(keyStoreFolder: configuration.dataFolder + "/keys", rootKeyFile: configuration.rootKeyFile)
             keyStores.install(try await LocalKeyStore.open(backend: PostgresKeyBackend(store: postgres), rootKey: root))
         }
-        let home: AuditSigner.Home = (store as? PostgresRecordStore).map { .database($0) } ?? .folder(configuration.dataFolder)
+        let home: AuditSigner.Home = (store as? PostgresRecordStore).map { .settings($0) } ?? .folder(configuration.dataFolder)
         let (loaded, created) = try await AuditSigner.loadOrCreate(home: home, keyStores: keyStores, keyReference: configuration.auditKey)
         signer.withLock { $0 = loaded }
-        try await audit.append(AuditLog.event(created ? "audit_key_created" : "unwrap", key: configuration.auditKey,
+        try await audit.append(AuditLog.event(created ? .auditKeyCreated : .unwrap, key: configuration.auditKey,
                                               record: "audit-signing.key", scope: AuditScope(actor: "system")))
         guard try await store.tokens(role: .admin).isEmpty else {
             if let given = configuration.initialAdminToken,
@@ -191,7 +192,7 @@ public final class Gateway: Sendable {
         } catch let e as StorageError where e.code == .alreadyExists {
             return nil  // another replica, starting at the same moment, installed this token first
         }
-        try await audit.append(AuditLog.event("token_create", detail: "id=\(id) role=admin", scope: AuditScope(actor: "system")))
+        try await audit.append(AuditLog.event(.tokenCreate, detail: "id=\(id) role=admin", scope: AuditScope(actor: "system")))
         logger.notice("admin token installed", metadata: ["token_id": "\(id)"])
         return configuration.initialAdminToken == nil ? generated : nil
     }
@@ -221,15 +222,15 @@ public final class Gateway: Sendable {
         Application(
             router: router(),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
-            services: (feed == nil ? [] : [ChangeFeedService(gateway: self)]) + [AuditService(gateway: self, signer: preparedSigner), PurgeService(gateway: self), MaintenanceService(gateway: self),
+            services: (feed == nil ? [] : [ChangeFeedService(gateway: self)]) + [auditCheckpoints, AuditResumeService(audit: audit), PurgeService(gateway: self), MaintenanceService(gateway: self),
                        JobService(gateway: self), AlertService(alerts: alerts, logger: logger), UpstreamClientService(client: upstreams)],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
     }
 
-    private var preparedSigner: AuditSigner {
+    private var auditCheckpoints: AuditCheckpointService {
         guard let signer = signer.withLock({ $0 }) else { preconditionFailure("Gateway.prepare() must run before application()") }
-        return signer
+        return AuditCheckpointService(store: store, signer: signer, every: configuration.auditCheckpointEvery, logger: logger, now: Self.nowMs)
     }
 
     func readiness() async throws -> Response {
@@ -306,7 +307,7 @@ public final class Gateway: Sendable {
         guard principal.role == role else {
             metrics.accessDenied("role")
             try await audit.append(AuditLog.event(
-                "access", result: "denied", detail: "\(request.method.rawValue) \(GatewayMiddleware.route(request.uri.path)) needs role \(role.rawValue)",
+                .access, result: .denied, detail: "\(request.method.rawValue) \(GatewayMiddleware.route(request.uri.path)) needs role \(role.rawValue)",
                 scope: AuditScope(actor: principal.tokenID, tenant: principal.tenant?.name, requestID: AuditScope.requestID)))
             throw GatewayError.forbidden("this token's role (\(principal.role.rawValue)) may not call this route")
         }
@@ -334,7 +335,7 @@ public final class Gateway: Sendable {
         guard !policy.allows(tokenID: principal.tokenID, tenant: principal.tenant?.name, purpose: purpose, model: model) else { return }
         metrics.accessDenied(purpose.rawValue)
         try await audit.append(AuditLog.event(
-            "access", key: tenant.key, result: "denied", detail: model.map { "model=\($0)" },
+            .access, key: tenant.key, result: .denied, detail: model.map { "model=\($0)" },
             scope: AuditScope(actor: principal.tokenID, tenant: tenant.name, requestID: AuditScope.requestID, purpose: purpose)))
         throw GatewayError.accessDenied("no grant of \(tenant.name)'s key allows this token \(purpose.rawValue)"
                                         + (model.map { " with model \($0)" } ?? ""))

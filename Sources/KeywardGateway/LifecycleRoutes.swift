@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import KeywardAudit
 import KeywardKeyStores
 import KeywardStorage
 
@@ -42,7 +43,11 @@ extension Gateway {
             return Self.json(object)
         }
 
-        for action in ["disable", "enable", "rotate", "schedule-deletion", "cancel-deletion"] {
+        let operations: KeyValuePairs<String, AuditOperation> = [
+            "disable": .disable, "enable": .enable, "rotate": .rotate, "schedule-deletion": .scheduleDeletion,
+            "cancel-deletion": .cancelDeletion,
+        ]
+        for (action, operation) in operations {
             admin.post("keys/:ref/\(action)") { request, context -> Response in
                 let principal = try await self.authenticate(request, role: .keyAdmin)
                 let ref = try Self.keyReference(context)
@@ -59,7 +64,6 @@ extension Gateway {
                 // No event, no key operation.
                 try self.audit.requireAvailable()
                 let scope = AuditScope(actor: principal.tokenID)
-                let operation = action.replacingOccurrences(of: "-", with: "_")
                 do {
                     switch action {
                     case "disable": try await store.disableKey(keyID: reference.keyID)
@@ -70,17 +74,17 @@ extension Gateway {
                     }
                 } catch {
                     let e = GatewayError.from(error)
-                    try await self.audit.append(AuditLog.event(operation, key: ref, result: "error:\(e.code)", detail: days.map { "days=\($0)" }, scope: scope))
+                    try await self.audit.append(AuditLog.event(operation, key: ref, result: .error(e.code), detail: days.map { "days=\($0)" }, scope: scope))
                     if let k = error as? KeyStoreError, k.code == .keyNotFound { throw GatewayError.notFound("no key \(ref)") }
                     if let k = error as? KeyStoreError, k.code == .invalidArgument { throw GatewayError.invalidRequest(k.reason, code: "invalid_key_operation") }
                     throw error
                 }
                 try await self.audit.append(AuditLog.event(operation, key: ref, detail: days.map { "days=\($0)" }, scope: scope))
                 await self.changed(.key(ref))
-                self.metrics.keyEvent(operation)
-                self.alerts.keyChanged(ref, operation: operation, actor: principal.tokenID,
+                self.metrics.keyEvent(operation.rawValue)
+                self.alerts.keyChanged(ref, operation: operation.rawValue, actor: principal.tokenID,
                                        tenants: (try? await self.store.tenants(usingKey: ref).map(\.name)) ?? [])
-                self.logger.notice("key \(operation)", metadata: ["key": "\(ref)"])
+                self.logger.notice("key \(operation.rawValue)", metadata: ["key": "\(ref)"])
                 return Self.json(Self.keyJSON(try await self.describe(reference, ref)))
             }
         }
@@ -125,7 +129,7 @@ extension Gateway {
         let scope = AuditScope(actor: actor, tenant: name)
         let job = Job(id: Tokens.identifier("job_"), tenant: name, fromKey: tenant.previousKey ?? tenant.key, toKey: key,
                       total: try await store.countRecords(tenant: name), createdAt: Self.nowMs())
-        try await audit.append(AuditLog.event("rekey_start", key: job.fromKey, detail: "job=\(job.id) to=\(job.toKey)", scope: scope))
+        try await audit.append(AuditLog.event(.rekeyStart, key: job.fromKey, detail: "job=\(job.id) to=\(job.toKey)", scope: scope))
         // The new key inherits the old key's grants if it has no policy of its own.
         if try await store.policy(key: job.toKey) == nil {
             try await savePolicy(try await policy(forKey: job.fromKey), forKey: job.toKey, scope: scope)

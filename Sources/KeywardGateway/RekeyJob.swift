@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import KeywardAudit
 import KeywardCrypto
 import KeywardKeyStores
 import KeywardStorage
@@ -77,7 +78,7 @@ struct RekeyJob {
                             }
                             unwrapped[edk.ciphertext] = (dataKey, newEDK)
                             produced.insert(newEDK.ciphertext)
-                            events.append(AuditLog.event("rewrap", key: job.fromKey, record: r.id, detail: "to=\(job.toKey)", scope: audit))
+                            events.append(AuditLog.event(.rewrap, key: job.fromKey, record: r.id, detail: "to=\(job.toKey)", scope: audit))
                             job.dataKeys += 1
                         }
                         let (dataKey, newEDK) = unwrapped[edk.ciphertext]!
@@ -139,7 +140,7 @@ struct RekeyJob {
             try await store.updateTenant(current)
             await gateway.changed(.tenant(current.name))
         }
-        try await gateway.audit.append(AuditLog.event("rekey_\(last.status.rawValue)", key: last.toKey,
+        try await gateway.audit.append(AuditLog.event(last.status == .done ? .rekeyDone : .rekeyFailed, key: last.toKey,
                                                       detail: "job=\(last.id) records=\(last.processed) rewrapped=\(last.rewrapped) data_keys=\(last.dataKeys)",
                                                       scope: audit))
         gateway.logger.notice("re-key finished", metadata: [
@@ -185,7 +186,7 @@ struct JobService: Service, CustomStringConvertible {
             failed.error = "\(GatewayError.from(error).message)"
             failed.updatedAt = Gateway.nowMs()
             try? await gateway.store.updateJob(failed)
-            try? await gateway.audit.append(AuditLog.event("rekey_failed", key: job.toKey, result: "error:\(GatewayError.from(error).code)",
+            try? await gateway.audit.append(AuditLog.event(.rekeyFailed, key: job.toKey, result: .error(GatewayError.from(error).code),
                                                            detail: "job=\(job.id)", scope: AuditScope(actor: "system", tenant: job.tenant)))
             gateway.logger.error("re-key failed", metadata: ["job": "\(job.id)", "error": "\(failed.error ?? "")"])
         }

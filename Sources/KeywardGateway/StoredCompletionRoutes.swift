@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import KeywardAudit
 import KeywardStorage
 
 /// OpenAI's stored-completions API over the tenant's encrypted records. Another tenant's record
@@ -63,7 +64,7 @@ extension Gateway {
             guard id.hasPrefix("chatcmpl-"), try await self.store.deleteRecords(tenant: tenant.name, id: id) > 0 else {
                 throw GatewayError.notFound("no stored completion \(id)")
             }
-            try await self.audit.append(AuditLog.event("delete_record", key: tenant.key, record: id, scope: self.scope(principal, .retrieval)))
+            try await self.audit.append(AuditLog.event(.deleteRecord, key: tenant.key, record: id, scope: self.scope(principal, .retrieval)))
             return Self.json(["id": id, "object": "chat.completion.deleted", "deleted": true])
         }
     }
@@ -119,7 +120,7 @@ extension Gateway {
     /// without its event.
     func open(_ records: [Record], of tenant: Tenant, by principal: Principal, _ purpose: Purpose) async throws -> [[UInt8]] {
         let scope = scope(principal, purpose)
-        try await audit.append(records.map { AuditLog.event("decrypt_record", key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
+        try await audit.append(records.map { AuditLog.event(.decryptRecord, key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
         return try await AuditScope.$current.withValue(scope) {
             var out: [[UInt8]] = []
             out.reserveCapacity(records.count)

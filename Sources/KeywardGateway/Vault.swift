@@ -1,4 +1,6 @@
+import KeywardAudit
 import KeywardCrypto
+import KeywardErrors
 import KeywardKeyStores
 import KeywardStorage
 import Synchronization
@@ -166,27 +168,27 @@ struct CountingMaterialsManager: CryptographicMaterialsManager {
     let audit: AuditLog
 
     func encryptionMaterials(for request: EncryptionMaterialsRequest) async throws -> EncryptionMaterials {
-        try await call("generate_data_key") { try await backing.encryptionMaterials(for: request) }
+        try await call(.generateDataKey) { try await backing.encryptionMaterials(for: request) }
     }
 
     func decryptionMaterials(for request: DecryptionMaterialsRequest) async throws -> DecryptionMaterials {
-        try await call("unwrap") { try await backing.decryptionMaterials(for: request) }
+        try await call(.unwrap) { try await backing.decryptionMaterials(for: request) }
     }
 
-    private func call<T>(_ operation: String, _ body: () async throws -> T) async throws -> T {
+    private func call<T>(_ operation: AuditOperation, _ body: () async throws -> T) async throws -> T {
         try audit.requireAvailable()
         MissFlag.current?.set()
         do {
             let result = try await body()
-            metrics.keyStoreCall(operation, ok: true)
+            metrics.keyStoreCall(operation.rawValue, ok: true)
             try await audit.append(AuditLog.event(operation, key: key))
             return result
         } catch let e as GatewayError {
             throw e
         } catch {
-            metrics.keyStoreCall(operation, ok: false)
+            metrics.keyStoreCall(operation.rawValue, ok: false)
             let code = (error as? any CodedError).map { "\($0.code)" } ?? "error"
-            try await audit.append(AuditLog.event(operation, key: key, result: "error:\(code)"))
+            try await audit.append(AuditLog.event(operation, key: key, result: .error(code)))
             throw error
         }
     }

@@ -1,4 +1,4 @@
-import KeywardCrypto
+import KeywardErrors
 
 /// An error of ``PooledHTTPClient``. The reason names what failed, never a header or body byte.
 public struct HTTPClientError: CodedError {

@@ -1,4 +1,5 @@
 import KeywardCrypto
+import KeywardErrors
 /// An error from a key store, with a code a caller can act on. `description` never contains key
 /// material, tokens or PINs.
 public struct KeyStoreError: CodedError {

@@ -1,4 +1,5 @@
 import Foundation
+import KeywardStorage
 import Logging
 import PostgresNIO
 
@@ -8,7 +9,7 @@ import PostgresNIO
 /// A notification is lost if nobody is listening when it is sent, so `follow` reports whether it
 /// is listening: a replica that is not must not trust its caches, and must drop them all when it
 /// listens again (it cannot know what it missed).
-public final class PostgresChangeFeed: Sendable {
+public final class PostgresChangeFeed: ChangeFeed {
     public static let channel = "keyward_changes"
     let store: PostgresRecordStore
     let url: PostgresURL

@@ -1,4 +1,5 @@
 import Foundation
+import KeywardAudit
 import KeywardStorage
 import Logging
 import NIOCore
@@ -11,7 +12,7 @@ import Synchronization
 /// every failure to reach the server is `StorageError.unavailable`, which the gateway answers
 /// with 503 rather than serve from stale state. The audit chain is serialised in the database by
 /// a row lock on its head, so appends from every replica form one chain.
-public final class PostgresRecordStore: RecordStore {
+public final class PostgresRecordStore: RecordStore, SettingsStore {
     public let url: PostgresURL
     let client: PostgresClient
     let logger: Logger
@@ -536,7 +537,7 @@ public final class PostgresRecordStore: RecordStore {
 
     /// The chain head as of this process's last append: the next append expects it, in one
     /// statement, and learns otherwise if another replica appended since.
-    private let knownHead = Mutex<(seq: Int64, hash: [UInt8])?>(nil)
+    private let knownHead = Mutex<AuditHead?>(nil)
 
     private func write(_ batches: [Work]) async throws -> [[AuditEvent]] {
         let records = batches.flatMap(\.records)
@@ -545,7 +546,7 @@ public final class PostgresRecordStore: RecordStore {
         // which does nothing if the head is no longer where we last left it.
         if eventCount > 0, records.count <= 1000, eventCount <= 1000 {
             for _ in 0..<3 {
-                var head: (seq: Int64, hash: [UInt8])
+                let head: AuditHead
                 if let known = knownHead.withLock({ $0 }) { head = known } else { head = try await auditHead() }
                 let (out, next) = Self.chain(batches, after: head)
                 if try await writeIfHeadIs(head.seq, records: records, events: out.flatMap { $0 }, next: next) {
@@ -566,11 +567,11 @@ public final class PostgresRecordStore: RecordStore {
                 try await Self.rows(sql.query, on: c, logger: logger)
                 start = end
             }
-            guard eventCount > 0 else { return (batches.map { _ in [AuditEvent]() }, (seq: Int64(0), hash: [UInt8]())) }
+            guard eventCount > 0 else { return (batches.map { _ in [AuditEvent]() }, AuditHead.genesis) }
             // The row lock orders appends from every replica into one chain.
             let head = try await Self.rows("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE", on: c, logger: logger)
             guard let row = head.first else { throw StorageError(.corrupt, "the audit chain head is missing") }
-            let (out, next) = Self.chain(batches, after: (try row.int(0), try row.bytes(1)))
+            let (out, next) = Self.chain(batches, after: AuditHead(seq: try row.int(0), hash: try row.bytes(1)))
             try await Self.insertEvents(out.flatMap { $0 }, on: c, logger: logger)
             var update = SQL("UPDATE audit_head SET seq = ")
             update += update.bind(next.seq) + ", hash = " + update.bind(bytes: next.hash) + " WHERE id = 1"
@@ -581,27 +582,15 @@ public final class PostgresRecordStore: RecordStore {
         return out
     }
 
-    /// Each batch's events numbered and hashed after `head`, and the head after them.
-    private static func chain(_ batches: [Work], after head: (seq: Int64, hash: [UInt8])) -> ([[AuditEvent]], (seq: Int64, hash: [UInt8])) {
-        var (seq, hash) = head
-        var out: [[AuditEvent]] = []
-        for b in batches {
-            var events = b.audit
-            for i in events.indices {
-                seq += 1
-                events[i].seq = seq
-                events[i].previousHash = hash
-                events[i].hash = events[i].chainHash(after: hash)
-                hash = events[i].hash
-            }
-            out.append(events)
-        }
-        return (out, (seq, hash))
+    /// Each batch's events linked after `head`, and the head after them.
+    private static func chain(_ batches: [Work], after head: AuditHead) -> ([[AuditEvent]], AuditHead) {
+        var head = head
+        return (batches.map { head.link($0.audit) }, head)
     }
 
     /// Moves the head from `expected` to `next` and inserts the records and events, all in one
     /// statement (atomic on its own); false, with nothing written, if the head was not at `expected`.
-    private func writeIfHeadIs(_ expected: Int64, records: [Record], events: [AuditEvent], next: (seq: Int64, hash: [UInt8])) async throws -> Bool {
+    private func writeIfHeadIs(_ expected: Int64, records: [Record], events: [AuditEvent], next: AuditHead) async throws -> Bool {
         var sql = SQL("WITH h AS (UPDATE audit_head SET seq = ")
         sql += sql.bind(next.seq) + ", hash = " + sql.bind(bytes: next.hash) + " WHERE id = 1 AND seq = " + sql.bind(expected) + " RETURNING 1)"
         if !records.isEmpty {
@@ -619,8 +608,8 @@ public final class PostgresRecordStore: RecordStore {
         for (i, e) in events.enumerated() {
             if i > 0 { sql += ", " }
             let values = [sql.bind(e.seq), sql.bind(e.time), sql.bind(e.actor), sql.bind(text: e.tenant), sql.bind(text: e.key),
-                          sql.bind(e.operation), sql.bind(text: e.purpose), sql.bind(text: e.requestID), sql.bind(text: e.record),
-                          sql.bind(e.result), sql.bind(text: e.detail),
+                          sql.bind(e.operation.rawValue), sql.bind(text: e.purpose), sql.bind(text: e.requestID), sql.bind(text: e.record),
+                          sql.bind(e.result.rawValue), sql.bind(text: e.detail),
                           sql.bind(bytes: e.previousHash), sql.bind(bytes: e.hash)]
             sql += "(" + values.joined(separator: ", ") + ")"
         }
@@ -697,8 +686,8 @@ public final class PostgresRecordStore: RecordStore {
 
     private static func auditEvent(_ r: PostgresRandomAccessRow) throws -> AuditEvent {
         var e = AuditEvent(time: try r.int(1), actor: try r.text(2), tenant: try r.optionalText(3), key: try r.optionalText(4),
-                           operation: try r.text(5), purpose: try r.optionalText(6), requestID: try r.optionalText(7),
-                           record: try r.optionalText(8), result: try r.text(9), detail: try r.optionalText(10))
+                           operation: AuditOperation(rawValue: try r.text(5)), purpose: try r.optionalText(6), requestID: try r.optionalText(7),
+                           record: try r.optionalText(8), result: AuditResult(rawValue: try r.text(9)), detail: try r.optionalText(10))
         e.seq = try r.int(0)
         e.previousHash = try r.bytes(11)
         e.hash = try r.bytes(12)
@@ -711,16 +700,16 @@ public final class PostgresRecordStore: RecordStore {
         if let since = q.since { sql += " AND time >= " + sql.bind(since) }
         if let tenant = q.tenant { sql += " AND tenant = " + sql.bind(tenant) }
         if let key = q.key { sql += " AND key = " + sql.bind(key) }
-        if let operation = q.operation { sql += " AND operation = " + sql.bind(operation) }
+        if let operation = q.operation { sql += " AND operation = " + sql.bind(operation.rawValue) }
         sql += " ORDER BY seq LIMIT " + sql.bind(Int64(max(0, q.limit)))
         return try await rows(sql.query).map(Self.auditEvent)
     }
 
-    public func auditHead() async throws -> (seq: Int64, hash: [UInt8]) {
+    public func auditHead() async throws -> AuditHead {
         guard let row = try await rows("SELECT seq, hash FROM audit_head WHERE id = 1").first else {
             throw StorageError(.corrupt, "the audit chain head is missing")
         }
-        return (try row.int(0), try row.bytes(1))
+        return AuditHead(seq: try row.int(0), hash: try row.bytes(1))
     }
 
     public func insertCheckpoint(_ c: AuditCheckpoint) async throws {

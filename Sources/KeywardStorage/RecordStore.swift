@@ -1,8 +1,10 @@
+import KeywardAudit
+
 /// Where the gateway keeps tenants, token hashes and encrypted records. The SQLite store is the
 /// embedded default; every implementation must pass the same conformance suite.
 ///
 /// Records are opaque ciphertext to a store: it never sees a key or a plaintext byte.
-public protocol RecordStore: Sendable {
+public protocol RecordStore: AuditChainStore {
     /// Creates the schema if needed; safe to call on every start.
     func migrate() async throws
     /// Succeeds when the database answers.
@@ -31,17 +33,6 @@ public protocol RecordStore: Sendable {
     /// The access policy document (JSON) of a master key, or nil if none was ever set.
     func policy(key: String) async throws -> String?
     func setPolicy(key: String, document: String, at time: Int64) async throws
-
-    /// Appends events at the head of the audit chain, in order and atomically.
-    /// - Returns: the events with their positions and hashes.
-    @discardableResult
-    func appendAudit(_ events: [AuditEvent]) async throws -> [AuditEvent]
-    /// Events in chain order.
-    func auditEvents(_ query: AuditQuery) async throws -> [AuditEvent]
-    /// The last event's position and hash (0 and the genesis hash when empty).
-    func auditHead() async throws -> (seq: Int64, hash: [UInt8])
-    func insertCheckpoint(_ checkpoint: AuditCheckpoint) async throws
-    func checkpoints() async throws -> [AuditCheckpoint]
 
     func createJob(_ job: Job) async throws
     func job(id: String) async throws -> Job?

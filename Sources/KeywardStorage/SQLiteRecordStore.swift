@@ -1,4 +1,5 @@
 import Foundation
+import KeywardAudit
 import Synchronization
 
 /// The embedded default store: one SQLite database in WAL mode, written through one connection.
@@ -453,7 +454,7 @@ public final class SQLiteRecordStore: RecordStore {
                 // The head is whatever committed last: our own last append, unless another
                 // connection has written since (data_version moves only for others' commits).
                 let version = try c.dataVersion()
-                var head: (Int64, [UInt8])? = cachedHead.withLock { $0?.version == version ? ($0!.seq, $0!.hash) : nil }
+                var head: AuditHead? = cachedHead.withLock { $0?.version == version ? $0!.head : nil }
                 var out: [[AuditEvent]] = []
                 out.reserveCapacity(batches.count)
                 let insertRecord = try c.statement(Self.insertSQL)
@@ -461,34 +462,30 @@ public final class SQLiteRecordStore: RecordStore {
                 for b in batches {
                     for r in b.records { try Self.insert(r, with: insertRecord) }
                     guard !b.audit.isEmpty else { out.append([]); continue }
-                    if head == nil { head = try Self.auditHead(c) }
-                    var events = b.audit
-                    for i in events.indices {
-                        events[i].seq = head!.0 + 1
-                        events[i].previousHash = head!.1
-                        events[i].hash = events[i].chainHash(after: head!.1)
-                        let e = events[i]
-                        try insertEvent.run(e.seq, e.time, e.actor, e.tenant, e.key, e.operation, e.purpose, e.requestID, e.record,
-                                            e.result, e.detail, e.previousHash, e.hash)
-                        head = (e.seq, e.hash)
+                    var linked = try head ?? Self.auditHead(c)
+                    let events = linked.link(b.audit)
+                    for e in events {
+                        try insertEvent.run(e.seq, e.time, e.actor, e.tenant, e.key, e.operation.rawValue, e.purpose, e.requestID, e.record,
+                                            e.result.rawValue, e.detail, e.previousHash, e.hash)
                     }
+                    head = linked
                     out.append(events)
                 }
                 return (out, version, head)
             }
             // Only after the commit: a rolled-back append leaves the head where it was.
-            if let head = written.2 { cachedHead.withLock { $0 = (written.1, head.0, head.1) } }
+            if let head = written.2 { cachedHead.withLock { $0 = (written.1, head) } }
             return written.0
         }
     }
 
     /// The chain head as of our last append, and the data_version it was read at; only touched
     /// under the connection lock.
-    private let cachedHead = Mutex<(version: Int64, seq: Int64, hash: [UInt8])?>(nil)
+    private let cachedHead = Mutex<(version: Int64, head: AuditHead)?>(nil)
 
-    private static func auditHead(_ c: SQLiteConnection) throws -> (Int64, [UInt8]) {
-        try c.query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1") { ($0.int(0), $0.blob(1)) }.first
-            ?? (0, AuditEvent.genesis)
+    private static func auditHead(_ c: SQLiteConnection) throws -> AuditHead {
+        try c.query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1") { AuditHead(seq: $0.int(0), hash: $0.blob(1)) }.first
+            ?? .genesis
     }
 
     public func upsert(_ record: Record) async throws {
@@ -551,8 +548,8 @@ public final class SQLiteRecordStore: RecordStore {
 
     private static func auditEvent(_ row: SQLiteRow) -> AuditEvent {
         var e = AuditEvent(time: row.int(1), actor: row.text(2), tenant: row.optionalText(3), key: row.optionalText(4),
-                           operation: row.text(5), purpose: row.optionalText(6), requestID: row.optionalText(7),
-                           record: row.optionalText(8), result: row.text(9), detail: row.optionalText(10))
+                           operation: AuditOperation(rawValue: row.text(5)), purpose: row.optionalText(6), requestID: row.optionalText(7),
+                           record: row.optionalText(8), result: AuditResult(rawValue: row.text(9)), detail: row.optionalText(10))
         e.seq = row.int(0)
         e.previousHash = row.blob(11)
         e.hash = row.blob(12)
@@ -565,13 +562,13 @@ public final class SQLiteRecordStore: RecordStore {
         if let since = q.since { sql += " AND time >= ?"; args.append(.integer(since)) }
         if let tenant = q.tenant { sql += " AND tenant = ?"; args.append(.text(tenant)) }
         if let key = q.key { sql += " AND key = ?"; args.append(.text(key)) }
-        if let operation = q.operation { sql += " AND operation = ?"; args.append(.text(operation)) }
+        if let operation = q.operation { sql += " AND operation = ?"; args.append(.text(operation.rawValue)) }
         sql += " ORDER BY seq LIMIT ?"
         args.append(.integer(Int64(max(0, q.limit))))
         return try run { try $0.query(sql, args, Self.auditEvent) }
     }
 
-    public func auditHead() async throws -> (seq: Int64, hash: [UInt8]) {
+    public func auditHead() async throws -> AuditHead {
         try run { try Self.auditHead($0) }
     }
 

@@ -1,4 +1,4 @@
-import KeywardCrypto
+import KeywardErrors
 
 /// An error from a record store. `description` names the code and a reason that never contains a
 /// record's bytes.

@@ -1,4 +1,4 @@
-import KeywardCrypto
+import KeywardErrors
 import Testing
 
 /// Expects `body` to throw an error of type `E` with `code`; records an issue otherwise.

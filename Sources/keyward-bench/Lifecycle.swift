@@ -1,4 +1,5 @@
 import Foundation
+import KeywardAudit
 import KeywardCrypto
 import KeywardGateway
 import KeywardKeyStores
@@ -41,7 +42,7 @@ func seed(_ gateway: Gateway, tenant name: String, exchanges: Int) async throws 
         batch.append(try sealer.seal(response, id: id, kind: "chat.response", createdAt: now, metadata: RecordMetadata(model: "keyward/echo")))
         if batch.count >= 1000 || i == exchanges - 1 {
             let events = stride(from: 0, to: batch.count, by: 2).map {
-                AuditEvent(time: now, actor: "seed", tenant: name, key: tenant!.key, operation: "encrypt_record", record: batch[$0].id)
+                AuditEvent(time: now, actor: "seed", tenant: name, key: tenant!.key, operation: .encryptRecord, record: batch[$0].id)
             }
             try await gateway.store.insert(batch, audit: events)
             batch.removeAll(keepingCapacity: true)
@@ -59,7 +60,7 @@ func auditAppend(_ n: Int) async throws {
     try await store.migrate()
     func event(_ i: Int) -> AuditEvent {
         AuditEvent(time: Int64(Date().timeIntervalSince1970 * 1000), actor: "tok_0VboW6EOy27gZNRCPSQftsaD", tenant: "acme",
-                   key: "local:acme", operation: "decrypt_record", purpose: "retrieval", requestID: "req-\(i)",
+                   key: "local:acme", operation: .decryptRecord, purpose: "retrieval", requestID: "req-\(i)",
                    record: "chatcmpl-0VboW6EOy27gZNRCPSQf\(i)/chat.response")
     }
     for i in 0..<1000 { try await store.appendAudit([event(i)]) }
@@ -177,7 +178,7 @@ func storeExchange(_ n: Int) async throws {
         ]
         let t2 = clock.now
         try await gateway.store.insert(records, audit: [
-            AuditEvent(time: now, actor: "tok_0VboW6EOy27gZNRCPSQftsaD", tenant: "acme", key: tenant.key, operation: "encrypt_record",
+            AuditEvent(time: now, actor: "tok_0VboW6EOy27gZNRCPSQftsaD", tenant: "acme", key: tenant.key, operation: .encryptRecord,
                        purpose: "inference", requestID: "dfd17e00d2b362817a51dc87c26c20fa", record: id, detail: "model=mock"),
         ])
         let t3 = clock.now
@@ -198,7 +199,7 @@ func storeExchange(_ n: Int) async throws {
                 let now = Int64(Date().timeIntervalSince1970 * 1000)
                 records.append(try sealer.seal(request, id: id, kind: "chat.request", createdAt: now, metadata: metadata))
                 records.append(try sealer.seal(response, id: id, kind: "chat.response", createdAt: now, metadata: metadata))
-                events.append(AuditEvent(time: now, actor: "tok_0VboW6EOy27gZNRCPSQftsaD", tenant: "acme", key: tenant.key, operation: "encrypt_record",
+                events.append(AuditEvent(time: now, actor: "tok_0VboW6EOy27gZNRCPSQftsaD", tenant: "acme", key: tenant.key, operation: .encryptRecord,
                                          purpose: "inference", requestID: "dfd17e00d2b362817a51dc87c26c20fa", record: id, detail: "model=mock"))
             }
             let c0 = cpuSeconds()

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KeywardAudit
 import KeywardGateway
 import KeywardPostgres
 import KeywardStorage

@@ -2,6 +2,7 @@ import ArgumentParser
 import CKeywardSystem
 import Foundation
 import KeywardCrypto
+import KeywardErrors
 import KeywardGateway
 import Logging
 import NIOCore

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import HummingbirdTesting
+import KeywardAudit
 import KeywardCrypto
 @testable import KeywardGateway
 import KeywardKeyStores
@@ -131,7 +132,7 @@ struct LifecycleTests {
             #expect(job.processed == 800 && job.rewrapped == 800)
             #expect(job.dataKeys == 8)
             // One rewrap event per distinct data key.
-            let rewraps = try await g.gateway.store.auditEvents(AuditQuery(operation: "rewrap", limit: 100))
+            let rewraps = try await g.gateway.store.auditEvents(AuditQuery(operation: .rewrap, limit: 100))
             #expect(rewraps.count == 8 && rewraps.allSatisfy { $0.detail == "to=local:b" && $0.tenant == "a" })
             a = try #require(try await g.gateway.store.tenant(named: "a"))
             #expect(a.key == "local:b" && a.previousKey == nil)
@@ -231,7 +232,7 @@ struct LifecycleTests {
                 #expect(purged.0 == .ok && purged.1.contains("\"deleted\":6"))
                 #expect(try await call(.get, read, appToken).0 == .notFound)
             }
-            let operations = try await g.gateway.store.auditEvents(AuditQuery(limit: 1000)).map(\.operation)
+            let operations = try await g.gateway.store.auditEvents(AuditQuery(limit: 1000)).map(\.operation.rawValue)
             #expect(operations.contains("schedule_deletion") && operations.contains("purge_shredded"))
         }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import KeywardAudit
 import KeywardCrypto
 @testable import KeywardGateway
 import KeywardKeyStores
@@ -79,8 +80,8 @@ struct VaultTests {
         #expect(metric("keyward_datakey_cache_total{direction=\"decrypt\",result=\"miss\"}") == 1)
         // Each key-store call is one audit event, with the key it used.
         let events = try await store.auditEvents(AuditQuery(limit: 100))
-        #expect(events.map(\.operation) == ["generate_data_key", "unwrap"])
-        #expect(events.allSatisfy { $0.key == "local:a" && $0.result == "ok" })
+        #expect(events.map(\.operation.rawValue) == ["generate_data_key", "unwrap"])
+        #expect(events.allSatisfy { $0.key == "local:a" && $0.result == .ok })
     }
 
     @Test func disablingAndPurgingStopsUseAtOnce() async throws {
@@ -95,8 +96,8 @@ struct VaultTests {
         await expectError(.keyDisabled, as: KeyStoreError.self) { _ = try await vault.sealer(for: tenant("b"), plaintextLength: 1) }
         await expectError(.keyDisabled, as: KeyStoreError.self) { _ = try await vault.open(record, of: tenant("b")) }
         // Refusals are logged too.
-        let refused = try await self.store.auditEvents(AuditQuery(limit: 100)).filter { $0.result == "error:key_disabled" }
-        #expect(refused.map(\.operation) == ["generate_data_key", "unwrap"])
+        let refused = try await self.store.auditEvents(AuditQuery(limit: 100)).filter { $0.result.rawValue == "error:key_disabled" }
+        #expect(refused.map(\.operation.rawValue) == ["generate_data_key", "unwrap"])
         #expect(GatewayError.from(KeyStoreError(.keyDisabled, "x")).code == "key_revoked")
         #expect(GatewayError.from(KeyStoreError(.keyUnavailable, "x")).status == .serviceUnavailable)
     }

@@ -1,11 +1,12 @@
 import Crypto
 import Foundation
+import KeywardAudit
 import KeywardStorage
 import KeywardTesting
 import Testing
 
 private func event(_ i: Int, actor: String = "tok_a") -> AuditEvent {
-    AuditEvent(time: Int64(1_000 + i), actor: actor, tenant: "acme", key: "local:acme", operation: "decrypt_record",
+    AuditEvent(time: Int64(1_000 + i), actor: actor, tenant: "acme", key: "local:acme", operation: .decryptRecord,
                purpose: "retrieval", requestID: "req\(i)", record: "r\(i)", detail: i % 2 == 0 ? nil : "d\(i)")
 }
 
@@ -91,10 +92,10 @@ struct AuditChainTests {
         let (store, _dir) = try await engine.make(); _ = _dir
         var other = event(3)
         other.tenant = "beta"
-        other.operation = "rotate"
+        other.operation = .rotate
         try await store.appendAudit([event(1), event(2), other, event(4)])
         #expect(try await store.auditEvents(AuditQuery(tenant: "beta", limit: 10)).map(\.seq) == [3])
-        #expect(try await store.auditEvents(AuditQuery(operation: "decrypt_record", limit: 10)).map(\.seq) == [1, 2, 4])
+        #expect(try await store.auditEvents(AuditQuery(operation: .decryptRecord, limit: 10)).map(\.seq) == [1, 2, 4])
         #expect(try await store.auditEvents(AuditQuery(afterSeq: 2, limit: 1)).map(\.seq) == [3])
         #expect(try await store.auditEvents(AuditQuery(since: 1_004, limit: 10)).map(\.seq) == [4])
     }
@@ -105,8 +106,8 @@ struct AuditChainTests {
         let h = base.chainHash(after: AuditEvent.genesis)
         let edits: [(inout AuditEvent) -> Void] = [
             { $0.seq = 8 }, { $0.time += 1 }, { $0.actor = "tok_b" }, { $0.tenant = nil }, { $0.key = "local:x" },
-            { $0.operation = "unwrap" }, { $0.purpose = "export" }, { $0.requestID = nil }, { $0.record = "r2" },
-            { $0.result = "denied" }, { $0.detail = "" },
+            { $0.operation = .unwrap }, { $0.purpose = "export" }, { $0.requestID = nil }, { $0.record = "r2" },
+            { $0.result = .denied }, { $0.detail = "" },
             // Moving bytes between adjacent fields changes the encoding too.
             { $0.tenant = "acm"; $0.key = "elocal:acme" },
         ]

@@ -1,4 +1,5 @@
 import Foundation
+import KeywardAudit
 import KeywardStorage
 @testable import KeywardPostgres
 import PostgresNIO
@@ -307,7 +308,7 @@ struct RecordStoreConformanceTests {
                     for i in 0..<each {
                         let id = "w\(w)-\(i)"
                         let events = try await store.insert([record("a", id, at: Int64(100 + i))],
-                                                            audit: [AuditEvent(time: 1, actor: "w\(w)", operation: "encrypt_record", record: id)])
+                                                            audit: [AuditEvent(time: 1, actor: "w\(w)", operation: .encryptRecord, record: id)])
                         #expect(events.count == 1 && events[0].record == id)
                     }
                 }

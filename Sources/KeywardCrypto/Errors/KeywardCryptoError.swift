@@ -1,3 +1,5 @@
+import KeywardErrors
+
 /// An error from the encryption core.
 ///
 /// `description` names the code and a reason that never contains key material or plaintext, so it
