@@ -103,7 +103,7 @@ let package = Package(
         .target(
             name: "KeywardGateway",
             dependencies: [
-                "KeywardErrors", "KeywardCrypto", "KeywardKeyStores", "KeywardAudit", "KeywardStorage", "KeywardPostgres", "KeywardHTTP",
+                "KeywardErrors", "KeywardCrypto", "KeywardKeyStores", "KeywardAudit", "KeywardStorage", "KeywardHTTP",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -116,6 +116,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The composition root: which engine, change feed and key backends a configuration names.
+        // The executables (and tests) build gateways through it; the gateway itself sees protocols only.
+        .target(
+            name: "KeywardServer",
+            dependencies: [
+                "KeywardGateway", "KeywardStorage", "KeywardPostgres", "KeywardKeyStores",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .target(name: "KeywardTesting", dependencies: ["KeywardErrors"], swiftSettings: strict),
         .executableTarget(
             name: "keyward",
@@ -125,6 +136,7 @@ let package = Package(
                 "KeywardKeyStores",
                 "KeywardAudit",
                 "KeywardGateway",
+                "KeywardServer",
                 "KeywardStorage",
                 "KeywardPostgres",
                 "CKeywardSystem",
@@ -144,6 +156,7 @@ let package = Package(
                 "KeywardKeyStores",
                 "KeywardCrypto",
                 "KeywardGateway",
+                "KeywardServer",
                 "KeywardAudit",
                 "KeywardStorage",
                 "KeywardHTTP",
@@ -178,7 +191,7 @@ let package = Package(
         .testTarget(
             name: "KeywardGatewayTests",
             dependencies: [
-                "KeywardGateway", "KeywardAudit", "KeywardStorage", "KeywardKeyStores", "KeywardCrypto", "KeywardTesting", "KeywardPostgres",
+                "KeywardGateway", "KeywardServer", "KeywardAudit", "KeywardStorage", "KeywardKeyStores", "KeywardCrypto", "KeywardTesting", "KeywardPostgres",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

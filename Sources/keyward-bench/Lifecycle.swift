@@ -3,6 +3,7 @@ import KeywardAudit
 import KeywardCrypto
 import KeywardGateway
 import KeywardKeyStores
+import KeywardServer
 import KeywardStorage
 import Logging
 

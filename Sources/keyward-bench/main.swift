@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import KeywardCrypto
 import KeywardKeyStores
+import KeywardServer
 import NIOCore
 import NIOPosix
 

@@ -4,6 +4,7 @@ import Foundation
 import KeywardCrypto
 import KeywardErrors
 import KeywardGateway
+import KeywardServer
 import Logging
 import NIOCore
 import NIOPosix

@@ -4,12 +4,12 @@ import Testing
 @Suite("Bearer tokens")
 struct BearerTokenTests {
     @Test func schemeInAnyCaseAndBlanksAroundTheToken() {
-        #expect(Gateway.bearerToken("Bearer kw_abc") == "kw_abc")
-        #expect(Gateway.bearerToken("BEARER kw_abc") == "kw_abc")
-        #expect(Gateway.bearerToken("bearer \t kw_abc \t") == "kw_abc")
-        #expect(Gateway.bearerToken("Bearer ") == "")
+        #expect(Authenticator.bearerToken("Bearer kw_abc") == "kw_abc")
+        #expect(Authenticator.bearerToken("BEARER kw_abc") == "kw_abc")
+        #expect(Authenticator.bearerToken("bearer \t kw_abc \t") == "kw_abc")
+        #expect(Authenticator.bearerToken("Bearer ") == "")
         for refused in ["Basic kw_abc", "Bearer", "Bearerkw_abc", "bearer\u{0}kw_abc", "Bear er kw", ""] {
-            #expect(Gateway.bearerToken(refused) == nil, "\(refused)")
+            #expect(Authenticator.bearerToken(refused) == nil, "\(refused)")
         }
     }
 }

@@ -5,6 +5,7 @@ import KeywardAudit
 import KeywardCrypto
 @testable import KeywardGateway
 import KeywardKeyStores
+import KeywardServer
 import KeywardStorage
 import KeywardTesting
 import Logging
@@ -55,7 +56,7 @@ struct TestGateway {
         _ = try await local.createKey(name: name)
         let t = Tenant(name: name, key: "local:\(name)", createdAt: 0)
         try await gateway.store.createTenant(t)
-        try await gateway.savePolicy(KeyPolicy(grants: [KeyPolicy.tenantDefault(name)]), forKey: t.key, scope: AuditScope(actor: "test"))
+        try await gateway.policies.save(KeyPolicy(grants: [KeyPolicy.tenantDefault(name)]), forKey: t.key, scope: AuditScope(actor: "test"))
         return t
     }
 
@@ -127,7 +128,7 @@ struct LifecycleTests {
 
             var job = Job(id: "job_t", tenant: "a", fromKey: "local:a", toKey: "local:b", total: Int64(records.count), createdAt: 0)
             try await g.gateway.store.createJob(job)
-            job = try await RekeyJob(gateway: g.gateway).run(job)
+            job = try await g.gateway.jobRunner.run(job)
             #expect(job.status == .done)
             #expect(job.processed == 800 && job.rewrapped == 800)
             #expect(job.dataKeys == 8)
@@ -159,7 +160,7 @@ struct LifecycleTests {
             job.cursorID = last.id
             job.cursorKind = last.kind
             try await g.gateway.store.createJob(job)
-            job = try await RekeyJob(gateway: g.gateway).run(job)
+            job = try await g.gateway.jobRunner.run(job)
             #expect(job.status == .done && job.rewrapped == 6)
             try await g.local.disableKey(keyID: "a")
             g.gateway.vault.purge(key: "local:a")
@@ -189,7 +190,7 @@ struct LifecycleTests {
             let after = try await g.seed(a, exchanges: 5)
             var job = Job(id: "job_r", tenant: "a", fromKey: "local:a", toKey: "local:a", total: 50, createdAt: 0)
             try await g.gateway.store.createJob(job)
-            job = try await RekeyJob(gateway: g.gateway).run(job)
+            job = try await g.gateway.jobRunner.run(job)
             #expect(job.status == .done && job.processed == 50)
             for r in before + after {
                 let stored = try #require(try await g.gateway.store.record(tenant: "a", id: r.id, kind: r.kind))

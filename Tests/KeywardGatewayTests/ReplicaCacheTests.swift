@@ -2,6 +2,7 @@ import Foundation
 @testable import KeywardGateway
 import KeywardKeyStores
 @testable import KeywardPostgres
+import KeywardServer
 import KeywardStorage
 import KeywardTesting
 import Logging

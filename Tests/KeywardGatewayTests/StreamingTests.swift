@@ -100,10 +100,10 @@ struct StreamingTests {
     }
 
     @Test func formatsMilliseconds() {
-        #expect(Gateway.millis(.microseconds(1234)) == "1.234")
-        #expect(Gateway.millis(.microseconds(5)) == "0.005")
-        #expect(Gateway.millis(.seconds(2)) == "2000.000")
-        #expect(Gateway.millis(.zero) == "0.000")
+        #expect(AIController.millis(.microseconds(1234)) == "1.234")
+        #expect(AIController.millis(.microseconds(5)) == "0.005")
+        #expect(AIController.millis(.seconds(2)) == "2000.000")
+        #expect(AIController.millis(.zero) == "0.000")
     }
 
     @Test func routeLabelsNeverCarryIDs() {

@@ -4,6 +4,7 @@ import KeywardAudit
 import KeywardCrypto
 import KeywardKeyStores
 import KeywardStorage
+import Logging
 import ServiceLifecycle
 
 /// Moves a tenant's stored records from one master key to another (or, after a rotation, to the
@@ -15,14 +16,18 @@ import ServiceLifecycle
 /// a header is replaced only if unchanged since it was read, and new records already use the
 /// new key.
 struct RekeyJob {
-    let gateway: Gateway
+    let store: any RecordStore
+    let keyStores: KeyStores
+    let audit: AuditLog
+    let replication: Replication
+    let metrics: GatewayMetrics
+    let logger: Logger
     static let batchSize = 500
 
     /// Works on `job` until it ends (or until shutdown); returns it as last seen. Several workers
     /// (replicas) may run the same job: each batch is claimed, so each is done once, and the
     /// cursor and counts are the job's, not the worker's.
     func run(_ start: Job) async throws -> Job {
-        let store = gateway.store
         guard var tenant = try await store.tenant(named: start.tenant) else {
             throw GatewayError.notFound("tenant \(start.tenant) no longer exists")
         }
@@ -32,7 +37,7 @@ struct RekeyJob {
             tenant.key = start.toKey
             tenant.previousKey = previous
             try await store.updateTenant(tenant)
-            await gateway.changed(.tenant(tenant.name))
+            await replication.changed(.tenant(tenant.name))
         }
         let from = try keyring(start.fromKey)
         let to = try keyring(start.toKey)
@@ -40,7 +45,7 @@ struct RekeyJob {
         // Data keys this worker has moved: records sharing one are rewritten without another unwrap.
         var unwrapped: [[UInt8]: (SecretBytes, EncryptedDataKey)] = [:]
         var produced = Set<[UInt8]>()
-        let audit = AuditScope(actor: "system", tenant: tenant.name, requestID: start.id, purpose: nil)
+        let auditScope = AuditScope(actor: "system", tenant: tenant.name, requestID: start.id, purpose: nil)
         var last = start
         var finished = false
 
@@ -78,14 +83,14 @@ struct RekeyJob {
                             }
                             unwrapped[edk.ciphertext] = (dataKey, newEDK)
                             produced.insert(newEDK.ciphertext)
-                            events.append(AuditLog.event(.rewrap, key: job.fromKey, record: r.id, detail: "to=\(job.toKey)", scope: audit))
+                            events.append(AuditLog.event(.rewrap, key: job.fromKey, record: r.id, detail: "to=\(job.toKey)", scope: auditScope))
                             job.dataKeys += 1
                         }
                         let (dataKey, newEDK) = unwrapped[edk.ciphertext]!
                         changes.append(HeaderChange(id: r.id, kind: r.kind, old: r.header,
                                                     new: try HeaderRewrap.rewrap(header, dataKey: dataKey, encryptedDataKeys: [newEDK])))
                     }
-                    try await gateway.audit.append(events)
+                    try await audit.append(events)
                     return (changes, events)
                 }
                 guard let lastRecord = batch.last else {
@@ -129,7 +134,7 @@ struct RekeyJob {
                 return job
             case .saved(let job, let replaced):
                 last = job
-                gateway.metrics.headersRewrapped(replaced)
+                metrics.headersRewrapped(replaced)
             }
             if finished { break }
         }
@@ -138,12 +143,12 @@ struct RekeyJob {
         if var current = try await store.tenant(named: last.tenant), current.previousKey != nil {
             current.previousKey = nil
             try await store.updateTenant(current)
-            await gateway.changed(.tenant(current.name))
+            await replication.changed(.tenant(current.name))
         }
-        try await gateway.audit.append(AuditLog.event(last.status == .done ? .rekeyDone : .rekeyFailed, key: last.toKey,
+        try await audit.append(AuditLog.event(last.status == .done ? .rekeyDone : .rekeyFailed, key: last.toKey,
                                                       detail: "job=\(last.id) records=\(last.processed) rewrapped=\(last.rewrapped) data_keys=\(last.dataKeys)",
-                                                      scope: audit))
-        gateway.logger.notice("re-key finished", metadata: [
+                                                      scope: auditScope))
+        logger.notice("re-key finished", metadata: [
             "job": "\(last.id)", "tenant": "\(last.tenant)", "status": "\(last.status.rawValue)",
             "records": "\(last.processed)", "rewrapped": "\(last.rewrapped)",
         ])
@@ -152,7 +157,7 @@ struct RekeyJob {
 
     private func keyring(_ key: String) throws -> KeyStoreKeyring {
         let reference = try KeyReference.parse(key)
-        return KeyStoreKeyring(store: try gateway.keyStores.store(for: reference), keyID: reference.keyID)
+        return KeyStoreKeyring(store: try keyStores.store(for: reference), keyID: reference.keyID)
     }
 }
 
@@ -160,35 +165,41 @@ struct RekeyJob {
 /// new one as it is submitted.
 struct JobService: Service, CustomStringConvertible {
     var description: String { "JobService" }
-    let gateway: Gateway
+    let runner: RekeyJob
+    /// Ids of submitted jobs (from this replica or, through the change feed, another).
+    let queue: AsyncStream<String>
+    /// Ends `queue` at shutdown.
+    let stop: AsyncStream<String>.Continuation
+    var store: any RecordStore { runner.store }
+    var logger: Logger { runner.logger }
 
     func run() async throws {
-        for job in (try? await gateway.store.jobs(status: .running)) ?? [] { await runOne(job) }
+        for job in (try? await store.jobs(status: .running)) ?? [] { await runOne(job) }
         await withGracefulShutdownHandler {
-            for await id in gateway.jobQueue.stream {
-                guard let job = try? await gateway.store.job(id: id), job.status == .running else { continue }
+            for await id in queue {
+                guard let job = try? await store.job(id: id), job.status == .running else { continue }
                 await runOne(job)
             }
         } onGracefulShutdown: {
-            gateway.jobQueue.continuation.finish()
+            stop.finish()
         }
     }
 
     private func runOne(_ job: Job) async {
-        gateway.logger.notice("re-key running", metadata: ["job": "\(job.id)", "tenant": "\(job.tenant)", "to": "\(job.toKey)"])
+        logger.notice("re-key running", metadata: ["job": "\(job.id)", "tenant": "\(job.tenant)", "to": "\(job.toKey)"])
         do {
             // Off the event loops: a batch is milliseconds of CPU without a suspension point,
             // which on an event loop would hold up every connection that loop serves.
-            _ = try await withTaskExecutorPreference(JobExecutor.shared) { try await RekeyJob(gateway: gateway).run(job) }
+            _ = try await withTaskExecutorPreference(JobExecutor.shared) { try await runner.run(job) }
         } catch {
-            var failed = (try? await gateway.store.job(id: job.id)) ?? job
+            var failed = (try? await store.job(id: job.id)) ?? job
             failed.status = .failed
             failed.error = "\(GatewayError.from(error).message)"
             failed.updatedAt = Gateway.nowMs()
-            try? await gateway.store.updateJob(failed)
-            try? await gateway.audit.append(AuditLog.event(.rekeyFailed, key: job.toKey, result: .error(GatewayError.from(error).code),
+            try? await store.updateJob(failed)
+            try? await runner.audit.append(AuditLog.event(.rekeyFailed, key: job.toKey, result: .error(GatewayError.from(error).code),
                                                            detail: "job=\(job.id)", scope: AuditScope(actor: "system", tenant: job.tenant)))
-            gateway.logger.error("re-key failed", metadata: ["job": "\(job.id)", "error": "\(failed.error ?? "")"])
+            logger.error("re-key failed", metadata: ["job": "\(job.id)", "error": "\(failed.error ?? "")"])
         }
     }
 }

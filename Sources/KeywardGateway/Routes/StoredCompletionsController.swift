@@ -2,37 +2,45 @@ import Foundation
 import Hummingbird
 import KeywardAudit
 import KeywardStorage
+import Logging
 
 /// OpenAI's stored-completions API over the tenant's encrypted records. Another tenant's record
 /// is "not found", never "forbidden": its existence is not revealed.
-extension Gateway {
-    func addStoredCompletionRoutes(to router: Router<GatewayContext>) {
-        router.get("/v1/chat/completions") { request, _ -> Response in
-            let (principal, tenant) = try await self.reader(request, .retrieval)
+struct StoredCompletionsController {
+    let store: any RecordStore
+    let vault: Vault
+    let audit: AuditLog
+    let policies: KeyPolicies
+    let logger: Logger
+
+    /// Routes of a group that authenticates app tokens.
+    func addRoutes(to router: RouterGroup<GatewayContext>) {
+        router.get("/v1/chat/completions") { request, context -> Response in
+            let (principal, tenant) = try await reader(context, .retrieval)
             let page = try Self.page(request)
             let records: [Record]
             do {
-                records = try await self.store.records(RecordQuery(
+                records = try await store.records(RecordQuery(
                     tenant: tenant.name, kind: "chat.response", after: page.after, limit: page.limit + 1,
                     order: page.order, model: request.uri.queryParameters.get("model")))
             } catch let e as StorageError where e.code == .notFound {
                 throw GatewayError.invalidRequest("no stored completion \(page.after ?? "") to list after", code: "invalid_cursor")
             }
-            let items = try await self.open(Array(records.prefix(page.limit)), of: tenant, by: principal, .retrieval)
-            return Self.jsonBytes(Self.list(items, ids: records.prefix(page.limit).map(\.id), hasMore: records.count > page.limit))
+            let items = try await open(Array(records.prefix(page.limit)), of: tenant, by: principal, .retrieval)
+            return JSONBody.bytes(Self.list(items, ids: records.prefix(page.limit).map(\.id), hasMore: records.count > page.limit))
         }
 
         router.get("/v1/chat/completions/:id") { request, context -> Response in
-            let (principal, tenant) = try await self.reader(request, .retrieval)
-            let record = try await self.storedRecord(tenant, try context.parameters.require("id"), kind: "chat.response")
-            return Self.jsonBytes(try await self.open([record], of: tenant, by: principal, .retrieval)[0])
+            let (principal, tenant) = try await reader(context, .retrieval)
+            let record = try await storedRecord(tenant, try context.parameters.require("id"), kind: "chat.response")
+            return JSONBody.bytes(try await open([record], of: tenant, by: principal, .retrieval)[0])
         }
 
         router.get("/v1/chat/completions/:id/messages") { request, context -> Response in
-            let (principal, tenant) = try await self.reader(request, .retrieval)
+            let (principal, tenant) = try await reader(context, .retrieval)
             let id = try context.parameters.require("id")
-            let record = try await self.storedRecord(tenant, id, kind: "chat.request")
-            let plaintext = try await self.open([record], of: tenant, by: principal, .retrieval)[0]
+            let record = try await storedRecord(tenant, id, kind: "chat.request")
+            let plaintext = try await open([record], of: tenant, by: principal, .retrieval)[0]
             let messages = ((try? JSONSerialization.jsonObject(with: Data(plaintext)) as? [String: Any])?["messages"] as? [[String: Any]]) ?? []
             var all = messages.enumerated().map { i, m -> (String, [String: Any]) in
                 var m = m
@@ -53,19 +61,19 @@ extension Gateway {
             var object: [String: Any] = ["object": "list", "data": slice.map(\.1), "has_more": all.count > page.limit]
             object["first_id"] = slice.first?.0 ?? NSNull()
             object["last_id"] = slice.last?.0 ?? NSNull()
-            return Self.json(object)
+            return JSONBody.response(object)
         }
 
-        router.get("/v1/keyward/export") { request, _ in try await self.export(request) }
+        router.get("/v1/keyward/export") { _, context in try await export(context) }
 
         router.delete("/v1/chat/completions/:id") { request, context -> Response in
-            let (principal, tenant) = try await self.reader(request, .retrieval)
+            let (principal, tenant) = try await reader(context, .retrieval)
             let id = try context.parameters.require("id")
-            guard id.hasPrefix("chatcmpl-"), try await self.store.deleteRecords(tenant: tenant.name, id: id) > 0 else {
+            guard id.hasPrefix("chatcmpl-"), try await store.deleteRecords(tenant: tenant.name, id: id) > 0 else {
                 throw GatewayError.notFound("no stored completion \(id)")
             }
-            try await self.audit.append(AuditLog.event(.deleteRecord, key: tenant.key, record: id, scope: self.scope(principal, .retrieval)))
-            return Self.json(["id": id, "object": "chat.completion.deleted", "deleted": true])
+            try await audit.append(AuditLog.event(.deleteRecord, key: tenant.key, record: id, scope: principal.scope(.retrieval)))
+            return JSONBody.response(["id": id, "object": "chat.completion.deleted", "deleted": true])
         }
     }
 
@@ -73,8 +81,8 @@ extension Gateway {
     /// `content`), for tokens granted `export`. Provider keys are never exported. Each page of
     /// records is logged before it is decrypted; a failure ends the stream early, so a reader
     /// must check it got the final `{"object":"export.end"}` line.
-    func export(_ request: Request) async throws -> Response {
-        let (principal, tenant) = try await reader(request, .export)
+    func export(_ context: GatewayContext) async throws -> Response {
+        let (principal, tenant) = try await reader(context, .export)
         // The body is written after the handler returns: carry the request id into it.
         let requestID = AuditScope.requestID
         return Response(status: .ok, headers: [.contentType: "application/jsonl"], body: ResponseBody { writer in
@@ -82,14 +90,14 @@ extension Gateway {
                 var after: (id: String, kind: String)?
                 var count = 0
                 while true {
-                    let page = try await self.store.records(tenant: tenant.name, after: after, limit: 500)
+                    let page = try await store.records(tenant: tenant.name, after: after, limit: 500)
                     guard let last = page.last else { break }
                     after = (last.id, last.kind)
-                    let wanted = page.filter { $0.kind != "provider-key" }
+                    let wanted = page.filter { $0.kind != ProviderKeys.kind }
                     let plaintexts: [[UInt8]]
-                    do { plaintexts = try await self.open(wanted, of: tenant, by: principal, .export) } catch {
+                    do { plaintexts = try await open(wanted, of: tenant, by: principal, .export) } catch {
                         // The status line is long gone: the log is the only place that says why.
-                        self.logger.error("export ended early", metadata: ["tenant": "\(tenant.name)", "error": "\(GatewayError.from(error).code)"])
+                        logger.error("export ended early", metadata: ["tenant": "\(tenant.name)", "error": "\(GatewayError.from(error).code)"])
                         throw error
                     }
                     var out: [UInt8] = []
@@ -109,17 +117,16 @@ extension Gateway {
     }
 
     /// An app token whose tenant's key policy grants it `purpose`.
-    func reader(_ request: Request, _ purpose: Purpose) async throws -> (Principal, Tenant) {
-        let principal = try await authenticate(request, role: .app)
-        guard let tenant = principal.tenant else { throw GatewayError.unauthorized }
-        try await authorize(principal, tenant: tenant, purpose: purpose)
+    func reader(_ context: GatewayContext, _ purpose: Purpose) async throws -> (Principal, Tenant) {
+        let (principal, tenant) = try context.requireTenant()
+        try await policies.authorize(principal, tenant: tenant, purpose: purpose)
         return (principal, tenant)
     }
 
     /// Decrypts records for a reader, after logging one event per record: nothing is read
     /// without its event.
     func open(_ records: [Record], of tenant: Tenant, by principal: Principal, _ purpose: Purpose) async throws -> [[UInt8]] {
-        let scope = scope(principal, purpose)
+        let scope = principal.scope(purpose)
         try await audit.append(records.map { AuditLog.event(.decryptRecord, key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
         return try await AuditScope.$current.withValue(scope) {
             var out: [[UInt8]] = []

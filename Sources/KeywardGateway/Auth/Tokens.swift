@@ -48,11 +48,3 @@ enum Tokens {
             .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
     }
 }
-
-/// Who is calling: from a verified token.
-struct Principal: Sendable {
-    let tokenID: String
-    let role: TokenRecord.Role
-    let tenant: Tenant?
-    var suspended = false
-}

@@ -238,3 +238,12 @@ extension GatewayError {
         GatewayError(.internalServerError, type: "server_error", code: "invalid_configuration", message)
     }
 }
+
+extension GatewayConfiguration {
+    /// Creates the data folder and its `keys/` (0700) if needed, and makes the folder private.
+    public func createDataFolder() throws {
+        try FileManager.default.createDirectory(atPath: dataFolder + "/keys", withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        _ = chmod(dataFolder, 0o700)
+    }
+}

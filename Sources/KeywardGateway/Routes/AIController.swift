@@ -4,6 +4,7 @@ import Hummingbird
 import KeywardAudit
 import KeywardHTTP
 import KeywardStorage
+import Logging
 
 /// One exchange between an app and a model: who asked, what, and the data key that will seal it.
 struct Exchange {
@@ -23,16 +24,28 @@ struct Exchange {
     let scope: AuditScope
 }
 
-extension Gateway {
-    func addAIRoutes(to router: Router<GatewayContext>) {
-        router.post("/v1/chat/completions") { request, _ in
-            try await self.proxy(request, protocol: .openAI)
+/// The model APIs apps call: OpenAI's chat completions, embeddings and models, and Anthropic's
+/// messages. Every exchange is sealed under the tenant's key before it is stored.
+struct AIController {
+    let configuration: GatewayConfiguration
+    let vault: Vault
+    let audit: AuditLog
+    let policies: KeyPolicies
+    let providerKeys: ProviderKeys
+    let upstreams: UpstreamClient
+    let metrics: GatewayMetrics
+    let logger: Logger
+
+    /// Routes of a group that authenticates app tokens.
+    func addRoutes(to router: RouterGroup<GatewayContext>) {
+        router.post("/v1/chat/completions") { request, context in
+            try await proxy(request, context, protocol: .openAI)
         }
-        router.post("/v1/messages") { request, _ in
-            try await self.proxy(request, protocol: .anthropic)
+        router.post("/v1/messages") { request, context in
+            try await proxy(request, context, protocol: .anthropic)
         }
-        router.post("/v1/embeddings") { request, _ in try await self.embeddings(request) }
-        router.get("/v1/models") { request, _ in try await self.models(request) }
+        router.post("/v1/embeddings") { request, context in try await embeddings(request, context) }
+        router.get("/v1/models") { _, _ in await models() }
     }
 
     enum APIProtocol {
@@ -45,11 +58,10 @@ extension Gateway {
 
     /// Authenticates, reads the body, routes the model and obtains the data key, in that order:
     /// nothing reaches an upstream unless the tenant's key is usable.
-    func beginExchange(_ request: Request, protocol p: APIProtocol) async throws -> Exchange {
+    func beginExchange(_ request: Request, _ context: GatewayContext, protocol p: APIProtocol) async throws -> Exchange {
         let started = ContinuousClock.now
-        let principal = try await authenticate(request, role: .app)
-        guard let tenant = principal.tenant else { throw GatewayError.unauthorized }
-        let bodyBuffer = try await self.bodyBuffer(of: request)
+        let (principal, tenant) = try context.requireTenant()
+        let bodyBuffer = try await request.collectBody(limit: configuration.bodyLimit)
         let body = Array(buffer: bodyBuffer)
         let head = try RequestHead.parse(body)
         var upstream: UpstreamConfiguration?
@@ -65,10 +77,10 @@ extension Gateway {
             }
             upstream = u
         }
-        try await authorize(principal, tenant: tenant, purpose: .inference, model: head.model)
+        try await policies.authorize(principal, tenant: tenant, purpose: .inference, model: head.model)
         // Fail closed before anything leaves: the exchange's event must be writable.
         try audit.requireAvailable()
-        let scope = scope(principal, .inference)
+        let scope = principal.scope(.inference)
         let keyStart = ContinuousClock.now
         let sealer = try await AuditScope.$current.withValue(scope) {
             try await vault.sealer(for: tenant, plaintextLength: body.count)
@@ -85,28 +97,11 @@ extension Gateway {
                         scope: scope)
     }
 
-    /// The API key to send upstream: the tenant's own, if it stored one, else the configured one.
-    func providerKey(for tenant: Tenant, upstream: UpstreamConfiguration, scope: AuditScope) async throws -> Secret? {
-        let cacheKey = tenant.name + "/" + upstream.name
-        let (cached, generation) = providerKeys.withLock { ($0.value(for: cacheKey, now: Self.clock()), $0.generation) }
-        if vault.cachesTrusted.load(ordering: .relaxed), let cached {
-            return cached ?? upstream.apiKey
-        }
-        var own: Secret?
-        if let record = try await store.record(tenant: tenant.name, id: "provider-key:\(upstream.name)", kind: "provider-key") {
-            try await audit.append(AuditLog.event(.decryptRecord, key: tenant.key, record: record.id, scope: scope))
-            let plaintext = try await AuditScope.$current.withValue(scope) { try await vault.open(record, of: tenant) }
-            own = Secret(String(decoding: plaintext, as: UTF8.self))
-        }
-        providerKeys.withLock { $0.insert(own, for: cacheKey, now: Self.clock(), ifGeneration: generation) }
-        return own ?? upstream.apiKey
-    }
-
     /// Seals and stores the two records of an exchange.
     func storeExchange(_ x: Exchange, protocol p: APIProtocol, response: [UInt8], usage: (Int?, Int?),
                        upstreamTime: Duration) async throws {
         guard let id = x.recordID else { return }
-        let now = Self.nowMs()
+        let now = Gateway.nowMs()
         let metadata = RecordMetadata(model: x.model, status: 200, promptTokens: usage.0, completionTokens: usage.1,
                                       upstreamMs: upstreamTime.milliseconds, streamed: x.stream)
         let records = [
@@ -135,10 +130,10 @@ extension Gateway {
         return "\(micros / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
     }
 
-    func proxy(_ request: Request, protocol p: APIProtocol) async throws -> Response {
-        let x = try await beginExchange(request, protocol: p)
+    func proxy(_ request: Request, _ context: GatewayContext, protocol p: APIProtocol) async throws -> Response {
+        let x = try await beginExchange(request, context, protocol: p)
         guard let upstream = x.upstream else { return try await echo(x, protocol: p) }
-        let key = try await providerKey(for: x.tenant, upstream: upstream, scope: x.scope)
+        let key = try await providerKeys.key(for: x.tenant, upstream: upstream, scope: x.scope)
         var extra: [(String, String)] = []
         if p == .anthropic {
             extra.append(("anthropic-version", request.headers[HTTPField.Name("anthropic-version")!] ?? "2023-06-01"))
@@ -190,10 +185,10 @@ extension Gateway {
                     ? ((chat.usage?["prompt_tokens"] as? Int), (chat.usage?["completion_tokens"] as? Int))
                     : (messages.promptTokens, messages.completionTokens)
                 do {
-                    try await self.storeExchange(x, protocol: p, response: answer, usage: usage, upstreamTime: ContinuousClock.now - start)
+                    try await storeExchange(x, protocol: p, response: answer, usage: usage, upstreamTime: ContinuousClock.now - start)
                 } catch {
                     // The answer has been sent; the operator must know it was not kept.
-                    self.logger.error("streamed exchange not stored", metadata: ["record": "\(x.recordID ?? "-")", "error": "\(error)"])
+                    logger.error("streamed exchange not stored", metadata: ["record": "\(x.recordID ?? "-")", "error": "\(error)"])
                 }
             }
             func forward(_ event: SSEEvent) async throws {
@@ -242,23 +237,22 @@ extension Gateway {
     }
 
     /// Embeddings are forwarded, not stored; the tenant's key must still be usable.
-    func embeddings(_ request: Request) async throws -> Response {
-        let principal = try await authenticate(request, role: .app)
-        guard let tenant = principal.tenant else { throw GatewayError.unauthorized }
-        let bodyBuffer = try await self.bodyBuffer(of: request)
+    func embeddings(_ request: Request, _ context: GatewayContext) async throws -> Response {
+        let (principal, tenant) = try context.requireTenant()
+        let bodyBuffer = try await request.collectBody(limit: configuration.bodyLimit)
         let body = Array(buffer: bodyBuffer)
         let head = try RequestHead.parse(body)
-        try await authorize(principal, tenant: tenant, purpose: .inference, model: head.model)
-        let scope = scope(principal, .inference)
+        try await policies.authorize(principal, tenant: tenant, purpose: .inference, model: head.model)
+        let scope = principal.scope(.inference)
         _ = try await AuditScope.$current.withValue(scope) { try await vault.sealer(for: tenant, plaintextLength: 0) }
         if head.model == EchoModel.name {
             let input = (try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])?["input"]
-            return Self.jsonBytes(EchoModel.embedding(input: input))
+            return JSONBody.bytes(EchoModel.embedding(input: input))
         }
         guard let upstream = configuration.upstream(for: head.model), upstream.kind == .openAICompatible else {
             throw GatewayError(.notFound, type: "invalid_request_error", code: "model_not_found", "no upstream serves model \(head.model)")
         }
-        let key = try await providerKey(for: tenant, upstream: upstream, scope: scope)
+        let key = try await providerKeys.key(for: tenant, upstream: upstream, scope: scope)
         let start = ContinuousClock.now
         let response = try await upstreams.send(upstream, path: "/embeddings", body: bodyBuffer, apiKey: key)
         let answer = try await UpstreamClient.collect(response, upTo: 256 << 20, from: upstream)
@@ -268,8 +262,7 @@ extension Gateway {
 
     /// The models of every OpenAI-compatible upstream that answers, the names configured for
     /// routing, and the echo model.
-    func models(_ request: Request) async throws -> Response {
-        _ = try await authenticate(request, role: .app)
+    func models() async -> Response {
         var seen = Set<String>()
         var data: [[String: Any]] = []
         func add(_ id: String, _ owner: String) {
@@ -289,6 +282,6 @@ extension Gateway {
                 if let id = m["id"] as? String, upstream.serves(id) { add(id, (m["owned_by"] as? String) ?? upstream.name) }
             }
         }
-        return Self.json(["object": "list", "data": data])
+        return JSONBody.response(["object": "list", "data": data])
     }
 }

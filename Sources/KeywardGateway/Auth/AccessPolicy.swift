@@ -50,7 +50,7 @@ public struct KeyPolicy: Sendable, Codable, Hashable {
 
     /// Checks a policy document from the admin API, with a message fit for the client.
     static func parse(_ bytes: [UInt8]) throws -> KeyPolicy {
-        let policy = try Gateway.decode(KeyPolicy.self, from: bytes)
+        let policy = try JSONBody.decode(KeyPolicy.self, from: bytes)
         for g in policy.grants {
             guard !g.principals.isEmpty, !g.purposes.isEmpty else {
                 throw GatewayError.invalidRequest("every grant names at least one principal and one purpose", code: "invalid_policy")

@@ -6,7 +6,10 @@ import KeywardStorage
 
 /// `GET /admin/v1/audit`, for auditor tokens: the audit log in chain order, with each event's
 /// position and hash, so a reader can follow and check the chain. Reading it is itself logged.
-extension Gateway {
+struct AuditController {
+    let store: any RecordStore
+    let audit: AuditLog
+
     static func auditJSON(_ e: AuditEvent) -> [String: Any] {
         var object: [String: Any] = [
             "seq": e.seq, "time": Double(e.time) / 1000, "actor": e.actor, "operation": e.operation.rawValue, "result": e.result.rawValue,
@@ -21,9 +24,10 @@ extension Gateway {
         return object
     }
 
-    func addAuditRoutes(to router: Router<GatewayContext>) {
-        router.get("/admin/v1/audit") { request, _ -> Response in
-            let principal = try await self.authenticate(request, role: .auditor)
+    /// Routes of a group under `admin/v1` that authenticates auditors.
+    func addRoutes(to group: RouterGroup<GatewayContext>) {
+        group.get("audit") { request, context -> Response in
+            let principal = try context.requirePrincipal()
             let q = request.uri.queryParameters
             func number(_ name: String) throws -> Double? {
                 guard let text = q.get(name) else { return nil }
@@ -36,13 +40,13 @@ extension Gateway {
             guard (1...1000).contains(limit) else { throw GatewayError.invalidRequest("limit must be 1 to 1000", code: "invalid_field") }
             let query = AuditQuery(afterSeq: Int64(try number("after") ?? 0), since: try number("since").map { Int64($0 * 1000) },
                                    tenant: q.get("tenant"), key: q.get("key"), operation: q.get("operation").map(AuditOperation.init(rawValue:)), limit: limit)
-            try await self.audit.append(AuditLog.event(.auditRead, scope: AuditScope(actor: principal.tokenID)))
-            let events = try await self.store.auditEvents(query)
+            try await audit.append(AuditLog.event(.auditRead, scope: AuditScope(actor: principal.tokenID)))
+            let events = try await store.auditEvents(query)
             var object: [String: Any] = ["object": "list", "data": events.map(Self.auditJSON)]
             object["last_seq"] = events.last?.seq ?? query.afterSeq
             // Where the chain ends now, so a reader can start near it (keyward audit tail).
-            object["head_seq"] = try await self.store.auditHead().seq
-            return Self.json(object)
+            object["head_seq"] = try await store.auditHead().seq
+            return JSONBody.response(object)
         }
     }
 }

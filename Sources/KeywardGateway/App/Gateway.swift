@@ -1,0 +1,197 @@
+import Foundation
+import Hummingbird
+import KeywardAudit
+import KeywardCrypto
+import KeywardKeyStores
+import KeywardStorage
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// The gateway's parts — storage, key stores, vault, audit log, authentication, policies, caches
+/// and upstreams — wired once, and the HTTP application over them: one controller per surface,
+/// each given exactly the parts it uses, and one service per long-running task.
+public final class Gateway: Sendable {
+    public let configuration: GatewayConfiguration
+    public let store: any RecordStore
+    public let keyStores: KeyStores
+    public let vault: Vault
+    public let upstreams: UpstreamClient
+    public let metrics: GatewayMetrics
+    public let audit: AuditLog
+    let storage: GatewayStorage
+    let alerts: AlertCenter
+    let logger: Logger
+    let authenticator: Authenticator
+    let policies: KeyPolicies
+    let providerKeys: ProviderKeys
+    let replication: Replication
+    /// Ids of submitted re-key jobs, for the job service.
+    let jobQueue = AsyncStream.makeStream(of: String.self)
+    /// Set by ``prepare()``: signs audit checkpoints.
+    let signer = Mutex<AuditSigner?>(nil)
+
+    /// Seconds on a monotonic clock, for the caches.
+    static let clock = CachingMaterialsManager.monotonicSeconds
+    /// Milliseconds since 1970, as stored.
+    static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    /// A gateway over `storage`, with the local key store in the data folder's `keys/` (created
+    /// 0700 with the folder) unless the storage holds `local:` keys itself.
+    ///
+    /// - Parameter keyStores: the key stores to use instead of those the environment names (tests).
+    public init(configuration: GatewayConfiguration, storage: GatewayStorage, logger: Logger, keyStores: KeyStores? = nil) throws {
+        self.configuration = configuration
+        self.logger = logger
+        try configuration.createDataFolder()
+        self.storage = storage
+        store = storage.records
+        self.keyStores = keyStores ?? KeyStores(configuration: .fromEnvironment(localFolder: configuration.dataFolder + "/keys",
+                                                                                rootKeyFile: configuration.rootKeyFile))
+        metrics = GatewayMetrics()
+        alerts = AlertCenter(configuration: configuration.alerts)
+        audit = AuditLog(store: store, metrics: metrics, logger: logger, alerts: alerts)
+        vault = Vault(keyStores: self.keyStores, limits: configuration.cacheLimits, metrics: metrics, audit: audit)
+        authenticator = Authenticator(store: store, vault: vault, audit: audit, metrics: metrics)
+        policies = KeyPolicies(store: store, vault: vault, audit: audit, metrics: metrics, logger: logger)
+        providerKeys = ProviderKeys(store: store, vault: vault, audit: audit)
+        replication = Replication(feed: storage.changes, vault: vault, authenticator: authenticator, policies: policies,
+                                  providerKeys: providerKeys, jobs: jobQueue.continuation, metrics: metrics, logger: logger)
+        upstreams = UpstreamClient()
+        alerts.onAlert { [unowned self] alert, cause in await self.raise(alert, cause: cause) }
+    }
+
+    /// An anomaly: logged in the audit chain, counted, sent to the webhook, and the token
+    /// suspended if so configured.
+    func raise(_ alert: AnomalyDetector.Alert, cause: AuditEvent) async {
+        metrics.alert(alert.reason)
+        logger.warning("anomalous unwrap activity", metadata: [
+            "principal": "\(alert.principal)", "key": "\(alert.key)", "count": "\(alert.count)", "reason": "\(alert.reason)",
+        ])
+        var suspended = false
+        if alerts.configuration.suspendToken, alert.principal.hasPrefix("tok_"),
+           (try? await store.setTokenSuspended(id: alert.principal, true)) == true {
+            suspended = true
+            await replication.changed(.tokens)
+        }
+        try? await audit.append(AuditLog.event(
+            .alert, key: alert.key, result: suspended ? .tokenSuspended : .ok,
+            detail: "\(alert.reason) count=\(alert.count) subjects=\(alert.subjects.joined(separator: ","))",
+            scope: AuditScope(actor: alert.principal, tenant: cause.tenant, requestID: cause.requestID)))
+        alerts.deliver(alert, tenant: cause.tenant)
+    }
+
+    /// Where the records are, for logs (never a password).
+    public var databaseDescription: String { storage.description }
+
+    /// Something cached may be stale: forget it here, and tell the other replicas.
+    func changed(_ change: CacheChange) async { await replication.changed(change) }
+
+    /// Follows the other replicas' changes until cancelled (returns at once for storage one
+    /// process owns). The server runs this itself; tools that use a gateway without serving run it
+    /// to use the data-key cache.
+    public func followChanges() async { await replication.follow() }
+
+    /// Whether cached data keys, principals and policies may be used now.
+    public var cachesAreTrusted: Bool { vault.cachesTrusted.load(ordering: .relaxed) }
+
+    /// Migrates the database and installs the admin token on first start. Returns a generated
+    /// admin token, to be shown once, when none was given.
+    public func prepare() async throws -> Secret? {
+        try await store.migrate()
+        if let backend = storage.localKeys {
+            // Every replica's `local:` keys are the shared storage's, opened with the shared root key.
+            let root = RootKeySource.fromEnvironment(keyStoreFolder: configuration.dataFolder + "/keys", rootKeyFile: configuration.rootKeyFile)
+            keyStores.install(try await LocalKeyStore.open(backend: backend, rootKey: root))
+        }
+        let home: AuditSigner.Home = storage.settings.map { .settings($0) } ?? .folder(configuration.dataFolder)
+        let (loaded, created) = try await AuditSigner.loadOrCreate(home: home, keyStores: keyStores, keyReference: configuration.auditKey)
+        signer.withLock { $0 = loaded }
+        try await audit.append(AuditLog.event(created ? .auditKeyCreated : .unwrap, key: configuration.auditKey,
+                                              record: "audit-signing.key", scope: AuditScope(actor: "system")))
+        guard try await store.tokens(role: .admin).isEmpty else {
+            if let given = configuration.initialAdminToken,
+               try await store.token(hash: Tokens.hash(given.value))?.role != .admin {
+                logger.warning("KEYWARD_ADMIN_TOKEN is ignored: an admin token was installed on first start")
+            }
+            return nil
+        }
+        let (generated, id) = Tokens.generate()
+        let token = configuration.initialAdminToken ?? generated
+        do {
+            try await store.insertToken(TokenRecord(id: id, tenant: nil, role: .admin, hash: Tokens.hash(token.value), createdAt: Self.nowMs()))
+        } catch let e as StorageError where e.code == .alreadyExists {
+            return nil  // another replica, starting at the same moment, installed this token first
+        }
+        try await audit.append(AuditLog.event(.tokenCreate, detail: "id=\(id) role=admin", scope: AuditScope(actor: "system")))
+        logger.notice("admin token installed", metadata: ["token_id": "\(id)"])
+        return configuration.initialAdminToken == nil ? generated : nil
+    }
+
+    /// The key life cycle's logic, which the routes and tools share.
+    var keyLifecycle: KeyLifecycle {
+        KeyLifecycle(store: store, keyStores: keyStores, audit: audit, policies: policies, replication: replication, logger: logger)
+    }
+
+    /// The router: the error/metrics middleware, then every surface's controller, each behind
+    /// the authentication of the role it serves.
+    public func router() -> Router<GatewayContext> {
+        let router = Router(context: GatewayContext.self)
+        router.middlewares.add(GatewayMiddleware(metrics: metrics))
+        func group(_ path: RouterPath = "", _ role: TokenRecord.Role) -> RouterGroup<GatewayContext> {
+            router.group(path).add(middleware: Authenticate(authenticator: authenticator, role: role))
+        }
+        HealthController(store: store, keyStores: keyStores, audit: audit, vault: vault, hasChangeFeed: storage.changes != nil,
+                         metrics: metrics).addRoutes(to: router)
+        AdminController(store: store, keyStores: keyStores, vault: vault, audit: audit, policies: policies, replication: replication,
+                        upstreams: configuration.upstreams.map(\.name), bodyLimit: configuration.bodyLimit, logger: logger)
+            .addRoutes(to: group("admin/v1", .admin))
+        KeyLifecycleController(lifecycle: keyLifecycle, metrics: metrics, alerts: alerts, bodyLimit: configuration.bodyLimit)
+            .addRoutes(to: group("admin/v1", .keyAdmin))
+        AuditController(store: store, audit: audit).addRoutes(to: group("admin/v1", .auditor))
+        let apps = group("", .app)
+        AIController(configuration: configuration, vault: vault, audit: audit, policies: policies, providerKeys: providerKeys,
+                     upstreams: upstreams, metrics: metrics, logger: logger).addRoutes(to: apps)
+        StoredCompletionsController(store: store, vault: vault, audit: audit, policies: policies, logger: logger).addRoutes(to: apps)
+        return router
+    }
+
+    /// The HTTP application with every service; `runService()` serves until SIGTERM or SIGINT,
+    /// then drains in-flight requests and stops the services.
+    public func application(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+        guard let signer = signer.withLock({ $0 }) else { preconditionFailure("Gateway.prepare() must run before application()") }
+        var services: [any Service] = storage.changes == nil ? [] : [ChangeFeedService(replication: replication)]
+        services += [
+            AuditCheckpointService(store: store, signer: signer, every: configuration.auditCheckpointEvery, logger: logger, now: Self.nowMs),
+            AuditResumeService(audit: audit),
+            PurgeService(store: store, interval: .milliseconds(Int64(configuration.purgeIntervalSeconds * 1000)), metrics: metrics, logger: logger),
+            MaintenanceService(store: store, logger: logger),
+            JobService(runner: jobRunner, queue: jobQueue.stream, stop: jobQueue.continuation),
+            AlertService(alerts: alerts, logger: logger),
+            UpstreamClientService(client: upstreams),
+        ]
+        return Application(
+            router: router(),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
+            services: services,
+            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
+            logger: logger)
+    }
+
+    /// Runs re-key jobs (the job service's, and ``runJob(id:)``'s).
+    var jobRunner: RekeyJob {
+        RekeyJob(store: store, keyStores: keyStores, audit: audit, replication: replication, metrics: metrics, logger: logger)
+    }
+
+    /// Moves a tenant to another master key: a job (run by the job service) switches new records
+    /// to it, then re-wraps the stored ones. Records not yet re-wrapped stay readable meanwhile.
+    public func startRekey(tenant name: String, to key: String, actor: String) async throws -> Job {
+        try await keyLifecycle.startRekey(tenant: name, to: key, actor: actor)
+    }
+
+    /// Runs a job here and now (benchmarks, tools); the server runs them in its job service.
+    public func runJob(id: String) async throws -> Job {
+        guard let job = try await store.job(id: id) else { throw GatewayError.notFound("no job \(id)") }
+        return try await jobRunner.run(job)
+    }
+}

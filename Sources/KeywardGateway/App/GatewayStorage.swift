@@ -1,0 +1,26 @@
+import KeywardKeyStores
+import KeywardStorage
+
+/// What the gateway keeps its state in, chosen by the composition root (`KeywardServer`): the
+/// gateway sees protocols only, never an engine.
+public struct GatewayStorage: Sendable {
+    /// Tenants, tokens, policies, records, jobs and the audit chain.
+    public var records: any RecordStore
+    /// Other replicas' changes; nil for an engine that one process owns.
+    public var changes: (any ChangeFeed)?
+    /// Values every replica shares (the sealed audit signing key); nil: the data folder keeps them as files.
+    public var settings: (any SettingsStore)?
+    /// Where `local:` keys live when every replica must serve the same ones; nil: the data folder's `keys/`.
+    public var localKeys: (any LocalKeyBackend)?
+    /// Where the records are, for logs (never a password).
+    public var description: String
+
+    public init(records: any RecordStore, changes: (any ChangeFeed)? = nil, settings: (any SettingsStore)? = nil,
+                localKeys: (any LocalKeyBackend)? = nil, description: String) {
+        self.records = records
+        self.changes = changes
+        self.settings = settings
+        self.localKeys = localKeys
+        self.description = description
+    }
+}

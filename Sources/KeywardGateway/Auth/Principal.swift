@@ -1,0 +1,43 @@
+import KeywardKeyStores
+import KeywardAudit
+import KeywardStorage
+
+/// Who is calling: from a verified token.
+struct Principal: Sendable {
+    let tokenID: String
+    let role: TokenRecord.Role
+    let tenant: Tenant?
+    var suspended = false
+}
+
+extension Principal {
+    /// The audit scope of a request by this principal.
+    func scope(_ purpose: Purpose?) -> AuditScope {
+        AuditScope(actor: tokenID, tenant: tenant?.name, requestID: AuditScope.requestID, purpose: purpose)
+    }
+}
+
+extension GatewayContext {
+    /// The principal the route group's ``Authenticate`` middleware verified.
+    func requirePrincipal() throws -> Principal {
+        guard let principal else { throw GatewayError.unauthorized }
+        return principal
+    }
+
+    /// The principal's tenant: every app token has one.
+    func requireTenant() throws -> (Principal, Tenant) {
+        let principal = try requirePrincipal()
+        guard let tenant = principal.tenant else { throw GatewayError.unauthorized }
+        return (principal, tenant)
+    }
+
+    /// The percent-encoded key reference of a `keys/:ref/…` route.
+    func keyReference() throws -> String {
+        let raw = try parameters.require("ref")
+        guard let ref = raw.removingPercentEncoding, KeyReference(parsing: ref) != nil else {
+            throw GatewayError.invalidRequest("the key reference must be percent-encoded local:NAME, aws-kms:ARN or pkcs11:…",
+                                              code: "invalid_key_reference")
+        }
+        return ref
+    }
+}

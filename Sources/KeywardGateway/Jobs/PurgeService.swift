@@ -1,0 +1,28 @@
+import KeywardStorage
+import Logging
+import ServiceLifecycle
+
+/// Deletes records past their tenant's retention, every `purgeIntervalSeconds`.
+struct PurgeService: Service {
+    let store: any RecordStore
+    let interval: Duration
+    let metrics: GatewayMetrics
+    let logger: Logger
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully {
+            do {
+                let removed = try await store.purgeExpired(before: Gateway.nowMs())
+                metrics.recordsPurged(removed)
+                if removed > 0 { logger.notice("expired records purged", metadata: ["count": "\(removed)"]) }
+            } catch {
+                logger.error("purge failed", metadata: ["error": "\(error)"])
+            }
+            try? await gracefulShutdownSleep(interval)
+        }
+    }
+
+    private func gracefulShutdownSleep(_ d: Duration) async throws {
+        try await cancelWhenGracefulShutdown { try await Task.sleep(for: d) }
+    }
+}

@@ -1,0 +1,214 @@
+import Foundation
+import Hummingbird
+import KeywardAudit
+import KeywardCrypto
+import KeywardKeyStores
+import KeywardStorage
+import Logging
+
+/// `/admin/v1/…` for admin tokens: tenants, tokens, provider keys and key policies. Every change
+/// is in the audit log.
+struct AdminController {
+    let store: any RecordStore
+    let keyStores: KeyStores
+    let vault: Vault
+    let audit: AuditLog
+    let policies: KeyPolicies
+    let replication: Replication
+    /// The configured upstreams' names: a provider key is for one of them.
+    let upstreams: [String]
+    let bodyLimit: Int
+    let logger: Logger
+
+    private struct CreateTenant: Decodable {
+        var name: String
+        var key: String?
+        var store: Tenant.StorePolicy?
+        var retention_days: Int?
+    }
+
+    private struct CreateToken: Decodable {
+        var tenant: String?
+        var role: TokenRecord.Role?
+    }
+
+    private struct ProviderKey: Decodable {
+        var api_key: String
+    }
+
+    static func tenantJSON(_ t: Tenant) -> [String: Any] {
+        ["name": t.name, "key": t.key, "store": t.store.rawValue, "retention_days": t.retentionDays, "created_at": t.createdAt / 1000]
+    }
+
+    /// Routes of a group under `admin/v1` that authenticates admins.
+    func addRoutes(to admin: RouterGroup<GatewayContext>) {
+
+        admin.post("tenants") { request, context -> Response in
+            let principal = try context.requirePrincipal()
+            try audit.requireAvailable()
+            let input = try JSONBody.decode(CreateTenant.self, from: try await request.bodyBytes(limit: bodyLimit))
+            guard input.name.range(of: #"^[a-z0-9][a-z0-9_-]{0,62}$"#, options: .regularExpression) != nil else {
+                throw GatewayError.invalidRequest("a tenant name is 1-63 lowercase letters, digits, '-' or '_'", code: "invalid_name")
+            }
+            if let days = input.retention_days, !(0...36500).contains(days) {
+                throw GatewayError.invalidRequest("retention_days must be between 0 (keep) and 36500", code: "invalid_field")
+            }
+            guard try await store.tenant(named: input.name) == nil else {
+                throw GatewayError(.conflict, type: "invalid_request_error", code: "already_exists", "tenant \(input.name) exists")
+            }
+            let key: String
+            if let given = input.key {
+                let reference: KeyReference
+                do { reference = try KeyReference.parse(given) } catch {
+                    throw GatewayError.invalidRequest("\(error)", code: "invalid_key_reference")
+                }
+                let description = try await keyStores.store(for: reference).describe(keyID: reference.keyID)
+                guard description.state == .enabled else {
+                    throw GatewayError.invalidRequest("key \(given) is \(description.state), not enabled", code: "key_not_enabled")
+                }
+                key = given
+            } else {
+                let reference = KeyReference(scheme: "local", keyID: input.name)
+                let store = try keyStores.store(for: reference)
+                do {
+                    _ = try await store.createKey(name: input.name)
+                } catch let e as KeyStoreError where e.code == .alreadyExists {
+                    throw GatewayError(.conflict, type: "invalid_request_error", code: "already_exists",
+                                       "a local key named \(input.name) exists; pass it as \"key\": \"local:\(input.name)\" to use it")
+                }
+                key = "local:\(input.name)"
+            }
+            let tenant = Tenant(name: input.name, key: key, store: input.store ?? .always,
+                                retentionDays: input.retention_days ?? 30, createdAt: Gateway.nowMs())
+            do { try await store.createTenant(tenant) } catch let e as StorageError where e.code == .alreadyExists {
+                throw GatewayError(.conflict, type: "invalid_request_error", code: "already_exists", "tenant \(input.name) exists")
+            }
+            let scope = AuditScope(actor: principal.tokenID, tenant: tenant.name)
+            try await audit.append(AuditLog.event(.tenantCreate, key: key, scope: scope))
+            // Deny by default, with one explicit grant: the tenant's own app tokens may infer and read back.
+            var policy = try await policies.policy(forKey: key)
+            let grant = KeyPolicy.tenantDefault(tenant.name)
+            if !policy.grants.contains(grant) {
+                policy.grants.append(grant)
+                try await savePolicy(policy, forKey: key, scope: scope)
+            }
+            logger.notice("tenant created", metadata: ["tenant": "\(tenant.name)", "key": "\(tenant.key)"])
+            return JSONBody.response(Self.tenantJSON(tenant), status: .created)
+        }
+
+        admin.get("tenants") { request, context -> Response in
+                        return JSONBody.response(["object": "list", "data": try await store.tenants().map(Self.tenantJSON)])
+        }
+
+        admin.put("tenants/:name/provider-keys/:upstream") { request, context -> Response in
+            let principal = try context.requirePrincipal()
+            let name = try context.parameters.require("name")
+            let upstreamName = try context.parameters.require("upstream")
+            guard let tenant = try await store.tenant(named: name) else { throw GatewayError.notFound("no tenant \(name)") }
+            guard upstreams.contains(upstreamName) else {
+                throw GatewayError.notFound("no upstream \(upstreamName)")
+            }
+            let input = try JSONBody.decode(ProviderKey.self, from: try await request.bodyBytes(limit: bodyLimit))
+            let plaintext = Array(input.api_key.utf8)
+            let scope = AuditScope(actor: principal.tokenID, tenant: name, purpose: .inference)
+            try audit.requireAvailable()
+            let sealer = try await AuditScope.$current.withValue(scope) {
+                try await vault.sealer(for: tenant, plaintextLength: plaintext.count)
+            }
+            var record = try sealer.seal(plaintext, id: ProviderKeys.recordID(upstream: upstreamName), kind: ProviderKeys.kind,
+                                         createdAt: Gateway.nowMs(), metadata: RecordMetadata())
+            record.expiresAt = nil
+            try await audit.append(AuditLog.event(.encryptRecord, key: tenant.key, record: record.id, scope: scope))
+            try await store.upsert(record)
+            await replication.changed(.providerKeys(name))
+            logger.notice("provider key stored", metadata: ["tenant": "\(name)", "upstream": "\(upstreamName)"])
+            return Response(status: .noContent)
+        }
+
+        admin.post("tokens") { request, context -> Response in
+            let principal = try context.requirePrincipal()
+            let input = try JSONBody.decode(CreateToken.self, from: try await request.bodyBytes(limit: bodyLimit))
+            let role = input.role ?? .app
+            switch (role, input.tenant) {
+            case (.app, nil): throw GatewayError.invalidRequest("an app token needs a tenant", code: "missing_field")
+            case (.app, let name?):
+                guard try await store.tenant(named: name) != nil else { throw GatewayError.notFound("no tenant \(name)") }
+            case (_, _?): throw GatewayError.invalidRequest("only app tokens belong to a tenant", code: "invalid_field")
+            case (_, nil): break
+            }
+            let (token, id) = Tokens.generate()
+            // Logged first: a token exists only if its creation is in the log.
+            try await audit.append(AuditLog.event(.tokenCreate, detail: "id=\(id) role=\(role.rawValue)",
+                                                       scope: AuditScope(actor: principal.tokenID, tenant: input.tenant)))
+            try await store.insertToken(TokenRecord(id: id, tenant: input.tenant, role: role, hash: Tokens.hash(token.value), createdAt: Gateway.nowMs()))
+            logger.notice("token issued", metadata: ["token_id": "\(id)", "tenant": "\(input.tenant ?? "-")", "role": "\(role.rawValue)"])
+            var object: [String: Any] = ["id": id, "token": token.value, "role": role.rawValue]
+            if let tenant = input.tenant { object["tenant"] = tenant }
+            return JSONBody.response(object, status: .created)
+        }
+
+        admin.delete("tokens/:id") { request, context -> Response in
+            let principal = try context.requirePrincipal()
+            let id = try context.parameters.require("id")
+            if id == principal.tokenID, try await store.tokens(role: .admin).count == 1 {
+                throw GatewayError(.conflict, type: "invalid_request_error", code: "last_admin_token", "the last admin token cannot be deleted")
+            }
+            guard try await store.deleteToken(id: id) else { throw GatewayError.notFound("no token \(id)") }
+            await replication.changed(.tokens)
+            try await audit.append(AuditLog.event(.tokenDelete, detail: "id=\(id)", scope: AuditScope(actor: principal.tokenID)))
+            logger.notice("token deleted", metadata: ["token_id": "\(id)"])
+            return JSONBody.response(["id": id, "deleted": true])
+        }
+
+        for (action, suspended) in [("suspend", true), ("resume", false)] {
+            admin.post("tokens/:id/\(action)") { request, context -> Response in
+                let principal = try context.requirePrincipal()
+                let id = try context.parameters.require("id")
+                guard id != principal.tokenID else {
+                    throw GatewayError(.conflict, type: "invalid_request_error", code: "own_token", "a token cannot \(action) itself")
+                }
+                guard try await store.setTokenSuspended(id: id, suspended) else { throw GatewayError.notFound("no token \(id)") }
+                await replication.changed(.tokens)
+                try await audit.append(AuditLog.event(action == "suspend" ? .tokenSuspend : .tokenResume, detail: "id=\(id)", scope: AuditScope(actor: principal.tokenID)))
+                return JSONBody.response(["id": id, "suspended": suspended])
+            }
+        }
+
+        admin.get("keys/:ref/policy") { request, context -> Response in
+                        let ref = try context.keyReference()
+            return JSONBody.bytes(Array(try await policies.policy(forKey: ref).json.utf8))
+        }
+
+        admin.put("keys/:ref/policy") { request, context -> Response in
+            let principal = try context.requirePrincipal()
+            let ref = try context.keyReference()
+            let policy = try KeyPolicy.parse(try await request.bodyBytes(limit: bodyLimit))
+            try await savePolicy(policy, forKey: ref, scope: AuditScope(actor: principal.tokenID))
+            return JSONBody.bytes(Array(policy.json.utf8))
+        }
+
+        admin.post("tenants/:name/purge-shredded") { request, context -> Response in
+            let principal = try context.requirePrincipal()
+            let name = try context.parameters.require("name")
+            guard let tenant = try await store.tenant(named: name) else { throw GatewayError.notFound("no tenant \(name)") }
+            let reference = try KeyReference.parse(tenant.key)
+            let state: KeyState
+            do { state = try await keyStores.store(for: reference).describe(keyID: reference.keyID).state } catch let e as KeyStoreError where e.code == .keyNotFound {
+                state = .destroyed
+            }
+            guard state == .destroyed else {
+                throw GatewayError(.conflict, type: "invalid_request_error", code: "key_not_destroyed",
+                                   "\(name)'s key is \(state.rawValue): only records under a destroyed key are shredded")
+            }
+            try await audit.append(AuditLog.event(.purgeShredded, key: tenant.key, scope: AuditScope(actor: principal.tokenID, tenant: name)))
+            let removed = try await store.deleteAllRecords(tenant: name)
+            return JSONBody.response(["tenant": name, "deleted": removed])
+        }
+    }
+
+    /// Stores a key's policy (logged first: no event, no change) and tells the replicas.
+    func savePolicy(_ policy: KeyPolicy, forKey key: String, scope: AuditScope) async throws {
+        try await policies.save(policy, forKey: key, scope: scope)
+        await replication.changed(.policy(key))
+    }
+}

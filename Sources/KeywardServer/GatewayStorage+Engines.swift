@@ -1,0 +1,44 @@
+import KeywardGateway
+import KeywardKeyStores
+import KeywardPostgres
+import KeywardStorage
+import Logging
+import NIOPosix
+
+extension GatewayStorage {
+    /// The storage a configuration names: the PostgreSQL database every replica shares when it
+    /// has a database address, else SQLite in the data folder (created if needed).
+    public static func open(for configuration: GatewayConfiguration, logger: Logger) throws -> GatewayStorage {
+        if let url = configuration.databaseURL { return try postgres(url: try PostgresURL(url.value), logger: logger) }
+        try configuration.createDataFolder()
+        return try sqlite(path: configuration.dataFolder + "/keyward.sqlite3")
+    }
+
+    /// One process's SQLite database; `local:` keys and the audit key stay in the data folder.
+    public static func sqlite(path: String) throws -> GatewayStorage {
+        let store = try SQLiteRecordStore(path: path, callerHome: {
+            // A waiting request resumes on its own event loop, where its connection lives.
+            guard let loop = MultiThreadedEventLoopGroup.currentEventLoop else { return nil }
+            return { work in if loop.inEventLoop { work() } else { loop.execute(work) } }
+        })
+        return GatewayStorage(records: store, description: path)
+    }
+
+    /// A PostgreSQL database shared by every replica: records, change notifications, settings and
+    /// the `local:` keys (sealed under the root key every replica is given).
+    public static func postgres(url: PostgresURL, logger: Logger) throws -> GatewayStorage {
+        let store = try PostgresRecordStore(url: url, logger: logger)
+        return GatewayStorage(records: store, changes: PostgresChangeFeed(store: store, logger: logger), settings: store,
+                              localKeys: PostgresKeyBackend(store: store), description: "\(url)")
+    }
+}
+
+extension Gateway {
+    /// A gateway on the storage its configuration names (see ``GatewayStorage/open(for:logger:)``).
+    ///
+    /// - Parameter keyStores: the key stores to use instead of those the environment names (tests).
+    public convenience init(configuration: GatewayConfiguration, logger: Logger, keyStores: KeyStores? = nil) throws {
+        try self.init(configuration: configuration, storage: try .open(for: configuration, logger: logger), logger: logger,
+                      keyStores: keyStores)
+    }
+}
