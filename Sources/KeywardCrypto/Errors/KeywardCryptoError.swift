@@ -1,4 +1,6 @@
-import KeywardErrors
+// Re-exported: `CodedError` was this library product's before it moved to a module of its own,
+// and its users (and `KeywardTesting`'s `expectError`) name it.
+@_exported import KeywardErrors
 
 /// An error from the encryption core.
 ///

@@ -134,7 +134,7 @@ public final class Gateway: Sendable {
     }
 
     /// The router: the error/metrics middleware, then every surface's controller, each behind
-    /// the authentication of the role it serves.
+    /// the authentication of the role it serves (health, metrics and the OpenAPI document need no token).
     public func router() -> Router<GatewayContext> {
         let router = Router(context: GatewayContext.self)
         router.middlewares.add(GatewayMiddleware(metrics: metrics))

@@ -1,9 +1,12 @@
 import Hummingbird
 
-/// The request context of every route: Hummingbird's core, and the principal that the route
-/// group's ``Authenticate`` middleware verified (nil on unauthenticated routes).
+/// The request context of every route: Hummingbird's core, when the request began, and the
+/// principal that the route group's ``Authenticate`` middleware verified (nil on routes without a token).
 public struct GatewayContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     var principal: Principal?
+    /// When the gateway began the request (set by ``GatewayMiddleware``, before authentication),
+    /// for the time Keyward adds to it.
+    var started: ContinuousClock.Instant = .now
     public init(source: ApplicationRequestContextSource) { coreContext = .init(source: source) }
 }

@@ -39,7 +39,7 @@ final class Authenticator: Sendable {
     }
 
     /// Verifies the bearer token (or `x-api-key`, as Anthropic clients send it) for `role`: 401
-    /// without a known token, 403 for a suspended one or another role (audited).
+    /// without a known token, 403 for a suspended one, 403 and an audit event for another role.
     func authenticate(_ request: Request, role: TokenRecord.Role) async throws -> Principal {
         var value: String?
         if let header = request.headers[.authorization], let token = Self.bearerToken(header) {

@@ -1,5 +1,4 @@
 import KeywardKeyStores
-import KeywardAudit
 import KeywardStorage
 
 /// Who is calling: from a verified token.

@@ -8,6 +8,8 @@ struct GatewayMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
+        var context = context
+        context.started = start
         var response: Response
         do {
             response = try await AuditScope.$requestID.withValue(context.id) { try await next(request, context) }

@@ -56,10 +56,11 @@ struct AIController {
         var path: String { self == .openAI ? "/chat/completions" : "/v1/messages" }
     }
 
-    /// Authenticates, reads the body, routes the model and obtains the data key, in that order:
-    /// nothing reaches an upstream unless the tenant's key is usable.
+    /// Reads the body, routes the model, authorizes and obtains the data key, in that order (the
+    /// token was verified by the route group): nothing reaches an upstream unless the tenant's key
+    /// is usable.
     func beginExchange(_ request: Request, _ context: GatewayContext, protocol p: APIProtocol) async throws -> Exchange {
-        let started = ContinuousClock.now
+        let started = context.started
         let (principal, tenant) = try context.requireTenant()
         let bodyBuffer = try await request.collectBody(limit: configuration.bodyLimit)
         let body = Array(buffer: bodyBuffer)

@@ -97,7 +97,7 @@ struct AdminController {
         }
 
         admin.get("tenants") { request, context -> Response in
-                        return JSONBody.response(["object": "list", "data": try await store.tenants().map(Self.tenantJSON)])
+            return JSONBody.response(["object": "list", "data": try await store.tenants().map(Self.tenantJSON)])
         }
 
         admin.put("tenants/:name/provider-keys/:upstream") { request, context -> Response in
@@ -175,7 +175,7 @@ struct AdminController {
         }
 
         admin.get("keys/:ref/policy") { request, context -> Response in
-                        let ref = try context.keyReference()
+            let ref = try context.keyReference()
             return JSONBody.bytes(Array(try await policies.policy(forKey: ref).json.utf8))
         }
 

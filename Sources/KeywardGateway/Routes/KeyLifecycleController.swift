@@ -43,9 +43,8 @@ struct KeyLifecycleController {
 
     /// Routes of a group under `admin/v1` that authenticates key admins.
     func addRoutes(to admin: RouterGroup<GatewayContext>) {
-
         admin.get("keys/:ref") { request, context -> Response in
-                        let ref = try context.keyReference()
+            let ref = try context.keyReference()
             let reference = try KeyReference.parse(ref)
             var object = Self.keyJSON(try await lifecycle.describe(reference, ref))
             object["tenants"] = try await store.tenants(usingKey: ref).map(\.name)
@@ -107,7 +106,7 @@ struct KeyLifecycleController {
         }
 
         admin.get("jobs/:id") { request, context -> Response in
-                        let id = try context.parameters.require("id")
+            let id = try context.parameters.require("id")
             guard let job = try await store.job(id: id) else { throw GatewayError.notFound("no job \(id)") }
             return JSONBody.response(Self.jobJSON(job))
         }
