@@ -33,39 +33,50 @@ public struct PostgresKeyBackend: LocalKeyBackend {
     }
 
     public func stamp(_ name: String) async throws -> String? {
-        try await run { try await store.rows("SELECT revision FROM local_keys WHERE name = \(name)").first.map { String(try $0.int(0)) } }
+        try await run {
+            try await store.query(SQLStatement("SELECT revision FROM local_keys WHERE name = ?", [.text(name)])) { String(try $0.int(0)) }.first
+        }
     }
 
     public func read(_ name: String) async throws -> (document: Data, stamp: String)? {
         try await run {
-            try await store.rows("SELECT document, revision FROM local_keys WHERE name = \(name)").first.map {
+            try await store.query(SQLStatement("SELECT document, revision FROM local_keys WHERE name = ?", [.text(name)])) {
                 (Data(try $0.bytes(0)), String(try $0.int(1)))
-            }
+            }.first
         }
     }
 
     public func create(_ name: String, _ document: Data) async throws {
         do {
-            _ = try await run { try await store.rows("INSERT INTO local_keys(name, document, revision) VALUES (\(name), \(ByteBuffer(bytes: document)), 1)") }
+            _ = try await run {
+                try await store.execute(SQLStatement("INSERT INTO local_keys(name, document, revision) VALUES (?, ?, 1)",
+                                                     [.text(name), .bytes(Array(document))]))
+            }
         } catch let e as KeyStoreError where e.code == .alreadyExists {
             throw KeyStoreError(.alreadyExists, "local key \(name) already exists")
         }
     }
 
+    /// Reads, changes and writes a key's document holding its row, so that two replicas'
+    /// changes apply one after the other.
     public func update(_ name: String, _ change: (Data) throws -> Data) async throws {
         let logger = store.logger
         try await run {
             try await store.transaction { c in
-                let found = try await PostgresRecordStore.rows("SELECT document FROM local_keys WHERE name = \(name) FOR UPDATE", on: c, logger: logger)
-                guard let row = found.first else { throw KeyStoreError(.keyNotFound, "no local key \(name)") }
+                let found = try await PostgresRecordStore.rows(
+                    PostgresRecordStore.query(SQLStatement("SELECT document FROM local_keys WHERE name = ? FOR UPDATE", [.text(name)])),
+                    on: c, logger: logger)
+                guard let row = found.first.map(PostgresRow.init) else { throw KeyStoreError(.keyNotFound, "no local key \(name)") }
                 let updated = try change(Data(try row.bytes(0)))
-                try await PostgresRecordStore.rows("UPDATE local_keys SET document = \(ByteBuffer(bytes: updated)), revision = revision + 1 WHERE name = \(name)",
-                                                   on: c, logger: logger)
+                try await PostgresRecordStore.rows(
+                    PostgresRecordStore.query(SQLStatement("UPDATE local_keys SET document = ?, revision = revision + 1 WHERE name = ?",
+                                                           [.bytes(Array(updated)), .text(name)])),
+                    on: c, logger: logger)
             }
         }
     }
 
     public func names() async throws -> [String] {
-        try await run { try await store.rows("SELECT name FROM local_keys ORDER BY name").map { try $0.text(0) } }
+        try await run { try await store.query(SQLStatement("SELECT name FROM local_keys ORDER BY name")) { try $0.text(0) } }
     }
 }

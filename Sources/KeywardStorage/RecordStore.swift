@@ -1,11 +1,14 @@
 import KeywardAudit
 
-/// Where the gateway keeps tenants, token hashes and encrypted records. The SQLite store is the
-/// embedded default; every implementation must pass the same conformance suite.
+/// Where the gateway keeps tenants, token hashes and encrypted records: one repository per
+/// aggregate, one store that is all of them. The SQLite store is the embedded default; every
+/// implementation must pass the same conformance suite.
 ///
 /// Records are opaque ciphertext to a store: it never sees a key or a plaintext byte.
-public protocol RecordStore: AuditChainStore {
-    /// Creates the schema if needed; safe to call on every start.
+public protocol RecordStore: TenantRepository, TokenRepository, PolicyRepository, RecordRepository, JobRepository,
+    AuditChainStore, SettingsStore
+{
+    /// Creates the schema if needed, or brings it to ``Schema/version``; safe to call on every start.
     func migrate() async throws
     /// Succeeds when the database answers.
     func ping() async throws
@@ -13,47 +16,37 @@ public protocol RecordStore: AuditChainStore {
     /// count of work done, for logs.
     @discardableResult
     func maintain() async throws -> Int
+}
 
+public protocol TenantRepository: Sendable {
     /// - Throws: `StorageError.alreadyExists` if the name is taken.
     func createTenant(_ tenant: Tenant) async throws
     func tenant(named name: String) async throws -> Tenant?
     func tenants() async throws -> [Tenant]
-    /// Tenants whose master key is `key`.
+    /// Tenants whose master key (or previous key, during a re-key) is `key`.
     func tenants(usingKey key: String) async throws -> [Tenant]
+    /// Replaces a tenant's settings (its key, its previous key during a re-key).
+    func updateTenant(_ tenant: Tenant) async throws
+}
 
+public protocol TokenRepository: Sendable {
     func insertToken(_ token: TokenRecord) async throws
     func token(hash: [UInt8]) async throws -> TokenRecord?
+    func token(id: String) async throws -> TokenRecord?
     func tokens(role: TokenRecord.Role) async throws -> [TokenRecord]
     /// - Returns: whether a token was deleted.
     func deleteToken(id: String) async throws -> Bool
     /// - Returns: whether the token exists.
     func setTokenSuspended(id: String, _ suspended: Bool) async throws -> Bool
-    func token(id: String) async throws -> TokenRecord?
+}
 
+public protocol PolicyRepository: Sendable {
     /// The access policy document (JSON) of a master key, or nil if none was ever set.
     func policy(key: String) async throws -> String?
     func setPolicy(key: String, document: String, at time: Int64) async throws
+}
 
-    func createJob(_ job: Job) async throws
-    func job(id: String) async throws -> Job?
-    func jobs(status: Job.Status) async throws -> [Job]
-    func updateJob(_ job: Job) async throws
-    /// A tenant's record headers after (id, kind), ordered by id then kind.
-    func recordHeaders(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [RecordHeader]
-    /// A tenant's records of every kind after (id, kind), ordered by id then kind.
-    func records(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [Record]
-    /// Runs one batch of job `id` while holding the job against every other worker (another
-    /// replica, another task): `body` gets the job as saved and returns it updated, with the
-    /// headers to replace (each only if still equal to its `old` value), or nil to save nothing.
-    /// Headers and job commit together; a worker that dies mid-batch leaves it to the next.
-    func withJobClaimed(id: String, _ body: (Job) async throws -> (job: Job, headers: [HeaderChange])?) async throws -> JobClaim
-    func countRecords(tenant: String) async throws -> Int64
-    /// Deletes every record of a tenant (shredded data); returns how many.
-    func deleteAllRecords(tenant: String) async throws -> Int
-
-    /// Replaces a tenant's settings (its key, its previous key during a re-key).
-    func updateTenant(_ tenant: Tenant) async throws
-
+public protocol RecordRepository: Sendable {
     /// Stores records and the audit events that describe them, all or none: a record is never
     /// kept without its event, nor an event appended for a record that was not kept.
     /// - Returns: the events as appended (with position and hashes).
@@ -66,13 +59,32 @@ public protocol RecordStore: AuditChainStore {
     func record(tenant: String, id: String, kind: String) async throws -> Record?
     /// A page of a tenant's records of one kind, ordered by creation time then id.
     func records(_ query: RecordQuery) async throws -> [Record]
+    /// A tenant's records of every kind after (id, kind), ordered by id then kind.
+    func records(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [Record]
+    /// A tenant's record headers after (id, kind), ordered by id then kind.
+    func recordHeaders(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [RecordHeader]
+    func countRecords(tenant: String) async throws -> Int64
     /// Deletes every record with this id of this tenant; returns how many.
     func deleteRecords(tenant: String, id: String) async throws -> Int
+    /// Deletes every record of a tenant (shredded data); returns how many.
+    func deleteAllRecords(tenant: String) async throws -> Int
     /// Deletes records whose `expiresAt` is before `time`; returns how many.
     func purgeExpired(before time: Int64) async throws -> Int
 }
 
-extension RecordStore {
+public protocol JobRepository: Sendable {
+    func createJob(_ job: Job) async throws
+    func job(id: String) async throws -> Job?
+    func jobs(status: Job.Status) async throws -> [Job]
+    func updateJob(_ job: Job) async throws
+    /// Runs one batch of job `id` while holding the job against every other worker (another
+    /// replica, another task): `body` gets the job as saved and returns it updated, with the
+    /// headers to replace (each only if still equal to its `old` value), or nil to save nothing.
+    /// Headers and job commit together; a worker that dies mid-batch leaves it to the next.
+    func withJobClaimed(id: String, _ body: (Job) async throws -> (job: Job, headers: [HeaderChange])?) async throws -> JobClaim
+}
+
+extension RecordRepository {
     /// Stores records all or none, without audit events.
     public func insert(_ records: [Record]) async throws {
         try await insert(records, audit: [])

@@ -1,5 +1,5 @@
-/// Named values every replica shares: the sealed audit signing key, the local key store's header.
-/// Only engines that several processes share have them; a data folder keeps such values as files.
+/// Named values every process of a deployment shares: the sealed audit signing key, the local key
+/// store's header. Every engine has them; a gateway on a data folder keeps its own as files there.
 public protocol SettingsStore: Sendable {
     /// The value stored under `name`, or nil.
     func setting(_ name: String) async throws -> [UInt8]?

@@ -21,17 +21,17 @@ struct PostgresAvailabilityTests {
 
         let admin = try PostgresRecordStore(url: try TestDatabase.serverURL(), maxConnections: 1)
         defer { admin.shutdown() }
-        func sessions(_ what: String) -> SQL {
-            var sql = SQL("SELECT \(what) FROM pg_stat_activity WHERE datname = ")
-            sql += sql.bind(store.url.database)
-            return sql
+        func sessions(_ what: String) async throws -> Int64 {
+            try await admin.query(SQLStatement("SELECT \(what) FROM pg_stat_activity WHERE datname = ?", [.text(store.url.database)])) {
+                try $0.int(0)
+            }[0]
         }
         // The pool's session and the monitor's (which connects on its own schedule).
         for _ in 0..<100 {
-            if try await admin.rows(sessions("count(*)").query)[0].int(0) >= 2 { break }
+            if try await sessions("count(*)") >= 2 { break }
             try await Task.sleep(for: .milliseconds(100))
         }
-        let ended = try await admin.rows(sessions("count(pg_terminate_backend(pid))").query)[0].int(0)
+        let ended = try await sessions("count(pg_terminate_backend(pid))")
         #expect(ended >= 2, "the pool's session and the monitor's")
 
         // The pool learns of its closed sessions from the server's goodbye; give it a moment.

@@ -62,8 +62,7 @@ enum TestDatabase {
         let name = "keyward_test_\(now)_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(8).lowercased()
         let admin = try PostgresRecordStore(url: server, maxConnections: 1)
         defer { admin.shutdown() }
-        for row in try await admin.rows("SELECT datname FROM pg_database WHERE datname LIKE 'keyward_test_%'") {
-            let old = try row.text(0)
+        for old in try await admin.query("SELECT datname FROM pg_database WHERE datname LIKE 'keyward_test_%'", { try $0.text(0) }) {
             guard let stamp = Int(old.split(separator: "_").dropFirst(2).first ?? ""), stamp < now - 3600 else { continue }
             _ = try? await admin.rows(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(old) WITH (FORCE)"))
         }

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import signal
 import subprocess
 import urllib.parse
@@ -246,6 +247,14 @@ def test_the_sqlite_data_folder_of_release_3f1b562_opens_and_serves(upstream, fr
 
     # The signing key, root key and key store header are the old ones, untouched.
     assert {f: digest(os.path.join(data, f)) for f in kept} == before
+    # The schema was brought to the one every engine shares (the tables the old folder lacked).
+    db = sqlite3.connect(os.path.join(data, "keyward.sqlite3"))
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] > 4
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"settings", "local_keys"} <= tables
+    finally:
+        db.close()
     # One chain, old and new events, every checkpoint (the old binary's and the new one's at
     # shutdown) verified under the key the old binary made, given from the pristine fixture copy.
     events, signed = audit_verify("--data", data, "--public-key", os.path.join(FIXTURE, "sqlite", "audit-signing.pub"))
@@ -279,6 +288,10 @@ def test_the_postgres_database_of_release_3f1b562_opens_and_serves(upstream, fre
         assert psql(url, "-c", "SELECT encode(value, 'hex') FROM settings WHERE name = 'audit-signing.pub'") \
             == open(pub).read().strip()
         assert psql(url, "-c", "SELECT name FROM local_keys ORDER BY name") == key_rows
+        # The schema was brought to the one every engine shares: the old listing index replaced.
+        assert int(psql(url, "-c", "SELECT version FROM keyward_schema")) > 1
+        assert psql(url, "-c", "SELECT indexname FROM pg_indexes WHERE tablename = 'records' AND indexname LIKE 'records\\_%' "
+                               "ORDER BY indexname").split() == ["records_by_time", "records_expiry", "records_pkey"]
         events, signed = audit_verify("--database", url, "--public-key", pub)
         assert events == signed == head and events > old_events
     finally:

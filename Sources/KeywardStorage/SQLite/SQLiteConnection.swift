@@ -3,37 +3,28 @@ import CSQLite
 import Glibc
 #endif
 
-/// A value bound to or read from an SQL statement.
-enum SQLValue: Sendable {
-    case integer(Int64)
-    case text(String)
-    case blob([UInt8])
-    case null
-
-    init(_ value: String?) { self = value.map { .text($0) } ?? .null }
-    init(_ value: Int64?) { self = value.map { .integer($0) } ?? .null }
-}
-
 /// The columns of the current row of a query.
-struct SQLiteRow {
+public struct SQLiteRow: SQLRow {
     fileprivate let statement: OpaquePointer
 
-    func int(_ column: Int32) -> Int64 { sqlite3_column_int64(statement, column) }
-    func optionalInt(_ column: Int32) -> Int64? {
-        sqlite3_column_type(statement, column) == SQLITE_NULL ? nil : sqlite3_column_int64(statement, column)
+    public func int(_ column: Int) -> Int64 { sqlite3_column_int64(statement, Int32(column)) }
+    public func optionalInt(_ column: Int) -> Int64? {
+        sqlite3_column_type(statement, Int32(column)) == SQLITE_NULL ? nil : sqlite3_column_int64(statement, Int32(column))
     }
-    func text(_ column: Int32) -> String {
-        guard let p = sqlite3_column_text(statement, column) else { return "" }
+    public func text(_ column: Int) -> String {
+        guard let p = sqlite3_column_text(statement, Int32(column)) else { return "" }
         return String(cString: p)
     }
-    func optionalText(_ column: Int32) -> String? {
-        sqlite3_column_type(statement, column) == SQLITE_NULL ? nil : text(column)
+    public func optionalText(_ column: Int) -> String? {
+        sqlite3_column_type(statement, Int32(column)) == SQLITE_NULL ? nil : text(column)
     }
-    func blob(_ column: Int32) -> [UInt8] {
-        let count = Int(sqlite3_column_bytes(statement, column))
-        guard count > 0, let p = sqlite3_column_blob(statement, column) else { return [] }
+    public func bytes(_ column: Int) -> [UInt8] {
+        let count = Int(sqlite3_column_bytes(statement, Int32(column)))
+        guard count > 0, let p = sqlite3_column_blob(statement, Int32(column)) else { return [] }
         return Array(UnsafeRawBufferPointer(start: p, count: count))
     }
+    /// SQLite keeps a boolean as 0 or 1.
+    public func bool(_ column: Int) -> Bool { int(column) != 0 }
 }
 
 /// One SQLite connection with a cache of prepared statements. Not thread-safe: its owner keeps it
@@ -160,14 +151,7 @@ final class SQLiteConnection: @unchecked Sendable {
     private func prepared(_ sql: String, _ arguments: [SQLValue]) throws -> OpaquePointer {
         let statement = try self.statement(sql).handle
         for (i, argument) in arguments.enumerated() {
-            let index = Int32(i + 1)
-            let rc: Int32
-            switch argument {
-            case .integer(let v): rc = sqlite3_bind_int64(statement, index, v)
-            case .text(let v): rc = sqlite3_bind_text(statement, index, v, -1, transient)
-            case .blob(let v): rc = v.withUnsafeBytes { sqlite3_bind_blob64(statement, index, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), UInt64($0.count), transient) }
-            case .null: rc = sqlite3_bind_null(statement, index)
-            }
+            let rc = argument.bind(to: statement, at: Int32(i + 1))
             guard rc == SQLITE_OK else { throw error(rc, doing: "bind a value") }
         }
         return statement
@@ -191,19 +175,17 @@ final class SQLiteConnection: @unchecked Sendable {
 
 private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
-/// A prepared statement run with its values bound directly, for the hot inserts: no argument
-/// array, no lookup by SQL text per row. Valid while its connection's lock is held.
+/// A prepared statement for the hot inserts: no lookup by SQL text per row. Valid while its
+/// connection's lock is held.
 struct SQLiteStatement {
     fileprivate let handle: OpaquePointer
     fileprivate unowned(unsafe) let connection: SQLiteConnection
 
     /// Binds `values` to the parameters in order, runs the statement, then resets it.
-    func run<each V: SQLiteBindable>(_ values: repeat each V) throws {
+    func run(_ values: [SQLValue]) throws {
         defer { sqlite3_reset(handle) }
-        var index: Int32 = 0
-        for value in repeat each values {
-            index += 1
-            let rc = value.bind(to: handle, at: index)
+        for (i, value) in values.enumerated() {
+            let rc = value.bind(to: handle, at: Int32(i + 1))
             guard rc == SQLITE_OK else { throw connection.error(rc, doing: "bind a value") }
         }
         let rc = sqlite3_step(handle)
@@ -211,34 +193,23 @@ struct SQLiteStatement {
     }
 }
 
-/// A value a ``SQLiteStatement`` binds (copied by SQLite).
-protocol SQLiteBindable {
-    func bind(to statement: OpaquePointer, at index: Int32) -> Int32
-}
-
-extension Int64: SQLiteBindable {
-    func bind(to statement: OpaquePointer, at index: Int32) -> Int32 { sqlite3_bind_int64(statement, index, self) }
-}
-
-extension String: SQLiteBindable {
+extension SQLValue {
+    /// Binds the value (copied by SQLite) to parameter `index` of `statement`.
     func bind(to statement: OpaquePointer, at index: Int32) -> Int32 {
-        var v = self
-        return v.withUTF8 { u in
-            // A non-null pointer even for "", which SQLite would otherwise bind as NULL.
-            let p = UnsafeRawPointer(u.baseAddress ?? UnsafePointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self)
-            return sqlite3_bind_text(statement, index, p, Int32(u.count), transient)
+        switch self {
+        case .integer(let v?): return sqlite3_bind_int64(statement, index, v)
+        case .boolean(let v?): return sqlite3_bind_int64(statement, index, v ? 1 : 0)
+        case .text(var v?):
+            return v.withUTF8 { u in
+                // A non-null pointer even for "", which SQLite would otherwise bind as NULL.
+                let p = UnsafeRawPointer(u.baseAddress ?? UnsafePointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self)
+                return sqlite3_bind_text(statement, index, p, Int32(u.count), transient)
+            }
+        case .bytes(let v?):
+            return v.withUnsafeBytes {
+                sqlite3_bind_blob64(statement, index, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), UInt64($0.count), transient)
+            }
+        case .integer(nil), .boolean(nil), .text(nil), .bytes(nil): return sqlite3_bind_null(statement, index)
         }
-    }
-}
-
-extension Array: SQLiteBindable where Element == UInt8 {
-    func bind(to statement: OpaquePointer, at index: Int32) -> Int32 {
-        withUnsafeBytes { sqlite3_bind_blob64(statement, index, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), UInt64($0.count), transient) }
-    }
-}
-
-extension Optional: SQLiteBindable where Wrapped: SQLiteBindable {
-    func bind(to statement: OpaquePointer, at index: Int32) -> Int32 {
-        map { $0.bind(to: statement, at: index) } ?? sqlite3_bind_null(statement, index)
     }
 }

@@ -1,0 +1,90 @@
+import Foundation
+
+// The records repository: encrypted records and their clear metadata.
+
+extension Record {
+    /// The columns a record is read from; ``values`` adds `model` when it is written.
+    public static let columns = "tenant, id, kind, created_at, expires_at, metadata, header, body"
+    public static let insertColumns = columns + ", model"
+    public static let insertSQL = "INSERT INTO records(\(insertColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+    public init(row r: some SQLRow) throws {
+        let id = try r.text(1)
+        guard let metadata = try? JSONDecoder().decode(RecordMetadata.self, from: Data(try r.text(5).utf8)) else {
+            throw StorageError(.corrupt, "record \(id) has unreadable metadata")
+        }
+        self.init(tenant: try r.text(0), id: id, kind: try r.text(2), createdAt: try r.int(3), expiresAt: try r.optionalInt(4),
+                  metadata: metadata, header: try r.bytes(6), body: try r.bytes(7))
+    }
+
+    /// The values of ``insertColumns``, in order.
+    public var values: [SQLValue] {
+        [.text(tenant), .text(id), .text(kind), .integer(createdAt), .integer(expiresAt), .text(metadata.json), .bytes(header),
+         .bytes(body), .text(metadata.model)]
+    }
+}
+
+extension SQLStore {
+    public func upsert(_ r: Record) async throws {
+        try await execute(SQLStatement(Record.insertSQL + """
+             ON CONFLICT (tenant, id, kind) DO UPDATE SET created_at = excluded.created_at, expires_at = excluded.expires_at,
+            metadata = excluded.metadata, header = excluded.header, body = excluded.body, model = excluded.model
+            """, r.values))
+    }
+
+    public func record(tenant: String, id: String, kind: String) async throws -> Record? {
+        try await first(SQLStatement("SELECT \(Record.columns) FROM records WHERE tenant = ? AND id = ? AND kind = ?",
+                                     [.text(tenant), .text(id), .text(kind)]), Record.init(row:))
+    }
+
+    public func records(_ q: RecordQuery) async throws -> [Record] {
+        let limit = Int64(max(0, min(q.limit, 1000)))
+        let (cmp, order) = q.order == .ascending ? (">", "ASC") : ("<", "DESC")
+        var s = SQLStatement("SELECT \(Record.columns) FROM records WHERE tenant = ? AND kind = ?", [.text(q.tenant), .text(q.kind)])
+        if let model = q.model { s += SQLStatement(" AND model = ?", [.text(model)]) }
+        if let after = q.after {
+            guard let created = try await first(SQLStatement("SELECT created_at FROM records WHERE tenant = ? AND id = ? AND kind = ?",
+                                                             [.text(q.tenant), .text(after), .text(q.kind)]), { try $0.int(0) }) else {
+                throw StorageError(.notFound, "no record \(after) to list after")
+            }
+            s += SQLStatement(" AND (created_at, id) \(cmp) (?, ?)", [.integer(created), .text(after)])
+        }
+        s += SQLStatement(" ORDER BY created_at \(order), id \(order) LIMIT ?", [.integer(limit)])
+        return try await query(s, Record.init(row:))
+    }
+
+    public func recordHeaders(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [RecordHeader] {
+        try await page("id, kind, header", tenant: tenant, after: after, limit: limit) {
+            RecordHeader(id: try $0.text(0), kind: try $0.text(1), header: try $0.bytes(2))
+        }
+    }
+
+    public func records(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [Record] {
+        try await page(Record.columns, tenant: tenant, after: after, limit: limit, Record.init(row:))
+    }
+
+    /// A tenant's rows after (id, kind), in that order, through the unique index.
+    private func page<T>(_ columns: String, tenant: String, after: (id: String, kind: String)?, limit: Int,
+                         _ decode: (Row) throws -> T) async throws -> [T] {
+        var s = SQLStatement("SELECT \(columns) FROM records WHERE tenant = ?", [.text(tenant)])
+        if let after { s += SQLStatement(" AND (id, kind) > (?, ?)", [.text(after.id), .text(after.kind)]) }
+        s += SQLStatement(" ORDER BY id, kind LIMIT ?", [.integer(Int64(limit))])
+        return try await query(s, decode)
+    }
+
+    public func countRecords(tenant: String) async throws -> Int64 {
+        try await first(SQLStatement("SELECT count(*) FROM records WHERE tenant = ?", [.text(tenant)])) { try $0.int(0) } ?? 0
+    }
+
+    public func deleteRecords(tenant: String, id: String) async throws -> Int {
+        try await executeLong(SQLStatement("DELETE FROM records WHERE tenant = ? AND id = ?", [.text(tenant), .text(id)]))
+    }
+
+    public func deleteAllRecords(tenant: String) async throws -> Int {
+        try await executeLong(SQLStatement("DELETE FROM records WHERE tenant = ?", [.text(tenant)]))
+    }
+
+    public func purgeExpired(before time: Int64) async throws -> Int {
+        try await executeLong(SQLStatement("DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at < ?", [.integer(time)]))
+    }
+}

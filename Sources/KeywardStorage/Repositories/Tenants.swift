@@ -1,0 +1,43 @@
+// The tenants repository: rows of `tenants`, written once for every engine.
+
+extension Tenant {
+    /// The columns a tenant is read from and written to, in the order of ``init(row:)``.
+    public static let columns = "name, key, store, retention_days, created_at, previous_key"
+
+    public init(row r: some SQLRow) throws {
+        guard let store = StorePolicy(rawValue: try r.text(2)) else {
+            throw StorageError(.corrupt, "tenant \(try r.text(0)) has an unknown store policy")
+        }
+        self.init(name: try r.text(0), key: try r.text(1), store: store, retentionDays: Int(try r.int(3)), createdAt: try r.int(4),
+                  previousKey: try r.optionalText(5))
+    }
+}
+
+extension SQLStore {
+    public func createTenant(_ t: Tenant) async throws {
+        try await execute(SQLStatement("INSERT INTO tenants(\(Tenant.columns)) VALUES (?, ?, ?, ?, ?, ?)", [
+            .text(t.name), .text(t.key), .text(t.store.rawValue), .integer(Int64(t.retentionDays)), .integer(t.createdAt),
+            .text(t.previousKey),
+        ]))
+    }
+
+    public func updateTenant(_ t: Tenant) async throws {
+        let changed = try await execute(SQLStatement(
+            "UPDATE tenants SET key = ?, store = ?, retention_days = ?, previous_key = ? WHERE name = ?",
+            [.text(t.key), .text(t.store.rawValue), .integer(Int64(t.retentionDays)), .text(t.previousKey), .text(t.name)]))
+        guard changed == 1 else { throw StorageError(.notFound, "no tenant \(t.name)") }
+    }
+
+    public func tenant(named name: String) async throws -> Tenant? {
+        try await first(SQLStatement("SELECT \(Tenant.columns) FROM tenants WHERE name = ?", [.text(name)]), Tenant.init(row:))
+    }
+
+    public func tenants() async throws -> [Tenant] {
+        try await query(SQLStatement("SELECT \(Tenant.columns) FROM tenants ORDER BY name"), Tenant.init(row:))
+    }
+
+    public func tenants(usingKey key: String) async throws -> [Tenant] {
+        try await query(SQLStatement("SELECT \(Tenant.columns) FROM tenants WHERE key = ? OR previous_key = ? ORDER BY name",
+                                     [.text(key), .text(key)]), Tenant.init(row:))
+    }
+}
