@@ -40,7 +40,8 @@ final class Authenticator: Sendable {
 
     /// Verifies the bearer token (or `x-api-key`, as Anthropic clients send it) for `role`: 401
     /// without a known token, 403 for a suspended one, 403 and an audit event for another role.
-    func authenticate(_ request: Request, role: TokenRecord.Role) async throws -> Principal {
+    /// - Parameter route: the matched route's template, for the audit event of a refusal.
+    func authenticate(_ request: Request, role: TokenRecord.Role, route: String?) async throws -> Principal {
         var value: String?
         if let header = request.headers[.authorization], let token = Self.bearerToken(header) {
             value = token
@@ -69,7 +70,7 @@ final class Authenticator: Sendable {
         guard principal.role == role else {
             metrics.accessDenied("role")
             try await audit.append(AuditLog.event(
-                .access, result: .denied, detail: "\(request.method.rawValue) \(GatewayMiddleware.route(request.uri.path)) needs role \(role.rawValue)",
+                .access, result: .denied, detail: "\(request.method.rawValue) \(route ?? "other") needs role \(role.rawValue)",
                 scope: AuditScope(actor: principal.tokenID, tenant: principal.tenant?.name, requestID: AuditScope.requestID)))
             throw GatewayError.forbidden("this token's role (\(principal.role.rawValue)) may not call this route")
         }
@@ -86,7 +87,7 @@ struct Authenticate: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
-        context.principal = try await authenticator.authenticate(request, role: role)
+        context.principal = try await authenticator.authenticate(request, role: role, route: context.endpointPath)
         return try await next(request, context)
     }
 }

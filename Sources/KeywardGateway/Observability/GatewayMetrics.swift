@@ -1,137 +1,124 @@
-import Prometheus
+import Metrics
+import struct Prometheus.PrometheusMetricsFactory
+import class Prometheus.PrometheusCollectorRegistry
 import Synchronization
 
-/// The gateway's Prometheus metrics. Labels carry routes, statuses, upstream names and key-store
+/// The gateway's metrics, through swift-metrics, with swift-prometheus as the factory of each
+/// gateway's own registry (several gateways in one test process keep their counts apart). Labels
+/// carry route templates (Hummingbird's `endpointPath`), statuses, upstream names and key-store
 /// operations only: never a tenant's data, a token or a key.
 public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
-    private static let latencyBuckets: [Duration] = [
-        .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
-        .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
-        .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
-    ]
+    let factory: PrometheusMetricsFactory
 
     public init() {
-        recordsStoredCounter = registry.makeCounter(descriptor: Self.descriptor("records_stored", "total", "Encrypted records written"), labels: [])
-        let registry = self.registry
-        auditAppendCounters = [true, false].map { ok in
-            registry.makeCounter(descriptor: Self.descriptor("audit_appends", "total", "Audit append transactions by result"),
-                                 labels: [("result", ok ? "ok" : "error")])
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+            .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+            .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
+        ]
+        self.factory = factory
+        recordsStoredCounter = Metrics.Counter(label: "keyward_records_stored_total", dimensions: [], factory: factory)
+        auditAppendCounters = ["ok", "error"].map {
+            Metrics.Counter(label: "keyward_audit_appends_total", dimensions: [("result", $0)], factory: factory)
         }
     }
 
-    // The registry builds names and label keys on every lookup; each handle is looked up once.
-    private let counters = Mutex<[String: Counter]>([:])
-    private let histograms = Mutex<[String: DurationHistogram]>([:])
-
-    private func counter(_ name: String, _ unit: String, _ help: String, _ labels: [(String, String)]) -> Counter {
-        let key = name + labels.map { "|" + $0.1 }.joined()
-        if let c = counters.withLock({ $0[key] }) { return c }
-        let c = registry.makeCounter(descriptor: Self.descriptor(name, unit, help), labels: labels)
-        counters.withLock { $0[key] = c }
-        return c
+    private func counter(_ name: String, _ labels: [(String, String)]) -> Metrics.Counter {
+        Metrics.Counter(label: "keyward_\(name)_total", dimensions: labels, factory: factory)
     }
 
-    private func histogram(_ name: String, _ help: String, _ labels: [(String, String)]) -> DurationHistogram {
-        let key = name + labels.map { "|" + $0.1 }.joined()
-        if let h = histograms.withLock({ $0[key] }) { return h }
-        let h = registry.makeDurationHistogram(descriptor: Self.descriptor(name, "seconds", help), labels: labels, buckets: Self.latencyBuckets)
-        histograms.withLock { $0[key] = h }
-        return h
+    private func timer(_ name: String, _ labels: [(String, String)]) -> Metrics.Timer {
+        Metrics.Timer(label: "keyward_\(name)_seconds", dimensions: labels, factory: factory)
     }
 
-    private static func descriptor(_ name: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
-        MetricNameDescriptor(namespace: "keyward", metricName: name, unitName: unit, helpText: help)
-    }
-
-    /// The handles of the two per-request families, by their labels: found without building a
-    /// key string on every request.
+    /// The per-request families' handles, by their labels: the factory builds names and label
+    /// keys at each lookup, which a request should not pay for.
     private struct Labels: Hashable {
         let a: String, b: String, status: Int
     }
-    private let requestHandles = Mutex<[Labels: (Counter, DurationHistogram)]>([:])
-    private let upstreamHandles = Mutex<[Labels: (Counter, DurationHistogram)]>([:])
+    private let requestHandles = Mutex<[Labels: (Metrics.Counter, Metrics.Timer)]>([:])
+    private let upstreamHandles = Mutex<[Labels: (Metrics.Counter, Metrics.Timer)]>([:])
+    private let dataKeyHandles = Mutex<[Labels: Metrics.Counter]>([:])
 
-    func request(route: String, method: String, status: Int, duration: Duration) {
+    /// A request answered. `route` is the matched route's template; nil for a path no route matches.
+    func request(route: String?, method: String, status: Int, duration: Duration) {
+        let route = route ?? "other"
         let key = Labels(a: route, b: method, status: status)
         let handles = requestHandles.withLock { $0[key] } ?? {
-            let h = (counter("http_requests", "total", "HTTP requests by route, method and status",
-                             [("route", route), ("method", method), ("status", String(status))]),
-                     histogram("http_request_duration", "Time to the response head, by route", [("route", route)]))
+            let h = (counter("http_requests", [("route", route), ("method", method), ("status", String(status))]),
+                     timer("http_request_duration", [("route", route)]))
             requestHandles.withLock { $0[key] = h }
             return h
         }()
         handles.0.increment()
-        handles.1.record(duration)
+        handles.1.record(duration: duration)
     }
 
     func upstream(_ name: String, status: Int, duration: Duration) {
         let key = Labels(a: name, b: "", status: status)
         let handles = upstreamHandles.withLock { $0[key] } ?? {
-            let h = (counter("upstream_responses", "total", "Upstream responses by upstream and status",
-                             [("upstream", name), ("status", String(status))]),
-                     histogram("upstream_duration", "Upstream response time, by upstream", [("upstream", name)]))
+            let h = (counter("upstream_responses", [("upstream", name), ("status", String(status))]),
+                     timer("upstream_duration", [("upstream", name)]))
             upstreamHandles.withLock { $0[key] = h }
             return h
         }()
-        handles.1.record(duration)
+        handles.1.record(duration: duration)
         handles.0.increment()
     }
 
     /// A call that reached a key store (a data-key cache miss), with its outcome.
     func keyStoreCall(_ operation: String, ok: Bool) {
-        counter("keystore_calls", "total", "Key-store calls by operation and result",
-                [("operation", operation), ("result", ok ? "ok" : "error")]).increment()
+        counter("keystore_calls", [("operation", operation), ("result", ok ? "ok" : "error")]).increment()
     }
 
     /// A request for data-key materials; a miss is followed by a key-store call.
     func dataKeyCache(_ direction: String, hit: Bool) {
         let key = Labels(a: direction, b: "", status: hit ? 1 : 0)
         let c = dataKeyHandles.withLock { $0[key] } ?? {
-            let c = counter("datakey_cache", "total", "Data-key cache lookups by direction and result",
-                            [("direction", direction), ("result", hit ? "hit" : "miss")])
+            let c = counter("datakey_cache", [("direction", direction), ("result", hit ? "hit" : "miss")])
             dataKeyHandles.withLock { $0[key] = c }
             return c
         }()
         c.increment()
     }
-    private let dataKeyHandles = Mutex<[Labels: Counter]>([:])
 
     /// A stored record decrypted for a reader.
     func unwrap(kind: String) {
-        counter("record_unwraps", "total", "Stored records decrypted, by kind", [("kind", kind)]).increment()
+        counter("record_unwraps", [("kind", kind)]).increment()
     }
 
-    func recordsStored(_ count: Int) { recordsStoredCounter.increment(by: Int64(count)) }
-    private let recordsStoredCounter: Counter
+    func recordsStored(_ count: Int) { recordsStoredCounter.increment(by: count) }
+    private let recordsStoredCounter: Metrics.Counter
 
     func recordsPurged(_ count: Int) {
-        counter("records_purged", "total", "Expired records deleted", []).increment(by: Int64(count))
+        counter("records_purged", []).increment(by: count)
     }
 
     func auditAppend(ok: Bool) { auditAppendCounters[ok ? 0 : 1].increment() }
-    private let auditAppendCounters: [Counter]
+    private let auditAppendCounters: [Metrics.Counter]
 
     func alert(_ reason: String) {
-        counter("alerts", "total", "Anomalous unwrap activity alerts raised", [("reason", reason)]).increment()
+        counter("alerts", [("reason", reason)]).increment()
     }
 
     func keyEvent(_ operation: String) {
-        counter("key_events", "total", "Key life-cycle operations through the admin API", [("operation", operation)]).increment()
+        counter("key_events", [("operation", operation)]).increment()
     }
 
+    /// A request refused by a key policy or a role, by purpose.
     func accessDenied(_ purpose: String) {
-        counter("access_denied", "total", "Requests refused by a key policy or a role, by purpose", [("purpose", purpose)]).increment()
+        counter("access_denied", [("purpose", purpose)]).increment()
     }
 
     func headersRewrapped(_ count: Int) {
-        counter("headers_rewrapped", "total", "Record headers re-wrapped by re-key jobs", []).increment(by: Int64(count))
+        counter("headers_rewrapped", []).increment(by: count)
     }
 
     /// The change feed started listening (after which every cache was dropped) or lost its connection.
     func changeFeed(listening: Bool) {
-        counter("change_feed_events", "total", "Change-notification connection events: listening (caches dropped) or lost",
-                [("event", listening ? "listening" : "lost")]).increment()
+        counter("change_feed_events", [("event", listening ? "listening" : "lost")]).increment()
     }
 
     /// The exposition text for `/metrics`.
