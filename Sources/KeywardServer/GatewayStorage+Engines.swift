@@ -9,7 +9,7 @@ extension GatewayStorage {
     /// The storage a configuration names: the PostgreSQL database every replica shares when it
     /// has a database address, else SQLite in the data folder (created if needed).
     public static func open(for configuration: GatewayConfiguration, logger: Logger) throws -> GatewayStorage {
-        if let url = configuration.databaseURL { return try postgres(url: try PostgresURL(url.value), logger: logger) }
+        if let url = configuration.databaseURL { return try postgres(url: try PostgresURL(url.exposed()), logger: logger) }
         try configuration.createDataFolder()
         return try sqlite(path: configuration.dataFolder + "/keyward.sqlite3")
     }

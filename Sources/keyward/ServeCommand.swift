@@ -58,7 +58,10 @@ struct ServeCommand: AsyncParsableCommand {
         }
         if let token {
             // Shown once, on standard output only; the log never carries it.
-            print("Admin token (shown once, store it now): \(token.value)")
+            print("Admin token (shown once, store it now): ", terminator: "")
+            fflush(nil)
+            token.withUnsafeBytes { _ = write(STDOUT_FILENO, $0.baseAddress, $0.count) }  // no String copy of it
+            print("")
             fflush(nil)  // all streams: standard output may be a file
         }
         let upstreams = configuration.upstreams.map { "\($0.name) (\($0.kind.rawValue))" }.joined(separator: ", ")

@@ -40,3 +40,19 @@ import Testing
         return s
     }
 }
+
+/// Tokens, provider keys and credentials: held as wiped bytes, never printed.
+@Suite struct SecretStringTests {
+    @Test func aSecretNeverPrintsAndKeepsItsBytes() {
+        let s = Secret("kw_hunter2")
+        #expect("\(s)" == "<redacted>" && String(reflecting: s) == "<redacted>")
+        var dumped = ""
+        dump(s, to: &dumped)
+        #expect(!dumped.contains("hunter2"))
+        #expect(s.count == 10 && s.exposed() == "kw_hunter2")
+        #expect(s.withUnsafeBytes { Array($0) } == Array("kw_hunter2".utf8))
+        #expect(s.constantTimeEquals(Secret(bytes: SecretBytes(copying: Array("kw_hunter2".utf8)))))
+        #expect(!s.constantTimeEquals(Secret("kw_hunter3")))
+        #expect(Secret("").exposed() == "")
+    }
+}

@@ -207,15 +207,15 @@ struct LifecycleTests {
             let records = try await g.seed(a, exchanges: 3)
             let app = Application(router: g.gateway.router())
             let (admin, id) = Tokens.generate()
-            try await g.gateway.store.insertToken(TokenRecord(id: id, tenant: nil, role: .admin, hash: Tokens.hash(admin.value), createdAt: 0))
+            try await g.gateway.store.insertToken(TokenRecord(id: id, tenant: nil, role: .admin, hash: Tokens.hash(admin), createdAt: 0))
             let (appToken, appID) = Tokens.generate()
-            try await g.gateway.store.insertToken(TokenRecord(id: appID, tenant: "a", role: .app, hash: Tokens.hash(appToken.value), createdAt: 0))
+            try await g.gateway.store.insertToken(TokenRecord(id: appID, tenant: "a", role: .app, hash: Tokens.hash(appToken), createdAt: 0))
             let (keyAdmin, kid) = Tokens.generate()
-            try await g.gateway.store.insertToken(TokenRecord(id: kid, tenant: nil, role: .keyAdmin, hash: Tokens.hash(keyAdmin.value), createdAt: 0))
+            try await g.gateway.store.insertToken(TokenRecord(id: kid, tenant: nil, role: .keyAdmin, hash: Tokens.hash(keyAdmin), createdAt: 0))
 
             try await app.test(.router) { client in
                 func call(_ method: HTTPRequest.Method, _ path: String, _ token: Secret, _ body: String? = nil) async throws -> (HTTPResponse.Status, String) {
-                    try await client.execute(uri: path, method: method, headers: [.authorization: "Bearer \(token.value)"],
+                    try await client.execute(uri: path, method: method, headers: [.authorization: "Bearer \(token.exposed())"],
                                              body: body.map { ByteBuffer(string: $0) }) { ($0.status, String(buffer: $0.body)) }
                 }
                 let read = "/v1/chat/completions/\(records[1].id)"

@@ -1,3 +1,4 @@
+import KeywardCrypto
 import Foundation
 @testable import KeywardGateway
 import KeywardKeyStores

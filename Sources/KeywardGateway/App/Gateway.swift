@@ -111,7 +111,7 @@ public final class Gateway: Sendable {
                                               record: "audit-signing.key", scope: AuditScope(actor: "system")))
         guard try await store.tokens(role: .admin).isEmpty else {
             if let given = configuration.initialAdminToken,
-               try await store.token(hash: Tokens.hash(given.value))?.role != .admin {
+               try await store.token(hash: Tokens.hash(given))?.role != .admin {
                 logger.warning("KEYWARD_ADMIN_TOKEN is ignored: an admin token was installed on first start")
             }
             return nil
@@ -119,7 +119,7 @@ public final class Gateway: Sendable {
         let (generated, id) = Tokens.generate()
         let token = configuration.initialAdminToken ?? generated
         do {
-            try await store.insertToken(TokenRecord(id: id, tenant: nil, role: .admin, hash: Tokens.hash(token.value), createdAt: Self.nowMs()))
+            try await store.insertToken(TokenRecord(id: id, tenant: nil, role: .admin, hash: Tokens.hash(token), createdAt: Self.nowMs()))
         } catch let e as StorageError where e.code == .alreadyExists {
             return nil  // another replica, starting at the same moment, installed this token first
         }

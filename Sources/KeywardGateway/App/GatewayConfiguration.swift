@@ -2,17 +2,6 @@ import Foundation
 import KeywardCrypto
 import KeywardHTTP
 
-/// A provider API key or token: kept out of every printable form.
-public struct Secret: Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-    /// The secret itself: pass it only to where it is used (a header, a one-time display).
-    public let value: String
-    public init(_ value: String) { self.value = value }
-    public var description: String { "<redacted>" }
-    public var debugDescription: String { "<redacted>" }
-    /// `dump` and mirrors see no children, so the value cannot leak through reflection either.
-    public var customMirror: Mirror { Mirror(self, children: [:]) }
-}
-
 /// One model provider the gateway forwards to.
 public struct UpstreamConfiguration: Sendable {
     public enum Kind: String, Sendable, Codable {

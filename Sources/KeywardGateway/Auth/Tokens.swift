@@ -1,3 +1,4 @@
+import KeywardCrypto
 import Crypto
 import Foundation
 import KeywardStorage
@@ -11,6 +12,9 @@ enum Tokens {
 
     /// A plain hash suffices: tokens are random, not passwords, so there is nothing to brute-force.
     static func hash(_ value: String) -> [UInt8] { Array(SHA256.hash(data: Array(value.utf8))) }
+
+    /// The hash of a token held as a ``Secret``, without a `String` copy of it.
+    static func hash(_ token: Secret) -> [UInt8] { token.withUnsafeBytes { Array(SHA256.hash(data: $0)) } }
 
     /// A record or token id: `prefix`, 8 base-62 digits of the time in milliseconds, then 16 random ones
     /// (about 95 bits). Ids of one tenant sort by time, so the id index grows at its right edge

@@ -140,9 +140,10 @@ struct AdminController {
             // Logged first: a token exists only if its creation is in the log.
             try await audit.append(AuditLog.event(.tokenCreate, detail: "id=\(id) role=\(role.rawValue)",
                                                        scope: AuditScope(actor: principal.tokenID, tenant: input.tenant)))
-            try await store.insertToken(TokenRecord(id: id, tenant: input.tenant, role: role, hash: Tokens.hash(token.value), createdAt: Gateway.nowMs()))
+            try await store.insertToken(TokenRecord(id: id, tenant: input.tenant, role: role, hash: Tokens.hash(token), createdAt: Gateway.nowMs()))
             logger.notice("token issued", metadata: ["token_id": "\(id)", "tenant": "\(input.tenant ?? "-")", "role": "\(role.rawValue)"])
-            var object: [String: Any] = ["id": id, "token": token.value, "role": role.rawValue]
+            // The token is shown once, in this answer.
+            var object: [String: Any] = ["id": id, "token": token.exposed(), "role": role.rawValue]
             if let tenant = input.tenant { object["tenant"] = tenant }
             return JSONBody.response(object, status: .created)
         }

@@ -1,3 +1,4 @@
+import KeywardCrypto
 import KeywardAudit
 import KeywardStorage
 import Synchronization
@@ -34,8 +35,9 @@ final class ProviderKeys: Sendable {
         var own: Secret?
         if let record = try await store.record(tenant: tenant.name, id: Self.recordID(upstream: upstream.name), kind: Self.kind) {
             try await audit.append(AuditLog.event(.decryptRecord, key: tenant.key, record: record.id, scope: scope))
-            let plaintext = try await AuditScope.$current.withValue(scope) { try await vault.open(record, of: tenant) }
-            own = Secret(String(decoding: plaintext, as: UTF8.self))
+            var plaintext = try await AuditScope.$current.withValue(scope) { try await vault.open(record, of: tenant) }
+            own = Secret(bytes: SecretBytes(copying: plaintext))
+            plaintext.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) }
         }
         cache.withLock { $0.insert(own, for: cacheKey, now: Gateway.clock(), ifGeneration: generation) }
         return own ?? upstream.apiKey

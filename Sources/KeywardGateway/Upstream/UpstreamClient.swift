@@ -1,3 +1,4 @@
+import KeywardCrypto
 import Foundation
 import Hummingbird
 import KeywardHTTP
@@ -23,7 +24,8 @@ public final class UpstreamClient: Sendable {
         var headers: [(String, String)] = []
         headers.reserveCapacity(3 + extra.count)
         if body != nil { headers.append(("content-type", "application/json")) }
-        if let key = apiKey?.value {
+        // Header values are strings: this copy lives for the request only.
+        if let key = apiKey?.exposed() {
             switch upstream.kind {
             case .openAICompatible:
                 headers.append(("authorization", "Bearer \(key)"))

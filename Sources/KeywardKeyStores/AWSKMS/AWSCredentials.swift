@@ -1,17 +1,18 @@
 import Foundation
+import KeywardCrypto
 
 /// AWS credentials: from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, or
 /// the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`) and
 /// profile (`AWS_PROFILE`, else `default`). The secret and the token never print.
 public struct AWSCredentials: Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     public let accessKeyID: String
-    let secretAccessKey: String
-    let sessionToken: String?
+    let secretAccessKey: Secret
+    let sessionToken: Secret?
 
     public init(accessKeyID: String, secretAccessKey: String, sessionToken: String? = nil) {
         self.accessKeyID = accessKeyID
-        self.secretAccessKey = secretAccessKey
-        self.sessionToken = sessionToken
+        self.secretAccessKey = Secret(secretAccessKey)
+        self.sessionToken = sessionToken.map(Secret.init)
     }
 
     public var description: String { "AWSCredentials(\(accessKeyID), secret: <redacted>\(sessionToken == nil ? "" : ", token: <redacted>"))" }

@@ -31,7 +31,14 @@ public struct SigV4: Sendable, CustomReflectable {
 
     func signingKey(day: String) -> SymmetricKey {
         if let cached = signingKeys.last.withLock({ $0 }), cached.day == day { return cached.key }
-        var key = SymmetricKey(data: Array("AWS4\(credentials.secretAccessKey)".utf8))
+        // "AWS4" and the secret, assembled in memory that is wiped (SymmetricKey wipes its own copy).
+        let prefix = Array("AWS4".utf8)
+        let secret = credentials.secretAccessKey
+        let seed = SecretBytes(count: prefix.count + secret.count) { out in
+            out.copyBytes(from: prefix)
+            secret.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[prefix.count...]).copyMemory(from: $0) }
+        }
+        var key = seed.withUnsafeBytes { SymmetricKey(data: $0) }
         for part in [day, region, service, "aws4_request"] {
             key = SymmetricKey(data: Array(HMAC<SHA256>.authenticationCode(for: Array(part.utf8), using: key)))
         }
@@ -56,7 +63,8 @@ public struct SigV4: Sendable, CustomReflectable {
         let replaced: Set<String> = ["authorization", "x-amz-date", "x-amz-security-token"]
         var out = headers.filter { !replaced.contains($0.0.lowercased()) }
         out.append(("X-Amz-Date", timestamp))
-        if let token = credentials.sessionToken { out.append(("X-Amz-Security-Token", token)) }
+        // Header values are strings: this copy lives for the request only.
+        if let token = credentials.sessionToken { out.append(("X-Amz-Security-Token", token.exposed())) }
 
         // Lower-case names, values whitespace-collapsed, repeated names joined with commas.
         var canonical: [String: [String]] = [:]
