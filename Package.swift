@@ -75,7 +75,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .target(name: "KeywardStorage", dependencies: ["KeywardErrors", "KeywardAudit", "CSQLite"], swiftSettings: strict),
+        // The one JSON reader (a strict single-pass scanner that finds a few values) and string quoting.
+        .target(name: "KeywardJSON", swiftSettings: strict),
+        .target(name: "KeywardStorage", dependencies: ["KeywardErrors", "KeywardAudit", "KeywardJSON", "CSQLite"], swiftSettings: strict),
         // PostgreSQL for several replicas: the record store, the local key store's key material,
         // and change notifications (LISTEN/NOTIFY) that keep every replica's caches honest.
         .target(
@@ -103,7 +105,7 @@ let package = Package(
         .target(
             name: "KeywardGateway",
             dependencies: [
-                "KeywardErrors", "KeywardCrypto", "KeywardKeyStores", "KeywardAudit", "KeywardStorage", "KeywardHTTP",
+                "KeywardErrors", "KeywardCrypto", "KeywardKeyStores", "KeywardAudit", "KeywardStorage", "KeywardHTTP", "KeywardJSON",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -192,6 +194,7 @@ let package = Package(
             name: "KeywardGatewayTests",
             dependencies: [
                 "KeywardGateway", "KeywardServer", "KeywardAudit", "KeywardStorage", "KeywardKeyStores", "KeywardCrypto", "KeywardTesting", "KeywardPostgres",
+                "KeywardJSON",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

@@ -1,4 +1,5 @@
 import Foundation
+import KeywardJSON
 
 /// A tenant: a team or customer whose stored data is encrypted under its own master key.
 public struct Tenant: Sendable, Hashable, Codable {
@@ -229,7 +230,7 @@ extension RecordMetadata {
             out += k.description
             out += "\":"
         }
-        if let model { key("model"); out += Self.quoted(model) }
+        if let model { key("model"); JSONString.append(quoted: model, to: &out) }
         if let status { key("status"); out += String(status) }
         if let promptTokens { key("promptTokens"); out += String(promptTokens) }
         if let completionTokens { key("completionTokens"); out += String(completionTokens) }
@@ -237,21 +238,6 @@ extension RecordMetadata {
         if let size { key("size"); out += String(size) }
         if let streamed { key("streamed"); out += streamed ? "true" : "false" }
         return out + "}"
-    }
-
-    private static func quoted(_ s: String) -> String {
-        // Model names are plain almost always: nothing to escape.
-        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) { return "\"" + s + "\"" }
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        return out + "\""
     }
 }
 

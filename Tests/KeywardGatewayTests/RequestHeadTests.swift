@@ -1,3 +1,4 @@
+import KeywardJSON
 import Foundation
 @testable import KeywardGateway
 import PropertyBased
@@ -68,7 +69,7 @@ import Testing
             // do not; and refuses a number beyond Double's range (1e309), which both allow.
             let foundation = (try? JSONSerialization.jsonObject(with: Data(Self.cappingNumbers(doc)), options: [.fragmentsAllowed])) != nil
                 && !Self.hasTrailingComma(doc)
-            var scanner = JSONSyntaxScanner(doc, keys: [])
+            var scanner = JSONScanner(doc, keys: [])
             let ours = (try? scanner.scanDocument()) != nil
             #expect(ours == foundation, "\(String(decoding: doc, as: UTF8.self))")
         }

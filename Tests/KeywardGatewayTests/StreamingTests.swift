@@ -1,3 +1,4 @@
+import KeywardJSON
 import Foundation
 @testable import KeywardGateway
 import Testing

@@ -1,3 +1,4 @@
+import KeywardJSON
 import Foundation
 import HTTPTypes
 import Hummingbird
