@@ -35,40 +35,46 @@ public final class PostgresChangeFeed: ChangeFeed {
         var id = 0
         while !Task.isCancelled {
             id += 1
-            do {
-                let connection = try await PostgresConnection.connect(configuration: url.connectionConfiguration(), id: id, logger: logger)
-                defer { Task { try? await connection.close() } }
-                try await connection.listen(on: Self.channel) { notifications in
-                    delay = .milliseconds(100)
-                    await onState(true)
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask {
-                            for try await n in notifications {
-                                let parts = n.payload.split(separator: " ", maxSplits: 1)
-                                guard parts.count == 2, parts[0] != self.origin else { continue }
-                                await onChange(String(parts[1]))
-                            }
-                            throw CancellationError()
-                        }
-                        // A dead peer may never close the socket: ask something every second.
-                        group.addTask {
-                            while true {
-                                try await Task.sleep(for: .seconds(1))
-                                try await PostgresRecordStore.withDeadline(.seconds(2)) {
-                                    _ = try await connection.query("SELECT 1", logger: self.logger)
-                                }
-                            }
-                        }
-                        try await group.next()
-                        group.cancelAll()
-                    }
-                }
-            } catch {}
+            if let connection = try? await PostgresConnection.connect(configuration: url.connectionConfiguration(), id: id, logger: logger) {
+                try? await listen(on: connection, onState: onState, onChange: onChange) { delay = .milliseconds(100) }
+                // Bounded: a connection to a dead server may not answer its close.
+                try? await PostgresRecordStore.withDeadline(.seconds(2)) { try await connection.close() }
+            }
             if Task.isCancelled { return }
             await onState(false)
             logger.warning("change notifications lost; caches are bypassed until they resume", metadata: ["database": "\(url)"])
             try? await Task.sleep(for: delay)
             delay = min(delay * 2, .seconds(2))
+        }
+    }
+
+    /// Listens on `connection` until it fails or the task is cancelled.
+    private func listen(on connection: PostgresConnection, onState: @escaping @Sendable (Bool) async -> Void,
+                        onChange: @escaping @Sendable (String) async -> Void, listening: () -> Void) async throws {
+        try await connection.listen(on: Self.channel) { notifications in
+            listening()
+            await onState(true)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for try await n in notifications {
+                        let parts = n.payload.split(separator: " ", maxSplits: 1)
+                        guard parts.count == 2, parts[0] != self.origin else { continue }
+                        await onChange(String(parts[1]))
+                    }
+                    throw CancellationError()
+                }
+                // A dead peer may never close the socket: ask something every second.
+                group.addTask {
+                    while true {
+                        try await Task.sleep(for: .seconds(1))
+                        try await PostgresRecordStore.withDeadline(.seconds(2)) {
+                            _ = try await connection.query("SELECT 1", logger: self.logger)
+                        }
+                    }
+                }
+                try await group.next()
+                group.cancelAll()
+            }
         }
     }
 }

@@ -4,6 +4,7 @@ import KeywardStorage
 import Logging
 import NIOCore
 import PostgresNIO
+import ServiceLifecycle
 import Synchronization
 
 /// The store for several replicas: one PostgreSQL database shared by every `keyward serve`.
@@ -12,13 +13,11 @@ import Synchronization
 /// every failure to reach the server is `StorageError.unavailable`, which the gateway answers
 /// with 503 rather than serve from stale state. The audit chain is serialised in the database by
 /// a row lock on its head, so appends from every replica form one chain.
-public final class PostgresRecordStore: SQLStore {
+public final class PostgresRecordStore: SQLStore, Service {
     public let url: PostgresURL
     let client: PostgresClient
     let logger: Logger
-    private let runner: Task<Void, Never>
     private let health = Health()
-    private let monitor: Task<Void, Never>
     /// Who commits the next inserts, and with whom (see `insert(_:audit:)`).
     let pending = Mutex(GroupCommit<PendingBatch, Never>())
     /// The chain head as of this process's last append: the next append expects it, in one
@@ -30,29 +29,38 @@ public final class PostgresRecordStore: SQLStore {
         let up = Atomic<Bool>(true)
     }
 
-    /// Connects lazily: nothing is sent until the first call.
+    /// Connects lazily: nothing is sent until the first call, and calls wait for ``run()``.
     public init(url: PostgresURL, maxConnections: Int = 16, logger: Logger = Logger(label: "keyward.postgres")) throws {
         self.url = url
         self.logger = logger
         // The pool's background log says at warning level that a lease came before run() started,
-        // which is a harmless race here (run() is started just below).
+        // which is a harmless race when a call is made as the service group starts.
         var background = logger
         background.logLevel = .error
-        let client = PostgresClient(configuration: try url.clientConfiguration(maxConnections: maxConnections), backgroundLogger: background)
-        self.client = client
-        runner = Task { await client.run() }
-        monitor = Task { [health] in await Self.watch(url, health: health, logger: logger) }
+        client = PostgresClient(configuration: try url.clientConfiguration(maxConnections: maxConnections), backgroundLogger: background)
     }
 
-    deinit {
-        runner.cancel()
-        monitor.cancel()
+    /// Runs the connection pool and the health monitor until cancelled or shut down gracefully
+    /// (the service group of `keyward serve` lists the store first, so that it stops last);
+    /// calls wait for a connection until it runs, and fail after it returns.
+    public func run() async throws {
+        let (client, url, health, logger) = (client, url, health, logger)
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await client.run() }
+                group.addTask { await Self.watch(url, health: health, logger: logger) }
+            }
+        }
     }
 
-    /// Closes the pool; calls after this fail.
-    public func shutdown() {
-        runner.cancel()
-        monitor.cancel()
+    /// Runs `body` while the store runs, for a command that owns the store for one task (not
+    /// `keyward serve`, whose service group runs it); the store stops when `body` returns.
+    public func whileRunning<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.run() }
+            defer { group.cancelAll() }
+            return try await body()
+        }
     }
 
     /// Probes the server twice a second on a connection of its own (a busy pool must not look
@@ -68,7 +76,7 @@ public final class PostgresRecordStore: SQLStore {
                 do {
                     try await withDeadline(.seconds(2)) { _ = try await c.query("SELECT 1", logger: logger) }
                 } catch {
-                    Task { try? await c.close() }
+                    try? await withDeadline(.seconds(2)) { try await c.close() }
                     connection = nil
                 }
             }

@@ -29,7 +29,7 @@ extension GatewayStorage {
     public static func postgres(url: PostgresURL, logger: Logger) throws -> GatewayStorage {
         let store = try PostgresRecordStore(url: url, logger: logger)
         return GatewayStorage(records: store, changes: PostgresChangeFeed(store: store, logger: logger), settings: store,
-                              localKeys: PostgresKeyBackend(store: store), description: "\(url)")
+                              localKeys: PostgresKeyBackend(store: store), description: "\(url)", services: [store])
     }
 }
 

@@ -15,6 +15,8 @@ func benchGateway(_ folder: String, cache: CacheLimits = CacheLimits(maxAge: 60,
     var configuration = try GatewayConfiguration.load(dataFolder: folder, listen: nil, configFile: nil)
     configuration.cacheLimits = cache
     let gateway = try Gateway(configuration: configuration, logger: logger)
+    // The storage's services (a database's pool) run for the rest of this short-lived process.
+    for service in gateway.storageServices { Task { try? await service.run() } }
     _ = try await gateway.prepare()
     // With PostgreSQL, data keys are cached only while the change feed listens.
     Task { await gateway.followChanges() }

@@ -21,29 +21,33 @@ struct AuditCommand: AsyncParsableCommand {
         var publicKey: String?
 
         func run() async throws {
-            let store: any RecordStore
-            var key: [UInt8]
             if let url = database ?? ProcessInfo.processInfo.environment["KEYWARD_DATABASE_URL"].flatMap({ $0.isEmpty ? nil : $0 }) {
                 let postgres: PostgresRecordStore
                 do { postgres = try PostgresRecordStore(url: try PostgresURL(url)) } catch let e as StorageError {
                     throw CLIError(exitCode: 2, description: e.reason)
                 }
-                store = postgres
-                if let publicKey { key = try AuditSigner.readPublicKey(publicKey) } else {
-                    guard let stored = try await postgres.setting(AuditSigner.publicSetting), stored.count == 32 else {
-                        throw CLIError(exitCode: 2, description: "the database holds no audit public key: give --public-key")
+                try await postgres.whileRunning {
+                    let key: [UInt8]
+                    if let publicKey { key = try AuditSigner.readPublicKey(publicKey) } else {
+                        guard let stored = try await postgres.setting(AuditSigner.publicSetting), stored.count == 32 else {
+                            throw CLIError(exitCode: 2, description: "the database holds no audit public key: give --public-key")
+                        }
+                        key = stored
+                        FileHandle.standardError.write(Data("note: trusting the audit public key stored in the database itself; pass --public-key with a copy kept elsewhere to detect a rewrite of the whole database\n".utf8))
                     }
-                    key = stored
-                    FileHandle.standardError.write(Data("note: trusting the audit public key stored in the database itself; pass --public-key with a copy kept elsewhere to detect a rewrite of the whole database\n".utf8))
+                    try await verify(postgres, key: key)
                 }
             } else {
                 let database = data + "/keyward.sqlite3"
                 guard FileManager.default.fileExists(atPath: database) else {
                     throw CLIError(exitCode: 2, description: "no database at \(database)")
                 }
-                key = try AuditSigner.readPublicKey(publicKey ?? AuditSigner.publicKeyPath(folder: data))
-                store = try SQLiteRecordStore(path: database)
+                let key = try AuditSigner.readPublicKey(publicKey ?? AuditSigner.publicKeyPath(folder: data))
+                try await verify(try SQLiteRecordStore(path: database), key: key)
             }
+        }
+
+        private func verify(_ store: any RecordStore, key: [UInt8]) async throws {
             let (count, signed): (Int64, Int64)
             do { (count, signed) = try await AuditVerifier.verify(store, trustedKeys: [key]) } catch let e as AuditVerifier.Failure {
                 throw CLIError(exitCode: 1, description: e.description)

@@ -8,6 +8,8 @@ import KeywardServer
 import Logging
 import NIOCore
 import NIOPosix
+import OTel
+import ServiceLifecycle
 
 /// `keyward serve`: the OpenAI-compatible gateway.
 struct ServeCommand: AsyncParsableCommand {
@@ -50,6 +52,34 @@ struct ServeCommand: AsyncParsableCommand {
         do { gateway = try Gateway(configuration: configuration, logger: logger) } catch let e as any CodedError {
             throw CLIError(exitCode: 1, description: "cannot start: \(e)")
         }
+        // One service group: the storage's own services first (a database's pool and monitor), so
+        // that they start before the gateway prepares and stop after it has drained.
+        var services = gateway.storageServices + [GatewayProcess(gateway: gateway, configuration: configuration, logger: logger)]
+        if configuration.tracing {
+            // Traces only (logs and metrics keep their own backends), configured by the standard
+            // OTEL_* variables; first in the group, so that it stops last and flushes every span.
+            var otel = OTel.Configuration.default
+            otel.serviceName = "keyward"
+            otel.logs.enabled = false
+            otel.metrics.enabled = false
+            do { services.insert(try OTel.bootstrap(configuration: otel), at: 0) } catch {
+                throw CLIError(exitCode: 2, description: "invalid OpenTelemetry configuration: \(error)")
+            }
+        }
+        let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await group.run()
+        logger.notice("stopped")
+    }
+}
+
+/// `keyward serve`'s gateway as a service: prepared once its storage runs (migrations, the first
+/// admin token), then serving until the group shuts it down (draining in-flight requests).
+struct GatewayProcess: Service {
+    let gateway: Gateway
+    let configuration: GatewayConfiguration
+    let logger: Logger
+
+    func run() async throws {
         let token: Secret?
         do { token = try await gateway.prepare() } catch let e as any CodedError {
             // A wrong root key, an unreachable database: say which, and start nothing.
@@ -68,10 +98,10 @@ struct ServeCommand: AsyncParsableCommand {
         logger.notice("starting", metadata: [
             "data": "\(configuration.dataFolder)", "database": "\(gateway.databaseDescription)", "upstreams": "\(upstreams.isEmpty ? "none: keyward/echo only" : upstreams)",
         ])
+        let (logger, configuration) = (logger, configuration)
         let app = gateway.application { port in
             logger.notice("listening", metadata: ["address": "http://\(configuration.host):\(port)"])
         }
-        try await app.runService()
-        logger.notice("stopped")
+        try await app.run()
     }
 }

@@ -58,7 +58,7 @@ struct AuditChainTests {
     @Test(arguments: Engine.allCases)
     func twoWritersOnOneDatabaseFormOneChain(_ engine: Engine) async throws {
         let (first, keep) = try await engine.make(); _ = keep
-        let second = try engine.reopen(first)
+        let (second, keepSecond) = try engine.reopen(first); _ = keepSecond
         // Each writer's idea of the head goes stale as the other appends.
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (n, store) in [first, second].enumerated() {

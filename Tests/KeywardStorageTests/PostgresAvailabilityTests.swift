@@ -14,13 +14,15 @@ struct PostgresAvailabilityTests {
     /// until the 2 s deadline, and a monitor that took that for a dead server refused every call
     /// for the next half second (as a replica did in CI just after PostgreSQL came back).
     @Test func sessionsEndedByTheServerDoNotMakeTheStoreRefuseCalls() async throws {
-        let store = try await TestDatabase.fresh()
-        defer { store.shutdown() }
+        let running = try await TestDatabase.fresh()
+        defer { running.shutdown() }
+        let store = running.store
         try await store.migrate()
         try await store.createTenant(Tenant(name: "a", key: "local:a", createdAt: 1))
 
-        let admin = try PostgresRecordStore(url: try TestDatabase.serverURL(), maxConnections: 1)
-        defer { admin.shutdown() }
+        let runningAdmin = RunningStore(try PostgresRecordStore(url: try TestDatabase.serverURL(), maxConnections: 1))
+        defer { runningAdmin.shutdown() }
+        let admin = runningAdmin.store
         func sessions(_ what: String) async throws -> Int64 {
             try await admin.query(SQLStatement("SELECT \(what) FROM pg_stat_activity WHERE datname = ?", [.text(store.url.database)])) {
                 try $0.int(0)

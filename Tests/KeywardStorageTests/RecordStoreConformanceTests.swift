@@ -24,23 +24,40 @@ enum Engine: String, CaseIterable, CustomTestStringConvertible {
             try await store.migrate()  // idempotent
             return (store, dir)
         case .postgres:
-            let store = try await TestDatabase.fresh()
-            try await store.migrate()
-            try await store.migrate()
-            return (store, store)
+            let running = try await TestDatabase.fresh()
+            try await running.store.migrate()
+            try await running.store.migrate()
+            return (running.store, running)
         }
     }
 }
 
 extension Engine {
-    /// A second store on the same database, as a second process or replica would open it.
-    func reopen(_ store: any RecordStore) throws -> any RecordStore {
+    /// A second store on the same database, as a second process or replica would open it, and what keeps it running.
+    func reopen(_ store: any RecordStore) throws -> (any RecordStore, AnyObject?) {
         switch store {
-        case let s as SQLiteRecordStore: try SQLiteRecordStore(path: s.path)
-        case let s as PostgresRecordStore: try PostgresRecordStore(url: s.url)
+        case let s as SQLiteRecordStore: return (try SQLiteRecordStore(path: s.path), nil)
+        case let s as PostgresRecordStore:
+            let running = RunningStore(try PostgresRecordStore(url: s.url))
+            return (running.store, running)
         default: throw TestDatabase.NotConfigured()
         }
     }
+}
+
+/// A PostgreSQL store with its pool and health monitor running until ``shutdown()`` or until this
+/// is released: the tests' stand-in for the service group that runs the store in `keyward serve`.
+final class RunningStore: Sendable {
+    let store: PostgresRecordStore
+    private let task: Task<Void, Never>
+
+    init(_ store: PostgresRecordStore) {
+        self.store = store
+        task = Task { try? await store.run() }
+    }
+
+    func shutdown() { task.cancel() }
+    deinit { task.cancel() }
 }
 
 /// A new, empty database (`keyward_test_…`) on the test server for each case.
@@ -56,12 +73,13 @@ enum TestDatabase {
 
     /// Named `keyward_test_<unix time>_<random>`: databases of runs more than an hour old are
     /// dropped on the way (a test cannot drop its own while its store is still connected).
-    static func fresh() async throws -> PostgresRecordStore {
+    static func fresh() async throws -> RunningStore {
         let server = try serverURL()
         let now = Int(Date().timeIntervalSince1970)
         let name = "keyward_test_\(now)_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(8).lowercased()
-        let admin = try PostgresRecordStore(url: server, maxConnections: 1)
-        defer { admin.shutdown() }
+        let running = RunningStore(try PostgresRecordStore(url: server, maxConnections: 1))
+        defer { running.shutdown() }
+        let admin = running.store
         for old in try await admin.query("SELECT datname FROM pg_database WHERE datname LIKE 'keyward_test_%'", { try $0.text(0) }) {
             guard let stamp = Int(old.split(separator: "_").dropFirst(2).first ?? ""), stamp < now - 3600 else { continue }
             _ = try? await admin.rows(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(old) WITH (FORCE)"))
@@ -69,7 +87,7 @@ enum TestDatabase {
         // A fixture, not a call under test: copying the template database can take seconds while
         // every suite runs at once, past the 5 s that calls get by default.
         _ = try await admin.rows(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), limit: .seconds(60))
-        return try PostgresRecordStore(url: server.with(database: name))
+        return RunningStore(try PostgresRecordStore(url: server.with(database: name)))
     }
 }
 

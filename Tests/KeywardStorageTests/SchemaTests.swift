@@ -133,8 +133,9 @@ struct SchemaTests {
         let dir = try TemporaryDirectory()
         let sqlite = try SQLiteRecordStore(path: dir.file("k.sqlite3"))
         try await sqlite.migrate()
-        let postgres = try await TestDatabase.fresh()
-        defer { postgres.shutdown() }
+        let running = try await TestDatabase.fresh()
+        defer { running.shutdown() }
+        let postgres = running.store
         try await postgres.migrate()
 
         var pg = try await SchemaDescription.of(postgres)
@@ -153,8 +154,9 @@ struct SchemaTests {
         try await sqlite.migrate()
         try await sqlite.migrate()
         #expect(try await sqlite.query("PRAGMA user_version") { $0.int(0) } == [Int64(Schema.version)])
-        let postgres = try await TestDatabase.fresh()
-        defer { postgres.shutdown() }
+        let running = try await TestDatabase.fresh()
+        defer { running.shutdown() }
+        let postgres = running.store
         try await postgres.migrate()
         try await postgres.migrate()
         #expect(try await postgres.query("SELECT version::bigint FROM keyward_schema") { try $0.int(0) } == [Int64(Schema.version)])

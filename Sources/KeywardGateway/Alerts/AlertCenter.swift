@@ -30,11 +30,15 @@ public final class AlertCenter: Sendable {
     private let deliveries: AsyncStream<[UInt8]>
     private let queue: AsyncStream<[UInt8]>.Continuation
     private let handler = Mutex<(@Sendable (AnomalyDetector.Alert, AuditEvent) async -> Void)?>(nil)
+    /// Alerts raised and not yet handled: the alert service handles them, never the request that raised them.
+    private let raised: AsyncStream<(AnomalyDetector.Alert, AuditEvent)>
+    private let raise: AsyncStream<(AnomalyDetector.Alert, AuditEvent)>.Continuation
 
     init(configuration: Configuration) {
         self.configuration = configuration
         detector = Mutex(AnomalyDetector(configuration: configuration.detector))
         (deliveries, queue) = AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .bufferingNewest(1000))
+        (raised, raise) = AsyncStream.makeStream(of: (AnomalyDetector.Alert, AuditEvent).self, bufferingPolicy: .bufferingNewest(1000))
     }
 
     /// Sets what happens on an alert (the gateway appends the event and may suspend).
@@ -45,8 +49,15 @@ public final class AlertCenter: Sendable {
     func observe(_ event: AuditEvent) {
         let now = Gateway.clock()
         guard let alert = detector.withLock({ $0.observe(principal: event.actor, key: event.key ?? "-", at: now) }) else { return }
-        guard let handler = handler.withLock({ $0 }) else { return }
-        Task { await handler(alert, event) }
+        raise.yield((alert, event))
+    }
+
+    /// Handles raised alerts (audit event, metric, webhook, suspension) until ``finish()``.
+    func runHandling() async {
+        for await (alert, event) in raised {
+            guard let handler = handler.withLock({ $0 }) else { continue }
+            await handler(alert, event)
+        }
     }
 
     func deliver(_ alert: AnomalyDetector.Alert, tenant: String?) {
@@ -75,7 +86,6 @@ public final class AlertCenter: Sendable {
     func runDeliveries(logger: Logger) async {
         guard let url = configuration.webhook, let endpoint = try? HTTPEndpoint(url: url) else { return }
         let http = PooledHTTPClient()
-        defer { Task { await http.shutdown() } }
         for await body in deliveries {
             var delay = Duration.milliseconds(500)
             for attempt in 1...5 {
@@ -90,26 +100,30 @@ public final class AlertCenter: Sendable {
                 delay *= 2
             }
         }
+        await http.shutdown()
     }
 
-    func finish() { queue.finish() }
+    /// Ends handling and delivery once what is queued is done.
+    func finish() {
+        raise.finish()
+        queue.finish()
+    }
 }
 
 
-/// Delivers alerts to the webhook until shutdown.
+/// Handles raised alerts and delivers them to the webhook until shutdown.
 struct AlertService: Service, CustomStringConvertible {
     var description: String { "AlertService" }
     let alerts: AlertCenter
     let logger: Logger
 
     func run() async throws {
-        guard alerts.configuration.webhook != nil else {
-            // Nothing to deliver; a service that returns early would stop the whole group.
-            try? await gracefulShutdown()
-            return
-        }
         await withGracefulShutdownHandler {
-            await alerts.runDeliveries(logger: logger)
+            await withDiscardingTaskGroup { group in
+                group.addTask { await alerts.runHandling() }
+                // Without a webhook, deliveries end at once; handling goes on.
+                group.addTask { await alerts.runDeliveries(logger: logger) }
+            }
         } onGracefulShutdown: {
             alerts.finish()
         }

@@ -50,14 +50,15 @@ public final class Gateway: Sendable {
                                                                                 rootKeyFile: configuration.rootKeyFile))
         metrics = GatewayMetrics()
         alerts = AlertCenter(configuration: configuration.alerts)
-        audit = AuditLog(store: store, metrics: metrics, logger: logger, alerts: alerts)
-        vault = Vault(keyStores: self.keyStores, limits: configuration.cacheLimits, metrics: metrics, audit: audit)
+        let traces = Traces(enabled: configuration.tracing)
+        audit = AuditLog(store: store, metrics: metrics, logger: logger, alerts: alerts, traces: traces)
+        vault = Vault(keyStores: self.keyStores, limits: configuration.cacheLimits, metrics: metrics, audit: audit, traces: traces)
         authenticator = Authenticator(store: store, vault: vault, audit: audit, metrics: metrics)
         policies = KeyPolicies(store: store, vault: vault, audit: audit, metrics: metrics, logger: logger)
         providerKeys = ProviderKeys(store: store, vault: vault, audit: audit)
         replication = Replication(feed: storage.changes, vault: vault, authenticator: authenticator, policies: policies,
                                   providerKeys: providerKeys, jobs: jobQueue.continuation, metrics: metrics, logger: logger)
-        upstreams = UpstreamClient()
+        upstreams = UpstreamClient(traces: traces)
         alerts.onAlert { [unowned self] alert, cause in await self.raise(alert, cause: cause) }
     }
 
@@ -83,6 +84,9 @@ public final class Gateway: Sendable {
 
     /// Where the records are, for logs (never a password).
     public var databaseDescription: String { storage.description }
+    /// The storage's services, which must run before ``prepare()`` and stop after the
+    /// application (``application(onServerRunning:)`` does not include them).
+    public var storageServices: [any Service] { storage.services }
 
     /// Something cached may be stale: forget it here, and tell the other replicas.
     func changed(_ change: CacheChange) async { await replication.changed(change) }
@@ -137,6 +141,9 @@ public final class Gateway: Sendable {
     /// the authentication of the role it serves (health, metrics and the OpenAPI document need no token).
     public func router() -> Router<GatewayContext> {
         let router = Router(context: GatewayContext.self)
+        // Outermost: the request's span (continuing an incoming `traceparent`) covers everything,
+        // errors included. No header is recorded, so no token reaches a span.
+        if configuration.tracing { router.middlewares.add(TracingMiddleware()) }
         router.middlewares.add(GatewayMiddleware(metrics: metrics))
         func group(_ path: RouterPath = "", _ role: TokenRecord.Role) -> RouterGroup<GatewayContext> {
             router.group(path).add(middleware: Authenticate(authenticator: authenticator, role: role))

@@ -54,6 +54,9 @@ public struct GatewayConfiguration: Sendable {
     public var upstreams: [UpstreamConfiguration]
     /// Largest request body accepted, checked while it streams in.
     public var bodyLimit: Int
+    /// Whether requests, key-store calls, upstream calls and storage writes are traced (the
+    /// OpenTelemetry exporter is then set up by `keyward serve`); off, no span is made.
+    public var tracing = false
     public var cacheLimits: CacheLimits
     /// How often the purge service deletes expired records.
     public var purgeIntervalSeconds: Double
@@ -107,6 +110,9 @@ public struct GatewayConfiguration: Sendable {
             }
             try c.apply(file, environment: environment)
         }
+        // Traces are exported only where the standard OpenTelemetry variables name a collector.
+        let collector = environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] ?? environment["OTEL_EXPORTER_OTLP_ENDPOINT"] ?? ""
+        c.tracing = !collector.isEmpty && environment["OTEL_TRACES_EXPORTER"] != "none"
         if let url = environment["KEYWARD_UPSTREAM_URL"], !url.isEmpty {
             c.upstreams.append(try UpstreamConfiguration(
                 name: "default", kind: .openAICompatible, url: url,

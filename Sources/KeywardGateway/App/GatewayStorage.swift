@@ -1,5 +1,6 @@
 import KeywardKeyStores
 import KeywardStorage
+import ServiceLifecycle
 
 /// What the gateway keeps its state in, chosen by the composition root (`KeywardServer`): the
 /// gateway sees protocols only, never an engine.
@@ -14,9 +15,13 @@ public struct GatewayStorage: Sendable {
     public var localKeys: (any LocalKeyBackend)?
     /// Where the records are, for logs (never a password).
     public var description: String
+    /// What must run while the storage is used (a database's connection pool and health
+    /// monitor): first in the service group, so that it starts first and stops last.
+    public var services: [any Service]
 
     public init(records: any RecordStore, changes: (any ChangeFeed)? = nil, settings: (any SettingsStore)? = nil,
-                localKeys: (any LocalKeyBackend)? = nil, description: String) {
+                localKeys: (any LocalKeyBackend)? = nil, description: String, services: [any Service] = []) {
+        self.services = services
         self.records = records
         self.changes = changes
         self.settings = settings

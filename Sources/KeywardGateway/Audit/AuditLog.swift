@@ -34,7 +34,10 @@ public final class AuditLog: Sendable {
     let alerts: AlertCenter
     private let failing = Atomic<Bool>(false)
 
-    init(store: any RecordStore, metrics: GatewayMetrics, logger: Logger, alerts: AlertCenter) {
+    let traces: Traces
+
+    init(store: any RecordStore, metrics: GatewayMetrics, logger: Logger, alerts: AlertCenter, traces: Traces = .off) {
+        self.traces = traces
         self.store = store
         self.metrics = metrics
         self.logger = logger
@@ -75,7 +78,12 @@ public final class AuditLog: Sendable {
     /// Stores records with the events that describe them, all or none.
     func insert(_ records: [Record], events: [AuditEvent]) async throws {
         do {
-            succeeded(try await store.insert(records, audit: events))
+            let appended = try await traces.span("storage insert") { span in
+                span?.attributes["keyward.records"] = records.count
+                span?.attributes["keyward.audit_events"] = events.count
+                return try await store.insert(records, audit: events)
+            }
+            succeeded(appended)
         } catch let e as StorageError where e.code == .alreadyExists {
             throw e
         } catch {

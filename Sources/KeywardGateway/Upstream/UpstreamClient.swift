@@ -9,9 +9,11 @@ import NIOHTTP1
 /// the request that asks) and turns their failures into OpenAI-shaped errors.
 public final class UpstreamClient: Sendable {
     let http: PooledHTTPClient
+    let traces: Traces
 
-    public init() {
+    init(traces: Traces = .off) {
         http = PooledHTTPClient()
+        self.traces = traces
     }
 
     public func shutdown() async throws { await http.shutdown() }
@@ -38,8 +40,14 @@ public final class UpstreamClient: Sendable {
         let timeout = TimeAmount.nanoseconds(Int64(upstream.timeoutSeconds * 1e9))
         let response: PooledHTTPClient.Response
         do {
-            response = try await http.execute(body == nil ? .GET : .POST, upstream.endpoint, target: path, headers: headers, body: body,
-                                              deadline: .now() + timeout, readTimeout: timeout)
+            // The span ends with the response head; the body streams after it.
+            response = try await traces.span("upstream \(upstream.name)", kind: .client) { span in
+                span?.attributes["keyward.upstream"] = upstream.name
+                let response = try await http.execute(body == nil ? .GET : .POST, upstream.endpoint, target: path, headers: headers,
+                                                      body: body, deadline: .now() + timeout, readTimeout: timeout)
+                span?.attributes["http.response.status_code"] = Int(response.status.code)
+                return response
+            }
         } catch let e as HTTPClientError where e.code == .deadlineExceeded || e.code == .connectTimeout || e.code == .readTimeout {
             throw GatewayError(.gatewayTimeout, type: "api_error", code: "upstream_timeout",
                                "upstream \(upstream.name) did not answer in time")

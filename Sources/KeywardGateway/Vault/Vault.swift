@@ -24,7 +24,10 @@ public final class Vault: Sendable {
     /// from the key store, which is authoritative, instead of the cache.
     let cachesTrusted = Atomic<Bool>(true)
 
-    init(keyStores: KeyStores, limits: CacheLimits, metrics: GatewayMetrics, audit: AuditLog) {
+    let traces: Traces
+
+    init(keyStores: KeyStores, limits: CacheLimits, metrics: GatewayMetrics, audit: AuditLog, traces: Traces = .off) {
+        self.traces = traces
         self.keyStores = keyStores
         self.limits = limits
         self.metrics = metrics
@@ -41,7 +44,8 @@ public final class Vault: Sendable {
         if let m = managers.withLock({ $0[key] }) { return m }
         let reference = try KeyReference.parse(key)
         let keyring = KeyStoreKeyring(store: try keyStores.store(for: reference), keyID: reference.keyID)
-        let direct = CountingMaterialsManager(backing: DefaultMaterialsManager(keyring: keyring), key: key, metrics: metrics, audit: audit)
+        let direct = CountingMaterialsManager(backing: DefaultMaterialsManager(keyring: keyring), key: key, scheme: reference.scheme,
+                                              metrics: metrics, audit: audit, traces: traces)
         let fresh = (cached: CachingMaterialsManager(backing: direct, limits: limits), direct: direct)
         return managers.withLock { all in
             if let existing = all[key] { return existing }
@@ -164,8 +168,11 @@ final class MissFlag: Sendable {
 struct CountingMaterialsManager: CryptographicMaterialsManager {
     let backing: any CryptographicMaterialsManager
     let key: String
+    /// The key store's kind (`local`, `aws-kms`, `pkcs11`), the only part of the key a span names.
+    let scheme: String
     let metrics: GatewayMetrics
     let audit: AuditLog
+    let traces: Traces
 
     func encryptionMaterials(for request: EncryptionMaterialsRequest) async throws -> EncryptionMaterials {
         try await call(.generateDataKey) { try await backing.encryptionMaterials(for: request) }
@@ -179,7 +186,10 @@ struct CountingMaterialsManager: CryptographicMaterialsManager {
         try audit.requireAvailable()
         MissFlag.current?.set()
         do {
-            let result = try await body()
+            let result = try await traces.span("keystore \(operation.rawValue)", kind: .client) { span in
+                span?.attributes["keyward.keystore.scheme"] = scheme
+                return try await body()
+            }
             metrics.keyStoreCall(operation.rawValue, ok: true)
             try await audit.append(AuditLog.event(operation, key: key))
             return result
