@@ -36,10 +36,6 @@ struct AdminController {
         var api_key: String
     }
 
-    static func tenantJSON(_ t: Tenant) -> [String: Any] {
-        ["name": t.name, "key": t.key, "store": t.store.rawValue, "retention_days": t.retentionDays, "created_at": t.createdAt / 1000]
-    }
-
     /// Routes of a group under `admin/v1` that authenticates admins.
     func addRoutes(to admin: RouterGroup<GatewayContext>) {
 
@@ -93,11 +89,11 @@ struct AdminController {
                 try await savePolicy(policy, forKey: key, scope: scope)
             }
             logger.notice("tenant created", metadata: ["tenant": "\(tenant.name)", "key": "\(tenant.key)"])
-            return JSONBody.response(Self.tenantJSON(tenant), status: .created)
+            return JSONBody.encoded(TenantBody(tenant), status: .created)
         }
 
         admin.get("tenants") { request, context -> Response in
-            return JSONBody.response(["object": "list", "data": try await store.tenants().map(Self.tenantJSON)])
+            return JSONBody.encoded(ListBody(data: try await store.tenants().map(TenantBody.init)))
         }
 
         admin.put("tenants/:name/provider-keys/:upstream") { request, context -> Response in
@@ -143,9 +139,7 @@ struct AdminController {
             try await store.insertToken(TokenRecord(id: id, tenant: input.tenant, role: role, hash: Tokens.hash(token), createdAt: Gateway.nowMs()))
             logger.notice("token issued", metadata: ["token_id": "\(id)", "tenant": "\(input.tenant ?? "-")", "role": "\(role.rawValue)"])
             // The token is shown once, in this answer.
-            var object: [String: Any] = ["id": id, "token": token.exposed(), "role": role.rawValue]
-            if let tenant = input.tenant { object["tenant"] = tenant }
-            return JSONBody.response(object, status: .created)
+            return JSONBody.encoded(TokenCreatedBody(id: id, token: token.exposed(), role: role.rawValue, tenant: input.tenant), status: .created)
         }
 
         admin.delete("tokens/:id") { request, context -> Response in
@@ -158,7 +152,7 @@ struct AdminController {
             await replication.changed(.tokens)
             try await audit.append(AuditLog.event(.tokenDelete, detail: "id=\(id)", scope: AuditScope(actor: principal.tokenID)))
             logger.notice("token deleted", metadata: ["token_id": "\(id)"])
-            return JSONBody.response(["id": id, "deleted": true])
+            return JSONBody.encoded(TokenDeletedBody(id: id))
         }
 
         for (action, suspended) in [("suspend", true), ("resume", false)] {
@@ -171,7 +165,7 @@ struct AdminController {
                 guard try await store.setTokenSuspended(id: id, suspended) else { throw GatewayError.notFound("no token \(id)") }
                 await replication.changed(.tokens)
                 try await audit.append(AuditLog.event(action == "suspend" ? .tokenSuspend : .tokenResume, detail: "id=\(id)", scope: AuditScope(actor: principal.tokenID)))
-                return JSONBody.response(["id": id, "suspended": suspended])
+                return JSONBody.encoded(TokenSuspensionBody(id: id, suspended: suspended))
             }
         }
 
@@ -203,7 +197,7 @@ struct AdminController {
             }
             try await audit.append(AuditLog.event(.purgeShredded, key: tenant.key, scope: AuditScope(actor: principal.tokenID, tenant: name)))
             let removed = try await store.deleteAllRecords(tenant: name)
-            return JSONBody.response(["tenant": name, "deleted": removed])
+            return JSONBody.encoded(PurgedBody(tenant: name, deleted: removed))
         }
     }
 

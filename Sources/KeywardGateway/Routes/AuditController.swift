@@ -10,20 +10,6 @@ struct AuditController {
     let store: any RecordStore
     let audit: AuditLog
 
-    static func auditJSON(_ e: AuditEvent) -> [String: Any] {
-        var object: [String: Any] = [
-            "seq": e.seq, "time": Double(e.time) / 1000, "actor": e.actor, "operation": e.operation.rawValue, "result": e.result.rawValue,
-            "prev_hash": Hex.encode(e.previousHash), "hash": Hex.encode(e.hash),
-        ]
-        if let v = e.tenant { object["tenant"] = v }
-        if let v = e.key { object["key"] = v }
-        if let v = e.purpose { object["purpose"] = v }
-        if let v = e.requestID { object["request_id"] = v }
-        if let v = e.record { object["record"] = v }
-        if let v = e.detail { object["detail"] = v }
-        return object
-    }
-
     /// Routes of a group under `admin/v1` that authenticates auditors.
     func addRoutes(to group: RouterGroup<GatewayContext>) {
         group.get("audit") { request, context -> Response in
@@ -42,11 +28,8 @@ struct AuditController {
                                    tenant: q.get("tenant"), key: q.get("key"), operation: q.get("operation").map(AuditOperation.init(rawValue:)), limit: limit)
             try await audit.append(AuditLog.event(.auditRead, scope: AuditScope(actor: principal.tokenID)))
             let events = try await store.auditEvents(query)
-            var object: [String: Any] = ["object": "list", "data": events.map(Self.auditJSON)]
-            object["last_seq"] = events.last?.seq ?? query.afterSeq
-            // Where the chain ends now, so a reader can start near it (keyward audit tail).
-            object["head_seq"] = try await store.auditHead().seq
-            return JSONBody.response(object)
+            return JSONBody.encoded(AuditPageBody(data: events.map(AuditEventBody.init), last_seq: events.last?.seq ?? query.afterSeq,
+                                                  head_seq: try await store.auditHead().seq))
         }
     }
 }

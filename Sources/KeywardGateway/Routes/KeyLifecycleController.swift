@@ -20,35 +20,13 @@ struct KeyLifecycleController {
     private struct ScheduleDeletion: Decodable { var days: Int }
     private struct Rekey: Decodable { var key: String }
 
-    static func keyJSON(_ d: KeyDescription) -> [String: Any] {
-        var object: [String: Any] = ["key": d.reference, "state": d.state.rawValue]
-        if let v = d.versions { object["versions"] = v }
-        if let c = d.created { object["created_at"] = Int(c.timeIntervalSince1970) }
-        if let date = d.deletionDate { object["deletion_date"] = Int(date.timeIntervalSince1970) }
-        if let r = d.rotationEnabled { object["rotation_enabled"] = r }
-        return object
-    }
-
-    static func jobJSON(_ j: Job) -> [String: Any] {
-        var object: [String: Any] = [
-            "id": j.id, "object": "job", "type": "rekey", "tenant": j.tenant, "from_key": j.fromKey, "to_key": j.toKey,
-            "status": j.status.rawValue, "records_total": j.total, "records_processed": j.processed,
-            "records_rewrapped": j.rewrapped, "data_keys_unwrapped": j.dataKeys,
-            "created_at": j.createdAt / 1000, "updated_at": j.updatedAt / 1000,
-            "rate_per_second": j.activeMs > 0 ? Double(j.processed) * 1000 / Double(j.activeMs) : 0,
-        ]
-        if let e = j.error { object["error"] = e }
-        return object
-    }
-
     /// Routes of a group under `admin/v1` that authenticates key admins.
     func addRoutes(to admin: RouterGroup<GatewayContext>) {
         admin.get("keys/:ref") { request, context -> Response in
             let ref = try context.keyReference()
             let reference = try KeyReference.parse(ref)
-            var object = Self.keyJSON(try await lifecycle.describe(reference, ref))
-            object["tenants"] = try await store.tenants(usingKey: ref).map(\.name)
-            return JSONBody.response(object)
+            return JSONBody.encoded(KeyBody(try await lifecycle.describe(reference, ref),
+                                            tenants: try await store.tenants(usingKey: ref).map(\.name)))
         }
 
         let operations: KeyValuePairs<String, AuditOperation> = [
@@ -93,7 +71,7 @@ struct KeyLifecycleController {
                 alerts.keyChanged(ref, operation: operation.rawValue, actor: principal.tokenID,
                                        tenants: (try? await store.tenants(usingKey: ref).map(\.name)) ?? [])
                 logger.notice("key \(operation.rawValue)", metadata: ["key": "\(ref)"])
-                return JSONBody.response(Self.keyJSON(try await lifecycle.describe(reference, ref)))
+                return JSONBody.encoded(KeyBody(try await lifecycle.describe(reference, ref)))
             }
         }
 
@@ -102,13 +80,13 @@ struct KeyLifecycleController {
             let name = try context.parameters.require("name")
             let input = try JSONBody.decode(Rekey.self, from: try await request.bodyBytes(limit: bodyLimit))
             let job = try await lifecycle.startRekey(tenant: name, to: input.key, actor: principal.tokenID)
-            return JSONBody.response(["job": job.id, "status": "running"], status: .accepted)
+            return JSONBody.encoded(JobStartedBody(job: job.id), status: .accepted)
         }
 
         admin.get("jobs/:id") { request, context -> Response in
             let id = try context.parameters.require("id")
             guard let job = try await store.job(id: id) else { throw GatewayError.notFound("no job \(id)") }
-            return JSONBody.response(Self.jobJSON(job))
+            return JSONBody.encoded(JobBody(job))
         }
     }
 }

@@ -74,7 +74,7 @@ struct StoredCompletionsController {
                 throw GatewayError.notFound("no stored completion \(id)")
             }
             try await audit.append(AuditLog.event(.deleteRecord, key: tenant.key, record: id, scope: principal.scope(.retrieval)))
-            return JSONBody.response(["id": id, "object": "chat.completion.deleted", "deleted": true])
+            return JSONBody.encoded(CompletionDeletedBody(id: id))
         }
     }
 
@@ -181,4 +181,11 @@ struct StoredCompletionsController {
         out += Array(",\"has_more\":\(hasMore)}".utf8)
         return out
     }
+}
+
+/// OpenAI's answer to deleting a stored completion.
+struct CompletionDeletedBody: Encodable {
+    let id: String
+    let object = "chat.completion.deleted"
+    let deleted = true
 }

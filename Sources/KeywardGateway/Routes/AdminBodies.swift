@@ -1,0 +1,157 @@
+import Foundation
+import KeywardAudit
+import KeywardCrypto
+import KeywardKeyStores
+import KeywardStorage
+
+// The admin API's answers as typed bodies (encoded with sorted keys by `JSONBody.encoded`; an
+// absent optional is left out, as the API documents). Field names are the API's.
+
+/// A list answer: `{"object": "list", "data": [...]}`.
+struct ListBody<Item: Encodable>: Encodable {
+    let object = "list"
+    let data: [Item]
+}
+
+struct TenantBody: Encodable {
+    let name: String
+    let key: String
+    let store: String
+    let retention_days: Int
+    /// Seconds since 1970.
+    let created_at: Int64
+
+    init(_ t: Tenant) {
+        name = t.name
+        key = t.key
+        store = t.store.rawValue
+        retention_days = t.retentionDays
+        created_at = t.createdAt / 1000
+    }
+}
+
+/// A new token: its value appears here, once, and nowhere else.
+struct TokenCreatedBody: Encodable {
+    let id: String
+    let token: String
+    let role: String
+    let tenant: String?
+}
+
+struct TokenDeletedBody: Encodable {
+    let id: String
+    let deleted = true
+}
+
+struct TokenSuspensionBody: Encodable {
+    let id: String
+    let suspended: Bool
+}
+
+struct PurgedBody: Encodable {
+    let tenant: String
+    let deleted: Int
+}
+
+/// A master key's state in its store (times in seconds since 1970).
+struct KeyBody: Encodable {
+    let key: String
+    let state: String
+    let versions: Int?
+    let created_at: Int?
+    let deletion_date: Int?
+    let rotation_enabled: Bool?
+    /// The tenants on the key (its own description only).
+    let tenants: [String]?
+
+    init(_ d: KeyDescription, tenants: [String]? = nil) {
+        self.tenants = tenants
+        key = d.reference
+        state = d.state.rawValue
+        versions = d.versions
+        created_at = d.created.map { Int($0.timeIntervalSince1970) }
+        deletion_date = d.deletionDate.map { Int($0.timeIntervalSince1970) }
+        rotation_enabled = d.rotationEnabled
+    }
+}
+
+struct JobStartedBody: Encodable {
+    let job: String
+    let status = "running"
+}
+
+/// A re-key job's progress (times in seconds since 1970).
+struct JobBody: Encodable {
+    let id: String
+    let object = "job"
+    let type = "rekey"
+    let tenant: String
+    let from_key: String
+    let to_key: String
+    let status: String
+    let records_total: Int64
+    let records_processed: Int64
+    let records_rewrapped: Int64
+    let data_keys_unwrapped: Int64
+    let created_at: Int64
+    let updated_at: Int64
+    let rate_per_second: Double
+    let error: String?
+
+    init(_ j: Job) {
+        id = j.id
+        tenant = j.tenant
+        from_key = j.fromKey
+        to_key = j.toKey
+        status = j.status.rawValue
+        records_total = j.total
+        records_processed = j.processed
+        records_rewrapped = j.rewrapped
+        data_keys_unwrapped = j.dataKeys
+        created_at = j.createdAt / 1000
+        updated_at = j.updatedAt / 1000
+        rate_per_second = j.activeMs > 0 ? Double(j.processed) * 1000 / Double(j.activeMs) : 0
+        error = j.error
+    }
+}
+
+/// One audit event (time in seconds since 1970, hashes in hex).
+struct AuditEventBody: Encodable {
+    let seq: Int64
+    let time: Double
+    let actor: String
+    let operation: String
+    let result: String
+    let prev_hash: String
+    let hash: String
+    let tenant: String?
+    let key: String?
+    let purpose: String?
+    let request_id: String?
+    let record: String?
+    let detail: String?
+
+    init(_ e: AuditEvent) {
+        seq = e.seq
+        time = Double(e.time) / 1000
+        actor = e.actor
+        operation = e.operation.rawValue
+        result = e.result.rawValue
+        prev_hash = Hex.encode(e.previousHash)
+        hash = Hex.encode(e.hash)
+        tenant = e.tenant
+        key = e.key
+        purpose = e.purpose
+        request_id = e.requestID
+        record = e.record
+        detail = e.detail
+    }
+}
+
+/// A page of the audit log, with where the chain ends now (so that a reader can start near it).
+struct AuditPageBody: Encodable {
+    let object = "list"
+    let data: [AuditEventBody]
+    let last_seq: Int64
+    let head_seq: Int64
+}
