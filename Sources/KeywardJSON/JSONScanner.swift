@@ -236,9 +236,28 @@ extension JSONScanner {
         return scanner.found[0]
     }
 
-    /// The integer at `path` (top-level object, then nested objects), e.g. `["usage", "prompt_tokens"]`.
-    public static func integer(at path: [String], in json: [UInt8]) -> Int? {
-        var range = 0..<json.count
+    /// The byte ranges of the values of top-level `keys` in the object `json`, found in one pass;
+    /// nil when `json` is not a valid JSON object.
+    public static func valueRanges(of keys: [String], in json: [UInt8]) -> [Range<Int>?]? {
+        var scanner = JSONScanner(json, keys: keys.map { Array($0.utf8) })
+        guard (try? scanner.scanDocument()) != nil, scanner.topLevelIsObject else { return nil }
+        return scanner.found
+    }
+
+    /// `json` with the value at `range` replaced by the JSON string `value`.
+    public static func replacing(_ range: Range<Int>, withString value: String, in json: [UInt8]) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(json.count + value.utf8.count + 2)
+        out += json[..<range.lowerBound]
+        JSONString.append(quoted: value, to: &out)
+        out += json[range.upperBound...]
+        return out
+    }
+
+    /// The integer at `path` (top-level object, then nested objects), e.g. `["usage", "prompt_tokens"]`,
+    /// of `json` or of the value that spans `bounds` of it.
+    public static func integer(at path: [String], in json: [UInt8], within bounds: Range<Int>? = nil) -> Int? {
+        var range = bounds ?? 0..<json.count
         for key in path {
             guard let r = valueRange(of: key, in: json, within: range) else { return nil }
             range = r
@@ -263,12 +282,7 @@ extension JSONScanner {
     /// the key is absent or `json` is not a valid object.
     public static func replacingString(_ key: String, with value: String, in json: [UInt8]) -> [UInt8] {
         guard let range = valueRange(of: key, in: json) else { return json }
-        var out = [UInt8]()
-        out.reserveCapacity(json.count + value.utf8.count + 2)
-        out += json[..<range.lowerBound]
-        JSONString.append(quoted: value, to: &out)
-        out += json[range.upperBound...]
-        return out
+        return replacing(range, withString: value, in: json)
     }
 
     /// A JSON string literal (see ``JSONString``).

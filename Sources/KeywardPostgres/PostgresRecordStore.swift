@@ -293,6 +293,10 @@ public final class PostgresRecordStore: SQLStore, Service {
         try await count(statement, limit: .seconds(300))
     }
 
+    public func queryLong<T>(_ statement: SQLStatement, _ decode: (PostgresRow) throws -> T) async throws -> [T] {
+        try await rows(Self.query(statement), limit: .seconds(300)).map { try decode(PostgresRow(row: $0)) }
+    }
+
     private func count(_ statement: SQLStatement, limit: Duration) async throws -> Int {
         let counted = SQLStatement("WITH d AS (\(statement.text) RETURNING 1) SELECT count(*) FROM d", statement.values)
         return Int(try await rows(Self.query(counted), limit: limit).first.map { try PostgresRow(row: $0).int(0) } ?? 0)
@@ -317,11 +321,11 @@ public final class PostgresRecordStore: SQLStore, Service {
     /// Applies ``Schema``'s pending migrations in one transaction. Every replica may start at
     /// once: the advisory lock lets one migrate while the others wait, then find the schema current.
     public func migrate() async throws {
+        try await buildListingIndexConcurrently()
         try await transaction { c in
-            try await Self.rows("SELECT pg_advisory_xact_lock(7346524117)", on: c, logger: logger)
+            try await Self.rows("SELECT pg_advisory_xact_lock(7346524117)", on: c, logger: logger, limit: .seconds(600))
             try await Self.rows("CREATE TABLE IF NOT EXISTS keyward_schema(version INTEGER NOT NULL)", on: c, logger: logger)
-            let recorded = try await Self.rows("SELECT version FROM keyward_schema", on: c, logger: logger).first.map { try $0[0].decode(Int32.self) }
-            let pending = Schema.pending(after: Schema.postgresVersion(recorded: Int(recorded ?? 0)))
+            let pending = Schema.pending(after: try await Self.recordedVersion(on: c, logger: logger))
             guard let last = pending.last else { return }
             for migration in pending {
                 for statement in migration.statements(for: .postgres) {
@@ -330,6 +334,49 @@ public final class PostgresRecordStore: SQLStore, Service {
             }
             try await Self.rows("DELETE FROM keyward_schema", on: c, logger: logger)
             try await Self.rows("INSERT INTO keyward_schema(version) VALUES (\(Int32(last.version)))", on: c, logger: logger)
+        }
+    }
+
+    /// The schema's version, in ``Schema``'s numbering (0 for an empty database).
+    private static func recordedVersion(on c: PostgresConnection, logger: Logger) async throws -> Int {
+        let exists = try await rows("SELECT to_regclass('keyward_schema') IS NOT NULL", on: c, logger: logger).first.map { try PostgresRow(row: $0).bool(0) }
+        guard exists == true else { return 0 }
+        let recorded = try await rows("SELECT version FROM keyward_schema", on: c, logger: logger).first.map { try $0[0].decode(Int32.self) }
+        return Schema.postgresVersion(recorded: Int(recorded ?? 0))
+    }
+
+    /// Migration 4's index on a database that has records already, built without blocking their
+    /// writers (a build inside the migration's transaction would hold every replica's writes,
+    /// older replicas' included during a rolling upgrade, for as long as the build takes); the
+    /// migration then only drops the old index. `CONCURRENTLY` cannot run in a transaction.
+    private func buildListingIndexConcurrently() async throws {
+        let logger = logger
+        try await run {
+            try await leased { c in
+                guard try await Self.recordedVersion(on: c, logger: logger) < 4,
+                      try await Self.rows("SELECT to_regclass('records') IS NOT NULL", on: c, logger: logger).first
+                        .map({ try PostgresRow(row: $0).bool(0) }) == true else { return }
+                // One replica builds; the others wait here, then find it built. The lock is the
+                // session's: released below, or with the connection if this process dies.
+                try await Self.rows("SELECT pg_advisory_lock(7346524118)", on: c, logger: logger, limit: .seconds(3600))
+                do {
+                    // An earlier build that was interrupted leaves an invalid index of the same name: rebuild it.
+                    try await Self.rows("""
+                        DO $$ BEGIN
+                          IF EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                                     WHERE c.relname = 'records_by_time' AND NOT i.indisvalid) THEN
+                            DROP INDEX records_by_time;
+                          END IF;
+                        END $$
+                        """, on: c, logger: logger)
+                    try await Self.rows("CREATE INDEX CONCURRENTLY IF NOT EXISTS records_by_time ON records(tenant, created_at, id)",
+                                        on: c, logger: logger, limit: .seconds(3600))
+                } catch {
+                    _ = try? await Self.rows("SELECT pg_advisory_unlock(7346524118)", on: c, logger: logger)
+                    throw error
+                }
+                try await Self.rows("SELECT pg_advisory_unlock(7346524118)", on: c, logger: logger)
+            }
         }
     }
 

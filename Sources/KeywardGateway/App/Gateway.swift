@@ -171,10 +171,12 @@ public final class Gateway: Sendable {
         services += [
             AuditCheckpointService(store: store, signer: signer, every: configuration.auditCheckpointEvery, logger: logger, now: Self.nowMs),
             AuditResumeService(audit: audit),
+            // Before the jobs: a service group stops its services in reverse order, and alerts
+            // raised while jobs drain must still be handled.
+            AlertService(alerts: alerts, logger: logger),
             PurgeService(store: store, interval: .milliseconds(Int64(configuration.purgeIntervalSeconds * 1000)), metrics: metrics, logger: logger),
             MaintenanceService(store: store, logger: logger),
             JobService(runner: jobRunner, queue: jobQueue.stream, stop: jobQueue.continuation),
-            AlertService(alerts: alerts, logger: logger),
             UpstreamClientService(client: upstreams),
         ]
         return Application(

@@ -160,10 +160,18 @@ struct AIController {
         let upstreamTime = ContinuousClock.now - upstreamStart
         metrics.upstream(upstream.name, status: Int(response.status.code), duration: upstreamTime)
         var answer = Array(buffer: collected)
-        if let id = x.recordID, p == .openAI { answer = JSONScanner.replacingString("id", with: id, in: answer) }
-        let usage = p == .openAI
-            ? (JSONScanner.integer(at: ["usage", "prompt_tokens"], in: answer), JSONScanner.integer(at: ["usage", "completion_tokens"], in: answer))
-            : (JSONScanner.integer(at: ["usage", "input_tokens"], in: answer), JSONScanner.integer(at: ["usage", "output_tokens"], in: answer))
+        // One pass finds the id to replace and the usage counts.
+        var usage: (Int?, Int?) = (nil, nil)
+        if let found = JSONScanner.valueRanges(of: ["id", "usage"], in: answer) {
+            if let counts = found[1] {
+                let (input, output) = p == .openAI ? ("prompt_tokens", "completion_tokens") : ("input_tokens", "output_tokens")
+                usage = (JSONScanner.integer(at: [input], in: answer, within: counts), JSONScanner.integer(at: [output], in: answer, within: counts))
+            }
+            if let id = x.recordID, p == .openAI, let range = found[0] { answer = JSONScanner.replacing(range, withString: id, in: answer) }
+        } else {
+            // Passed on and stored as it came; its id is then the upstream's, not the stored record's.
+            logger.warning("an upstream answer is not valid JSON", metadata: ["upstream": "\(upstream.name)", "record": "\(x.recordID ?? "-")"])
+        }
         try await storeExchange(x, protocol: p, response: answer, usage: usage, upstreamTime: upstreamTime)
         return Response(status: .ok, headers: headers(x, upstreamTime: upstreamTime, contentType: contentType),
                         body: .init(byteBuffer: ByteBuffer(bytes: answer)))

@@ -52,8 +52,8 @@ extension String {
     private static func isWordCharacter(_ c: Character) -> Bool { c.isLetter || c.isNumber || c == "_" }
 }
 
-/// A value bound to a statement's parameter. Absent values keep their type, which PostgreSQL
-/// needs for a NULL inside `VALUES` lists.
+/// A value bound to a statement's parameter. An absent value keeps its case, so that an engine
+/// can type it where the statement does not (PostgreSQL's `VALUES` lists cast each parameter).
 public enum SQLValue: Sendable, Hashable {
     case integer(Int64?)
     case text(String?)
@@ -107,12 +107,17 @@ public protocol SQLDatabase: Sendable {
     /// Runs a statement that changes rows; returns how many it changed.
     @discardableResult
     func execute(_ statement: SQLStatement) async throws -> Int
-    /// A statement over many rows (purges, counts): engines may give it longer than a request's statement.
+    /// A statement that changes many rows (purges): engines may give it longer than a request's statement.
     func executeLong(_ statement: SQLStatement) async throws -> Int
+    /// A query over many rows (counts), with the same allowance.
+    func queryLong<T>(_ statement: SQLStatement, _ decode: (Row) throws -> T) async throws -> [T]
 }
 
 extension SQLDatabase {
     public func executeLong(_ statement: SQLStatement) async throws -> Int { try await execute(statement) }
+    public func queryLong<T>(_ statement: SQLStatement, _ decode: (Row) throws -> T) async throws -> [T] {
+        try await query(statement, decode)
+    }
 
     /// The first row decoded, or nil.
     func first<T>(_ statement: SQLStatement, _ decode: (Row) throws -> T) async throws -> T? {

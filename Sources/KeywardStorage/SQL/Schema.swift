@@ -56,7 +56,7 @@ public enum Schema {
                     tenant TEXT NOT NULL REFERENCES tenants(name), id TEXT NOT NULL, kind TEXT NOT NULL,
                     created_at BIGINT NOT NULL, expires_at BIGINT, model TEXT, metadata TEXT NOT NULL,
                     header BYTES NOT NULL, body BYTES NOT NULL,
-                    UNIQUE(tenant, id, kind))
+                    PRIMARY KEY (tenant, id, kind))
                 """),
             // Ciphertext does not compress: do not try.
             .init(sql: "ALTER TABLE records ALTER COLUMN body SET STORAGE EXTERNAL", only: .postgres),
