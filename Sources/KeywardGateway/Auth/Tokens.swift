@@ -7,7 +7,34 @@ import KeywardStorage
 enum Tokens {
     /// A new token value and its public id.
     static func generate() -> (value: Secret, id: String) {
-        (Secret("kw_" + base64URL(random(32))), identifier("tok_"))
+        (Secret(bytes: token(random: SecretBytes(randomCount: 32))), identifier("tok_"))
+    }
+
+    /// `kw_` and the unpadded base64url of `random`, written straight into wiped memory: no
+    /// `String` of the token exists until one is asked for.
+    static func token(random: SecretBytes) -> SecretBytes {
+        let prefix = Array("kw_".utf8)
+        return SecretBytes(count: prefix.count + (random.count * 4 + 2) / 3) { out in
+            out.copyBytes(from: prefix)
+            random.withUnsafeBytes { r in
+                var o = prefix.count
+                func put(_ sextet: UInt32) {
+                    out[o] = base64URLAlphabet[Int(sextet & 63)]
+                    o += 1
+                }
+                var i = 0
+                while i + 3 <= r.count {
+                    let v = UInt32(r[i]) << 16 | UInt32(r[i + 1]) << 8 | UInt32(r[i + 2])
+                    put(v >> 18); put(v >> 12); put(v >> 6); put(v)
+                    i += 3
+                }
+                switch r.count - i {
+                case 1: let v = UInt32(r[i]) << 16; put(v >> 18); put(v >> 12)
+                case 2: let v = UInt32(r[i]) << 16 | UInt32(r[i + 1]) << 8; put(v >> 18); put(v >> 12); put(v >> 6)
+                default: break
+                }
+            }
+        }
     }
 
     /// A plain hash suffices: tokens are random, not passwords, so there is nothing to brute-force.
@@ -42,13 +69,5 @@ enum Tokens {
 
     private static let alphabet = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
 
-    static func random(_ count: Int) -> [UInt8] {
-        var g = SystemRandomNumberGenerator()
-        return (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &g) }
-    }
-
-    static func base64URL(_ bytes: [UInt8]) -> String {
-        Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-    }
+    private static let base64URLAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
 }
