@@ -9,6 +9,7 @@ struct Traces: Sendable {
     static let off = Traces(enabled: false)
 
     /// Runs `body` in a span named `name` (nil when tracing is off), ended when `body` returns.
+    @inline(__always)
     func span<T>(_ name: String, kind: SpanKind = .internal, _ body: ((any Span)?) async throws -> T) async rethrows -> T {
         guard enabled else { return try await body(nil) }
         return try await withSpan(name, ofKind: kind) { span in try await body(span) }
