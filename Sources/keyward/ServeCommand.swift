@@ -62,8 +62,13 @@ struct ServeCommand: AsyncParsableCommand {
             otel.serviceName = "keyward"
             otel.logs.enabled = false
             otel.metrics.enabled = false
+            // Its diagnostics without metadata: it would log a request's headers (a bearer token
+            // among them) when a traceparent does not parse.
+            otel.diagnosticLogger = .custom(Logger(label: "keyward.otel") { MessageOnlyLogHandler(label: $0, level: level) })
             do { services.insert(try OTel.bootstrap(configuration: otel), at: 0) } catch {
-                throw CLIError(exitCode: 2, description: "invalid OpenTelemetry configuration: \(error)")
+                // Not the error itself: the configuration it describes may hold the collector's
+                // credentials (OTEL_EXPORTER_OTLP_HEADERS).
+                throw CLIError(exitCode: 2, description: "invalid OpenTelemetry configuration (\(type(of: error))): check the OTEL_* variables")
             }
         }
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)

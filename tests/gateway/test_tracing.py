@@ -100,6 +100,8 @@ def test_spans_reach_an_otlp_receiver_in_one_tree_continuing_the_callers_trace(u
         trace_id = uuid.uuid4().hex
         parent_id = uuid.uuid4().hex[:16]
         body = chat(g, token, prompt, f"00-{trace_id}-{parent_id}-01")
+        # A traceparent that does not parse: the tracer says so in the log, never with the headers.
+        chat(g, token, "hello", "00-not-a-trace-id")
         completion = body["choices"][0]["message"]["content"]
 
         def complete(spans):
@@ -140,6 +142,11 @@ def test_spans_reach_an_otlp_receiver_in_one_tree_continuing_the_callers_trace(u
         everything = "\n".join(attribute_text(s) for s in spans)
         for secret in [prompt, completion, token, g.admin_token, upstream.api_key, "Bearer", "kw_"]:
             assert secret not in everything, f"a span carries {secret[:12]}…"
+        with open(g.stderr_path, errors="replace") as f:
+            log = f.read()
+        assert "Failed to extract span context" in log  # where the request's headers used to go
+        for secret in [prompt, completion, token, upstream.api_key, "Bearer"]:
+            assert secret not in log, f"the log carries {secret[:12]}…"
     finally:
         receiver.close()
 
