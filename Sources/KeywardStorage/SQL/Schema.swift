@@ -11,6 +11,16 @@ public enum Schema {
     public struct Migration: Sendable {
         public let version: Int
         let statements: [Statement]
+        /// PostgreSQL statements run before the migration's transaction on a database that has
+        /// tables already (index builds that must not hold every replica's writes while they run:
+        /// `CREATE INDEX CONCURRENTLY` cannot run in a transaction). Each must be safe to repeat.
+        public let beforeTransaction: [String]
+
+        init(version: Int, statements: [Statement], beforeTransaction: [String] = []) {
+            self.version = version
+            self.statements = statements
+            self.beforeTransaction = beforeTransaction
+        }
 
         /// The statements in `dialect`.
         public func statements(for dialect: SQLDialect) -> [String] {
@@ -100,6 +110,17 @@ public enum Schema {
         Migration(version: 4, statements: [
             all("DROP INDEX IF EXISTS records_list"),
             all("CREATE INDEX IF NOT EXISTS records_by_time ON records(tenant, created_at, id)"),
+        ], beforeTransaction: [
+            // An interrupted concurrent build leaves an invalid index of the same name: rebuild it.
+            """
+            DO $$ BEGIN
+              IF EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                         WHERE c.relname = 'records_by_time' AND NOT i.indisvalid) THEN
+                DROP INDEX records_by_time;
+              END IF;
+            END $$
+            """,
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS records_by_time ON records(tenant, created_at, id)",
         ]),
         // Values every process of a deployment shares (the sealed audit signing key, the local
         // key store's header) and the local key store's keys, for engines that hold them.
