@@ -134,7 +134,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .target(name: "KeywardTesting", dependencies: ["KeywardErrors"], swiftSettings: strict),
+        .target(
+            name: "KeywardTesting",
+            dependencies: ["KeywardErrors", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "keyward",
             dependencies: [

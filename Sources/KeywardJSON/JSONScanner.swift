@@ -231,15 +231,13 @@ extension JSONScanner {
     /// spans `bounds` of it, a nested value, without copying it); nil when that is not a valid
     /// JSON object or lacks the key.
     public static func valueRange(of key: String, in json: [UInt8], within bounds: Range<Int>? = nil) -> Range<Int>? {
-        var scanner = JSONScanner(json, keys: [Array(key.utf8)], within: bounds)
-        guard (try? scanner.scanDocument()) != nil, scanner.topLevelIsObject else { return nil }
-        return scanner.found[0]
+        valueRanges(of: [key], in: json, within: bounds)?[0]
     }
 
-    /// The byte ranges of the values of top-level `keys` in the object `json`, found in one pass;
-    /// nil when `json` is not a valid JSON object.
-    public static func valueRanges(of keys: [String], in json: [UInt8]) -> [Range<Int>?]? {
-        var scanner = JSONScanner(json, keys: keys.map { Array($0.utf8) })
+    /// The byte ranges of the values of top-level `keys` in the object `json` (or in the object
+    /// that spans `bounds` of it), found in one pass; nil when that is not a valid JSON object.
+    public static func valueRanges(of keys: [String], in json: [UInt8], within bounds: Range<Int>? = nil) -> [Range<Int>?]? {
+        var scanner = JSONScanner(json, keys: keys.map { Array($0.utf8) }, within: bounds)
         guard (try? scanner.scanDocument()) != nil, scanner.topLevelIsObject else { return nil }
         return scanner.found
     }

@@ -64,12 +64,12 @@ public struct PostgresKeyBackend: LocalKeyBackend {
         try await run {
             try await store.transaction { c in
                 let found = try await PostgresRecordStore.rows(
-                    PostgresRecordStore.query(SQLStatement("SELECT document FROM local_keys WHERE name = ? FOR UPDATE", [.text(name)])),
+                    PostgresRecordStore.postgresQuery(SQLStatement("SELECT document FROM local_keys WHERE name = ? FOR UPDATE", [.text(name)])),
                     on: c, logger: logger)
                 guard let row = found.first.map(PostgresRow.init) else { throw KeyStoreError(.keyNotFound, "no local key \(name)") }
                 let updated = try change(Data(try row.bytes(0)))
                 try await PostgresRecordStore.rows(
-                    PostgresRecordStore.query(SQLStatement("UPDATE local_keys SET document = ?, revision = revision + 1 WHERE name = ?",
+                    PostgresRecordStore.postgresQuery(SQLStatement("UPDATE local_keys SET document = ?, revision = revision + 1 WHERE name = ?",
                                                            [.bytes(Array(updated)), .text(name)])),
                     on: c, logger: logger)
             }

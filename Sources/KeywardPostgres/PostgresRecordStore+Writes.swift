@@ -84,7 +84,7 @@ extension PostgresRecordStore {
         let logger = logger
         let (out, next) = try await transaction { c in
             for chunk in stride(from: 0, to: records.count, by: 1000) {
-                try await Self.rows(Self.query(Self.insert(records[chunk..<min(chunk + 1000, records.count)])), on: c, logger: logger)
+                try await Self.rows(Self.postgresQuery(Self.insert(records[chunk..<min(chunk + 1000, records.count)])), on: c, logger: logger)
             }
             guard eventCount > 0 else { return (batches.map { _ in [AuditEvent]() }, AuditHead.genesis) }
             // The row lock orders appends from every replica into one chain.
@@ -93,9 +93,9 @@ extension PostgresRecordStore {
             let (out, next) = Self.chain(batches, after: AuditHead(seq: try row.int(0), hash: try row.bytes(1)))
             let events = out.flatMap { $0 }
             for chunk in stride(from: 0, to: events.count, by: 1000) {
-                try await Self.rows(Self.query(Self.insert(events[chunk..<min(chunk + 1000, events.count)])), on: c, logger: logger)
+                try await Self.rows(Self.postgresQuery(Self.insert(events[chunk..<min(chunk + 1000, events.count)])), on: c, logger: logger)
             }
-            try await Self.rows(Self.query(SQLStatement("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1",
+            try await Self.rows(Self.postgresQuery(SQLStatement("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1",
                                                         [.integer(next.seq), .bytes(next.hash)])), on: c, logger: logger)
             return (out, next)
         }
@@ -122,7 +122,7 @@ extension PostgresRecordStore {
         s += SQLStatement(", e AS (INSERT INTO audit_events(\(AuditEvent.columns)) SELECT * FROM (VALUES ")
         s += Self.valuesList(events.map(\.values))
         s += ") AS v WHERE EXISTS (SELECT 1 FROM h)) SELECT count(*) FROM h"
-        return try await rows(Self.query(s)).first.map { try PostgresRow(row: $0).int(0) } == 1
+        return try await rows(Self.postgresQuery(s)).first.map { try PostgresRow(row: $0).int(0) } == 1
     }
 
     private static func insert(_ records: ArraySlice<Record>) -> SQLStatement {

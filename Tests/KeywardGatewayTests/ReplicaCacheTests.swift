@@ -19,35 +19,28 @@ struct ReplicaCacheTests {
         var description: String { "KEYWARD_TEST_DATABASE_URL is not set: run scripts/postgres-up and export what it prints" }
     }
 
-    /// Runs services until released: the tests' stand-in for `keyward serve`'s service group.
-    final class Running: Sendable {
-        private let tasks: [Task<Void, Never>]
-        init(_ services: [any Service]) { tasks = services.map { s in Task { try? await s.run() } } }
-        deinit { for t in tasks { t.cancel() } }
-    }
-
     /// `n` prepared gateways on one new database, and what keeps their storage running.
-    static func replicas(_ n: Int, in dir: TemporaryDirectory) async throws -> ([Gateway], [Running]) {
+    static func replicas(_ n: Int, in dir: TemporaryDirectory) async throws -> ([Gateway], [RunningServices]) {
         guard let server = ProcessInfo.processInfo.environment["KEYWARD_TEST_DATABASE_URL"].flatMap({ try? PostgresURL($0) }) else {
             throw NotConfigured()
         }
         // Same naming as the storage tests, whose helper drops those of runs over an hour old.
         let name = "keyward_test_\(Int(Date().timeIntervalSince1970))_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(8).lowercased()
         let admin = try PostgresRecordStore(url: server, maxConnections: 1)
-        let adminRunning = Running([admin])
+        let adminRunning = RunningServices([admin])
         defer { _ = adminRunning }
         // A fixture, not a call under test: copying the template database can take seconds while
         // every suite runs at once, past the 5 s that calls get by default.
         _ = try await admin.rows(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), limit: .seconds(60))
         let url = "postgres://\(server.user)@\(server.host):\(server.port)/\(name)?sslmode=\(server.sslMode)"
         var out: [Gateway] = []
-        var running: [Running] = []
+        var running: [RunningServices] = []
         for i in 0..<n {
             var c = GatewayConfiguration(dataFolder: dir.file("replica\(i)"))
             c.databaseURL = Secret(url)
             c.rootKeyFile = dir.file("root.key")
             let g = try Gateway(configuration: c, logger: Logger(label: "test"))
-            running.append(Running(g.storageServices))  // a store runs once: from now until the caller releases it
+            running.append(RunningServices(g.storageServices))  // a store runs once: from now until the caller releases it
             _ = try await g.prepare()
             out.append(g)
         }

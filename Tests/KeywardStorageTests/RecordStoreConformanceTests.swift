@@ -45,19 +45,17 @@ extension Engine {
     }
 }
 
-/// A PostgreSQL store with its pool and health monitor running until ``shutdown()`` or until this
-/// is released: the tests' stand-in for the service group that runs the store in `keyward serve`.
+/// A PostgreSQL store running until ``shutdown()`` or until this is released.
 final class RunningStore: Sendable {
     let store: PostgresRecordStore
-    private let task: Task<Void, Never>
+    private let running: RunningServices
 
     init(_ store: PostgresRecordStore) {
         self.store = store
-        task = Task { try? await store.run() }
+        running = RunningServices([store])
     }
 
-    func shutdown() { task.cancel() }
-    deinit { task.cancel() }
+    func shutdown() { running.stop() }
 }
 
 /// A new, empty database (`keyward_test_…`) on the test server for each case.

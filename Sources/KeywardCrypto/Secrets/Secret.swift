@@ -24,9 +24,6 @@ public struct Secret: Sendable, CustomStringConvertible, CustomDebugStringConver
     /// A `String` copy for an API that takes nothing else; not wiped, so never keep it.
     public func exposed() -> String { bytes.withUnsafeBytes { String(decoding: $0, as: UTF8.self) } }
 
-    /// Constant-time comparison (length is not secret).
-    public func constantTimeEquals(_ other: Secret) -> Bool { bytes.constantTimeEquals(other.bytes) }
-
     public var description: String { "<redacted>" }
     public var debugDescription: String { "<redacted>" }
     /// `dump` and mirrors see no children, so the value cannot leak through reflection either.

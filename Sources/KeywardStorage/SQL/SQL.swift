@@ -1,6 +1,6 @@
 /// The SQL an engine speaks. Statements are written once, with `?` parameters and the neutral
 /// type names below; each engine renders them in its own dialect.
-public enum SQLDialect: String, Sendable, Hashable, CaseIterable {
+public enum SQLDialect: String, Sendable, Hashable {
     case sqlite, postgres
 
     /// `text` with `?` parameters numbered for this dialect (`$1`, `$2`, … for PostgreSQL). A `?`
