@@ -1,7 +1,7 @@
-/// A master key named in Keyward's one key-reference syntax: `local:NAME`, `aws-kms:ARN`, or an
-/// RFC 7512 `pkcs11:` URI.
+/// A master key named in Keyward's one key-reference syntax: `local:NAME`, `aws-kms:ARN`, an
+/// RFC 7512 `pkcs11:` URI, or `vault-transit:NAME[?mount=MOUNT]`.
 public struct KeyReference: Hashable, Sendable, CustomStringConvertible {
-    /// `local`, `aws-kms` or `pkcs11`.
+    /// `local`, `aws-kms`, `pkcs11` or `vault-transit`.
     public let scheme: String
     /// What follows the scheme: a name, an ARN, the URI's body.
     public let keyID: String
@@ -12,7 +12,7 @@ public struct KeyReference: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// The schemes that name key-store keys (raw keyrings are `raw-aes:` / `raw-rsa:`).
-    public static let schemes = ["local", "aws-kms", "pkcs11"]
+    public static let schemes = ["local", "aws-kms", "pkcs11", "vault-transit"]
 
     /// Parses a reference; nil if it does not start with a key-store scheme.
     public init?(parsing text: String) {
@@ -25,7 +25,7 @@ public struct KeyReference: Hashable, Sendable, CustomStringConvertible {
     /// Parses a reference, with a clear error for each malformed shape.
     public static func parse(_ text: String) throws -> KeyReference {
         guard let reference = KeyReference(parsing: text) else {
-            throw KeyStoreError(.invalidArgument, "a key reference looks like local:NAME, aws-kms:ARN or pkcs11:…")
+            throw KeyStoreError(.invalidArgument, "a key reference looks like local:NAME, aws-kms:ARN, pkcs11:… or vault-transit:NAME")
         }
         switch reference.scheme {
         case "local":
@@ -34,6 +34,8 @@ public struct KeyReference: Hashable, Sendable, CustomStringConvertible {
             _ = try KeyReference.awsRegion(ofARN: reference.keyID)
         case "pkcs11":
             _ = try PKCS11URI(reference.keyID)
+        case "vault-transit":
+            _ = try VaultTransitKeyStore.KeyName(reference.keyID)
         default:
             break
         }

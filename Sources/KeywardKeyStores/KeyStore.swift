@@ -21,6 +21,8 @@ public struct KeyDescription: Sendable, Hashable {
     public var versions: Int?
     /// Whether the store rotates the key on a schedule (AWS KMS).
     public var rotationEnabled: Bool?
+    /// The oldest version that still unwraps (Vault Transit's `min_decryption_version`).
+    public var minDecryptionVersion: Int?
 
     public init(reference: String, state: KeyState, created: Date? = nil, deletionDate: Date? = nil,
                 versions: Int? = nil, rotationEnabled: Bool? = nil) {

@@ -50,6 +50,8 @@ public final class KeyStores: Sendable {
             store = try AWSKMSKeyStore.fromEnvironment(region: configuration.awsRegion)
         case "pkcs11":
             store = PKCS11KeyStore()
+        case "vault-transit":
+            store = try VaultTransitKeyStore.fromEnvironment()
         default:
             throw KeyStoreError(.invalidArgument, "\(reference.scheme): keys are not supported yet")
         }

@@ -12,7 +12,7 @@ struct KeysCommand: AsyncParsableCommand {
 
     /// One key reference and the store options.
     struct Target: ParsableArguments {
-        @Argument(help: "The key: local:NAME, aws-kms:ARN or pkcs11:token=…;object=…?module-path=…&pin-source=…")
+        @Argument(help: "The key: local:NAME, aws-kms:ARN, pkcs11:token=…;object=…?module-path=…&pin-source=… or vault-transit:NAME[?mount=M]")
         var reference: String
 
         @OptionGroup var stores: KeyStoreOptions
@@ -25,8 +25,8 @@ struct KeysCommand: AsyncParsableCommand {
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create a key: local:NAME, pkcs11:token=…;object=…, or aws-kms (with --region) which prints the new key's ARN.")
-        @Argument(help: "local:NAME or aws-kms.") var reference: String
+            abstract: "Create a key: local:NAME, pkcs11:token=…;object=…, vault-transit:NAME[?mount=M], or aws-kms (with --region) which prints the new key's ARN.")
+        @Argument(help: "local:NAME, pkcs11:…, vault-transit:NAME or aws-kms.") var reference: String
         @Option(help: "A description for an AWS KMS key.") var description: String?
         @OptionGroup var stores: KeyStoreOptions
         func run() async throws {
@@ -37,8 +37,8 @@ struct KeysCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the keys of a store: local or aws-kms (with --region).")
-        @Argument(help: "The store: local or aws-kms.") var scheme: String = "local"
+        static let configuration = CommandConfiguration(abstract: "List the keys of a store: local, aws-kms (with --region) or vault-transit (its transit mount).")
+        @Argument(help: "The store: local, aws-kms or vault-transit.") var scheme: String = "local"
         @OptionGroup var stores: KeyStoreOptions
         func run() async throws {
             let store = try stores.keyStores().store(for: KeyReference(scheme: scheme, keyID: ""))
@@ -142,5 +142,6 @@ func format(_ key: KeyDescription) -> String {
     if let created = key.created { parts.append("created=\(created.formatted(.iso8601))") }
     if let deletion = key.deletionDate { parts.append("deletion=\(deletion.formatted(.iso8601))") }
     if let rotation = key.rotationEnabled { parts.append("rotation=\(rotation ? "on" : "off")") }
+    if let min = key.minDecryptionVersion { parts.append("min_decryption_version=\(min)") }
     return parts.joined(separator: " ")
 }

@@ -61,6 +61,7 @@ struct KeyBody: Encodable {
     let created_at: Int?
     let deletion_date: Int?
     let rotation_enabled: Bool?
+    let min_decryption_version: Int?
     /// The tenants on the key (its own description only).
     let tenants: [String]?
 
@@ -72,6 +73,7 @@ struct KeyBody: Encodable {
         created_at = d.created.map { Int($0.timeIntervalSince1970) }
         deletion_date = d.deletionDate.map { Int($0.timeIntervalSince1970) }
         rotation_enabled = d.rotationEnabled
+        min_decryption_version = d.minDecryptionVersion
     }
 }
 

@@ -68,31 +68,13 @@ public struct AWSKMSClient: Sendable {
         let body = Array(try JSONSerialization.data(withJSONObject: parameters))
         let url = endpoint(region: region)
         let signer = signer(region: region)
-        let clock = ContinuousClock()
-        let deadline = clock.now + configuration.timeout
-        var attempt = 0
-        while true {
-            let remaining = deadline - clock.now
-            guard remaining > .zero else {
-                throw KeyStoreError(.keyUnavailable, "AWS KMS did not answer \(operation) within \(configuration.timeout)")
-            }
-            do {
-                return try await attemptCall(operation, url: url, body: body, signer: signer, timeout: remaining)
-            } catch let failure as Failure {
-                attempt += 1
-                guard failure.retryable, attempt <= configuration.maxRetries else { throw failure.error }
-                let cap = min(configuration.backoffBase * (1 << (attempt - 1)), .seconds(2))
-                let pause = Duration.nanoseconds(Int64.random(in: 0...max(cap.nanoseconds, 1)))
-                guard clock.now + pause < deadline else { throw failure.error }
-                try await Task.sleep(for: pause)
-            }
+        let retrying = RemoteCall(timeout: configuration.timeout, maxRetries: configuration.maxRetries, backoffBase: configuration.backoffBase)
+        return try await retrying.run(late: "AWS KMS did not answer \(operation) within \(configuration.timeout)") { remaining in
+            try await attemptCall(operation, url: url, body: body, signer: signer, timeout: remaining)
         }
     }
 
-    private struct Failure: Error {
-        var error: KeyStoreError
-        var retryable: Bool
-    }
+    private typealias Failure = RemoteCall.Failure
 
     private func attemptCall(_ operation: String, url: String, body: [UInt8], signer: SigV4, timeout: Duration) async throws -> [String: Any] {
         let headers = try signer.sign(
@@ -103,31 +85,18 @@ public struct AWSKMSClient: Sendable {
         request.method = .POST
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         request.body = .bytes(ByteBuffer(bytes: body))
-        let response: HTTPClientResponse
-        let data: ByteBuffer
-        do {
-            response = try await http.execute(request, timeout: .nanoseconds(timeout.nanoseconds))
-            data = try await response.body.collect(upTo: 1 << 20)
-        } catch {
-            // Connection refused or reset, DNS, TLS, time-out: the store is unreachable right now.
-            throw Failure(error: KeyStoreError(.keyUnavailable, "AWS KMS at \(url) is unreachable (\(Self.describe(error)))"), retryable: true)
-        }
-        let parsed = try? JSONSerialization.jsonObject(with: Data(data.readableBytesView), options: .fragmentsAllowed)
+        let (status, data) = try await RemoteCall.send(request, with: http, timeout: timeout, store: "AWS KMS")
+        let parsed = try? JSONSerialization.jsonObject(with: Data(data), options: .fragmentsAllowed)
         let json = parsed as? [String: Any]
-        guard response.status == .ok else {
-            throw Self.failure(status: response.status, json: json, operation: operation)
+        guard status == .ok else {
+            throw Self.failure(status: status, json: json, operation: operation)
         }
         // EnableKey and the like answer 200 with no body (moto: with `null`).
-        if data.readableBytes == 0 || parsed is NSNull { return [:] }
+        if data.isEmpty || parsed is NSNull { return [:] }
         guard let json else {
             throw Failure(error: KeyStoreError(.keyUnavailable, "AWS KMS answered \(operation) with something that is not JSON"), retryable: false)
         }
         return json
-    }
-
-    private static func describe(_ error: any Error) -> String {
-        if let e = error as? HTTPClientError { return "\(e)" }
-        return String(describing: type(of: error))
     }
 
     /// AWS error types to our codes. Messages from KMS name keys and states, never key material.
@@ -157,12 +126,5 @@ public struct AWSKMSClient: Sendable {
             if status.code >= 500 { return Failure(error: KeyStoreError(.keyUnavailable, reason), retryable: true) }
             return Failure(error: KeyStoreError(.invalidArgument, reason), retryable: false)
         }
-    }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (s, atto) = components
-        return s * 1_000_000_000 + atto / 1_000_000_000
     }
 }

@@ -1,0 +1,251 @@
+import Foundation
+import KeywardCrypto
+import NIOHTTP1
+import Synchronization
+
+/// Vault's (or OpenBao's) Transit engine as a key store: `vault-transit:NAME`, or
+/// `vault-transit:NAME?mount=MOUNT` for an engine mounted elsewhere than `transit`.
+///
+/// Data keys are wrapped by Transit `encrypt` under an `aes256-gcm96` key, with the encryption
+/// context (its canonical ESDK serialization) as `associated_data`, so a wrapped key opens only
+/// with the context it was made for. The encrypted data key's provider ID is `vault-transit`, its
+/// provider info `MOUNT/keys/NAME`, its ciphertext Transit's own `vault:vN:…` string: whoever holds
+/// a Vault token for the key can unwrap it with Transit `decrypt`, without Keyward.
+public final class VaultTransitKeyStore: KeyStore {
+    public let scheme = "vault-transit"
+    public let providerID = "vault-transit"
+    public let client: VaultClient
+    /// Keys seen to exist: Transit's `encrypt` creates a missing key when the token may, and a
+    /// typo must not mint a key, so a key is read once before the first wrap under it.
+    private let known = KnownKeys()
+
+    public init(client: VaultClient) {
+        self.client = client
+    }
+
+    public static func fromEnvironment() throws -> VaultTransitKeyStore {
+        VaultTransitKeyStore(client: try VaultClient(configuration: .fromEnvironment()))
+    }
+
+    /// A Transit key: its engine's mount and its name.
+    public struct KeyName: Hashable, Sendable {
+        public var mount: String
+        public var name: String
+
+        /// Parses `NAME` or `NAME?mount=MOUNT`.
+        public init(_ keyID: String) throws {
+            let parts = keyID.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+            name = String(parts[0])
+            mount = "transit"
+            if parts.count == 2 {
+                for pair in parts[1].split(separator: "&") {
+                    let kv = pair.split(separator: "=", maxSplits: 1)
+                    guard kv.count == 2, kv[0] == "mount" else {
+                        throw KeyStoreError(.invalidArgument, "a vault-transit key takes one option, ?mount=MOUNT")
+                    }
+                    mount = String(kv[1])
+                }
+            }
+            let nameCharacters = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+            guard !name.isEmpty, name.count <= 128, name.unicodeScalars.allSatisfy(nameCharacters.contains), name != ".", name != ".." else {
+                throw KeyStoreError(.invalidArgument, "a vault-transit key name is 1 to 128 letters, digits, '-', '_' or '.'")
+            }
+            let segments = mount.split(separator: "/", omittingEmptySubsequences: false)
+            guard !mount.isEmpty, segments.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." && $0.unicodeScalars.allSatisfy(nameCharacters.contains) }) else {
+                throw KeyStoreError(.invalidArgument, "a vault-transit mount is a path of letters, digits, '-', '_' and '.' segments")
+            }
+        }
+
+        /// The reference's key ID: the name, and the mount when it is not `transit`.
+        public var keyID: String { mount == "transit" ? name : "\(name)?mount=\(mount)" }
+        var path: String { "\(mount)/keys/\(name)" }
+    }
+
+    private final class KnownKeys: Sendable {
+        let names = Mutex<Set<KeyName>>([])
+    }
+
+    public func providerInfo(forKeyID keyID: String) throws -> String { try KeyName(keyID).path }
+
+    // MARK: Wrapping
+
+    private struct EncryptBody: Encodable {
+        var plaintext: String
+        var associated_data: String
+    }
+
+    private struct EncryptAnswer: Decodable {
+        var ciphertext: String
+    }
+
+    private struct DecryptBody: Encodable {
+        var ciphertext: String
+        var associated_data: String
+    }
+
+    private struct DecryptAnswer: Decodable {
+        var plaintext: String
+    }
+
+    /// The context as Transit's associated data: the ESDK's serialization (sorted, length-prefixed),
+    /// base64; an empty context is bound as the two bytes of its zero count.
+    static func associatedData(_ context: EncryptionContext) throws -> String {
+        Data(try context.serialized()).base64EncodedString()
+    }
+
+    /// A data key made here (the system CSPRNG) and wrapped by Transit: one call, as `datakey`
+    /// would be, and bound to the context, which `datakey` does not take.
+    public func generateDataKey(keyID: String, length: Int, context: EncryptionContext) async throws -> (plaintext: SecretBytes, wrapped: WrappedKey) {
+        let key = SecretBytes(randomCount: length)
+        return (key, try await encrypt(keyID: keyID, plaintext: key, context: context))
+    }
+
+    public func encrypt(keyID: String, plaintext: SecretBytes, context: EncryptionContext) async throws -> WrappedKey {
+        let key = try KeyName(keyID)
+        if !known.names.withLock({ $0.contains(key) }) {
+            _ = try await read(key)
+            known.names.withLock { _ = $0.insert(key) }
+        }
+        let body = EncryptBody(plaintext: plaintext.withUnsafeBytes { Data($0).base64EncodedString() },
+                               associated_data: try Self.associatedData(context))
+        guard let answer = try await client.call(.POST, "\(key.mount)/encrypt/\(key.name)", body, as: EncryptAnswer.self, what: "encrypt"),
+              answer.ciphertext.hasPrefix("vault:v") else {
+            throw KeyStoreError(.keyUnavailable, "Vault's encrypt answered without a ciphertext")
+        }
+        return WrappedKey(ciphertext: Array(answer.ciphertext.utf8), keyID: key.path)
+    }
+
+    public func decrypt(keyID: String, ciphertext: [UInt8], context: EncryptionContext) async throws -> SecretBytes {
+        let key = try KeyName(keyID)
+        guard let text = String(validating: ciphertext, as: UTF8.self), text.hasPrefix("vault:v") else {
+            throw KeyStoreError(.invalidCiphertext, "not a Transit ciphertext")
+        }
+        let body = DecryptBody(ciphertext: text, associated_data: try Self.associatedData(context))
+        guard let answer = try await client.call(.POST, "\(key.mount)/decrypt/\(key.name)", body, as: DecryptAnswer.self, what: "decrypt"),
+              let bytes = Data(base64Encoded: answer.plaintext) else {
+            throw KeyStoreError(.keyUnavailable, "Vault's decrypt answered without a plaintext")
+        }
+        return SecretBytes(copying: bytes)
+    }
+
+    // MARK: Life cycle
+
+    private struct KeyAnswer: Decodable {
+        var type: String?
+        var latest_version: Int?
+        var min_decryption_version: Int?
+        /// OpenBao's soft delete, which Keyward uses as disable.
+        var soft_deleted: Bool?
+        /// Version number to its creation time (RFC 3339), or to a Unix time in old servers.
+        var keys: [String: Created]?
+
+        enum Created: Decodable {
+            case date(Date)
+            case unknown
+            init(from decoder: any Decoder) throws {
+                let c = try decoder.singleValueContainer()
+                if let text = try? c.decode(String.self), let d = Self.parse(text) {
+                    self = .date(d)
+                } else if let seconds = try? c.decode(Double.self) {
+                    self = .date(Date(timeIntervalSince1970: seconds))
+                } else {
+                    self = .unknown
+                }
+            }
+
+            /// RFC 3339 with up to nine fractional digits (Go's `RFC3339Nano`); the fraction is dropped.
+            static func parse(_ text: String) -> Date? {
+                var t = text
+                if let dot = t.firstIndex(of: ".") {
+                    let end = t[dot...].dropFirst().firstIndex(where: { !$0.isNumber }) ?? t.endIndex
+                    t.removeSubrange(dot..<end)
+                }
+                return try? Date.ISO8601FormatStyle().parse(t)
+            }
+        }
+    }
+
+    private func read(_ key: KeyName) async throws -> KeyAnswer {
+        guard let answer = try await client.call(.GET, key.path, nil as Empty?, as: KeyAnswer.self, what: "read key \(key.name)") else {
+            throw KeyStoreError(.keyNotFound, "Vault has no Transit key \(key.path)")
+        }
+        guard answer.type == nil || answer.type == "aes256-gcm96" else {
+            throw KeyStoreError(.invalidArgument, "\(key.path) is a \(answer.type!) key; Keyward wraps with aes256-gcm96 keys")
+        }
+        return answer
+    }
+
+    private struct Empty: Codable {}
+
+    /// A key that exists is enabled, unless OpenBao soft-deleted it (disabled).
+    public func describe(keyID: String) async throws -> KeyDescription {
+        let key = try KeyName(keyID)
+        let answer = try await read(key)
+        var created: Date?
+        if case .date(let d) = answer.keys?["1"] { created = d }
+        var d = KeyDescription(reference: "vault-transit:\(key.keyID)", state: answer.soft_deleted == true ? .disabled : .enabled, created: created, versions: answer.latest_version)
+        d.minDecryptionVersion = answer.min_decryption_version
+        return d
+    }
+
+    private struct CreateBody: Encodable { var type = "aes256-gcm96" }
+
+    /// Creates an `aes256-gcm96` key named `name` (`NAME` or `NAME?mount=MOUNT`).
+    public func createKey(name: String?) async throws -> KeyDescription {
+        guard let name else { throw KeyStoreError(.invalidArgument, "name the key: vault-transit:NAME") }
+        let key = try KeyName(name)
+        do {
+            _ = try await read(key)
+            throw KeyStoreError(.alreadyExists, "Vault already has a Transit key \(key.path)")
+        } catch let e as KeyStoreError where e.code == .keyNotFound {}
+        _ = try await client.call(.POST, key.path, CreateBody(), as: Empty.self, what: "create key \(key.name)")
+        return try await describe(keyID: key.keyID)
+    }
+
+    public func rotateKey(keyID: String) async throws {
+        let key = try KeyName(keyID)
+        _ = try await client.call(.POST, "\(key.path)/rotate", Empty(), as: Empty.self, what: "rotate key \(key.name)")
+    }
+
+    private static func unsupported(_ what: String) -> KeyStoreError {
+        KeyStoreError(.invalidArgument, "Vault Transit keys cannot be \(what); a Vault operator can restrict the key's policy or set its min_decryption_version")
+    }
+
+    /// Disables with OpenBao's soft delete: the server then refuses the key to every client until
+    /// it is restored, and Keyward sees `key_disabled`. HashiCorp Vault's Transit has no such state.
+    public func disableKey(keyID: String) async throws {
+        try await softDelete(keyID, .DELETE, "soft-delete", what: "disable")
+    }
+
+    public func enableKey(keyID: String) async throws {
+        try await softDelete(keyID, .POST, "soft-delete-restore", what: "enable")
+    }
+
+    private func softDelete(_ keyID: String, _ method: HTTPMethod, _ action: String, what: String) async throws {
+        let key = try KeyName(keyID)
+        _ = try await read(key)  // a missing key is key_not_found, not "unsupported"
+        do {
+            _ = try await client.call(method, "\(key.path)/\(action)", method == .POST ? Empty() : nil, as: Empty.self, what: "\(what) key \(key.name)")
+        } catch let e as KeyStoreError where e.code == .keyNotFound || e.code == .invalidArgument {
+            // Vault answers 404 or 405 to a path its Transit does not have.
+            throw KeyStoreError(.invalidArgument, "this server's Transit cannot \(what) a key (OpenBao's soft delete is missing): \(e.reason)")
+        }
+    }
+    public func scheduleKeyDeletion(keyID: String, days: Int) async throws -> Date { throw Self.unsupported("scheduled for deletion") }
+    public func cancelKeyDeletion(keyID: String) async throws { throw Self.unsupported("scheduled for deletion") }
+
+    private struct ListAnswer: Decodable { var keys: [String] }
+
+    /// The keys of the `transit` mount.
+    public func listKeys() async throws -> [KeyDescription] {
+        let names: [String]
+        do {
+            names = try await client.call(.GET, "transit/keys?list=true", nil as Empty?, as: ListAnswer.self, what: "list keys")?.keys ?? []
+        } catch let e as KeyStoreError where e.code == .keyNotFound {
+            names = []  // Vault answers 404 to a list with nothing in it
+        }
+        var result: [KeyDescription] = []
+        for name in names.sorted() { result.append(try await describe(keyID: name)) }
+        return result
+    }
+}
