@@ -139,6 +139,16 @@ let package = Package(
             dependencies: ["KeywardErrors", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: strict
         ),
+        // The record-store conformance suites, written once for any engine: KeywardStorageTests runs
+        // them on SQLite, KeywardPostgresTests on PostgreSQL. Cases only; each test target declares the tests.
+        .target(
+            name: "KeywardStorageTesting",
+            dependencies: [
+                "KeywardStorage", "KeywardAudit", "KeywardTesting",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "keyward",
             dependencies: [
@@ -194,21 +204,29 @@ let package = Package(
         ),
         .testTarget(
             name: "KeywardStorageTests",
-            dependencies: [
-                "KeywardStorage", "KeywardAudit", "KeywardPostgres", "KeywardKeyStores", "KeywardTesting",
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "PostgresNIO", package: "postgres-nio"),
-            ],
+            dependencies: ["KeywardStorage", "KeywardAudit", "KeywardStorageTesting", "KeywardTesting"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "KeywardGatewayTests",
             dependencies: [
-                "KeywardGateway", "KeywardServer", "KeywardAudit", "KeywardStorage", "KeywardKeyStores", "KeywardCrypto", "KeywardTesting", "KeywardPostgres",
+                "KeywardGateway", "KeywardServer", "KeywardAudit", "KeywardStorage", "KeywardKeyStores", "KeywardCrypto", "KeywardTesting",
                 "KeywardJSON",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
+            swiftSettings: strict
+        ),
+        // Every test that needs a PostgreSQL server (KEYWARD_TEST_DATABASE_URL): the conformance
+        // suites on PostgreSQL, the schema compared with SQLite's, availability, and replicas' caches.
+        .testTarget(
+            name: "KeywardPostgresTests",
+            dependencies: [
+                "KeywardPostgres", "KeywardStorage", "KeywardStorageTesting", "KeywardTesting",
+                "KeywardGateway", "KeywardServer", "KeywardKeyStores", "KeywardCrypto",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),

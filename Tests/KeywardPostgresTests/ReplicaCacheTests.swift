@@ -7,7 +7,6 @@ import KeywardServer
 import KeywardStorage
 import KeywardTesting
 import Logging
-import PostgresNIO
 import ServiceLifecycle
 import Testing
 
@@ -15,24 +14,10 @@ import Testing
 /// which the README test command sets; without it these fail, saying so).
 @Suite("Replica caches")
 struct ReplicaCacheTests {
-    struct NotConfigured: Error, CustomStringConvertible {
-        var description: String { "KEYWARD_TEST_DATABASE_URL is not set: run scripts/postgres-up and export what it prints" }
-    }
-
     /// `n` prepared gateways on one new database, and what keeps their storage running.
     static func replicas(_ n: Int, in dir: TemporaryDirectory) async throws -> ([Gateway], [RunningServices]) {
-        guard let server = ProcessInfo.processInfo.environment["KEYWARD_TEST_DATABASE_URL"].flatMap({ try? PostgresURL($0) }) else {
-            throw NotConfigured()
-        }
-        // Same naming as the storage tests, whose helper drops those of runs over an hour old.
-        let name = "keyward_test_\(Int(Date().timeIntervalSince1970))_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(8).lowercased()
-        let admin = try PostgresRecordStore(url: server, maxConnections: 1)
-        let adminRunning = RunningServices([admin])
-        defer { _ = adminRunning }
-        // A fixture, not a call under test: copying the template database can take seconds while
-        // every suite runs at once, past the 5 s that calls get by default.
-        _ = try await admin.rows(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), limit: .seconds(60))
-        let url = "postgres://\(server.user)@\(server.host):\(server.port)/\(name)?sslmode=\(server.sslMode)"
+        let database = try await TestDatabase.create()
+        let url = "postgres://\(database.user)@\(database.host):\(database.port)/\(database.database)?sslmode=\(database.sslMode)"
         var out: [Gateway] = []
         var running: [RunningServices] = []
         for i in 0..<n {

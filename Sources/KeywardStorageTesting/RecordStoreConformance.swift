@@ -1,0 +1,148 @@
+import KeywardStorage
+import KeywardTesting
+import Testing
+
+/// What every record store does, whatever its engine: tenants, tokens, records and their listing
+/// and expiry. Run on SQLite by KeywardStorageTests and on PostgreSQL by KeywardPostgresTests.
+public enum RecordStoreConformance {
+    public static let cases: [StoreConformanceCase] = [
+        StoreConformanceCase("tenantsAreCreatedOnceAndFound", tenantsAreCreatedOnceAndFound),
+        StoreConformanceCase("tokensAreFoundByHashAndDeleted", tokensAreFoundByHashAndDeleted),
+        StoreConformanceCase("recordsRoundTripAndStayWithTheirTenant", recordsRoundTripAndStayWithTheirTenant),
+        StoreConformanceCase("concurrentInsertsAllLandAndADuplicateFailsAlone", concurrentInsertsAllLandAndADuplicateFailsAlone),
+        StoreConformanceCase("metadataWithAnyTextRoundTrips", metadataWithAnyTextRoundTrips),
+        StoreConformanceCase("upsertReplaces", upsertReplaces),
+        StoreConformanceCase("listingPagesInBothOrders", listingPagesInBothOrders),
+        StoreConformanceCase("purgeRemovesOnlyExpired", purgeRemovesOnlyExpired),
+    ]
+
+    private static func tenantsAreCreatedOnceAndFound(_ engine: any StoreEngine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        let a = Tenant(name: "acme", key: "local:acme", store: .onRequest, retentionDays: 7, createdAt: 1)
+        try await store.createTenant(a)
+        try await store.createTenant(Tenant(name: "beta", key: "local:shared", createdAt: 2))
+        try await store.createTenant(Tenant(name: "gamma", key: "local:shared", createdAt: 3))
+        await expectError(.alreadyExists, as: StorageError.self) { try await store.createTenant(a) }
+        #expect(try await store.tenant(named: "acme") == a)
+        #expect(try await store.tenant(named: "nobody") == nil)
+        #expect(try await store.tenants().map(\.name) == ["acme", "beta", "gamma"])
+        #expect(try await store.tenants(usingKey: "local:shared").map(\.name) == ["beta", "gamma"])
+        try await store.ping()
+        try await store.maintain()
+        #expect(try await store.tenant(named: "acme") == a)
+    }
+
+    private static func tokensAreFoundByHashAndDeleted(_ engine: any StoreEngine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        try await store.createTenant(Tenant(name: "acme", key: "local:acme", createdAt: 1))
+        let app = TokenRecord(id: "tok_1", tenant: "acme", role: .app, hash: Array(repeating: 1, count: 32), createdAt: 5)
+        let admin = TokenRecord(id: "tok_2", tenant: nil, role: .admin, hash: Array(repeating: 2, count: 32), createdAt: 6)
+        try await store.insertToken(app)
+        try await store.insertToken(admin)
+        await expectError(.alreadyExists, as: StorageError.self) {
+            try await store.insertToken(TokenRecord(id: "tok_3", tenant: nil, role: .admin, hash: admin.hash, createdAt: 7))
+        }
+        // A token of a tenant that does not exist is refused.
+        await expectError(.invalidArgument, as: StorageError.self) {
+            try await store.insertToken(TokenRecord(id: "tok_4", tenant: "ghost", role: .app, hash: [4], createdAt: 7))
+        }
+        #expect(try await store.token(hash: app.hash) == app)
+        #expect(try await store.token(hash: Array(repeating: 9, count: 32)) == nil)
+        #expect(try await store.tokens(role: .admin) == [admin])
+        #expect(try await store.deleteToken(id: "tok_1"))
+        #expect(try await !store.deleteToken(id: "tok_1"))
+        #expect(try await store.token(hash: app.hash) == nil)
+    }
+
+    private static func recordsRoundTripAndStayWithTheirTenant(_ engine: any StoreEngine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        for name in ["a", "b"] { try await store.createTenant(Tenant(name: name, key: "local:\(name)", createdAt: 1)) }
+        let request = record("a", "r1", "chat.request", at: 10)
+        let response = record("a", "r1", "chat.response", at: 10)
+        try await store.insert([request, response])
+        #expect(try await store.record(tenant: "a", id: "r1", kind: "chat.request") == request)
+        #expect(try await store.record(tenant: "a", id: "r1", kind: "chat.response") == response)
+        #expect(try await store.record(tenant: "b", id: "r1", kind: "chat.response") == nil)
+        // All or nothing: a duplicate in a batch leaves no new row behind.
+        await expectError(.alreadyExists, as: StorageError.self) {
+            try await store.insert([record("a", "r2", at: 11), record("a", "r1", at: 11)])
+        }
+        #expect(try await store.record(tenant: "a", id: "r2", kind: "chat.response") == nil)
+        // Another tenant's delete removes nothing.
+        #expect(try await store.deleteRecords(tenant: "b", id: "r1") == 0)
+        #expect(try await store.deleteRecords(tenant: "a", id: "r1") == 2)
+        #expect(try await store.record(tenant: "a", id: "r1", kind: "chat.request") == nil)
+    }
+
+    private static func concurrentInsertsAllLandAndADuplicateFailsAlone(_ engine: any StoreEngine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        try await store.createTenant(Tenant(name: "a", key: "local:a", createdAt: 1))
+        try await store.insert([record("a", "dup", at: 0)])
+        let failures = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for i in 0..<200 {
+                group.addTask {
+                    do {
+                        try await store.insert([record("a", i == 100 ? "dup" : "c\(i)", at: Int64(i)),
+                                                record("a", i == 100 ? "dup" : "c\(i)", "chat.request", at: Int64(i))])
+                        return false
+                    } catch let e as StorageError where e.code == .alreadyExists { return true }
+                }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(failures == 1)
+        #expect(try await store.records(RecordQuery(tenant: "a", kind: "chat.response", limit: 1000)).count == 200)
+        #expect(try await store.records(RecordQuery(tenant: "a", kind: "chat.request", limit: 1000)).count == 199)
+    }
+
+    private static func metadataWithAnyTextRoundTrips(_ engine: any StoreEngine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        try await store.createTenant(Tenant(name: "a", key: "local:a", createdAt: 1))
+        var r = record("a", "m", at: 1, model: "we\"ird\\ mødel\n\u{1}")
+        r.metadata.upstreamMs = 12.25
+        r.metadata.streamed = true
+        try await store.insert([r])
+        #expect(try await store.record(tenant: "a", id: "m", kind: r.kind) == r)
+    }
+
+    private static func upsertReplaces(_ engine: any StoreEngine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        try await store.createTenant(Tenant(name: "a", key: "local:a", createdAt: 1))
+        var r = record("a", "provider-key:openai", "provider-key", at: 1)
+        try await store.upsert(r)
+        r.body = [1, 2, 3]
+        try await store.upsert(r)
+        #expect(try await store.record(tenant: "a", id: r.id, kind: r.kind)?.body == [1, 2, 3])
+    }
+
+    private static func listingPagesInBothOrders(_ engine: any StoreEngine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        for name in ["a", "b"] { try await store.createTenant(Tenant(name: name, key: "local:\(name)", createdAt: 1)) }
+        // Two records share a timestamp: the id breaks the tie.
+        let times: [Int64] = [5, 1, 3, 3, 9]
+        for (i, t) in times.enumerated() {
+            try await store.insert([record("a", "r\(i)", at: t, model: i == 4 ? "other" : "m"), record("a", "r\(i)", "chat.request", at: t)])
+        }
+        try await store.insert([record("b", "x", at: 2)])
+        func ids(_ q: RecordQuery) async throws -> [String] { try await store.records(q).map(\.id) }
+        #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", limit: 10)) == ["r1", "r2", "r3", "r0", "r4"])
+        #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", limit: 2)) == ["r1", "r2"])
+        #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", after: "r2", limit: 2)) == ["r3", "r0"])
+        #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", limit: 2, order: .descending)) == ["r4", "r0"])
+        #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", after: "r3", limit: 10, order: .descending)) == ["r2", "r1"])
+        #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", limit: 10, model: "other")) == ["r4"])
+        #expect(try await ids(RecordQuery(tenant: "b", kind: "chat.response", limit: 10)) == ["x"])
+        // A cursor from another tenant is not found there.
+        await expectError(.notFound, as: StorageError.self) {
+            _ = try await store.records(RecordQuery(tenant: "b", kind: "chat.response", after: "r2"))
+        }
+    }
+
+    private static func purgeRemovesOnlyExpired(_ engine: any StoreEngine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        try await store.createTenant(Tenant(name: "a", key: "local:a", createdAt: 1))
+        try await store.insert([record("a", "old", at: 1, expires: 100), record("a", "new", at: 2, expires: 300), record("a", "kept", at: 3)])
+        #expect(try await store.purgeExpired(before: 200) == 1)
+        #expect(try await store.records(RecordQuery(tenant: "a", kind: "chat.response")).map(\.id) == ["new", "kept"])
+    }
+}
