@@ -179,7 +179,11 @@ final class LoopPool: @unchecked Sendable {
         idle[key, default: []].append(connection)
         if sweeper == nil {
             let every = TimeAmount.nanoseconds(max(configuration.idleTimeout.nanoseconds / 4, 100_000_000))
-            sweeper = loop.scheduleRepeatedTask(initialDelay: every, delay: every) { [unowned self] _ in sweep() }
+            // Weak: a client released without shutdown() must not leave a timer that reads freed memory.
+            sweeper = loop.scheduleRepeatedTask(initialDelay: every, delay: every) { [weak self] task in
+                guard let self else { return task.cancel() }
+                sweep()
+            }
         }
     }
 

@@ -53,7 +53,8 @@ final class ScriptedServer: @unchecked Sendable {
     private final class Player: ChannelInboundHandler, @unchecked Sendable {
         typealias InboundIn = ByteBuffer
         let script: [Step]
-        unowned let server: ScriptedServer
+        /// Weak: a connection may close after its test has ended and released the server.
+        weak var server: ScriptedServer?
         var received = ""
         var started = false
         var headArrived = ContinuousClock.now
@@ -71,7 +72,7 @@ final class ScriptedServer: @unchecked Sendable {
         }
 
         func channelInactive(context: ChannelHandlerContext) {
-            if started { server.hangUps.withLock { $0.append(ContinuousClock.now - headArrived) } }
+            if started { server?.hangUps.withLock { $0.append(ContinuousClock.now - headArrived) } }
             context.fireChannelInactive()
         }
 
@@ -89,6 +90,7 @@ final class ScriptedServer: @unchecked Sendable {
                 let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 let loop = context.eventLoop
                 let resume: @Sendable () -> Void = { loop.execute { bound.value.0.play(rest, context: bound.value.1) } }
+                guard let server else { return }
                 let now = server.held.withLock { h in
                     if !h.released { h.waiting.append(resume) }
                     return h.released
