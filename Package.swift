@@ -248,7 +248,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KeywardKeyStoresTests",
-            dependencies: ["KeywardKeyStores", "KeywardCrypto", "KeywardTesting"],
+            dependencies: ["KeywardKeyStores", "KeywardCrypto", "KeywardTesting", .product(name: "PropertyBased", package: "swift-property-based")],
             swiftSettings: strict
         ),
     ]

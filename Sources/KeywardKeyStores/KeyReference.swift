@@ -1,7 +1,7 @@
 /// A master key named in Keyward's one key-reference syntax: `local:NAME`, `aws-kms:ARN`, an
-/// RFC 7512 `pkcs11:` URI, or `vault-transit:NAME[?mount=MOUNT]`.
+/// RFC 7512 `pkcs11:` URI, `vault-transit:NAME[?mount=MOUNT]`, or `kmip:UID` / `kmip:name=LABEL`.
 public struct KeyReference: Hashable, Sendable, CustomStringConvertible {
-    /// `local`, `aws-kms`, `pkcs11` or `vault-transit`.
+    /// `local`, `aws-kms`, `pkcs11`, `vault-transit` or `kmip`.
     public let scheme: String
     /// What follows the scheme: a name, an ARN, the URI's body.
     public let keyID: String
@@ -12,7 +12,7 @@ public struct KeyReference: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// The schemes that name key-store keys (raw keyrings are `raw-aes:` / `raw-rsa:`).
-    public static let schemes = ["local", "aws-kms", "pkcs11", "vault-transit"]
+    public static let schemes = ["local", "aws-kms", "pkcs11", "vault-transit", "kmip"]
 
     /// Parses a reference; nil if it does not start with a key-store scheme.
     public init?(parsing text: String) {
@@ -25,7 +25,7 @@ public struct KeyReference: Hashable, Sendable, CustomStringConvertible {
     /// Parses a reference, with a clear error for each malformed shape.
     public static func parse(_ text: String) throws -> KeyReference {
         guard let reference = KeyReference(parsing: text) else {
-            throw KeyStoreError(.invalidArgument, "a key reference looks like local:NAME, aws-kms:ARN, pkcs11:… or vault-transit:NAME")
+            throw KeyStoreError(.invalidArgument, "a key reference looks like local:NAME, aws-kms:ARN, pkcs11:…, vault-transit:NAME or kmip:UID")
         }
         switch reference.scheme {
         case "local":
@@ -36,6 +36,8 @@ public struct KeyReference: Hashable, Sendable, CustomStringConvertible {
             _ = try PKCS11URI(reference.keyID)
         case "vault-transit":
             _ = try VaultTransitKeyStore.KeyName(reference.keyID)
+        case "kmip":
+            _ = try KMIPKeyStore.KeyName(reference.keyID)
         default:
             break
         }

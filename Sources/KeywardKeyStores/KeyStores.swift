@@ -52,6 +52,8 @@ public final class KeyStores: Sendable {
             store = PKCS11KeyStore()
         case "vault-transit":
             store = try VaultTransitKeyStore.fromEnvironment()
+        case "kmip":
+            store = try KMIPKeyStore.fromEnvironment()
         default:
             throw KeyStoreError(.invalidArgument, "\(reference.scheme): keys are not supported yet")
         }

@@ -12,7 +12,7 @@ struct KeysCommand: AsyncParsableCommand {
 
     /// One key reference and the store options.
     struct Target: ParsableArguments {
-        @Argument(help: "The key: local:NAME, aws-kms:ARN, pkcs11:token=…;object=…?module-path=…&pin-source=… or vault-transit:NAME[?mount=M]")
+        @Argument(help: "The key: local:NAME, aws-kms:ARN, pkcs11:token=…;object=…?module-path=…&pin-source=… or vault-transit:NAME[?mount=M] or kmip:UID|name=LABEL")
         var reference: String
 
         @OptionGroup var stores: KeyStoreOptions
@@ -25,20 +25,22 @@ struct KeysCommand: AsyncParsableCommand {
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create a key: local:NAME, pkcs11:token=…;object=…, vault-transit:NAME[?mount=M], or aws-kms (with --region) which prints the new key's ARN.")
-        @Argument(help: "local:NAME, pkcs11:…, vault-transit:NAME or aws-kms.") var reference: String
+            abstract: "Create a key: local:NAME, pkcs11:token=…;object=…, vault-transit:NAME[?mount=M], kmip:name=LABEL, kmip (prints the new key's UID), or aws-kms (with --region) which prints the new key's ARN.")
+        @Argument(help: "local:NAME, pkcs11:…, vault-transit:NAME, kmip:name=LABEL, kmip or aws-kms.") var reference: String
         @Option(help: "A description for an AWS KMS key.") var description: String?
         @OptionGroup var stores: KeyStoreOptions
         func run() async throws {
-            let ref = reference == "aws-kms" ? KeyReference(scheme: "aws-kms", keyID: "") : try KeyReference.parse(reference)
+            // A bare scheme where the store names the key: aws-kms (an ARN), kmip (a UID).
+            let bare = ["aws-kms", "kmip"].contains(reference)
+            let ref = bare ? KeyReference(scheme: reference, keyID: "") : try KeyReference.parse(reference)
             let store = try stores.keyStores().store(for: ref)
-            print(format(try await store.createKey(name: ref.scheme == "aws-kms" ? description : ref.keyID)))
+            print(format(try await store.createKey(name: ref.scheme == "aws-kms" ? description : bare ? nil : ref.keyID)))
         }
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the keys of a store: local, aws-kms (with --region) or vault-transit (its transit mount).")
-        @Argument(help: "The store: local, aws-kms or vault-transit.") var scheme: String = "local"
+        static let configuration = CommandConfiguration(abstract: "List the keys of a store: local, aws-kms (with --region), vault-transit (its transit mount) or kmip.")
+        @Argument(help: "The store: local, aws-kms, vault-transit or kmip.") var scheme: String = "local"
         @OptionGroup var stores: KeyStoreOptions
         func run() async throws {
             let store = try stores.keyStores().store(for: KeyReference(scheme: scheme, keyID: ""))

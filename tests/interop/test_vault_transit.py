@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from esdk import keyward_binary
+from keyward_cli import decrypt, encrypt, kw
 from kms_peers import free_port
 from vault_peer import Bao
 
@@ -21,36 +21,10 @@ def bao():
     server.stop()
 
 
-def kw(env, *args):
-    """Runs keyward with only the Vault variables given (none inherited from this process)."""
-    import os
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_", "KEYWARD_"))}
-    return subprocess.run([keyward_binary(), *args], env={**base, **env}, capture_output=True, timeout=120)
-
-
 def new_key(bao, name, env=None):
     r = kw(env or bao.env(), "keys", "create", f"vault-transit:{name}")
     assert r.returncode == 0, r.stderr
     return f"vault-transit:{name}"
-
-
-def encrypt(env, tmp_path, data, key, context=(), suite="0x0578"):
-    src, dst = tmp_path / "v.plain", tmp_path / "v.enc"
-    src.write_bytes(data)
-    if dst.exists():
-        dst.unlink()
-    args = ["encrypt", "-i", str(src), "-o", str(dst), "--wrapping-key", key, "--algorithm", suite]
-    for c in context:
-        args += ["--context", c]
-    return kw(env, *args), dst
-
-
-def decrypt(env, tmp_path, enc, key):
-    out = tmp_path / "v.out"
-    if out.exists():
-        out.unlink()
-    r = kw(env, "decrypt", "-i", str(enc), "-o", str(out), "--wrapping-key", key)
-    return r, (out.read_bytes() if out.exists() else None)
 
 
 def no_token_in(bao, *results):

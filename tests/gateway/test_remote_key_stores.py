@@ -1,0 +1,107 @@
+"""A tenant whose master key lives in a remote key store run for real: OpenBao's Transit engine and
+a PyKMIP server. Each serves, disabling the key through the gateway answers 403 before any upstream
+call (and, where the store has a way back, enabling resumes), and the store going away fails closed."""
+import os
+import subprocess
+import sys
+import urllib.parse
+
+import openai
+import pytest
+
+from keyward_paths import keyward_bin
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "interop"))
+from kmip_peer import PyKMIP  # noqa: E402
+from vault_peer import Bao  # noqa: E402
+
+
+class Transit:
+    """OpenBao: disable is its soft delete, which enable undoes."""
+    can_enable = True
+
+    def __init__(self):
+        self.server = Bao()
+        self.env = {**self.server.env(), "KEYWARD_VAULT_TIMEOUT_MS": "1000"}
+        self.secret = self.server.root_token
+
+    def create(self, label):
+        assert self.server.api("POST", f"transit/keys/{label}", {"type": "aes256-gcm96"})[0] == 200
+        return f"vault-transit:{label}"
+
+    def disabled_on_the_server(self, label):
+        return self.server.api("GET", f"transit/keys/{label}")[1]["data"]["soft_deleted"] is True
+
+
+class KMIP:
+    """PyKMIP: disable is Revoke, which KMIP cannot undo."""
+    can_enable = False
+
+    def __init__(self):
+        self.server = PyKMIP()
+        self.env = {**self.server.env(), "KEYWARD_KMIP_TIMEOUT_MS": "1500"}
+        self.secret = None
+
+    def create(self, label):
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}, **self.env}
+        r = subprocess.run([keyward_bin(), "keys", "create", f"kmip:name={label}"], env=env, capture_output=True)
+        assert r.returncode == 0, r.stderr
+        return f"kmip:name={label}"
+
+    def disabled_on_the_server(self, label):
+        return True  # the key's state is read back through the gateway below
+
+
+@pytest.fixture(params=[Transit, KMIP], ids=["vault-transit", "kmip"])
+def store(request):
+    s = request.param()
+    yield s
+    s.server.stop()
+
+
+def chat(client, text):
+    return client.chat.completions.create(model="mock-1", messages=[{"role": "user", "content": text}], store=True)
+
+
+def test_a_tenant_on_a_remote_key(fresh_gateway, upstream, store):
+    ref, later_ref = store.create("gw"), store.create("gw-later")
+    g = fresh_gateway(extra_env=store.env)
+    client = g.openai(g.new_tenant("remote", key=ref))
+    first = chat(client, "kept in the key store")
+    assert first.choices[0].message.content == "echo: kept in the key store"
+    assert client.chat.completions.retrieve(first.id).choices[0].message.content == "echo: kept in the key store"
+    key_path = "/admin/v1/keys/" + urllib.parse.quote(ref, safe="")
+    status, key, _ = g.as_role("key-admin", "GET", key_path)
+    assert status == 200 and key["state"] == "enabled" and key["tenants"] == ["remote"]
+
+    # Disabled through the gateway: the store refuses the key, the gateway drops its data keys.
+    admin_env = {**os.environ, "KEYWARD_ADMIN_TOKEN": g.role_token("key-admin")}
+    out = subprocess.run([keyward_bin(), "keys", "disable", ref, "--url", g.url], env=admin_env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert store.disabled_on_the_server("gw")
+    assert g.as_role("key-admin", "GET", key_path)[1]["state"] == "disabled"
+    before = upstream.count
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        chat(client, "after")
+    assert e.value.status_code == 403 and e.value.code == "key_revoked"
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.retrieve(first.id)
+    assert upstream.count == before, "the upstream received a request of a revoked tenant"
+    out = subprocess.run([keyward_bin(), "keys", "enable", ref, "--url", g.url], env=admin_env, capture_output=True, text=True)
+    if store.can_enable:
+        assert out.returncode == 0, out.stderr
+        assert chat(client, "again").choices[0].message.content == "echo: again"
+    else:
+        assert out.returncode != 0 and "cannot become active again" in out.stderr
+
+    # The store goes away: a tenant without a cached data key gets 503, and nothing goes upstream.
+    later = g.openai(g.new_tenant("later", key=later_ref))
+    store.server.stop()
+    before = upstream.count
+    with pytest.raises(openai.InternalServerError) as e:
+        chat(later, "x")
+    assert e.value.status_code == 503 and e.value.code == "key_unavailable"
+    assert upstream.count == before
+    if store.secret:
+        with open(g.stderr_path, "rb") as f:
+            assert store.secret.encode() not in f.read()
