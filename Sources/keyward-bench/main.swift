@@ -119,6 +119,7 @@ while i < tasks.count {
     switch tasks[i] {
     case "local-unwrap": try await localUnwrap(max(n, 1000))
     case "kms-overhead": try await kmsOverhead(max(n, 100))
+    case "remote-unwrap": try await remoteUnwrap(max(n, 100))
     case "audit-append": try await auditAppend(max(n, 1000))
     case "rewrap": try await rewrap(max(n, 1000))
     case "store-exchange": try await storeExchange(max(n, 1000))

@@ -129,6 +129,12 @@ public final class KMIPClient: Sendable {
         return item[KMIPTag.responsePayload] ?? TTLV(KMIPTag.responsePayload, [])
     }
 
+    /// Sends encoded request bytes and returns the answer's bytes, neither encoded nor checked
+    /// here: the bare exchange, for benchmarks.
+    public func roundTrip(_ request: [UInt8]) async throws -> [UInt8] {
+        try await exchange(request, operation: .decrypt)
+    }
+
     /// One request and its answer on a connection of the pool; a connection that was idle may
     /// have been closed by the server meanwhile, so a failure on one is retried once on a new one.
     private func exchange(_ request: [UInt8], operation: KMIPOperation) async throws -> [UInt8] {

@@ -212,17 +212,27 @@ public final class KMIPKeyStore: KeyStore {
         case .destroyed, .destroyedCompromised: throw KeyStoreError(.keyDestroyed, "the KMIP key \(blob.uid) was destroyed")
         default: throw KeyStoreError(.keyDisabled, "the KMIP key \(blob.uid) is not active")
         }
-        let payload = try await call(.decrypt, [
-            Self.uid(blob.uid), Self.gcm(),
-            TTLV(KMIPTag.data, .byteString(blob.ciphertext)),
-            TTLV(KMIPTag.ivCounterNonce, .byteString(blob.iv)),
-            TTLV(KMIPTag.authenticatedEncryptionAdditionalData, .byteString(try context.serialized())),
-            TTLV(KMIPTag.authenticatedEncryptionTag, .byteString(blob.tag)),
-        ])
+        let payload = try await call(.decrypt, Self.decryptPayload(blob, additionalData: try context.serialized()))
         guard let plaintext = payload[KMIPTag.data]?.bytes, plaintext.count == blob.ciphertext.count else {
             throw KeyStoreError(.keyUnavailable, "the KMIP server's Decrypt answer lacks the plaintext")
         }
         return SecretBytes(copying: plaintext)
+    }
+
+    private static func decryptPayload(_ blob: Blob, additionalData: [UInt8]) -> [TTLV] {
+        [
+            Self.uid(blob.uid), Self.gcm(),
+            TTLV(KMIPTag.data, .byteString(blob.ciphertext)),
+            TTLV(KMIPTag.ivCounterNonce, .byteString(blob.iv)),
+            TTLV(KMIPTag.authenticatedEncryptionAdditionalData, .byteString(additionalData)),
+            TTLV(KMIPTag.authenticatedEncryptionTag, .byteString(blob.tag)),
+        ]
+    }
+
+    /// The encoded Decrypt request for a wrapped data key, for measuring the bare round trip
+    /// (`KMIPClient.roundTrip`) that an unwrap's own work is compared with.
+    public static func decryptRequest(_ wrapped: [UInt8], context: EncryptionContext) throws -> [UInt8] {
+        KMIPClient.request(.decrypt, decryptPayload(try Blob(wrapped), additionalData: try context.serialized())).encoded
     }
 
     /// A wrapped data key as stored in the encrypted data key.
