@@ -14,7 +14,9 @@ import openai
 from keyward_paths import bench_bin, keyward_bin
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "interop"))
+from kmip_peer import PyKMIP  # noqa: E402
 from kms_peers import Moto  # noqa: E402
+from vault_peer import Bao  # noqa: E402
 
 
 def ref(key):
@@ -154,7 +156,12 @@ def provider_ids(g, tenant):
     db = sqlite3.connect(f"{g.data}/keyward.sqlite3")
     headers = [h for (h,) in db.execute("SELECT header FROM records WHERE tenant = ?", (tenant,))]
     db.close()
-    return {("aws-kms" if b"aws-kms" in h else "local" if b"keyward-local" in h else "?") for h in headers}
+    def provider(h):
+        for marker, name in [(b"aws-kms", "aws-kms"), (b"keyward-local", "local"), (b"vault-transit", "vault-transit"), (b"\x00\x04kmip", "kmip")]:
+            if marker in h:
+                return name
+        return "?"
+    return {provider(h) for h in headers}
 
 
 def test_rekey_to_aws_kms_and_back(fresh_gateway):
@@ -245,3 +252,44 @@ def test_rekey_to_an_hsm_and_back(fresh_gateway, tmp_path):
     status, _, _ = g.as_role("key-admin", "POST", f"/admin/v1/keys/{ref(hsm)}/disable")
     assert status == 200
     assert all(c.chat.completions.retrieve(i).choices[0].message.content == f"h{n}" for n, i in enumerate(ids))
+
+
+def test_rekey_through_transit_and_kmip_and_back(fresh_gateway):
+    """local → vault-transit → kmip → local, each re-key through the job; after each, the key it left
+    is disabled and every record still reads; at the end neither server is needed."""
+    bao, kmip = Bao(), PyKMIP()
+    try:
+        assert bao.api("POST", "transit/keys/moving", {"type": "aes256-gcm96"})[0] == 200
+        env = {**bao.env(), **kmip.env()}
+        cli_env = {**{k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}, **env}
+        out = subprocess.run([keyward_bin(), "keys", "create", "kmip:name=moving"], env=cli_env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        g = fresh_gateway(extra_env=env)
+        c = g.openai(g.new_tenant("mover"))
+        ids = [chat(c, f"r{i}").id for i in range(20)]
+        records = 40
+        previous = "local:mover"
+        for target, provider in [("vault-transit:moving", "vault-transit"), ("kmip:name=moving", "kmip")]:
+            status, body, _ = g.as_role("key-admin", "POST", "/admin/v1/tenants/mover/rekey", {"key": target})
+            assert status == 202, body
+            job = g.wait_job(body["job"])
+            assert job["status"] == "done" and job["records_rewrapped"] == records, job
+            assert provider_ids(g, "mover") == {provider}
+            if previous.startswith("local:"):  # Transit's disable is undone below; KMIP's would be final
+                assert g.as_role("key-admin", "POST", f"/admin/v1/keys/{ref(previous)}/disable")[0] == 200
+            ids.append(chat(c, f"under {provider}").id)
+            records += 2
+            assert c.chat.completions.retrieve(ids[0]).choices[0].message.content == "r0"
+            previous = target
+        create_key(g, "mover-home")
+        status, body, _ = g.as_role("key-admin", "POST", "/admin/v1/tenants/mover/rekey", {"key": "local:mover-home"})
+        assert status == 202, body
+        assert g.wait_job(body["job"])["status"] == "done"
+        assert provider_ids(g, "mover") == {"local"}
+        bao.stop()
+        kmip.stop()
+        texts = [c.chat.completions.retrieve(i).choices[0].message.content for i in ids]
+        assert texts == [f"r{i}" for i in range(20)] + ["under vault-transit", "under kmip"]
+    finally:
+        bao.stop()
+        kmip.stop()
