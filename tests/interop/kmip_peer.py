@@ -25,7 +25,8 @@ def pykmip_python():
 
 def make_pki(folder):
     """A CA, a server certificate for 127.0.0.1, Keyward's client certificate (clientAuth, which
-    PyKMIP requires; its CN becomes the owner of the objects it creates), and another client's."""
+    PyKMIP requires; its CN becomes the owner of the objects it creates), another client's, and one
+    without clientAuth (the handshake succeeds; every request is refused)."""
     def run(*args):
         subprocess.run(args, cwd=folder, check=True, capture_output=True)
 
@@ -39,6 +40,7 @@ def make_pki(folder):
         ("server", "127.0.0.1", "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost"),
         ("client", "keyward", "extendedKeyUsage=clientAuth"),
         ("other", "someone-else", "extendedKeyUsage=clientAuth"),
+        ("noeku", "keyward", "subjectAltName=DNS:keyward"),
     ]:
         key(name)
         run("openssl", "req", "-new", "-key", f"{name}.key", "-subj", f"/CN={cn}", "-out", f"{name}.csr")

@@ -1,6 +1,9 @@
 """kmip: keys in a real PyKMIP server (KMIP 1.4 over mutual TLS 1.2), through the CLI."""
 import re
+import socket
+import ssl
 import struct
+import threading
 import time
 
 import pytest
@@ -128,3 +131,40 @@ def test_failures_are_clear_and_fast(kmip, tmp_path):
     assert r.returncode != 0 and b"invalid_argument" in r.stderr
     r = kw({**kmip.env(), "KEYWARD_KMIP_KEY": "/nonexistent"}, "keys", "show", "kmip:name=alpha")
     assert r.returncode != 0 and b"cannot be read" in r.stderr
+
+
+def test_a_certificate_without_client_auth_is_access_denied(kmip, tmp_path):
+    r = kw(kmip.env("noeku"), "keys", "show", "kmip:name=alpha")
+    assert r.returncode == 1 and b"access_denied" in r.stderr, r.stderr
+
+
+def test_an_answer_that_does_not_parse(kmip, tmp_path):
+    """A TLS server of our own that answers every request with an item of an unknown type, since no
+    real KMIP server answers garbage: never a crash, a clear error, nothing written."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(f"{kmip.pki}/server.crt", f"{kmip.pki}/server.key")
+    context.load_verify_locations(f"{kmip.pki}/ca.crt")
+    context.verify_mode = ssl.CERT_REQUIRED
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                with context.wrap_socket(conn, server_side=True) as t:
+                    t.recv(65536)
+                    t.sendall(bytes.fromhex("420078 0B 00000008 0000000000000000".replace(" ", "")))
+                    t.recv(1)
+            except OSError:
+                pass
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        r, enc = encrypt({**kmip.env(), "KEYWARD_KMIP_SERVER": f"127.0.0.1:{port}"}, tmp_path, b"x", "kmip:name=alpha")
+        assert r.returncode == 1 and b"key_unavailable" in r.stderr and b"malformed TTLV" in r.stderr, r.stderr
+        assert not enc.exists()
+    finally:
+        listener.close()
