@@ -97,27 +97,30 @@ public final class KMIPKeyStore: KeyStore {
     private struct Attributes {
         var state: KMIPValue.State?
         var initialDate: Int64?
-        var names: [String]
+        var names: [String] = []
+
+        /// From a Get Attributes answer's payload.
+        init(_ payload: TTLV) {
+            for attribute in payload.all(KMIPTag.attribute) {
+                guard let name = attribute[KMIPTag.attributeName]?.text, let value = attribute[KMIPTag.attributeValue] else { continue }
+                if name == "State", let raw = value.enumeration {
+                    state = KMIPValue.State(rawValue: raw)
+                } else if name == "Initial Date" {
+                    initialDate = value.dateTime
+                } else if name == "Name", let label = value[KMIPTag.nameValue]?.text {
+                    names.append(label)
+                }
+            }
+        }
     }
 
     private func attributes(_ uid: String) async throws -> Attributes {
-        let payload = try await call(.getAttributes, [
+        Attributes(try await call(.getAttributes, [
             Self.uid(uid),
             TTLV(KMIPTag.attributeName, .textString("State")),
             TTLV(KMIPTag.attributeName, .textString("Initial Date")),
             TTLV(KMIPTag.attributeName, .textString("Name")),
-        ])
-        var a = Attributes(names: [])
-        for attribute in payload.all(KMIPTag.attribute) {
-            guard let name = attribute[KMIPTag.attributeName]?.text, let value = attribute[KMIPTag.attributeValue] else { continue }
-            switch name {
-            case "State": a.state = value.enumeration.flatMap(KMIPValue.State.init(rawValue:))
-            case "Initial Date": a.initialDate = value.dateTime
-            case "Name": if let label = value[KMIPTag.nameValue]?.text { a.names.append(label) }
-            default: break
-            }
-        }
-        return a
+        ]))
     }
 
     /// The keys of a reference, newest first, with their attributes.
