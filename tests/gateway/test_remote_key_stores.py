@@ -1,9 +1,11 @@
 """A tenant whose master key lives in a remote key store run for real: OpenBao's Transit engine and
 a PyKMIP server. Each serves, disabling the key through the gateway answers 403 before any upstream
 call (and, where the store has a way back, enabling resumes), and the store going away fails closed."""
+import json
 import os
 import subprocess
 import sys
+import time
 import urllib.parse
 
 import openai
@@ -105,3 +107,41 @@ def test_a_tenant_on_a_remote_key(fresh_gateway, upstream, store):
     if store.secret:
         with open(g.stderr_path, "rb") as f:
             assert store.secret.encode() not in f.read()
+
+
+def test_an_approle_token_is_renewed_before_it_expires(fresh_gateway, upstream, tmp_path):
+    """AppRole tokens that live 3 s, data keys cached for 0.5 s, requests for 8 s: every request
+    serves, Keyward logged in again several times, and OpenBao's audit log shows no request refused
+    (renewal came before expiry, not after a refusal)."""
+    audit_log = tmp_path / "bao-audit.log"
+    bao = Bao(audit_log=audit_log)
+    try:
+        bao.api("POST", "sys/auth/approle", {"type": "approle"})
+        bao.api("PUT", "sys/policies/acl/kw-gw", {"policy": """
+            path "transit/keys/renewed" { capabilities = ["read"] }
+            path "transit/encrypt/renewed" { capabilities = ["update"] }
+            path "transit/decrypt/renewed" { capabilities = ["update"] }
+        """})
+        bao.api("POST", "auth/approle/role/gw", {"token_policies": ["kw-gw"], "token_ttl": "3s", "token_max_ttl": "3s"})
+        role_id = bao.api("GET", "auth/approle/role/gw/role-id")[1]["data"]["role_id"]
+        secret_id = bao.api("POST", "auth/approle/role/gw/secret-id")[1]["data"]["secret_id"]
+        assert bao.api("POST", "transit/keys/renewed", {"type": "aes256-gcm96"})[0] == 200
+        g = fresh_gateway(extra_env={"VAULT_ADDR": bao.url, "VAULT_ROLE_ID": role_id, "VAULT_SECRET_ID": secret_id},
+                          config_extra={"data_key_cache": {"max_age_seconds": 0.5}})
+        client = g.openai(g.new_tenant("renewing", key="vault-transit:renewed"))
+        ids = []
+        deadline = time.time() + 8
+        while time.time() < deadline:
+            ids.append(chat(client, f"n{len(ids)}").id)
+            time.sleep(0.4)
+        for n, i in enumerate(ids):
+            assert client.chat.completions.retrieve(i).choices[0].message.content == f"echo: n{n}"
+        entries = [json.loads(line) for line in audit_log.read_text().splitlines() if line.strip()]
+        logins = [e for e in entries if e.get("type") == "response" and e["request"]["path"] == "auth/approle/login"]
+        refused = [e for e in entries if e.get("type") == "response" and "permission denied" in str(e.get("error", ""))]
+        assert len(logins) >= 3, len(logins)
+        assert refused == [], refused[:1]
+        with open(g.stderr_path, "rb") as f:
+            assert secret_id.encode() not in f.read()
+    finally:
+        bao.stop()

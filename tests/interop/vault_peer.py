@@ -22,13 +22,20 @@ def bao_binary():
 
 
 class Bao:
-    def __init__(self, tls=False):
+    def __init__(self, tls=False, audit_log=None):
+        """`audit_log`: a file for OpenBao's audit device (OpenBao enables audit devices only from
+        its configuration, not through the API)."""
         self.home = tempfile.mkdtemp(prefix="keyward-bao-")
         self.port = free_port()
         self.root_token = "root-" + os.urandom(8).hex()
         args = [bao_binary(), "server", "-dev", f"-dev-root-token-id={self.root_token}",
                 f"-dev-listen-address=127.0.0.1:{self.port}", "-dev-no-store-token"]
         self.ca_file = None
+        if audit_log:
+            config = os.path.join(self.home, "audit.hcl")
+            with open(config, "w") as f:
+                f.write(f'audit "file" "to-file" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n')
+            args.append(f"-config={config}")
         if tls:
             certs = os.path.join(self.home, "certs")
             os.makedirs(certs)
