@@ -115,12 +115,16 @@ public final class KMIPKeyStore: KeyStore {
     }
 
     private func attributes(_ uid: String) async throws -> Attributes {
-        Attributes(try await call(.getAttributes, [
+        Attributes(try await call(.getAttributes, Self.attributesPayload(uid)))
+    }
+
+    private static func attributesPayload(_ uid: String) -> [TTLV] {
+        [
             Self.uid(uid),
             TTLV(KMIPTag.attributeName, .textString("State")),
             TTLV(KMIPTag.attributeName, .textString("Initial Date")),
             TTLV(KMIPTag.attributeName, .textString("Name")),
-        ]))
+        ]
     }
 
     /// The keys of a reference, newest first, with their attributes.
@@ -232,10 +236,14 @@ public final class KMIPKeyStore: KeyStore {
         ]
     }
 
-    /// The encoded Decrypt request for a wrapped data key, for measuring the bare round trip
-    /// (`KMIPClient.roundTrip`) that an unwrap's own work is compared with.
-    public static func decryptRequest(_ wrapped: [UInt8], context: EncryptionContext) throws -> [UInt8] {
-        KMIPClient.request(.decrypt, decryptPayload(try Blob(wrapped), additionalData: try context.serialized())).encoded
+    /// The encoded requests an unwrap of `wrapped` sends (Get Attributes, then Decrypt), for
+    /// measuring the bare round trips (`KMIPClient.roundTrip`) that its own work is compared with.
+    public static func unwrapRequests(_ wrapped: [UInt8], context: EncryptionContext) throws -> [[UInt8]] {
+        let blob = try Blob(wrapped)
+        return [
+            KMIPClient.request(.getAttributes, attributesPayload(blob.uid)).encoded,
+            KMIPClient.request(.decrypt, decryptPayload(blob, additionalData: try context.serialized())).encoded,
+        ]
     }
 
     /// A wrapped data key as stored in the encrypted data key.
