@@ -121,6 +121,7 @@ def test_an_approle_token_is_renewed_before_it_expires(fresh_gateway, upstream, 
             path "transit/keys/renewed" { capabilities = ["read"] }
             path "transit/encrypt/renewed" { capabilities = ["update"] }
             path "transit/decrypt/renewed" { capabilities = ["update"] }
+            path "transit/datakey/plaintext/renewed" { capabilities = ["update"] }
         """})
         bao.api("POST", "auth/approle/role/gw", {"token_policies": ["kw-gw"], "token_ttl": "3s", "token_max_ttl": "3s"})
         role_id = bao.api("GET", "auth/approle/role/gw/role-id")[1]["data"]["role_id"]
@@ -143,5 +144,25 @@ def test_an_approle_token_is_renewed_before_it_expires(fresh_gateway, upstream, 
         assert refused == [], refused[:1]
         with open(g.stderr_path, "rb") as f:
             assert secret_id.encode() not in f.read()
+    finally:
+        bao.stop()
+
+
+def test_a_transit_key_deleted_in_vault_stops_the_tenant_and_is_not_recreated(fresh_gateway, upstream):
+    bao = Bao()
+    try:
+        assert bao.api("POST", "transit/keys/doomed", {"type": "aes256-gcm96"})[0] == 200
+        g = fresh_gateway(extra_env=bao.env(), config_extra={"data_key_cache": {"max_age_seconds": 0.5}})
+        client = g.openai(g.new_tenant("doomed", key="vault-transit:doomed"))
+        assert chat(client, "before").choices[0].message.content == "echo: before"
+        assert bao.api("POST", "transit/keys/doomed/config", {"deletion_allowed": True})[0] in (200, 204)
+        assert bao.api("DELETE", "transit/keys/doomed")[0] == 204
+        time.sleep(1)  # past the data key cache's age
+        before = upstream.count
+        with pytest.raises(openai.APIStatusError) as e:
+            chat(client, "after")
+        assert e.value.status_code in (403, 503), e.value
+        assert upstream.count == before
+        assert bao.api("GET", "transit/keys/doomed")[0] == 404, "a wrap re-created the deleted key"
     finally:
         bao.stop()

@@ -262,3 +262,33 @@ def test_an_answer_that_does_not_parse(tmp_path):
         assert not enc.exists()
     finally:
         server.shutdown()
+
+
+def test_a_namespace_holds_its_own_keys(bao, tmp_path):
+    assert bao.api("POST", "sys/namespaces/team-a", {})[0] in (200, 204)
+    req_env = {**bao.env(), "VAULT_NAMESPACE": "team-a"}
+    status, _ = bao.api("POST", "sys/mounts/transit", {"type": "transit"}, namespace="team-a")
+    assert status in (200, 204)
+    ref = new_key(bao, "in-team-a", req_env)
+    r, enc = encrypt(req_env, tmp_path, b"namespaced", ref)
+    assert r.returncode == 0, r.stderr
+    assert decrypt(req_env, tmp_path, enc, ref)[1] == b"namespaced"
+    assert bao.api("GET", "transit/keys/in-team-a", namespace="team-a")[0] == 200
+    assert bao.api("GET", "transit/keys/in-team-a")[0] == 404  # not in the root namespace
+    r, out = decrypt(bao.env(), tmp_path, enc, ref)
+    assert r.returncode == 1 and out is None and b"key_not_found" in r.stderr, r.stderr
+
+
+def test_a_key_deleted_in_vault_fails_closed(bao, tmp_path):
+    env = bao.env()
+    ref = new_key(bao, "deleted")
+    r, enc = encrypt(env, tmp_path, b"gone", ref)
+    assert r.returncode == 0, r.stderr
+    assert bao.api("POST", "transit/keys/deleted/config", {"deletion_allowed": True})[0] in (200, 204)
+    assert bao.api("DELETE", "transit/keys/deleted")[0] == 204
+    r, out = decrypt(env, tmp_path, enc, ref)
+    assert r.returncode == 1 and out is None and b"key_not_found" in r.stderr, r.stderr
+    # And the next wrap does not mint a new key under the old name.
+    r, _ = encrypt(env, tmp_path, b"x", ref, name="again")
+    assert r.returncode == 1 and b"key_not_found" in r.stderr
+    assert bao.api("GET", "transit/keys/deleted")[0] == 404

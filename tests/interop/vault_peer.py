@@ -56,11 +56,13 @@ class Bao:
                 time.sleep(0.1)
         self.api("POST", "sys/mounts/transit", {"type": "transit"})
 
-    def api(self, method, path, body=None, token=None):
+    def api(self, method, path, body=None, token=None, namespace=None):
         """Calls the server's HTTP API; returns (status, parsed JSON or None)."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(f"{self.url}/v1/{path}", data=data, method=method)
         req.add_header("X-Vault-Token", token or self.root_token)
+        if namespace:
+            req.add_header("X-Vault-Namespace", namespace)
         context = None
         if self.ca_file:
             import ssl

@@ -15,8 +15,10 @@ public final class VaultTransitKeyStore: KeyStore {
     public let scheme = "vault-transit"
     public let providerID = "vault-transit"
     public let client: VaultClient
-    /// Keys seen to exist: Transit's `encrypt` creates a missing key when the token may, and a
-    /// typo must not mint a key, so a key is read once before the first wrap under it.
+    /// Keys seen to exist, and when: Transit's `encrypt` creates a missing key when the token may,
+    /// and neither a typo nor a key deleted in Vault may mint one, so a key is read before `encrypt`
+    /// uses it unless it was read in the last minute. (New data keys come from `datakey`, which
+    /// never creates a key; `encrypt` wraps existing data keys: a second keyring, a re-key.)
     private let known = KnownKeys()
 
     public init(client: VaultClient) {
@@ -62,7 +64,8 @@ public final class VaultTransitKeyStore: KeyStore {
     }
 
     private final class KnownKeys: Sendable {
-        let names = Mutex<Set<KeyName>>([])
+        let seen = Mutex<[KeyName: ContinuousClock.Instant]>([:])
+        static let fresh: Duration = .seconds(60)
     }
 
     public func providerInfo(forKeyID keyID: String) throws -> String { try KeyName(keyID).path }
@@ -93,18 +96,40 @@ public final class VaultTransitKeyStore: KeyStore {
         Data(try context.serialized()).base64EncodedString()
     }
 
-    /// A data key made here (the system CSPRNG) and wrapped by Transit: one call, as `datakey`
-    /// would be, and bound to the context, which `datakey` does not take.
+    private struct DataKeyBody: Encodable {
+        var bits: Int
+        var associated_data: String
+    }
+
+    private struct DataKeyAnswer: Decodable {
+        var plaintext: String
+        var ciphertext: String
+    }
+
+    /// Transit's `datakey/plaintext`, the context bound as associated data: one call, and unlike
+    /// `encrypt` it never creates a missing key (a key deleted in Vault stays gone). Lengths it
+    /// does not make (24 bytes) are made here and wrapped with `encrypt`.
     public func generateDataKey(keyID: String, length: Int, context: EncryptionContext) async throws -> (plaintext: SecretBytes, wrapped: WrappedKey) {
-        let key = SecretBytes(randomCount: length)
-        return (key, try await encrypt(keyID: keyID, plaintext: key, context: context))
+        guard [16, 32, 64].contains(length) else {
+            let key = SecretBytes(randomCount: length)
+            return (key, try await encrypt(keyID: keyID, plaintext: key, context: context))
+        }
+        let key = try KeyName(keyID)
+        let body = DataKeyBody(bits: length * 8, associated_data: try Self.associatedData(context))
+        guard let answer = try await client.call(.POST, "\(key.mount)/datakey/plaintext/\(key.name)", body, as: DataKeyAnswer.self,
+                                                 what: "datakey"),
+              answer.ciphertext.hasPrefix("vault:v"), let bytes = Data(base64Encoded: answer.plaintext), bytes.count == length else {
+            throw KeyStoreError(.keyUnavailable, "Vault's datakey answered without a data key of \(length) bytes")
+        }
+        return (SecretBytes(copying: bytes), WrappedKey(ciphertext: Array(answer.ciphertext.utf8), keyID: key.path))
     }
 
     public func encrypt(keyID: String, plaintext: SecretBytes, context: EncryptionContext) async throws -> WrappedKey {
         let key = try KeyName(keyID)
-        if !known.names.withLock({ $0.contains(key) }) {
+        let now = ContinuousClock.now
+        if known.seen.withLock({ $0[key].map { now - $0 > KnownKeys.fresh } ?? true }) {
             _ = try await read(key)
-            known.names.withLock { _ = $0.insert(key) }
+            known.seen.withLock { $0[key] = now }
         }
         let body = EncryptBody(plaintext: plaintext.withUnsafeBytes { Data($0).base64EncodedString() },
                                associated_data: try Self.associatedData(context))
