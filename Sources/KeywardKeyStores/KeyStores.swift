@@ -11,19 +11,24 @@ public struct KeyStoreConfiguration: Sendable {
     public var rootKeyFile: String?
     /// The AWS region for calls that name no key (`--region`, `AWS_REGION`, `AWS_DEFAULT_REGION`).
     public var awsRegion: String?
+    /// The KMIP server and Keyward's identity to it (a gateway's config file); nil: the
+    /// `KEYWARD_KMIP_*` variables.
+    public var kmip: KMIPConfiguration?
 
-    public init(localFolder: String? = nil, rootKeyFile: String? = nil, awsRegion: String? = nil) {
+    public init(localFolder: String? = nil, rootKeyFile: String? = nil, awsRegion: String? = nil, kmip: KMIPConfiguration? = nil) {
         self.localFolder = localFolder
         self.rootKeyFile = rootKeyFile
         self.awsRegion = awsRegion
+        self.kmip = kmip
     }
 
     /// Fills what was not given from the environment.
-    public static func fromEnvironment(localFolder: String? = nil, rootKeyFile: String? = nil, awsRegion: String? = nil) -> KeyStoreConfiguration {
+    public static func fromEnvironment(localFolder: String? = nil, rootKeyFile: String? = nil, awsRegion: String? = nil,
+                                       kmip: KMIPConfiguration? = nil) -> KeyStoreConfiguration {
         let env = ProcessInfo.processInfo.environment
         return KeyStoreConfiguration(localFolder: localFolder ?? env["KEYWARD_KEYSTORE"],
                                      rootKeyFile: rootKeyFile ?? env["KEYWARD_ROOT_KEY_FILE"],
-                                     awsRegion: awsRegion ?? env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"])
+                                     awsRegion: awsRegion ?? env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"], kmip: kmip)
     }
 }
 
@@ -53,7 +58,7 @@ public final class KeyStores: Sendable {
         case "vault-transit":
             store = try VaultTransitKeyStore.fromEnvironment()
         case "kmip":
-            store = try KMIPKeyStore.fromEnvironment()
+            store = try configuration.kmip.map { KMIPKeyStore(client: try KMIPClient(configuration: $0)) } ?? KMIPKeyStore.fromEnvironment()
         default:
             throw KeyStoreError(.invalidArgument, "\(reference.scheme): keys are not supported yet")
         }

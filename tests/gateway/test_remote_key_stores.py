@@ -25,6 +25,7 @@ class Transit:
     def __init__(self):
         self.server = Bao()
         self.env = {**self.server.env(), "KEYWARD_VAULT_TIMEOUT_MS": "1000"}
+        self.gateway = {"extra_env": self.env}
         self.secret = self.server.root_token
 
     def create(self, label):
@@ -42,6 +43,11 @@ class KMIP:
     def __init__(self):
         self.server = PyKMIP()
         self.env = {**self.server.env(), "KEYWARD_KMIP_TIMEOUT_MS": "1500"}
+        # The gateway reads the server and its identity from its config file, not the variables.
+        e = self.server.env()
+        self.gateway = {"config_extra": {"kmip": {"server": e["KEYWARD_KMIP_SERVER"], "ca_file": e["KEYWARD_KMIP_CA"],
+                                                   "cert_file": e["KEYWARD_KMIP_CERT"], "key_file": e["KEYWARD_KMIP_KEY"],
+                                                   "timeout_ms": 1500}}}
         self.secret = None
 
     def create(self, label):
@@ -67,7 +73,7 @@ def chat(client, text):
 
 def test_a_tenant_on_a_remote_key(fresh_gateway, upstream, store):
     ref, later_ref = store.create("gw"), store.create("gw-later")
-    g = fresh_gateway(extra_env=store.env)
+    g = fresh_gateway(**store.gateway)
     client = g.openai(g.new_tenant("remote", key=ref))
     first = chat(client, "kept in the key store")
     assert first.choices[0].message.content == "echo: kept in the key store"

@@ -47,7 +47,7 @@ public final class Gateway: Sendable {
         self.storage = storage
         store = storage.records
         self.keyStores = keyStores ?? KeyStores(configuration: .fromEnvironment(localFolder: configuration.dataFolder + "/keys",
-                                                                                rootKeyFile: configuration.rootKeyFile))
+                                                                                rootKeyFile: configuration.rootKeyFile, kmip: configuration.kmip))
         metrics = GatewayMetrics()
         alerts = AlertCenter(configuration: configuration.alerts)
         let traces = Traces(enabled: configuration.tracing)

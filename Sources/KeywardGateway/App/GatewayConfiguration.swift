@@ -1,6 +1,7 @@
 import Foundation
 import KeywardCrypto
 import KeywardHTTP
+import KeywardKeyStores
 
 /// One model provider the gateway forwards to.
 public struct UpstreamConfiguration: Sendable {
@@ -73,6 +74,8 @@ public struct GatewayConfiguration: Sendable {
     public var auditCheckpointEvery: Int64 = 1000
     /// Anomaly detection and alert delivery.
     public var alerts = AlertCenter.Configuration()
+    /// The KMIP server for `kmip:` keys (`"kmip"` in the config file); nil: `KEYWARD_KMIP_*`.
+    public var kmip: KMIPConfiguration?
 
     public init(dataFolder: String = "keyward-data", host: String = "127.0.0.1", port: Int = 8080,
                 upstreams: [UpstreamConfiguration] = [], bodyLimit: Int = 8 << 20,
@@ -170,6 +173,14 @@ public struct GatewayConfiguration: Sendable {
                 auditCheckpointEvery = every
             }
         }
+        if let k = file.kmip {
+            // The same parsing as the variables', so that both say the same of a bad value.
+            var env = ["KEYWARD_KMIP_SERVER": k.server, "KEYWARD_KMIP_CA": k.ca_file, "KEYWARD_KMIP_CERT": k.cert_file, "KEYWARD_KMIP_KEY": k.key_file]
+            env["KEYWARD_KMIP_TIMEOUT_MS"] = k.timeout_ms.map(String.init)
+            do { kmip = try KMIPConfiguration.fromEnvironment(env) } catch let e as KeyStoreError {
+                throw GatewayError.config("kmip: \(e.reason)")
+            }
+        }
         if let a = file.alerts {
             var d = alerts.detector
             if let v = a.window_seconds { d.window = v }
@@ -225,6 +236,15 @@ public struct GatewayConfiguration: Sendable {
         }
         var audit: Audit?
         var alerts: Alerts?
+        struct KMIP: Decodable {
+            /// host:port
+            var server: String
+            var ca_file: String
+            var cert_file: String
+            var key_file: String
+            var timeout_ms: Int?
+        }
+        var kmip: KMIP?
     }
 }
 
