@@ -56,7 +56,7 @@ extension RemoteCall {
         } catch {
             let kind = (error as? HTTPClientError).map { "\($0)" } ?? String(describing: type(of: error))
             throw Failure(error: KeyStoreError(.keyUnavailable, "\(store) at \(request.url) is unreachable (\(kind))"),
-                          retryable: !(error is NIOSSLError))
+                          retryable: !(error is NIOSSLError || error is NIOSSLExtraError))
         }
     }
 }

@@ -255,8 +255,8 @@ def test_rekey_to_an_hsm_and_back(fresh_gateway, tmp_path):
 
 
 def test_rekey_through_transit_and_kmip_and_back(fresh_gateway):
-    """local → vault-transit → kmip → local, each re-key through the job; after each, the key it left
-    is disabled and every record still reads; at the end neither server is needed."""
+    """local → vault-transit → kmip → local, each re-key through the job, every record re-wrapped at
+    each step; the local key it left first is disabled; at the end neither server is needed."""
     bao, kmip = Bao(), PyKMIP()
     try:
         assert bao.api("POST", "transit/keys/moving", {"type": "aes256-gcm96"})[0] == 200
@@ -275,7 +275,7 @@ def test_rekey_through_transit_and_kmip_and_back(fresh_gateway):
             job = g.wait_job(body["job"])
             assert job["status"] == "done" and job["records_rewrapped"] == records, job
             assert provider_ids(g, "mover") == {provider}
-            if previous.startswith("local:"):  # Transit's disable is undone below; KMIP's would be final
+            if previous.startswith("local:"):
                 assert g.as_role("key-admin", "POST", f"/admin/v1/keys/{ref(previous)}/disable")[0] == 200
             ids.append(chat(c, f"under {provider}").id)
             records += 2

@@ -57,7 +57,10 @@ class KMIP:
         return f"kmip:name={label}"
 
     def disabled_on_the_server(self, label):
-        return True  # the key's state is read back through the gateway below
+        """The state the KMIP server itself reports, read by a separate CLI process."""
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}, **self.env}
+        r = subprocess.run([keyward_bin(), "keys", "show", f"kmip:name={label}"], env=env, capture_output=True)
+        return b"state=disabled" in r.stdout
 
 
 @pytest.fixture(params=[Transit, KMIP], ids=["vault-transit", "kmip"])

@@ -109,7 +109,8 @@ class KMIP(Local):
     def __init__(self, tmp):
         self.server = PyKMIP()
         self.env = self.server.env()
-        self.secrets = []
+        # The client's private key: its base64 lines must not appear anywhere.
+        self.secrets = [line for line in open(self.env["KEYWARD_KMIP_KEY"]).read().splitlines() if not line.startswith("-----")]
 
     def create(self, label):
         return self.made(kw(self.env, "keys", "create", f"kmip:name={label}"))
@@ -148,12 +149,15 @@ def test_the_key_store_contract(store, tmp_path):
     # Another key of the same store does not open it.
     r, out = decrypt(env, tmp_path, enc, other)
     outputs.append(r)
-    assert r.returncode == 1 and out is None
+    assert r.returncode == 1 and out is None and b"no_decryptable_key" in r.stderr, r.stderr
 
-    # Rotation: the old message still opens, and so does a new one.
+    # Rotation makes a new version (where the store counts them); the old message still opens, and so does a new one.
+    versions = re.search(rb"versions=(\d+)", shown.stdout)
     r = kw(env, "keys", "rotate", key)
     outputs.append(r)
     assert r.returncode == 0, r.stderr
+    if versions:
+        assert f"versions={int(versions.group(1)) + 1}".encode() in kw(env, "keys", "show", key).stdout
     assert decrypt(env, tmp_path, enc, key)[1] == data
     r, newer = encrypt(env, tmp_path, b"after rotation", key, name="second")
     assert r.returncode == 0, r.stderr

@@ -52,7 +52,9 @@ class Bao:
                 break
             except (OSError, urllib.error.URLError):
                 if time.time() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("bao server -dev did not start: " + open(os.path.join(self.home, "server.log")).read()[-500:])
+                    log = open(os.path.join(self.home, "server.log")).read()[-500:]
+                    self.stop()
+                    raise RuntimeError("bao server -dev did not start: " + log)
                 time.sleep(0.1)
         self.api("POST", "sys/mounts/transit", {"type": "transit"})
 
@@ -84,6 +86,10 @@ class Bao:
     def stop(self):
         if self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(timeout=10)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
         self.log.close()
         shutil.rmtree(self.home, ignore_errors=True)

@@ -34,14 +34,32 @@ public struct KMIPConfiguration: Sendable {
             return v
         }
         let server = try value("SERVER")
+        // host, host:port, [v6]:port, or a bare IPv6 address.
         var host = server, port = 5696
-        if let colon = server.lastIndex(of: ":"), let p = Int(server[server.index(after: colon)...]), !server.hasSuffix("]") {
+        if server.hasPrefix("["), let close = server.firstIndex(of: "]") {
+            host = String(server[server.index(after: server.startIndex)..<close])
+            let rest = server[server.index(after: close)...]
+            if !rest.isEmpty {
+                guard rest.hasPrefix(":"), let p = Int(rest.dropFirst()), (1...65535).contains(p) else {
+                    throw KeyStoreError(.invalidArgument, "KEYWARD_KMIP_SERVER is host:port, [IPv6]:port or an address")
+                }
+                port = p
+            }
+        } else if server.filter({ $0 == ":" }).count == 1, let colon = server.firstIndex(of: ":") {
+            guard let p = Int(server[server.index(after: colon)...]), (1...65535).contains(p) else {
+                throw KeyStoreError(.invalidArgument, "KEYWARD_KMIP_SERVER is host:port, [IPv6]:port or an address")
+            }
             host = String(server[..<colon])
             port = p
         }
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { throw KeyStoreError(.invalidArgument, "KEYWARD_KMIP_SERVER names no host") }
         var c = KMIPConfiguration(host: host, port: port, caFile: try value("CA"), certificateFile: try value("CERT"), keyFile: try value("KEY"))
-        if let ms = env["KEYWARD_KMIP_TIMEOUT_MS"].flatMap(Int.init), ms > 0 { c.timeout = .milliseconds(ms) }
+        if let text = env["KEYWARD_KMIP_TIMEOUT_MS"] {
+            guard let ms = Int(text), (1...3_600_000).contains(ms) else {
+                throw KeyStoreError(.invalidArgument, "KEYWARD_KMIP_TIMEOUT_MS must be 1 to 3600000 milliseconds")
+            }
+            c.timeout = .milliseconds(ms)
+        }
         return c
     }
 }
@@ -64,13 +82,18 @@ public final class KMIPClient: Sendable {
         // TLS 1.2 suites: AEAD with forward secrecy only. A server that prefers its own order
         // (PyKMIP's does) would otherwise pick a CBC suite.
         t.cipherSuites = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256"
-        do {
-            t.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(configuration.caFile))
-            t.certificateChain = try NIOSSLCertificate.fromPEMFile(configuration.certificateFile).map { .certificate($0) }
-            t.privateKey = .privateKey(try NIOSSLPrivateKey(file: configuration.keyFile, format: .pem))
-            tls = try NIOSSLContext(configuration: t)
-        } catch {
-            throw KeyStoreError(.invalidArgument, "the KMIP CA, certificate or key file cannot be read as PEM (\(String(describing: type(of: error))))")
+        func read<T>(_ what: String, _ file: String, _ load: () throws -> T) throws -> T {
+            do { return try load() } catch {
+                throw KeyStoreError(.invalidArgument, "the KMIP \(what) file \(file) cannot be read as PEM")
+            }
+        }
+        t.trustRoots = .certificates(try read("CA", configuration.caFile) { try NIOSSLCertificate.fromPEMFile(configuration.caFile) })
+        t.certificateChain = try read("client certificate", configuration.certificateFile) {
+            try NIOSSLCertificate.fromPEMFile(configuration.certificateFile).map { .certificate($0) }
+        }
+        t.privateKey = .privateKey(try read("client key", configuration.keyFile) { try NIOSSLPrivateKey(file: configuration.keyFile, format: .pem) })
+        do { tls = try NIOSSLContext(configuration: t) } catch {
+            throw KeyStoreError(.invalidArgument, "the KMIP client certificate and key do not make a TLS identity")
         }
     }
 
@@ -131,25 +154,37 @@ public final class KMIPClient: Sendable {
 
     /// Sends encoded request bytes and returns the answer's bytes, neither encoded nor checked
     /// here: the bare exchange, for benchmarks.
-    public func roundTrip(_ request: [UInt8]) async throws -> [UInt8] {
+    package func roundTrip(_ request: [UInt8]) async throws -> [UInt8] {
         try await exchange(request, operation: .decrypt)
     }
 
-    /// One request and its answer on a connection of the pool; a connection that was idle may
-    /// have been closed by the server meanwhile, so a failure on one is retried once on a new one.
+    /// Idle connections kept for reuse, at most.
+    static let maxIdle = 4
+
+    /// One request and its answer, on a kept connection if there is one. A request that could not
+    /// be written (the server closed the connection while it idled) goes on another; once written
+    /// it is never sent again, since Create or Revoke must not happen twice.
     private func exchange(_ request: [UInt8], operation: KMIPOperation) async throws -> [UInt8] {
         let deadline = NIODeadline.now() + .nanoseconds(configuration.timeout.nanoseconds)
-        if let reused = idle.withLock({ $0.popLast() }) {
-            if let answer = try? await roundTrip(request, on: reused, deadline: deadline) {
-                idle.withLock { $0.append(reused) }
+        while let kept = idle.withLock({ idle in
+            while let c = idle.popLast() { if c.isActive { return c } }
+            return nil
+        }) {
+            do {
+                let answer = try await roundTrip(request, on: kept, deadline: deadline)
+                keep(kept)
                 return answer
+            } catch is NotSent {
+                kept.close(promise: nil)
+            } catch {
+                kept.close(promise: nil)
+                throw Self.unreachable(error, configuration, operation)
             }
-            reused.close(promise: nil)
         }
         let channel = try await connect(deadline: deadline)
         do {
             let answer = try await roundTrip(request, on: channel, deadline: deadline)
-            idle.withLock { $0.append(channel) }
+            keep(channel)
             return answer
         } catch {
             channel.close(promise: nil)
@@ -157,10 +192,25 @@ public final class KMIPClient: Sendable {
         }
     }
 
+    private func keep(_ channel: any Channel) {
+        let kept = idle.withLock { idle in
+            guard idle.count < Self.maxIdle else { return false }
+            idle.append(channel)
+            return true
+        }
+        if !kept { channel.close(promise: nil) }
+    }
+
+    /// The request was not written (the connection was closed, or its TLS handshake failed).
+    private struct NotSent: Error {
+        var cause: any Error
+    }
+
     private static func unreachable(_ error: any Error, _ c: KMIPConfiguration, _ operation: KMIPOperation) -> KeyStoreError {
         if let e = error as? KeyStoreError { return e }
-        let kind = (error as? NIOSSLError).map { "TLS: \($0)" } ?? (error as? KMIPTimeout).map { _ in "no answer in time" }
-            ?? String(describing: type(of: error))
+        let error = (error as? NotSent)?.cause ?? error
+        let kind = (error as? NIOSSLError).map { "TLS: \($0)" } ?? (error is NIOSSLExtraError ? "TLS: the certificate does not name the host" : nil)
+            ?? (error as? KMIPTimeout).map { _ in "no answer in time" } ?? String(describing: type(of: error))
         return KeyStoreError(.keyUnavailable, "the KMIP server at \(c.host):\(c.port) is unreachable for \(operation.name) (\(kind))")
     }
 
@@ -190,7 +240,9 @@ public final class KMIPClient: Sendable {
     private func roundTrip(_ request: [UInt8], on channel: any Channel, deadline: NIODeadline) async throws -> [UInt8] {
         let promise = channel.eventLoop.makePromise(of: ByteBuffer.self)
         let timer = channel.eventLoop.scheduleTask(deadline: deadline) { promise.fail(KMIPTimeout()) }
-        channel.writeAndFlush(KMIPExchangeHandler.Request(bytes: ByteBuffer(bytes: request), answer: promise), promise: nil)
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { promise.fail(NotSent(cause: $0)) }
+        channel.writeAndFlush(KMIPExchangeHandler.Request(bytes: ByteBuffer(bytes: request), answer: promise), promise: written)
         defer { timer.cancel() }
         var answer = try await promise.futureResult.get()
         return answer.readBytes(length: answer.readableBytes) ?? []

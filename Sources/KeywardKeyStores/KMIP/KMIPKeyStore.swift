@@ -80,6 +80,15 @@ public final class KMIPKeyStore: KeyStore {
 
     private static func uid(_ uid: String) -> TTLV { TTLV(KMIPTag.uniqueIdentifier, .textString(uid)) }
 
+    /// A unique identifier the server named, held to what a reference may name (it goes into
+    /// encrypted data keys and errors).
+    private static func serverUID(_ item: TTLV) throws -> String {
+        guard let text = item.text, case .uid = try? KeyName(text) else {
+            throw KeyStoreError(.keyUnavailable, "the KMIP server named a key with an identifier Keyward does not accept")
+        }
+        return text
+    }
+
     private static func attribute(_ name: String, _ value: TTLV.Value) -> TTLV {
         TTLV(KMIPTag.attribute, [TTLV(KMIPTag.attributeName, .textString(name)), TTLV(KMIPTag.attributeValue, value)])
     }
@@ -91,7 +100,7 @@ public final class KMIPKeyStore: KeyStore {
     /// The unique identifiers of the keys named `label`.
     private func locate(_ label: String) async throws -> [String] {
         let payload = try await call(.locate, [Self.attribute("Name", Self.nameValue(label))])
-        return payload.all(KMIPTag.uniqueIdentifier).compactMap(\.text)
+        return try payload.all(KMIPTag.uniqueIdentifier).map(Self.serverUID)
     }
 
     private struct Attributes {
@@ -138,11 +147,11 @@ public final class KMIPKeyStore: KeyStore {
             guard !found.isEmpty else { throw KeyStoreError(.keyNotFound, "the KMIP server has no key named \(label)") }
             // Newest first: by Initial Date, which has whole seconds; within one second by the UID's
             // number where the server numbers its objects (PyKMIP), else as Locate listed them.
+            let numbered = found.allSatisfy { Int($0.uid) != nil }
             return found.sorted { a, b in
                 let (da, db) = (a.attributes.initialDate ?? 0, b.attributes.initialDate ?? 0)
                 if da != db { return da > db }
-                if let na = Int(a.uid), let nb = Int(b.uid) { return na > nb }
-                return a.order < b.order
+                return numbered ? Int(a.uid)! > Int(b.uid)! : a.order < b.order
             }.map { ($0.uid, $0.attributes) }
         }
     }
@@ -238,7 +247,7 @@ public final class KMIPKeyStore: KeyStore {
 
     /// The encoded requests an unwrap of `wrapped` sends (Get Attributes, then Decrypt), for
     /// measuring the bare round trips (`KMIPClient.roundTrip`) that its own work is compared with.
-    public static func unwrapRequests(_ wrapped: [UInt8], context: EncryptionContext) throws -> [[UInt8]] {
+    package static func unwrapRequests(_ wrapped: [UInt8], context: EncryptionContext) throws -> [[UInt8]] {
         let blob = try Blob(wrapped)
         return [
             KMIPClient.request(.getAttributes, attributesPayload(blob.uid)).encoded,
@@ -322,9 +331,10 @@ public final class KMIPKeyStore: KeyStore {
             TTLV(KMIPTag.objectType, .enumeration(KMIPValue.objectTypeSymmetricKey)),
             TTLV(KMIPTag.templateAttribute, attributes),
         ])
-        guard let uid = payload[KMIPTag.uniqueIdentifier]?.text else {
+        guard let item = payload[KMIPTag.uniqueIdentifier] else {
             throw KeyStoreError(.keyUnavailable, "the KMIP server's Create answer lacks the new key's UID")
         }
+        let uid = try Self.serverUID(item)
         _ = try await call(.activate, [Self.uid(uid)])
         return uid
     }
@@ -336,7 +346,10 @@ public final class KMIPKeyStore: KeyStore {
         guard case .name(let label) = try KeyName(keyID) else {
             throw KeyStoreError(.invalidArgument, "only a key referenced by name (kmip:name=LABEL) can rotate: a new key takes the name")
         }
-        _ = try await versions(.name(label))  // key_not_found if there is none
+        // key_not_found if there is none; a name all of whose keys were revoked stays disabled.
+        guard try await versions(.name(label)).contains(where: { $0.attributes.state == .active || $0.attributes.state == .preActive }) else {
+            throw KeyStoreError(.keyDisabled, "every KMIP key named \(label) is revoked: a disabled key does not rotate back to life")
+        }
         _ = try await createActive(label)
     }
 
@@ -368,7 +381,7 @@ public final class KMIPKeyStore: KeyStore {
     public func listKeys() async throws -> [KeyDescription] {
         let payload = try await call(.locate, [Self.attribute("Object Type", .enumeration(KMIPValue.objectTypeSymmetricKey))])
         var result: [KeyDescription] = []
-        for uid in payload.all(KMIPTag.uniqueIdentifier).compactMap(\.text) {
+        for uid in try payload.all(KMIPTag.uniqueIdentifier).map(Self.serverUID) {
             let a = try await attributes(uid)
             result.append(Self.description("kmip:\(uid)" + (a.names.first.map { " (name=\($0))" } ?? ""), [a]))
         }

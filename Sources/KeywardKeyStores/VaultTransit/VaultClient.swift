@@ -59,7 +59,12 @@ public struct VaultConfiguration: Sendable {
             throw KeyStoreError(.accessDenied, "no Vault credentials: set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID")
         }
         var c = VaultConfiguration(address: address, auth: auth, namespace: value("NAMESPACE"), caFile: value("CACERT"))
-        if let ms = env["KEYWARD_VAULT_TIMEOUT_MS"].flatMap(Int.init), ms > 0 { c.timeout = .milliseconds(ms) }
+        if let text = env["KEYWARD_VAULT_TIMEOUT_MS"] {
+            guard let ms = Int(text), (1...3_600_000).contains(ms) else {
+                throw KeyStoreError(.invalidArgument, "KEYWARD_VAULT_TIMEOUT_MS must be 1 to 3600000 milliseconds")
+            }
+            c.timeout = .milliseconds(ms)
+        }
         return c
     }
 }
@@ -73,56 +78,60 @@ public final class VaultClient: Sendable {
     private let http: HTTPClient
     private let session = Mutex(Session())
 
-    /// The token in use and when to replace it (AppRole); one login at a time.
+    /// The token in use, when it was obtained and when to replace it (AppRole); one login at a
+    /// time, whose outcome every caller that waited for it shares.
     private struct Session {
         var token: Secret?
+        var obtained: ContinuousClock.Instant?
         var renewAt: ContinuousClock.Instant?
+        /// Counts logins, so that a refusal of an older token does not discard a newer one.
+        var generation = 0
         var loggingIn = false
-        var waiting: [CheckedContinuation<Void, Never>] = []
+        var waiting: [CheckedContinuation<(Secret, Int), any Error>] = []
     }
 
     public init(configuration: VaultConfiguration) throws {
         self.configuration = configuration
-        if case .token(let token) = configuration.auth { session.withLock { $0.token = token } }
-        if let caFile = configuration.caFile {
-            http = try Self.client(trusting: caFile)
-        } else {
-            http = .shared
-        }
+        http = try Self.client(trusting: configuration.caFile)
     }
 
-    /// One client per CA file for the process's life (a client must be shut down before it is
-    /// released, and key stores live as long as the process).
+    /// One client per CA file (or none) for the process's life (a client must be shut down before
+    /// it is released, and key stores live as long as the process): TLS 1.2 or later, and no
+    /// redirect followed, since a redirect would carry the token (or the AppRole secret) elsewhere.
     private static let clients = Mutex<[String: HTTPClient]>([:])
 
-    private static func client(trusting caFile: String) throws -> HTTPClient {
+    private static func client(trusting caFile: String?) throws -> HTTPClient {
         try clients.withLock { clients in
-            if let c = clients[caFile] { return c }
+            if let c = clients[caFile ?? ""] { return c }
             var tls = TLSConfiguration.makeClientConfiguration()
             tls.minimumTLSVersion = .tlsv12
-            do {
-                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
-            } catch {
-                throw KeyStoreError(.invalidArgument, "VAULT_CACERT \(caFile) holds no PEM certificate Keyward can read")
+            if let caFile {
+                do {
+                    tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+                } catch {
+                    throw KeyStoreError(.invalidArgument, "VAULT_CACERT \(caFile) holds no PEM certificate Keyward can read")
+                }
             }
-            var config = HTTPClient.Configuration(tlsConfiguration: tls)
+            var config = HTTPClient.Configuration(tlsConfiguration: tls, redirectConfiguration: .disallow)
             config.connectionPool = .init(idleTimeout: .seconds(60))
             let c = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
-            clients[caFile] = c
+            clients[caFile ?? ""] = c
             return c
         }
     }
 
     /// Calls `method path` (relative to `/v1/`) with a JSON body; returns the answer's `data`
-    /// object, or nil for 204.
+    /// object, or nil for 204. One deadline bounds the whole call, a login included. A call that is
+    /// not `idempotent` (creating or rotating a key) is sent once.
     func call<Body: Encodable, Answer: Decodable>(_ method: HTTPMethod, _ path: String, _ body: Body?, as: Answer.Type,
-                                                  what: String) async throws -> Answer? {
+                                                  what: String, idempotent: Bool = true) async throws -> Answer? {
         let bytes = try body.map { Array(try JSONEncoder().encode($0)) }
+        let deadline = ContinuousClock.now + configuration.timeout
         var reauthenticated = false
         while true {
-            let token = try await currentToken()
+            let (token, generation) = try await currentToken(deadline: deadline)
             do {
-                let retrying = RemoteCall(timeout: configuration.timeout, maxRetries: configuration.maxRetries,
+                let retrying = RemoteCall(timeout: deadline - .now, maxRetries: idempotent ? configuration.maxRetries : 0,
                                           backoffBase: configuration.backoffBase)
                 let raw = try await retrying.run(late: "Vault did not answer \(what) within \(configuration.timeout)") { remaining in
                     try await attempt(method, path, bytes, token: token, timeout: remaining, what: what)
@@ -134,13 +143,23 @@ public final class VaultClient: Sendable {
                     throw KeyStoreError(.keyUnavailable, "Vault answered \(what) with a body Keyward cannot read")
                 }
             } catch let e as KeyStoreError where e.code == .accessDenied {
-                // An AppRole token revoked or expired early: log in again, once.
+                // An AppRole token revoked or expired early: log in again, once, unless another
+                // call did meanwhile or the token is fresh (then the refusal is the policy's).
                 guard case .appRole = configuration.auth, !reauthenticated else { throw e }
                 reauthenticated = true
-                session.withLock { $0.renewAt = nil; $0.token = nil }
+                let retry = session.withLock { s in
+                    guard s.generation == generation else { return true }
+                    guard let obtained = s.obtained, ContinuousClock.now - obtained > Self.freshToken else { return false }
+                    s.token = nil
+                    return true
+                }
+                guard retry else { throw e }
             }
         }
     }
+
+    /// A token younger than this that is refused is refused by policy, not for having expired.
+    static let freshToken: Duration = .seconds(10)
 
     private struct Envelope<T: Decodable>: Decodable { var data: T }
 
@@ -194,49 +213,60 @@ public final class VaultClient: Sendable {
 
     // MARK: Signing in
 
-    /// The token to send: the operator's, or an AppRole login's, logging in first when there is
-    /// none or its lease is two thirds gone. Concurrent callers wait for one login.
-    private func currentToken() async throws -> Secret? {
+    /// The token to send and its generation: the operator's, or an AppRole login's, logging in
+    /// first when there is none or two thirds of its lease are gone. Concurrent callers wait for
+    /// one login and share its outcome, token or error.
+    private func currentToken(deadline: ContinuousClock.Instant) async throws -> (Secret?, Int) {
         guard case .appRole(let roleID, let secretID, let mount) = configuration.auth else {
-            return session.withLock { $0.token }
+            guard case .token(let token) = configuration.auth else { return (nil, 0) }
+            return (token, 0)
         }
-        while true {
-            enum Step { case use(Secret), login, wait }
-            let step: Step = session.withLock { s in
-                if let token = s.token, let renewAt = s.renewAt, ContinuousClock.now < renewAt { return .use(token) }
-                if s.loggingIn { return .wait }
-                s.loggingIn = true
-                return .login
+        enum Step { case use(Secret, Int), login, wait }
+        let step: Step = session.withLock { s in
+            if let token = s.token, let renewAt = s.renewAt, ContinuousClock.now < renewAt { return .use(token, s.generation) }
+            if s.loggingIn { return .wait }
+            s.loggingIn = true
+            return .login
+        }
+        switch step {
+        case .use(let token, let generation):
+            return (token, generation)
+        case .wait:
+            let (token, generation) = try await withCheckedThrowingContinuation { continuation in
+                let outcome: Result<(Secret, Int), any Error>? = session.withLock { s in
+                    guard s.loggingIn else { return s.token.map { .success(($0, s.generation)) } ?? .failure(KeyStoreError(.accessDenied, "the Vault login failed")) }
+                    s.waiting.append(continuation)
+                    return nil
+                }
+                if let outcome { continuation.resume(with: outcome) }
             }
-            switch step {
-            case .use(let token):
-                return token
-            case .wait:
-                await withCheckedContinuation { continuation in
-                    let now = session.withLock { s in
-                        if s.loggingIn { s.waiting.append(continuation); return false }
-                        return true
-                    }
-                    if now { continuation.resume() }
-                }
-            case .login:
-                var failure: (any Error)?
-                do {
-                    let (token, lease) = try await login(roleID: roleID, secretID: secretID, mount: mount)
-                    // Renewed (by a new login) at two thirds of the lease; a lease of 0 does not expire.
-                    let renewAt = ContinuousClock.now + .seconds(lease > 0 ? lease * 2 / 3 : 86_400 * 365)
-                    session.withLock { $0.token = token; $0.renewAt = renewAt }
-                } catch {
-                    failure = error
-                }
-                let waiting = session.withLock { s in
-                    s.loggingIn = false
-                    defer { s.waiting = [] }
-                    return s.waiting
-                }
-                for w in waiting { w.resume() }
-                if let failure { throw failure }
+            return (token, generation)
+        case .login:
+            let outcome: Result<(Secret, Int), any Error>
+            do {
+                let (token, lease) = try await login(roleID: roleID, secretID: secretID, mount: mount, deadline: deadline)
+                let now = ContinuousClock.now
+                // Renewed (by a new login) once two thirds of the lease are gone; a lease of 0 does
+                // not expire. Milliseconds, so that a lease of a second renews after 666 ms, not at once.
+                let renewAt = now + (lease > 0 ? .milliseconds(min(lease, 10 * 365 * 86_400) * 2_000 / 3) : .seconds(86_400 * 365))
+                outcome = .success(session.withLock { s in
+                    s.generation += 1
+                    s.token = token
+                    s.obtained = now
+                    s.renewAt = renewAt
+                    return (token, s.generation)
+                })
+            } catch {
+                outcome = .failure(error)
             }
+            let waiting = session.withLock { s in
+                s.loggingIn = false
+                defer { s.waiting = [] }
+                return s.waiting
+            }
+            for w in waiting { w.resume(with: outcome) }
+            let (token, generation) = try outcome.get()
+            return (token, generation)
         }
     }
 
@@ -253,9 +283,9 @@ public final class VaultClient: Sendable {
         var auth: Auth?
     }
 
-    private func login(roleID: String, secretID: Secret, mount: String) async throws -> (Secret, Int) {
+    private func login(roleID: String, secretID: Secret, mount: String, deadline: ContinuousClock.Instant) async throws -> (Secret, Int) {
         let body = Array(try JSONEncoder().encode(Login(role_id: roleID, secret_id: secretID.exposed())))
-        let retrying = RemoteCall(timeout: configuration.timeout, maxRetries: configuration.maxRetries, backoffBase: configuration.backoffBase)
+        let retrying = RemoteCall(timeout: deadline - .now, maxRetries: configuration.maxRetries, backoffBase: configuration.backoffBase)
         let raw: [UInt8]?
         do {
             raw = try await retrying.run(late: "Vault did not answer the AppRole login within \(configuration.timeout)") { remaining in

@@ -128,7 +128,7 @@ public final class VaultTransitKeyStore: KeyStore {
         let key = try KeyName(keyID)
         let now = ContinuousClock.now
         if known.seen.withLock({ $0[key].map { now - $0 > KnownKeys.fresh } ?? true }) {
-            _ = try await read(key)
+            if try await read(key).soft_deleted == true { throw KeyStoreError(.keyDisabled, "the Transit key \(key.path) is disabled (soft-deleted)") }
             known.seen.withLock { $0[key] = now }
         }
         let body = EncryptBody(plaintext: plaintext.withUnsafeBytes { Data($0).base64EncodedString() },
@@ -223,13 +223,13 @@ public final class VaultTransitKeyStore: KeyStore {
             _ = try await read(key)
             throw KeyStoreError(.alreadyExists, "Vault already has a Transit key \(key.path)")
         } catch let e as KeyStoreError where e.code == .keyNotFound {}
-        _ = try await client.call(.POST, key.path, CreateBody(), as: Empty.self, what: "create key \(key.name)")
+        _ = try await client.call(.POST, key.path, CreateBody(), as: Empty.self, what: "create key \(key.name)", idempotent: false)
         return try await describe(keyID: key.keyID)
     }
 
     public func rotateKey(keyID: String) async throws {
         let key = try KeyName(keyID)
-        _ = try await client.call(.POST, "\(key.path)/rotate", Empty(), as: Empty.self, what: "rotate key \(key.name)")
+        _ = try await client.call(.POST, "\(key.path)/rotate", Empty(), as: Empty.self, what: "rotate key \(key.name)", idempotent: false)
     }
 
     private static func unsupported(_ what: String) -> KeyStoreError {
