@@ -175,3 +175,27 @@ def test_a_transit_key_deleted_in_vault_stops_the_tenant_and_is_not_recreated(fr
         assert bao.api("GET", "transit/keys/doomed")[0] == 404, "a wrap re-created the deleted key"
     finally:
         bao.stop()
+
+
+def test_kmip_connections_kept_across_a_server_restart(fresh_gateway, upstream):
+    """The KMIP server restarts (same port and database): the gateway's kept connections are closed
+    under it, and the next request that needs the server goes on a new connection at once, rather
+    than waiting out the call's deadline on a dead one."""
+    kmip = PyKMIP()
+    try:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}, **kmip.env()}
+        r = subprocess.run([keyward_bin(), "keys", "create", "kmip:name=restarted"], env=env, capture_output=True)
+        assert r.returncode == 0, r.stderr
+        g = fresh_gateway(extra_env={**kmip.env(), "KEYWARD_KMIP_TIMEOUT_MS": "5000"},
+                          config_extra={"data_key_cache": {"max_age_seconds": 0.5}})
+        client = g.openai(g.new_tenant("restarted", key="kmip:name=restarted"))
+        first = chat(client, "before the restart")
+        kmip.halt()
+        kmip.start()
+        time.sleep(1)  # past the data key cache's age: the next request calls the server
+        started = time.monotonic()
+        assert chat(client, "after the restart").choices[0].message.content == "echo: after the restart"
+        assert time.monotonic() - started < 3
+        assert client.chat.completions.retrieve(first.id).choices[0].message.content == "echo: before the restart"
+    finally:
+        kmip.stop()

@@ -72,9 +72,14 @@ enable_tls_client_auth=True
 logging_level=INFO
 database_path={self.home}/pykmip.db
 """)
+        self.config = config
         self.log = os.path.join(self.home, "server.log")
         self.output = open(os.path.join(self.home, "server.out"), "wb")
-        self.process = subprocess.Popen([pykmip_python(), "-m", "kmip.services.server.server", "-f", config, "-l", self.log],
+        self.start()
+
+    def start(self):
+        """Starts the server (again, on the same port and database, after ``halt``)."""
+        self.process = subprocess.Popen([pykmip_python(), "-m", "kmip.services.server.server", "-f", self.config, "-l", self.log],
                                         stdout=self.output, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 60
         while not self.answers_tls():
@@ -100,7 +105,8 @@ database_path={self.home}/pykmip.db
         return {"KEYWARD_KMIP_SERVER": f"127.0.0.1:{self.port}", "KEYWARD_KMIP_CA": f"{self.pki}/ca.crt",
                 "KEYWARD_KMIP_CERT": f"{self.pki}/{client}.crt", "KEYWARD_KMIP_KEY": f"{self.pki}/{client}.key"}
 
-    def stop(self):
+    def halt(self):
+        """Stops the server process, keeping its database: its clients' connections close."""
         if self.process.poll() is None:
             # SIGINT stops its accept loop at once (SIGTERM waits out a 10 s accept time-out).
             self.process.send_signal(signal.SIGINT)
@@ -113,5 +119,8 @@ database_path={self.home}/pykmip.db
             except ProcessLookupError:
                 pass
             self.process.wait(timeout=10)
+
+    def stop(self):
+        self.halt()
         self.output.close()
         shutil.rmtree(self.home, ignore_errors=True)
