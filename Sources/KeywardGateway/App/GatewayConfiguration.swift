@@ -174,10 +174,10 @@ public struct GatewayConfiguration: Sendable {
             }
         }
         if let k = file.kmip {
-            // The same parsing as the variables', so that both say the same of a bad value.
-            var env = ["KEYWARD_KMIP_SERVER": k.server, "KEYWARD_KMIP_CA": k.ca_file, "KEYWARD_KMIP_CERT": k.cert_file, "KEYWARD_KMIP_KEY": k.key_file]
-            env["KEYWARD_KMIP_TIMEOUT_MS"] = k.timeout_ms.map(String.init)
-            do { kmip = try KMIPConfiguration.fromEnvironment(env) } catch let e as KeyStoreError {
+            do {
+                kmip = try KMIPConfiguration(server: k.server, caFile: k.ca_file, certificateFile: k.cert_file, keyFile: k.key_file,
+                                             timeoutMilliseconds: k.timeout_ms)
+            } catch let e as KeyStoreError {
                 throw GatewayError.config("kmip: \(e.reason)")
             }
         }

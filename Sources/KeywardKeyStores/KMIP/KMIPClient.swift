@@ -25,7 +25,7 @@ public struct KMIPConfiguration: Sendable {
     }
 
     /// `KEYWARD_KMIP_SERVER` (host:port, default port 5696), `KEYWARD_KMIP_CA`,
-    /// `KEYWARD_KMIP_CERT`, `KEYWARD_KMIP_KEY`.
+    /// `KEYWARD_KMIP_CERT`, `KEYWARD_KMIP_KEY`, `KEYWARD_KMIP_TIMEOUT_MS`.
     public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> KMIPConfiguration {
         func value(_ name: String) throws -> String {
             guard let v = env["KEYWARD_KMIP_\(name)"], !v.isEmpty else {
@@ -33,34 +33,40 @@ public struct KMIPConfiguration: Sendable {
             }
             return v
         }
-        let server = try value("SERVER")
-        // host, host:port, [v6]:port, or a bare IPv6 address.
+        var timeout: Int?
+        if let text = env["KEYWARD_KMIP_TIMEOUT_MS"] {
+            guard let ms = Int(text) else { throw KeyStoreError(.invalidArgument, "KEYWARD_KMIP_TIMEOUT_MS must be 1 to 3600000 milliseconds") }
+            timeout = ms
+        }
+        return try KMIPConfiguration(server: try value("SERVER"), caFile: try value("CA"), certificateFile: try value("CERT"),
+                                     keyFile: try value("KEY"), timeoutMilliseconds: timeout)
+    }
+
+    /// From a server written `host`, `host:port`, `[IPv6]:port` or a bare IPv6 address, and a
+    /// time-out of 1 ms to an hour: the variables' and the config file's one parser.
+    public init(server: String, caFile: String, certificateFile: String, keyFile: String, timeoutMilliseconds: Int? = nil) throws {
         var host = server, port = 5696
+        let malformed = KeyStoreError(.invalidArgument, "the KMIP server is host:port, [IPv6]:port or an address")
         if server.hasPrefix("["), let close = server.firstIndex(of: "]") {
             host = String(server[server.index(after: server.startIndex)..<close])
             let rest = server[server.index(after: close)...]
             if !rest.isEmpty {
-                guard rest.hasPrefix(":"), let p = Int(rest.dropFirst()), (1...65535).contains(p) else {
-                    throw KeyStoreError(.invalidArgument, "KEYWARD_KMIP_SERVER is host:port, [IPv6]:port or an address")
-                }
+                guard rest.hasPrefix(":"), let p = Int(rest.dropFirst()), (1...65535).contains(p) else { throw malformed }
                 port = p
             }
         } else if server.filter({ $0 == ":" }).count == 1, let colon = server.firstIndex(of: ":") {
-            guard let p = Int(server[server.index(after: colon)...]), (1...65535).contains(p) else {
-                throw KeyStoreError(.invalidArgument, "KEYWARD_KMIP_SERVER is host:port, [IPv6]:port or an address")
-            }
+            guard let p = Int(server[server.index(after: colon)...]), (1...65535).contains(p) else { throw malformed }
             host = String(server[..<colon])
             port = p
         }
-        guard !host.isEmpty else { throw KeyStoreError(.invalidArgument, "KEYWARD_KMIP_SERVER names no host") }
-        var c = KMIPConfiguration(host: host, port: port, caFile: try value("CA"), certificateFile: try value("CERT"), keyFile: try value("KEY"))
-        if let text = env["KEYWARD_KMIP_TIMEOUT_MS"] {
-            guard let ms = Int(text), (1...3_600_000).contains(ms) else {
-                throw KeyStoreError(.invalidArgument, "KEYWARD_KMIP_TIMEOUT_MS must be 1 to 3600000 milliseconds")
+        guard !host.isEmpty else { throw KeyStoreError(.invalidArgument, "the KMIP server names no host") }
+        self.init(host: host, port: port, caFile: caFile, certificateFile: certificateFile, keyFile: keyFile)
+        if let ms = timeoutMilliseconds {
+            guard (1...3_600_000).contains(ms) else {
+                throw KeyStoreError(.invalidArgument, "the KMIP time-out must be 1 to 3600000 milliseconds")
             }
-            c.timeout = .milliseconds(ms)
+            timeout = .milliseconds(ms)
         }
-        return c
     }
 }
 

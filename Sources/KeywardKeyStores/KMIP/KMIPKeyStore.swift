@@ -335,7 +335,13 @@ public final class KMIPKeyStore: KeyStore {
             throw KeyStoreError(.keyUnavailable, "the KMIP server's Create answer lacks the new key's UID")
         }
         let uid = try Self.serverUID(item)
-        _ = try await call(.activate, [Self.uid(uid)])
+        do {
+            _ = try await call(.activate, [Self.uid(uid)])
+        } catch {
+            // Leave no pre-active key behind under the name (a retry would find it "existing").
+            _ = try? await call(.destroy, [Self.uid(uid)])
+            throw error
+        }
         return uid
     }
 

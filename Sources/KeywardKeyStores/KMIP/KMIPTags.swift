@@ -7,14 +7,12 @@ enum KMIPTag {
     static let batchCount: UInt32 = 0x42000D
     static let batchItem: UInt32 = 0x42000F
     static let blockCipherMode: UInt32 = 0x420011
-    static let compromiseOccurrenceDate: UInt32 = 0x420021
     static let cryptographicAlgorithm: UInt32 = 0x420028
     static let cryptographicLength: UInt32 = 0x42002A
     static let cryptographicParameters: UInt32 = 0x42002B
     static let cryptographicUsageMask: UInt32 = 0x42002C
     static let ivCounterNonce: UInt32 = 0x42003D
     static let initialDate: UInt32 = 0x420039
-    static let maximumItems: UInt32 = 0x42004F
     static let name: UInt32 = 0x420053
     static let nameType: UInt32 = 0x420054
     static let nameValue: UInt32 = 0x420055
@@ -26,7 +24,6 @@ enum KMIPTag {
     static let requestHeader: UInt32 = 0x420077
     static let requestMessage: UInt32 = 0x420078
     static let requestPayload: UInt32 = 0x420079
-    static let responseHeader: UInt32 = 0x42007A
     static let responseMessage: UInt32 = 0x42007B
     static let responsePayload: UInt32 = 0x42007C
     static let resultMessage: UInt32 = 0x42007D
@@ -36,7 +33,6 @@ enum KMIPTag {
     static let revocationReasonCode: UInt32 = 0x420082
     static let state: UInt32 = 0x42008D
     static let templateAttribute: UInt32 = 0x420091
-    static let timeStamp: UInt32 = 0x420092
     static let uniqueIdentifier: UInt32 = 0x420094
     static let data: UInt32 = 0x4200C2
     static let tagLength: UInt32 = 0x4200CE
@@ -47,11 +43,8 @@ enum KMIPTag {
 /// KMIP operations (enumeration values of the Operation tag).
 enum KMIPOperation: UInt32, Sendable {
     case create = 1
-    case reKey = 4
     case locate = 8
     case getAttributes = 11
-    case addAttribute = 13
-    case deleteAttribute = 15
     case activate = 18
     case revoke = 19
     case destroy = 20
@@ -61,11 +54,8 @@ enum KMIPOperation: UInt32, Sendable {
     var name: String {
         switch self {
         case .create: "Create"
-        case .reKey: "Re-key"
         case .locate: "Locate"
         case .getAttributes: "Get Attributes"
-        case .addAttribute: "Add Attribute"
-        case .deleteAttribute: "Delete Attribute"
         case .activate: "Activate"
         case .revoke: "Revoke"
         case .destroy: "Destroy"
@@ -96,8 +86,6 @@ enum KMIPValue {
     /// Result Reason values the key store tells apart.
     static let reasonItemNotFound: UInt32 = 0x01
     static let reasonAuthenticationNotSuccessful: UInt32 = 0x03
-    static let reasonOperationNotSupported: UInt32 = 0x05
-    static let reasonFeatureNotSupported: UInt32 = 0x08
     static let reasonCryptographicFailure: UInt32 = 0x0A
     static let reasonPermissionDenied: UInt32 = 0x0C
     static let reasonObjectAlreadyExists: UInt32 = 0x18

@@ -131,12 +131,9 @@ public final class VaultClient: Sendable {
         while true {
             let (token, generation) = try await currentToken(deadline: deadline)
             do {
-                let retrying = RemoteCall(timeout: deadline - .now, maxRetries: idempotent ? configuration.maxRetries : 0,
-                                          backoffBase: configuration.backoffBase)
-                let raw = try await retrying.run(late: "Vault did not answer \(what) within \(configuration.timeout)") { remaining in
-                    try await attempt(method, path, bytes, token: token, timeout: remaining, what: what)
+                guard let raw = try await send(method, path, bytes, token: token, deadline: deadline, retrying: idempotent, what: what) else {
+                    return nil
                 }
-                guard let raw else { return nil }
                 do {
                     return try JSONDecoder().decode(Envelope<Answer>.self, from: Data(raw)).data
                 } catch {
@@ -162,6 +159,15 @@ public final class VaultClient: Sendable {
     static let freshToken: Duration = .seconds(10)
 
     private struct Envelope<T: Decodable>: Decodable { var data: T }
+
+    /// One request, with retries (if `retrying`) until `deadline`; the answer's body, nil for 204.
+    private func send(_ method: HTTPMethod, _ path: String, _ body: [UInt8]?, token: Secret?, deadline: ContinuousClock.Instant,
+                      retrying: Bool, what: String) async throws -> [UInt8]? {
+        let call = RemoteCall(timeout: deadline - .now, maxRetries: retrying ? configuration.maxRetries : 0, backoffBase: configuration.backoffBase)
+        return try await call.run(late: "Vault did not answer \(what) within \(configuration.timeout)") { remaining in
+            try await attempt(method, path, body, token: token, timeout: remaining, what: what)
+        }
+    }
 
     private func attempt(_ method: HTTPMethod, _ path: String, _ body: [UInt8]?, token: Secret?, timeout: Duration,
                          what: String) async throws -> [UInt8]? {
@@ -198,10 +204,9 @@ public final class VaultClient: Sendable {
         case 403: return fail(.accessDenied)
         case 404: return fail(.keyNotFound)
         case 429: return fail(.throttled, retry: true)
-        case 500...599 where lower.contains("encryption key not found"): return fail(.keyNotFound)
         case 500...599: return fail(.keyUnavailable, retry: true)
         default:
-            if lower.contains("encryption key not found") || lower.contains("key not found") { return fail(.keyNotFound) }
+            if lower.contains("key not found") { return fail(.keyNotFound) }
             if lower.contains("disallowed by policy") || lower.contains("soft-deleted") { return fail(.keyDisabled) }
             if lower.contains("message authentication failed") || lower.contains("invalid ciphertext")
                 || lower.contains("unable to decrypt") || lower.contains("invalid version") {
@@ -285,12 +290,9 @@ public final class VaultClient: Sendable {
 
     private func login(roleID: String, secretID: Secret, mount: String, deadline: ContinuousClock.Instant) async throws -> (Secret, Int) {
         let body = Array(try JSONEncoder().encode(Login(role_id: roleID, secret_id: secretID.exposed())))
-        let retrying = RemoteCall(timeout: deadline - .now, maxRetries: configuration.maxRetries, backoffBase: configuration.backoffBase)
         let raw: [UInt8]?
         do {
-            raw = try await retrying.run(late: "Vault did not answer the AppRole login within \(configuration.timeout)") { remaining in
-                try await attempt(.POST, "auth/\(mount)/login", body, token: nil, timeout: remaining, what: "AppRole login")
-            }
+            raw = try await send(.POST, "auth/\(mount)/login", body, token: nil, deadline: deadline, retrying: true, what: "AppRole login")
         } catch let e as KeyStoreError where e.code == .invalidArgument {
             throw KeyStoreError(.accessDenied, e.reason)  // Vault answers 400 to a wrong role or secret ID
         }

@@ -6,9 +6,9 @@ import Synchronization
 /// Vault's (or OpenBao's) Transit engine as a key store: `vault-transit:NAME`, or
 /// `vault-transit:NAME?mount=MOUNT` for an engine mounted elsewhere than `transit`.
 ///
-/// Data keys are wrapped by Transit `encrypt` under an `aes256-gcm96` key, with the encryption
-/// context (its canonical ESDK serialization) as `associated_data`, so a wrapped key opens only
-/// with the context it was made for. The encrypted data key's provider ID is `vault-transit`, its
+/// Data keys come from Transit `datakey/plaintext` (or are wrapped by `encrypt`) under an
+/// `aes256-gcm96` key, with the encryption context (its canonical ESDK serialization) as
+/// `associated_data`, so a wrapped key opens only with the context it was made for. The encrypted data key's provider ID is `vault-transit`, its
 /// provider info `MOUNT/keys/NAME`, its ciphertext Transit's own `vault:vN:…` string: whoever holds
 /// a Vault token for the key can unwrap it with Transit `decrypt`, without Keyward.
 public final class VaultTransitKeyStore: KeyStore {
@@ -19,7 +19,8 @@ public final class VaultTransitKeyStore: KeyStore {
     /// and neither a typo nor a key deleted in Vault may mint one, so a key is read before `encrypt`
     /// uses it unless it was read in the last minute. (New data keys come from `datakey`, which
     /// never creates a key; `encrypt` wraps existing data keys: a second keyring, a re-key.)
-    private let known = KnownKeys()
+    private let knownSince = Mutex<[KeyName: ContinuousClock.Instant]>([:])
+    private static let knownFor: Duration = .seconds(60)
 
     public init(client: VaultClient) {
         self.client = client
@@ -63,11 +64,6 @@ public final class VaultTransitKeyStore: KeyStore {
         var path: String { "\(mount)/keys/\(name)" }
     }
 
-    private final class KnownKeys: Sendable {
-        let seen = Mutex<[KeyName: ContinuousClock.Instant]>([:])
-        static let fresh: Duration = .seconds(60)
-    }
-
     public func providerInfo(forKeyID keyID: String) throws -> String { try KeyName(keyID).path }
 
     // MARK: Wrapping
@@ -91,7 +87,7 @@ public final class VaultTransitKeyStore: KeyStore {
     }
 
     /// The context as Transit's associated data: the ESDK's serialization (sorted, length-prefixed),
-    /// base64; an empty context is bound as the two bytes of its zero count.
+    /// base64. An empty context serializes to nothing, and binds nothing.
     static func associatedData(_ context: EncryptionContext) throws -> String {
         Data(try context.serialized()).base64EncodedString()
     }
@@ -127,9 +123,9 @@ public final class VaultTransitKeyStore: KeyStore {
     public func encrypt(keyID: String, plaintext: SecretBytes, context: EncryptionContext) async throws -> WrappedKey {
         let key = try KeyName(keyID)
         let now = ContinuousClock.now
-        if known.seen.withLock({ $0[key].map { now - $0 > KnownKeys.fresh } ?? true }) {
+        if knownSince.withLock({ $0[key].map { now - $0 > Self.knownFor } ?? true }) {
             if try await read(key).soft_deleted == true { throw KeyStoreError(.keyDisabled, "the Transit key \(key.path) is disabled (soft-deleted)") }
-            known.seen.withLock { $0[key] = now }
+            knownSince.withLock { $0[key] = now }
         }
         let body = EncryptBody(plaintext: plaintext.withUnsafeBytes { Data($0).base64EncodedString() },
                                associated_data: try Self.associatedData(context))
@@ -161,31 +157,14 @@ public final class VaultTransitKeyStore: KeyStore {
         var min_decryption_version: Int?
         /// OpenBao's soft delete, which Keyward uses as disable.
         var soft_deleted: Bool?
-        /// Version number to its creation time (RFC 3339), or to a Unix time in old servers.
+        /// Version number to its creation time: Unix seconds for symmetric keys (the only kind
+        /// Keyward uses); anything else is left out rather than failing the read.
         var keys: [String: Created]?
 
-        enum Created: Decodable {
-            case date(Date)
-            case unknown
+        struct Created: Decodable {
+            var date: Date?
             init(from decoder: any Decoder) throws {
-                let c = try decoder.singleValueContainer()
-                if let text = try? c.decode(String.self), let d = Self.parse(text) {
-                    self = .date(d)
-                } else if let seconds = try? c.decode(Double.self) {
-                    self = .date(Date(timeIntervalSince1970: seconds))
-                } else {
-                    self = .unknown
-                }
-            }
-
-            /// RFC 3339 with up to nine fractional digits (Go's `RFC3339Nano`); the fraction is dropped.
-            static func parse(_ text: String) -> Date? {
-                var t = text
-                if let dot = t.firstIndex(of: ".") {
-                    let end = t[dot...].dropFirst().firstIndex(where: { !$0.isNumber }) ?? t.endIndex
-                    t.removeSubrange(dot..<end)
-                }
-                return try? Date.ISO8601FormatStyle().parse(t)
+                date = (try? decoder.singleValueContainer().decode(Double.self)).map { Date(timeIntervalSince1970: $0) }
             }
         }
     }
@@ -206,9 +185,8 @@ public final class VaultTransitKeyStore: KeyStore {
     public func describe(keyID: String) async throws -> KeyDescription {
         let key = try KeyName(keyID)
         let answer = try await read(key)
-        var created: Date?
-        if case .date(let d) = answer.keys?["1"] { created = d }
-        var d = KeyDescription(reference: "vault-transit:\(key.keyID)", state: answer.soft_deleted == true ? .disabled : .enabled, created: created, versions: answer.latest_version)
+        var d = KeyDescription(reference: "vault-transit:\(key.keyID)", state: answer.soft_deleted == true ? .disabled : .enabled,
+                               created: answer.keys?["1"]?.date, versions: answer.latest_version)
         d.minDecryptionVersion = answer.min_decryption_version
         return d
     }
@@ -232,10 +210,6 @@ public final class VaultTransitKeyStore: KeyStore {
         _ = try await client.call(.POST, "\(key.path)/rotate", Empty(), as: Empty.self, what: "rotate key \(key.name)", idempotent: false)
     }
 
-    private static func unsupported(_ what: String) -> KeyStoreError {
-        KeyStoreError(.invalidArgument, "Vault Transit keys cannot be \(what); a Vault operator can restrict the key's policy or set its min_decryption_version")
-    }
-
     /// Disables with OpenBao's soft delete: the server then refuses the key to every client until
     /// it is restored, and Keyward sees `key_disabled`. HashiCorp Vault's Transit has no such state.
     public func disableKey(keyID: String) async throws {
@@ -256,8 +230,13 @@ public final class VaultTransitKeyStore: KeyStore {
             throw KeyStoreError(.invalidArgument, "this server's Transit cannot \(what) a key (OpenBao's soft delete is missing): \(e.reason)")
         }
     }
-    public func scheduleKeyDeletion(keyID: String, days: Int) async throws -> Date { throw Self.unsupported("scheduled for deletion") }
-    public func cancelKeyDeletion(keyID: String) async throws { throw Self.unsupported("scheduled for deletion") }
+
+    /// Transit deletes at once (with `deletion_allowed`): that is the Vault operator's to do.
+    public func scheduleKeyDeletion(keyID: String, days: Int) async throws -> Date { throw Self.noDeletionSchedule }
+    public func cancelKeyDeletion(keyID: String) async throws { throw Self.noDeletionSchedule }
+
+    private static let noDeletionSchedule = KeyStoreError(
+        .invalidArgument, "Vault Transit keys cannot be scheduled for deletion; a Vault operator can restrict the key's policy or set its min_decryption_version")
 
     private struct ListAnswer: Decodable { var keys: [String] }
 
