@@ -21,6 +21,8 @@ public struct AuditOperation: RawRepresentable, Hashable, Sendable, CustomString
     public static let enable = Self(rawValue: "enable")
     public static let scheduleDeletion = Self(rawValue: "schedule_deletion")
     public static let cancelDeletion = Self(rawValue: "cancel_deletion")
+    /// A key whose waiting period ended, destroyed by Keyward's key deletion service.
+    public static let destroyKey = Self(rawValue: "destroy_key")
     public static let rekeyStart = Self(rawValue: "rekey_start")
     public static let rekeyDone = Self(rawValue: "rekey_done")
     public static let rekeyFailed = Self(rawValue: "rekey_failed")

@@ -23,6 +23,9 @@ public struct KeyDescription: Sendable, Hashable {
     public var rotationEnabled: Bool?
     /// The oldest version that still unwraps (Vault Transit's `min_decryption_version`).
     public var minDecryptionVersion: Int?
+    /// The state the key's store reports, where Keyward's own state (``KeyStateOverlay``) differs
+    /// from it: a key Keyward revoked that its store still has enabled.
+    public var storeState: KeyState?
 
     public init(reference: String, state: KeyState, created: Date? = nil, deletionDate: Date? = nil,
                 versions: Int? = nil, rotationEnabled: Bool? = nil) {
@@ -45,6 +48,17 @@ public struct WrappedKey: Sendable {
         self.ciphertext = ciphertext
         self.keyID = keyID
     }
+}
+
+/// How a store's keys are destroyed.
+public enum KeyDeletion: Sendable {
+    /// The store keeps the waiting period itself (AWS KMS, the local store): ``KeyStore/scheduleKeyDeletion(keyID:days:)``.
+    case scheduled
+    /// The store destroys at once (KMIP Destroy, Transit's delete): Keyward keeps the waiting
+    /// period and calls ``KeyStore/destroyKey(keyID:)`` when it ends.
+    case immediate
+    /// Neither: the store's operator destroys keys with its own tools (PKCS#11 tokens).
+    case unsupported
 }
 
 /// A customer key store: it holds master keys and wraps, unwraps and re-wraps data keys with them,
@@ -78,6 +92,11 @@ public protocol KeyStore: Sendable {
     func scheduleKeyDeletion(keyID: String, days: Int) async throws -> Date
     /// Cancels a scheduled deletion; the key comes back disabled, as in AWS KMS.
     func cancelKeyDeletion(keyID: String) async throws
+    /// How this store's keys are destroyed.
+    var deletion: KeyDeletion { get }
+    /// Destroys the key's material now (stores whose ``deletion`` is `.immediate`): every version,
+    /// so that nothing it wrapped can be unwrapped again. A key already gone is not an error.
+    func destroyKey(keyID: String) async throws
     func listKeys() async throws -> [KeyDescription]
 
     /// What encrypted data keys record as provider info for `keyID` (default: the key ID itself;
@@ -87,6 +106,10 @@ public protocol KeyStore: Sendable {
 
 extension KeyStore {
     public func providerInfo(forKeyID keyID: String) throws -> String { keyID }
+
+    public func destroyKey(keyID: String) async throws {
+        throw KeyStoreError(.invalidArgument, "\(scheme): keys are not destroyed by Keyward: schedule their deletion")
+    }
 
     /// Unwraps and wraps again, for stores that cannot re-wrap internally.
     public func reEncrypt(ciphertext: [UInt8], from source: String, sourceContext: EncryptionContext,

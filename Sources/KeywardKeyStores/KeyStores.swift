@@ -36,13 +36,26 @@ public struct KeyStoreConfiguration: Sendable {
 public final class KeyStores: Sendable {
     public let configuration: KeyStoreConfiguration
     private let opened = Mutex<[String: any KeyStore]>([:])
+    private let overlay = Mutex<(any KeyStateOverlay)?>(nil)
 
     public init(configuration: KeyStoreConfiguration) {
         self.configuration = configuration
     }
 
-    /// The store that serves `reference`'s scheme.
+    /// Sees every store through Keyward's own key states from now on (a gateway's, kept in its
+    /// database): a key Keyward revoked wraps and unwraps nothing, whatever its store says.
+    public func govern(by overlay: any KeyStateOverlay) {
+        self.overlay.withLock { $0 = overlay }
+    }
+
+    /// The store that serves `reference`'s scheme (seen through Keyward's key states, if governed).
     public func store(for reference: KeyReference) throws -> any KeyStore {
+        let store = try rawStore(for: reference)
+        guard let overlay = overlay.withLock({ $0 }) else { return store }
+        return GovernedKeyStore(inner: store, overlay: overlay)
+    }
+
+    private func rawStore(for reference: KeyReference) throws -> any KeyStore {
         if let store = opened.withLock({ $0[reference.scheme] }) { return store }
         let store: any KeyStore
         switch reference.scheme {

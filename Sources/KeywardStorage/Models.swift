@@ -252,3 +252,32 @@ public enum JobClaim: Sendable, Hashable {
     /// No such job.
     case missing
 }
+
+/// Keyward's own word on a master key, kept beside the records: a key Keyward has revoked, or
+/// whose deletion it keeps the schedule of. It holds on every replica whatever the key's store
+/// says (a store may have no disable, or enable a key behind Keyward's back); no row means the
+/// store alone decides.
+public struct KeyStateRecord: Sendable, Hashable {
+    public enum State: String, Sendable, Hashable {
+        /// Revoked: no data key is wrapped or unwrapped until the key is enabled through Keyward.
+        case disabled
+        /// Revoked until `deleteAt`, then destroyed.
+        case pendingDeletion = "pending-deletion"
+        /// Destroyed: its records are shredded.
+        case destroyed
+    }
+
+    /// The key reference, as tenants name it.
+    public var key: String
+    public var state: State
+    /// Milliseconds since 1970 when a key pending deletion is destroyed.
+    public var deleteAt: Int64?
+    public var updatedAt: Int64
+
+    public init(key: String, state: State, deleteAt: Int64? = nil, updatedAt: Int64) {
+        self.key = key
+        self.state = state
+        self.deleteAt = deleteAt
+        self.updatedAt = updatedAt
+    }
+}

@@ -5,8 +5,8 @@ import KeywardAudit
 /// implementation must pass the same conformance suite.
 ///
 /// Records are opaque ciphertext to a store: it never sees a key or a plaintext byte.
-public protocol RecordStore: TenantRepository, TokenRepository, PolicyRepository, RecordRepository, JobRepository,
-    AuditChainStore, SettingsStore
+public protocol RecordStore: TenantRepository, TokenRepository, PolicyRepository, KeyStateRepository, RecordRepository,
+    JobRepository, AuditChainStore, SettingsStore
 {
     /// Creates the schema if needed, or brings it to ``Schema/version``; safe to call on every start.
     func migrate() async throws
@@ -44,6 +44,20 @@ public protocol PolicyRepository: Sendable {
     /// The access policy document (JSON) of a master key, or nil if none was ever set.
     func policy(key: String) async throws -> String?
     func setPolicy(key: String, document: String, at time: Int64) async throws
+}
+
+/// Keyward's own key states (``KeyStateRecord``): at most one per key reference.
+public protocol KeyStateRepository: Sendable {
+    func keyState(key: String) async throws -> KeyStateRecord?
+    func keyStates() async throws -> [KeyStateRecord]
+    /// - Throws: `StorageError.alreadyExists` if the key has a state.
+    func insertKeyState(_ state: KeyStateRecord) async throws
+    /// Replaces (or with nil, deletes) the key's state if it is still exactly `old`.
+    /// - Returns: whether it was; false if another change came first.
+    func replaceKeyState(_ old: KeyStateRecord, with new: KeyStateRecord?) async throws -> Bool
+    /// States whose deletion date is at or before `time`: keys pending deletion that are due, and
+    /// destroyed keys whose store has not yet confirmed it (their date is cleared once it has).
+    func keysDueForDeletion(at time: Int64) async throws -> [KeyStateRecord]
 }
 
 public protocol RecordRepository: Sendable {

@@ -14,7 +14,38 @@ public enum RecordStoreConformance {
         StoreConformanceCase("upsertReplaces", upsertReplaces),
         StoreConformanceCase("listingPagesInBothOrders", listingPagesInBothOrders),
         StoreConformanceCase("purgeRemovesOnlyExpired", purgeRemovesOnlyExpired),
+        StoreConformanceCase("keyStatesAreReplacedAndComeDueOnce", keyStatesAreReplacedAndComeDueOnce),
     ]
+
+    private static func keyStatesAreReplacedAndComeDueOnce(_ engine: any StoreEngine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        #expect(try await store.keyState(key: "kmip:name=a") == nil)
+        let disabled = KeyStateRecord(key: "kmip:name=a", state: .disabled, updatedAt: 1)
+        try await store.insertKeyState(disabled)
+        await expectError(.alreadyExists, as: StorageError.self) { try await store.insertKeyState(disabled) }
+        #expect(try await store.keyState(key: "kmip:name=a") == disabled)
+        let pending = KeyStateRecord(key: "kmip:name=a", state: .pendingDeletion, deleteAt: 100, updatedAt: 2)
+        #expect(try await store.replaceKeyState(disabled, with: pending))
+        // A change from a state read before another change is refused.
+        #expect(try await !store.replaceKeyState(disabled, with: KeyStateRecord(key: "kmip:name=a", state: .disabled, updatedAt: 3)))
+        try await store.insertKeyState(KeyStateRecord(key: "vault-transit:b", state: .pendingDeletion, deleteAt: 500, updatedAt: 2))
+        #expect(try await store.keyState(key: "kmip:name=a") == pending)
+        #expect(try await store.keysDueForDeletion(at: 99) == [])
+        #expect(try await store.keysDueForDeletion(at: 100) == [pending])
+        // Claimed once: a second claim of the same pending state loses.
+        let claimed = KeyStateRecord(key: "kmip:name=a", state: .destroyed, deleteAt: 100, updatedAt: 120)
+        #expect(try await store.replaceKeyState(pending, with: claimed))
+        #expect(try await !store.replaceKeyState(pending, with: claimed))
+        #expect(try await store.keysDueForDeletion(at: 120) == [claimed])
+        let confirmed = KeyStateRecord(key: "kmip:name=a", state: .destroyed, updatedAt: 121)
+        #expect(try await store.replaceKeyState(claimed, with: confirmed))
+        #expect(try await store.keysDueForDeletion(at: 1000).map(\.key) == ["vault-transit:b"])
+        #expect(try await store.keyStates() == [confirmed, KeyStateRecord(key: "vault-transit:b", state: .pendingDeletion, deleteAt: 500, updatedAt: 2)])
+        let b = try #require(try await store.keyState(key: "vault-transit:b"))
+        #expect(try await store.replaceKeyState(b, with: nil))
+        #expect(try await !store.replaceKeyState(b, with: nil))
+        #expect(try await store.keyState(key: "vault-transit:b") == nil)
+    }
 
     private static func tenantsAreCreatedOnceAndFound(_ engine: any StoreEngine) async throws {
         let (store, _dir) = try await engine.make(); _ = _dir

@@ -87,7 +87,7 @@ struct KeysCommand: AsyncParsableCommand {
     struct ScheduleDeletion: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "schedule-deletion",
-            abstract: "Destroy a key after a waiting period; it refuses every operation meanwhile.")
+            abstract: "Destroy a key after a waiting period; it refuses every operation meanwhile. With --url, a gateway keeps the period for stores that destroy at once (vault-transit, kmip).")
         @OptionGroup var target: Target
         @Option(help: "Waiting period in days, 7 to 30.") var days: Int
         @OptionGroup var admin: AdminOptions
@@ -133,7 +133,11 @@ extension GatewayAwareKeyAction {
             try await Self.act(store, keyID)
             return
         }
-        _ = try await admin.call(.POST, "/admin/v1/keys/\(pathSegment(target.reference))/\(Self.action)")
+        let key = try await admin.call(.POST, "/admin/v1/keys/\(pathSegment(target.reference))/\(Self.action)") as? [String: Any]
+        if let state = key?["state"] as? String {
+            // Where Keyward's state and the store's differ, both: a key revoked by Keyward alone.
+            print("\(target.reference) state=\(state)" + ((key?["store_state"] as? String).map { " store_state=\($0) (Keyward's own state holds)" } ?? ""))
+        }
     }
 }
 
@@ -145,5 +149,6 @@ func format(_ key: KeyDescription) -> String {
     if let deletion = key.deletionDate { parts.append("deletion=\(deletion.formatted(.iso8601))") }
     if let rotation = key.rotationEnabled { parts.append("rotation=\(rotation ? "on" : "off")") }
     if let min = key.minDecryptionVersion { parts.append("min_decryption_version=\(min)") }
+    if let store = key.storeState { parts.append("store_state=\(store.rawValue)") }
     return parts.joined(separator: " ")
 }

@@ -37,6 +37,8 @@ struct TestGateway {
         let stores = KeyStores(configuration: KeyStoreConfiguration(localFolder: dir.file("data/keys")))
         stores.install(local)
         gateway = try Gateway(configuration: configuration, logger: Logger(label: "test"), keyStores: stores)
+        // Keyward's deletion dates on the same clock as the store's.
+        stores.govern(by: KeyStates(store: gateway.store, now: { clock.now }))
         _ = try await gateway.prepare()
     }
 
@@ -58,6 +60,13 @@ struct TestGateway {
         try await gateway.store.createTenant(t)
         try await gateway.policies.save(KeyPolicy(grants: [KeyPolicy.tenantDefault(name)]), forKey: t.key, scope: AuditScope(actor: "test"))
         return t
+    }
+
+    /// A new token of `role` (of `tenant`, for app tokens), stored as the admin API would.
+    func token(_ role: TokenRecord.Role, tenant: String? = nil) async throws -> Secret {
+        let (token, id) = Tokens.generate()
+        try await gateway.store.insertToken(TokenRecord(id: id, tenant: tenant, role: role, hash: Tokens.hash(token), createdAt: 0))
+        return token
     }
 
     /// Stores `count` exchanges (two records each) of `tenant`.
@@ -206,12 +215,7 @@ struct LifecycleTests {
             let a = try await g.tenant("a")
             let records = try await g.seed(a, exchanges: 3)
             let app = Application(router: g.gateway.router())
-            let (admin, id) = Tokens.generate()
-            try await g.gateway.store.insertToken(TokenRecord(id: id, tenant: nil, role: .admin, hash: Tokens.hash(admin), createdAt: 0))
-            let (appToken, appID) = Tokens.generate()
-            try await g.gateway.store.insertToken(TokenRecord(id: appID, tenant: "a", role: .app, hash: Tokens.hash(appToken), createdAt: 0))
-            let (keyAdmin, kid) = Tokens.generate()
-            try await g.gateway.store.insertToken(TokenRecord(id: kid, tenant: nil, role: .keyAdmin, hash: Tokens.hash(keyAdmin), createdAt: 0))
+            let (admin, appToken, keyAdmin) = (try await g.token(.admin), try await g.token(.app, tenant: "a"), try await g.token(.keyAdmin))
 
             try await app.test(.router) { client in
                 func call(_ method: HTTPRequest.Method, _ path: String, _ token: Secret, _ body: String? = nil) async throws -> (HTTPResponse.Status, String) {
@@ -229,12 +233,59 @@ struct LifecycleTests {
                 g.clock.advance(days: 8)
                 let shredded = try await call(.get, read, appToken)
                 #expect(shredded.0 == .gone && shredded.1.contains("key_destroyed"))
+                // The deletion service confirms it once (the local store destroyed it itself), and a
+                // cancellation then comes too late.
+                await g.gateway.keyLifecycle.destroyDueKeys(now: Int64(g.clock.now.timeIntervalSince1970 * 1000))
+                #expect(try await g.gateway.store.keyState(key: "local:a").map { [$0.state == .destroyed, $0.deleteAt == nil] } == [true, true])
+                await g.gateway.keyLifecycle.destroyDueKeys(now: Int64(g.clock.now.timeIntervalSince1970 * 1000))
+                #expect(try await call(.post, "/admin/v1/keys/local%3Aa/cancel-deletion", keyAdmin).0 != .ok)
                 let purged = try await call(.post, "/admin/v1/tenants/a/purge-shredded", admin)
                 #expect(purged.0 == .ok && purged.1.contains("\"deleted\":6"))
                 #expect(try await call(.get, read, appToken).0 == .notFound)
             }
             let operations = try await g.gateway.store.auditEvents(AuditQuery(limit: 1000)).map(\.operation.rawValue)
             #expect(operations.contains("schedule_deletion") && operations.contains("purge_shredded"))
+            #expect(operations.filter { $0 == "destroy_key" }.count == 1)
+        }
+    }
+
+    /// Keyward's own revocation holds whatever the store says: the key enabled again in its store
+    /// behind Keyward's back (or a store that has no disable) still refuses every tenant request,
+    /// and the key's description shows both states. Enabling through Keyward lifts it.
+    @Test func keywardsRevocationHoldsWhateverTheStoreSays() async throws {
+        try await TestGateway.with { g in
+            let a = try await g.tenant("a")
+            let records = try await g.seed(a, exchanges: 1)
+            let app = Application(router: g.gateway.router())
+            let (appToken, keyAdmin) = (try await g.token(.app, tenant: "a"), try await g.token(.keyAdmin))
+            try await app.test(.router) { client in
+                func call(_ method: HTTPRequest.Method, _ path: String, _ token: Secret) async throws -> (HTTPResponse.Status, String) {
+                    try await client.execute(uri: path, method: method, headers: [.authorization: "Bearer \(token.exposed())"]) {
+                        ($0.status, String(buffer: $0.body))
+                    }
+                }
+                let read = "/v1/chat/completions/\(records[0].id)"
+                #expect(try await call(.get, read, appToken).0 == .ok)
+                let disabled = try await call(.post, "/admin/v1/keys/local%3Aa/disable", keyAdmin)
+                #expect(disabled.0 == .ok && disabled.1.contains(#""state":"disabled""#) && !disabled.1.contains("store_state"))
+                #expect(try await g.gateway.store.keyState(key: "local:a")?.state == .disabled)
+                // Enabled in the store directly: Keyward still refuses, and says why.
+                try await g.local.enableKey(keyID: "a")
+                g.gateway.vault.purgeAll()
+                let refused = try await call(.get, read, appToken)
+                #expect(refused.0 == .forbidden && refused.1.contains("key_revoked"))
+                let described = try await call(.get, "/admin/v1/keys/local%3Aa", keyAdmin).1
+                #expect(described.contains(#""state":"disabled""#) && described.contains(#""store_state":"enabled""#))
+                // Nothing was scheduled, so nothing is cancelled.
+                #expect(try await call(.post, "/admin/v1/keys/local%3Aa/cancel-deletion", keyAdmin).0 == .badRequest)
+                // Enabled through Keyward: served again.
+                let enabled = try await call(.post, "/admin/v1/keys/local%3Aa/enable", keyAdmin)
+                #expect(enabled.0 == .ok && enabled.1.contains(#""state":"enabled""#))
+                #expect(try await g.gateway.store.keyState(key: "local:a") == nil)
+                #expect(try await call(.get, read, appToken).0 == .ok)
+            }
+            let events = try await g.gateway.store.auditEvents(AuditQuery(limit: 1000)).filter { $0.key == "local:a" }.map(\.operation.rawValue)
+            #expect(events.contains("disable") && events.contains("enable"))
         }
     }
 }

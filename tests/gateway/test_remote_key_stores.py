@@ -3,6 +3,7 @@ a PyKMIP server. Each serves, disabling the key through the gateway answers 403 
 call (and, where the store has a way back, enabling resumes), and the store going away fails closed."""
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -35,6 +36,9 @@ class Transit:
     def disabled_on_the_server(self, label):
         return self.server.api("GET", f"transit/keys/{label}")[1]["data"]["soft_deleted"] is True
 
+    def gone_from_the_server(self, label):
+        return self.server.api("GET", f"transit/keys/{label}")[0] == 404
+
 
 class KMIP:
     """PyKMIP: disable is Revoke, which KMIP cannot undo."""
@@ -61,6 +65,12 @@ class KMIP:
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}, **self.env}
         r = subprocess.run([keyward_bin(), "keys", "show", f"kmip:name={label}"], env=env, capture_output=True)
         return b"state=disabled" in r.stdout
+
+    def gone_from_the_server(self, label):
+        """Destroyed: PyKMIP forgets a destroyed object, so the name finds nothing."""
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}, **self.env}
+        r = subprocess.run([keyward_bin(), "keys", "show", f"kmip:name={label}"], env=env, capture_output=True)
+        return b"state=destroyed" in r.stdout or (r.returncode != 0 and b"no key named" in r.stderr)
 
 
 @pytest.fixture(params=[Transit, KMIP], ids=["vault-transit", "kmip"])
@@ -199,3 +209,84 @@ def test_kmip_connections_kept_across_a_server_restart(fresh_gateway, upstream):
         assert client.chat.completions.retrieve(first.id).choices[0].message.content == "echo: before the restart"
     finally:
         kmip.stop()
+
+
+def test_a_deletion_keyward_schedules_destroys_the_key_in_its_store(fresh_gateway, upstream, store):
+    """Transit and KMIP destroy at once, so the gateway keeps the waiting period: the store refuses
+    the key meanwhile, a cancellation brings it back disabled, and when the period ends (moved
+    into the past in the database here) the deletion service destroys it in the store, once,
+    logged; the tenant's records are then shredded (410)."""
+    ref = store.create("doomed")
+    g = fresh_gateway(**{**store.gateway, "config_extra": {**store.gateway.get("config_extra", {}), "purge_interval_seconds": 0.3}})
+    client = g.openai(g.new_tenant("doomed", key=ref))
+    first = chat(client, "kept until the key goes")
+    path = "/admin/v1/keys/" + urllib.parse.quote(ref, safe="")
+    assert g.as_role("key-admin", "POST", path + "/schedule-deletion", {"days": 3})[0] == 400  # 7 to 30
+    status, key, _ = g.as_role("key-admin", "POST", path + "/schedule-deletion", {"days": 7})
+    assert status == 200 and key["state"] == "pending-deletion", key
+    assert abs(key["deletion_date"] - (time.time() + 7 * 86400)) < 60
+    assert store.disabled_on_the_server("doomed"), "the store still serves a key pending deletion"
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.retrieve(first.id)
+    status, key, _ = g.as_role("key-admin", "POST", path + "/cancel-deletion")
+    assert status == 200 and key["state"] == "disabled", key
+    assert g.as_role("key-admin", "POST", path + "/schedule-deletion", {"days": 7})[0] == 200
+    # Seven days later, as far as the gateway's database knows.
+    db = sqlite3.connect(f"{g.data}/keyward.sqlite3", timeout=10)
+    with db:
+        db.execute("UPDATE key_states SET delete_at = ? WHERE key = ?", (int(time.time() * 1000) - 1000, ref))
+    deadline = time.time() + 15
+    while time.time() < deadline and not store.gone_from_the_server("doomed"):
+        time.sleep(0.3)
+    assert store.gone_from_the_server("doomed")
+    status, key, _ = g.as_role("key-admin", "GET", path)
+    assert status == 200 and key["state"] == "destroyed", key
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.retrieve(first.id)
+    assert e.value.status_code == 410 and e.value.code == "key_destroyed"
+    assert g.as_role("key-admin", "POST", path + "/cancel-deletion")[0] == 400
+    time.sleep(1)  # further rounds of the service find nothing left to do
+    events = db.execute("SELECT operation, result, actor FROM audit_events WHERE key = ? ORDER BY seq", (ref,)).fetchall()
+    assert [e for e in events if e[0] == "destroy_key"] == [("destroy_key", "ok", "system")], events
+    assert db.execute("SELECT state, delete_at FROM key_states WHERE key = ?", (ref,)).fetchall() == [("destroyed", None)]
+    status, purged, _ = g.admin("POST", "/admin/v1/tenants/doomed/purge-shredded")
+    assert status == 200 and purged["deleted"] == 2, purged
+
+
+def test_keywards_revocation_holds_when_the_store_enables_the_key_behind_its_back(fresh_gateway, upstream):
+    """A Transit key disabled through the gateway, then restored in OpenBao directly (as a Vault
+    operator could; on HashiCorp Vault, which has no soft delete, it was never disabled there):
+    Keyward's own revocation still refuses the tenant, the key shows both states, and the CLI
+    says so. Enabling through the gateway serves again."""
+    bao = Bao()
+    try:
+        assert bao.api("POST", "transit/keys/held", {"type": "aes256-gcm96"})[0] == 200
+        g = fresh_gateway(extra_env=bao.env(), config_extra={"data_key_cache": {"max_age_seconds": 0.5}})
+        client = g.openai(g.new_tenant("held", key="vault-transit:held"))
+        first = chat(client, "before")
+        admin_env = {**os.environ, "KEYWARD_ADMIN_TOKEN": g.role_token("key-admin")}
+        out = subprocess.run([keyward_bin(), "keys", "disable", "vault-transit:held", "--url", g.url], env=admin_env,
+                             capture_output=True, text=True)
+        assert out.returncode == 0 and "state=disabled" in out.stdout, (out.stdout, out.stderr)
+        assert bao.api("POST", "transit/keys/held/soft-delete-restore", {})[0] in (200, 204)
+        time.sleep(1)  # past the data key cache's age
+        before = upstream.count
+        with pytest.raises(openai.PermissionDeniedError) as e:
+            chat(client, "after")
+        assert e.value.code == "key_revoked"
+        with pytest.raises(openai.PermissionDeniedError):
+            client.chat.completions.retrieve(first.id)
+        assert upstream.count == before
+        status, key, _ = g.as_role("key-admin", "GET", "/admin/v1/keys/vault-transit%3Aheld")
+        assert key["state"] == "disabled" and key["store_state"] == "enabled", key
+        out = subprocess.run([keyward_bin(), "keys", "disable", "vault-transit:held", "--url", g.url], env=admin_env,
+                             capture_output=True, text=True)
+        assert out.returncode == 0 and "state=disabled" in out.stdout, out.stdout
+        bao.api("POST", "transit/keys/held/soft-delete-restore", {})
+        out = subprocess.run([keyward_bin(), "keys", "enable", "vault-transit:held", "--url", g.url], env=admin_env,
+                             capture_output=True, text=True)
+        assert out.returncode == 0 and "state=enabled" in out.stdout, (out.stdout, out.stderr)
+        assert chat(client, "again").choices[0].message.content == "echo: again"
+        assert client.chat.completions.retrieve(first.id).choices[0].message.content == "echo: before"
+    finally:
+        bao.stop()

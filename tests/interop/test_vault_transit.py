@@ -135,7 +135,7 @@ def test_disable_is_openbaos_soft_delete(bao, tmp_path):
     enc.write_bytes(message)
     assert decrypt(env, tmp_path, enc, ref)[1] == b"soft"
     deletion = kw(env, "keys", "schedule-deletion", ref, "--days", "7")
-    assert deletion.returncode != 0 and b"cannot be scheduled for deletion" in deletion.stderr
+    assert deletion.returncode != 0 and b"keeps no deletion schedule" in deletion.stderr
 
 
 def test_encrypt_never_creates_a_missing_key(bao, tmp_path):

@@ -48,6 +48,8 @@ public final class Gateway: Sendable {
         store = storage.records
         self.keyStores = keyStores ?? KeyStores(configuration: .fromEnvironment(localFolder: configuration.dataFolder + "/keys",
                                                                                 rootKeyFile: configuration.rootKeyFile, kmip: configuration.kmip))
+        // Every store is seen through Keyward's own key states, kept in the database.
+        self.keyStores.govern(by: KeyStates(store: store))
         metrics = GatewayMetrics()
         alerts = AlertCenter(configuration: configuration.alerts)
         let traces = Traces(enabled: configuration.tracing)
@@ -134,7 +136,8 @@ public final class Gateway: Sendable {
 
     /// The key life cycle's logic, which the routes and tools share.
     var keyLifecycle: KeyLifecycle {
-        KeyLifecycle(store: store, keyStores: keyStores, audit: audit, policies: policies, replication: replication, logger: logger)
+        KeyLifecycle(store: store, keyStores: keyStores, audit: audit, policies: policies, replication: replication, metrics: metrics,
+                     alerts: alerts, logger: logger)
     }
 
     /// The router: the error/metrics middleware, then every surface's controller, each behind
@@ -153,7 +156,7 @@ public final class Gateway: Sendable {
         AdminController(store: store, keyStores: keyStores, vault: vault, audit: audit, policies: policies, replication: replication,
                         upstreams: configuration.upstreams.map(\.name), bodyLimit: configuration.bodyLimit, logger: logger)
             .addRoutes(to: group("admin/v1", .admin))
-        KeyLifecycleController(lifecycle: keyLifecycle, metrics: metrics, alerts: alerts, bodyLimit: configuration.bodyLimit)
+        KeyLifecycleController(lifecycle: keyLifecycle, bodyLimit: configuration.bodyLimit)
             .addRoutes(to: group("admin/v1", .keyAdmin))
         AuditController(store: store, audit: audit).addRoutes(to: group("admin/v1", .auditor))
         let apps = group("", .app)
@@ -175,6 +178,7 @@ public final class Gateway: Sendable {
             // raised while jobs drain must still be handled.
             AlertService(alerts: alerts, logger: logger),
             PurgeService(store: store, interval: .milliseconds(Int64(configuration.purgeIntervalSeconds * 1000)), metrics: metrics, logger: logger),
+            KeyDeletionService(lifecycle: keyLifecycle, interval: .milliseconds(Int64(configuration.purgeIntervalSeconds * 1000))),
             MaintenanceService(store: store, logger: logger),
             JobService(runner: jobRunner, queue: jobQueue.stream, stop: jobQueue.continuation),
             UpstreamClientService(client: upstreams),

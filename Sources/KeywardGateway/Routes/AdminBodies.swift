@@ -62,6 +62,8 @@ struct KeyBody: Encodable {
     let deletion_date: Int?
     let rotation_enabled: Bool?
     let min_decryption_version: Int?
+    /// The store's own state, where Keyward's differs (a key Keyward revoked that its store has enabled).
+    let store_state: String?
     /// The tenants on the key (its own description only).
     let tenants: [String]?
 
@@ -74,6 +76,7 @@ struct KeyBody: Encodable {
         deletion_date = d.deletionDate.map { Int($0.timeIntervalSince1970) }
         rotation_enabled = d.rotationEnabled
         min_decryption_version = d.minDecryptionVersion
+        store_state = d.storeState?.rawValue
     }
 }
 

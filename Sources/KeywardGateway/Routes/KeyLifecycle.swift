@@ -4,14 +4,23 @@ import KeywardKeyStores
 import KeywardStorage
 import Logging
 
-/// The key life cycle's logic that routes and tools share: describing a key, and starting the
-/// re-key of a tenant (which the job service then runs).
+/// The key life cycle's logic that routes, tools and the key deletion service share: describing
+/// and changing a key, destroying keys whose waiting period ended, and starting the re-key of a
+/// tenant (which the job service then runs).
+///
+/// Keyward keeps a state of its own for each key it has revoked (``KeyStateRecord``), for every
+/// store: it holds on every replica at once, whatever the store says (a store may have no
+/// disable, apply one eventually, or have the key enabled behind Keyward's back), and it keeps
+/// the waiting period of stores that destroy at once. Every store is seen through it
+/// (``KeyStates``).
 struct KeyLifecycle {
     let store: any RecordStore
     let keyStores: KeyStores
     let audit: AuditLog
     let policies: KeyPolicies
     let replication: Replication
+    let metrics: GatewayMetrics
+    let alerts: AlertCenter
     let logger: Logger
 
     /// Moves a tenant to another master key: a job (run by the job service) switches new records
@@ -60,5 +69,182 @@ struct KeyLifecycle {
         } catch let e as KeyStoreError where e.code == .keyNotFound {
             throw GatewayError.notFound("no key \(ref)")
         }
+    }
+
+    /// Applies `change` to the key `ref`, logged in the audit chain with its outcome (no event, no
+    /// change), and drops every replica's cached data keys of it. Returns the key as it is now.
+    func change(_ change: KeyChange, key ref: String, actor: String) async throws -> KeyDescription {
+        let reference: KeyReference
+        do { reference = try KeyReference.parse(ref) } catch {
+            throw GatewayError.invalidRequest("\(error)", code: "invalid_key_reference")
+        }
+        let keyStore = try keyStores.store(for: reference)
+        if case .scheduleDeletion(let days) = change {
+            // The stores' own rule (AWS KMS's), checked before anything is attempted or logged.
+            do { try type(of: keyStore).checkWaitingPeriod(days) } catch let e as KeyStoreError {
+                throw GatewayError.invalidRequest(e.reason, code: "invalid_field")
+            }
+        }
+        try audit.requireAvailable()
+        let scope = AuditScope(actor: actor)
+        do {
+            try await apply(change, ref, reference.keyID, keyStore)
+        } catch {
+            let e = GatewayError.from(error)
+            try await audit.append(AuditLog.event(change.operation, key: ref, result: .error(e.code), detail: change.detail, scope: scope))
+            if let k = error as? KeyStoreError, k.code == .keyNotFound { throw GatewayError.notFound("no key \(ref)") }
+            if let k = error as? KeyStoreError, k.code == .invalidArgument { throw GatewayError.invalidRequest(k.reason, code: "invalid_key_operation") }
+            throw error
+        }
+        try await audit.append(AuditLog.event(change.operation, key: ref, detail: change.detail, scope: scope))
+        await announce(change.operation, key: ref, actor: actor)
+        return try await describe(reference, ref)
+    }
+
+    /// Keyward's state is written first where it revokes (it then holds even if the store's call
+    /// fails, and retrying is safe), last where it restores (the store must agree first).
+    private func apply(_ change: KeyChange, _ ref: String, _ keyID: String, _ keyStore: any KeyStore) async throws {
+        let now = Gateway.nowMs()
+        let current = try await store.keyState(key: ref)
+        switch change {
+        case .disable:
+            if current == nil { try await insert(KeyStateRecord(key: ref, state: .disabled, updatedAt: now)) }
+            do { try await keyStore.disableKey(keyID: keyID) } catch let e as KeyStoreError where e.code == .invalidArgument {
+                // HashiCorp Vault's Transit, say: Keyward's revocation is the only one, and the
+                // key's description says so (its store_state stays enabled).
+                logger.notice("key revoked by Keyward alone: its store cannot disable it", metadata: ["key": "\(ref)"])
+            }
+        case .enable:
+            if let current, current.state != .disabled {
+                throw GatewayError.invalidRequest(current.state == .pendingDeletion
+                    ? "key \(ref) is pending deletion: cancel the deletion first" : "key \(ref) was destroyed", code: "invalid_key_operation")
+            }
+            let d = try await keyStore.describe(keyID: keyID)
+            if (d.storeState ?? d.state) != .enabled { try await keyStore.enableKey(keyID: keyID) }
+            if let current { try await replace(current, with: nil) }
+        case .rotate:
+            try await keyStore.rotateKey(keyID: keyID)
+        case .scheduleDeletion(let days):
+            if let current, current.state != .disabled {
+                throw GatewayError.invalidRequest("key \(ref) is \(current.state.rawValue) already", code: "invalid_key_operation")
+            }
+            let deleteAt: Int64
+            switch keyStore.deletion {
+            case .scheduled:
+                deleteAt = Int64(try await keyStore.scheduleKeyDeletion(keyID: keyID, days: days).timeIntervalSince1970 * 1000)
+            case .immediate:
+                _ = try await keyStore.describe(keyID: keyID)  // a missing key is not scheduled
+                deleteAt = now + Int64(days) * 86_400_000
+            case .unsupported:
+                _ = try await keyStore.scheduleKeyDeletion(keyID: keyID, days: days)  // refuses, with how to do it
+                return
+            }
+            let pending = KeyStateRecord(key: ref, state: .pendingDeletion, deleteAt: deleteAt, updatedAt: now)
+            if let current { try await replace(current, with: pending) } else { try await insert(pending) }
+            if keyStore.deletion == .immediate {
+                // Meanwhile the store refuses the key to every client too, where it can.
+                do { try await keyStore.disableKey(keyID: keyID) } catch let e as KeyStoreError where e.code == .invalidArgument {}
+            }
+        case .cancelDeletion:
+            if keyStore.deletion == .immediate {
+                guard current?.state == .pendingDeletion else {
+                    throw GatewayError.invalidRequest("key \(ref) is not pending deletion", code: "invalid_key_operation")
+                }
+            } else {
+                try await keyStore.cancelKeyDeletion(keyID: keyID)
+            }
+            if let current, current.state == .pendingDeletion {
+                try await replace(current, with: KeyStateRecord(key: ref, state: .disabled, updatedAt: now))
+            }
+        }
+    }
+
+    private func insert(_ state: KeyStateRecord) async throws {
+        do { try await store.insertKeyState(state) } catch let e as StorageError where e.code == .alreadyExists {
+            throw Self.changedMeanwhile(state.key)
+        }
+    }
+
+    private func replace(_ old: KeyStateRecord, with new: KeyStateRecord?) async throws {
+        guard try await store.replaceKeyState(old, with: new) else { throw Self.changedMeanwhile(old.key) }
+    }
+
+    private static func changedMeanwhile(_ ref: String) -> GatewayError {
+        GatewayError(.conflict, type: "invalid_request_error", code: "key_state_changed",
+                     "key \(ref) changed meanwhile (another change, or its deletion began): read it and try again")
+    }
+
+    /// What every replica, the metrics, the webhook and the log learn of a key change.
+    func announce(_ operation: AuditOperation, key ref: String, actor: String) async {
+        await replication.changed(.key(ref))
+        metrics.keyEvent(operation.rawValue)
+        alerts.keyChanged(ref, operation: operation.rawValue, actor: actor,
+                          tenants: (try? await store.tenants(usingKey: ref).map(\.name)) ?? [])
+        logger.notice("key \(operation.rawValue)", metadata: ["key": "\(ref)"])
+    }
+
+    /// Destroys the keys whose deletion Keyward scheduled and whose waiting period has ended: each
+    /// is claimed first (from then on Keyward refuses it, a cancellation comes too late, and one
+    /// replica destroys it), then destroyed in its store (stores that keep their own schedule
+    /// destroy it themselves), then logged. A failure is retried at the next round.
+    func destroyDueKeys(now: Int64 = Gateway.nowMs()) async {
+        let due: [KeyStateRecord]
+        do { due = try await store.keysDueForDeletion(at: now) } catch {
+            logger.error("could not read the keys due for deletion", metadata: ["error": "\(error)"])
+            return
+        }
+        for var state in due {
+            do {
+                if state.state == .pendingDeletion {
+                    let claimed = KeyStateRecord(key: state.key, state: .destroyed, deleteAt: state.deleteAt, updatedAt: now)
+                    guard try await store.replaceKeyState(state, with: claimed) else { continue }
+                    state = claimed
+                    await replication.changed(.key(state.key))
+                }
+                try await destroy(state, now: now)
+            } catch {
+                logger.error("a key due for deletion is not destroyed yet: retried at the next round",
+                             metadata: ["key": "\(state.key)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Destroys a claimed key in its store, then clears its date (destruction confirmed).
+    private func destroy(_ claimed: KeyStateRecord, now: Int64) async throws {
+        let reference = try KeyReference.parse(claimed.key)
+        let keyStore = try keyStores.store(for: reference)
+        try audit.requireAvailable()
+        let scope = AuditScope(actor: "system")
+        do {
+            if keyStore.deletion == .immediate { try await keyStore.destroyKey(keyID: reference.keyID) }
+        } catch {
+            try await audit.append(AuditLog.event(.destroyKey, key: claimed.key, result: .error(GatewayError.from(error).code), scope: scope))
+            throw error
+        }
+        guard try await store.replaceKeyState(claimed, with: KeyStateRecord(key: claimed.key, state: .destroyed, updatedAt: now)) else {
+            return  // another replica confirmed it
+        }
+        try await audit.append(AuditLog.event(.destroyKey, key: claimed.key, scope: scope))
+        await announce(.destroyKey, key: claimed.key, actor: "system")
+    }
+}
+
+/// A change to a key's life cycle, through the admin API.
+enum KeyChange: Sendable, Equatable {
+    case disable, enable, rotate, scheduleDeletion(days: Int), cancelDeletion
+
+    var operation: AuditOperation {
+        switch self {
+        case .disable: .disable
+        case .enable: .enable
+        case .rotate: .rotate
+        case .scheduleDeletion: .scheduleDeletion
+        case .cancelDeletion: .cancelDeletion
+        }
+    }
+
+    var detail: String? {
+        if case .scheduleDeletion(let days) = self { return "days=\(days)" }
+        return nil
     }
 }

@@ -9,13 +9,8 @@ import Logging
 /// key-admin tokens: the key life cycle. Each operation is in the audit log with its outcome.
 struct KeyLifecycleController {
     let lifecycle: KeyLifecycle
-    let metrics: GatewayMetrics
-    let alerts: AlertCenter
     let bodyLimit: Int
     var store: any RecordStore { lifecycle.store }
-    var keyStores: KeyStores { lifecycle.keyStores }
-    var audit: AuditLog { lifecycle.audit }
-    var logger: Logger { lifecycle.logger }
 
     private struct ScheduleDeletion: Decodable { var days: Int }
     private struct Rekey: Decodable { var key: String }
@@ -29,49 +24,19 @@ struct KeyLifecycleController {
                                             tenants: try await store.tenants(usingKey: ref).map(\.name)))
         }
 
-        let operations: KeyValuePairs<String, AuditOperation> = [
-            "disable": .disable, "enable": .enable, "rotate": .rotate, "schedule-deletion": .scheduleDeletion,
-            "cancel-deletion": .cancelDeletion,
-        ]
-        for (action, operation) in operations {
+        for action in ["disable", "enable", "rotate", "schedule-deletion", "cancel-deletion"] {
             admin.post("keys/:ref/\(action)") { request, context -> Response in
                 let principal = try context.requirePrincipal()
                 let ref = try context.keyReference()
-                let reference = try KeyReference.parse(ref)
-                let keyStore = try keyStores.store(for: reference)
-                var days: Int?
-                if action == "schedule-deletion" {
-                    days = try JSONBody.decode(ScheduleDeletion.self, from: try await request.bodyBytes(limit: bodyLimit)).days
-                    // The stores' own rule (AWS KMS's), checked before anything is attempted or logged.
-                    do { try type(of: keyStore).checkWaitingPeriod(days!) } catch let e as KeyStoreError {
-                        throw GatewayError.invalidRequest(e.reason, code: "invalid_field")
-                    }
+                let change: KeyChange = switch action {
+                case "disable": .disable
+                case "enable": .enable
+                case "rotate": .rotate
+                case "schedule-deletion":
+                    .scheduleDeletion(days: try JSONBody.decode(ScheduleDeletion.self, from: try await request.bodyBytes(limit: bodyLimit)).days)
+                default: .cancelDeletion
                 }
-                // No event, no key operation.
-                try audit.requireAvailable()
-                let scope = AuditScope(actor: principal.tokenID)
-                do {
-                    switch action {
-                    case "disable": try await keyStore.disableKey(keyID: reference.keyID)
-                    case "enable": try await keyStore.enableKey(keyID: reference.keyID)
-                    case "rotate": try await keyStore.rotateKey(keyID: reference.keyID)
-                    case "schedule-deletion": _ = try await keyStore.scheduleKeyDeletion(keyID: reference.keyID, days: days!)
-                    default: try await keyStore.cancelKeyDeletion(keyID: reference.keyID)
-                    }
-                } catch {
-                    let e = GatewayError.from(error)
-                    try await audit.append(AuditLog.event(operation, key: ref, result: .error(e.code), detail: days.map { "days=\($0)" }, scope: scope))
-                    if let k = error as? KeyStoreError, k.code == .keyNotFound { throw GatewayError.notFound("no key \(ref)") }
-                    if let k = error as? KeyStoreError, k.code == .invalidArgument { throw GatewayError.invalidRequest(k.reason, code: "invalid_key_operation") }
-                    throw error
-                }
-                try await audit.append(AuditLog.event(operation, key: ref, detail: days.map { "days=\($0)" }, scope: scope))
-                await lifecycle.replication.changed(.key(ref))
-                metrics.keyEvent(operation.rawValue)
-                alerts.keyChanged(ref, operation: operation.rawValue, actor: principal.tokenID,
-                                       tenants: (try? await store.tenants(usingKey: ref).map(\.name)) ?? [])
-                logger.notice("key \(operation.rawValue)", metadata: ["key": "\(ref)"])
-                return JSONBody.encoded(KeyBody(try await lifecycle.describe(reference, ref)))
+                return JSONBody.encoded(KeyBody(try await lifecycle.change(change, key: ref, actor: principal.tokenID)))
             }
         }
 

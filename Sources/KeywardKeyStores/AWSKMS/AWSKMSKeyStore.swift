@@ -134,6 +134,8 @@ public final class AWSKMSKeyStore: KeyStore {
         _ = try await manage("RotateKeyOnDemand", key: keyID)
     }
 
+    public var deletion: KeyDeletion { .scheduled }
+
     public func scheduleKeyDeletion(keyID: String, days: Int) async throws -> Date {
         try Self.checkWaitingPeriod(days)
         let json = try await manage("ScheduleKeyDeletion", key: keyID, ["PendingWindowInDays": days])

@@ -363,24 +363,43 @@ public final class KMIPKeyStore: KeyStore {
     /// encrypt with them, and Keyward refuses to unwrap with them. KMIP has no way back.
     public func disableKey(keyID: String) async throws {
         for (uid, attributes) in try await versions(try KeyName(keyID)) where attributes.state == .active || attributes.state == .preActive {
-            _ = try await call(.revoke, [
-                Self.uid(uid),
-                TTLV(KMIPTag.revocationReason, [TTLV(KMIPTag.revocationReasonCode, .enumeration(KMIPValue.revocationCessationOfOperation))]),
-            ])
+            try await revoke(uid)
         }
+    }
+
+    private func revoke(_ uid: String) async throws {
+        _ = try await call(.revoke, [
+            Self.uid(uid),
+            TTLV(KMIPTag.revocationReason, [TTLV(KMIPTag.revocationReasonCode, .enumeration(KMIPValue.revocationCessationOfOperation))]),
+        ])
     }
 
     public func enableKey(keyID: String) async throws {
         throw KeyStoreError(.invalidArgument, "a revoked KMIP key cannot become active again (KMIP has no such transition); create a new key and re-key the tenants onto it")
     }
 
-    /// KMIP's Destroy is immediate; the waiting period is the operator's to keep.
-    public func scheduleKeyDeletion(keyID: String, days: Int) async throws -> Date {
-        throw KeyStoreError(.invalidArgument, "a KMIP server keeps no deletion schedule: disable (revoke) the key now and destroy it with the server's own tools after the waiting period")
-    }
+    /// KMIP's Destroy is immediate: Keyward keeps the waiting period (``deletion``).
+    public func scheduleKeyDeletion(keyID: String, days: Int) async throws -> Date { throw Self.noDeletionSchedule }
+    public func cancelKeyDeletion(keyID: String) async throws { throw Self.noDeletionSchedule }
 
-    public func cancelKeyDeletion(keyID: String) async throws {
-        throw KeyStoreError(.invalidArgument, "a KMIP server keeps no deletion schedule")
+    private static let noDeletionSchedule = KeyStoreError(
+        .invalidArgument, "a KMIP server keeps no deletion schedule: schedule the deletion through a gateway, which keeps the waiting period and destroys the key when it ends")
+
+    public var deletion: KeyDeletion { .immediate }
+
+    /// Destroys every key of the reference, revoking first those still active (KMIP destroys no
+    /// active key). A reference the server no longer knows is already destroyed.
+    public func destroyKey(keyID: String) async throws {
+        let versions: [(uid: String, attributes: Attributes)]
+        do { versions = try await self.versions(try KeyName(keyID)) } catch let e as KeyStoreError where e.code == .keyNotFound { return }
+        for (uid, attributes) in versions {
+            switch attributes.state {
+            case .destroyed, .destroyedCompromised: continue
+            case .active, .preActive: try await revoke(uid)
+            default: break
+            }
+            _ = try await call(.destroy, [Self.uid(uid)])
+        }
     }
 
     /// Every symmetric key the server shows this client, by UID.

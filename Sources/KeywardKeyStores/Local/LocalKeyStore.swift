@@ -148,6 +148,8 @@ public final class LocalKeyStore: KeyStore {
         }
     }
 
+    public var deletion: KeyDeletion { .scheduled }
+
     public func scheduleKeyDeletion(keyID: String, days: Int) async throws -> Date {
         try Self.checkWaitingPeriod(days)
         let date = now().addingTimeInterval(Double(days) * 86_400)

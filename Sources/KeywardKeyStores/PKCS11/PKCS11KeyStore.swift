@@ -126,6 +126,9 @@ public final class PKCS11KeyStore: KeyStore {
         }
     }
 
+    /// Tokens keep no schedule and Keyward destroys no token object: the HSM operator does.
+    public var deletion: KeyDeletion { .unsupported }
+
     public func scheduleKeyDeletion(keyID: String, days: Int) async throws -> Date {
         throw KeyStoreError(.invalidArgument, "PKCS#11 tokens keep no deletion schedule: disable the key now and destroy its objects with the HSM's tools when the waiting period ends")
     }

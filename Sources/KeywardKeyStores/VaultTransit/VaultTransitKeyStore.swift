@@ -227,16 +227,31 @@ public final class VaultTransitKeyStore: KeyStore {
             _ = try await client.call(method, "\(key.path)/\(action)", method == .POST ? Empty() : nil, as: Empty.self, what: "\(what) key \(key.name)")
         } catch let e as KeyStoreError where e.code == .keyNotFound || e.code == .invalidArgument {
             // Vault answers 404 or 405 to a path its Transit does not have.
-            throw KeyStoreError(.invalidArgument, "this server's Transit cannot \(what) a key (OpenBao's soft delete is missing): \(e.reason)")
+            throw KeyStoreError(.invalidArgument, "this server's Transit cannot \(what) a key (OpenBao's soft delete is missing): "
+                                + "\(what) it through a gateway (--url), which keeps its own revocation for every replica; \(e.reason)")
         }
     }
 
-    /// Transit deletes at once (with `deletion_allowed`): that is the Vault operator's to do.
+    /// Transit deletes at once: Keyward keeps the waiting period (``deletion``).
     public func scheduleKeyDeletion(keyID: String, days: Int) async throws -> Date { throw Self.noDeletionSchedule }
     public func cancelKeyDeletion(keyID: String) async throws { throw Self.noDeletionSchedule }
 
     private static let noDeletionSchedule = KeyStoreError(
-        .invalidArgument, "Vault Transit keys cannot be scheduled for deletion; a Vault operator can restrict the key's policy or set its min_decryption_version")
+        .invalidArgument, "Vault Transit keeps no deletion schedule: schedule the deletion through a gateway, which keeps the waiting period and deletes the key when it ends")
+
+    public var deletion: KeyDeletion { .immediate }
+
+    private struct AllowDeletion: Encodable { var deletion_allowed = true }
+
+    /// Allows the key's deletion (Transit refuses it otherwise), then deletes it with every
+    /// version. Works on an OpenBao key that is soft-deleted (measured against the bundled `bao`).
+    public func destroyKey(keyID: String) async throws {
+        let key = try KeyName(keyID)
+        do { _ = try await read(key) } catch let e as KeyStoreError where e.code == .keyNotFound { return }
+        _ = try await client.call(.POST, "\(key.path)/config", AllowDeletion(), as: Empty.self, what: "allow deleting key \(key.name)")
+        _ = try await client.call(.DELETE, key.path, nil as Empty?, as: Empty.self, what: "delete key \(key.name)")
+        knownSince.withLock { $0[key] = nil }
+    }
 
     private struct ListAnswer: Decodable { var keys: [String] }
 

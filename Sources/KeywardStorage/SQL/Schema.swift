@@ -128,6 +128,14 @@ public enum Schema {
             all("CREATE TABLE IF NOT EXISTS local_keys(name TEXT PRIMARY KEY, document BYTES NOT NULL, revision BIGINT NOT NULL)"),
             all("CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value BYTES NOT NULL)"),
         ]),
+        // Keyward's own key states: revocations that hold whatever the store says, and the
+        // deletion schedules of stores that keep none.
+        Migration(version: 6, statements: [
+            all("""
+                CREATE TABLE key_states(
+                    key TEXT PRIMARY KEY, state TEXT NOT NULL, delete_at BIGINT, updated_at BIGINT NOT NULL)
+                """),
+        ]),
     ]
 
     private static func all(_ sql: String) -> Statement { Statement(sql: sql, only: nil) }
