@@ -110,9 +110,13 @@ public struct RecordMetadata: Sendable, Hashable, Codable {
     /// Plaintext size in bytes.
     public var size: Int?
     public var streamed: Bool?
+    /// The ids of the earlier records this one continues, oldest first (a Responses turn's
+    /// `previous_response_id` chain), so that a whole chain is read in one query.
+    public var chain: [String]?
 
     public init(model: String? = nil, status: Int? = nil, promptTokens: Int? = nil, completionTokens: Int? = nil,
-                upstreamMs: Double? = nil, size: Int? = nil, streamed: Bool? = nil) {
+                upstreamMs: Double? = nil, size: Int? = nil, streamed: Bool? = nil, chain: [String]? = nil) {
+        self.chain = chain
         self.model = model
         self.status = status
         self.promptTokens = promptTokens
@@ -237,6 +241,15 @@ extension RecordMetadata {
         if let upstreamMs { key("upstreamMs"); out += upstreamMs.isFinite ? upstreamMs.description : "0" }
         if let size { key("size"); out += String(size) }
         if let streamed { key("streamed"); out += streamed ? "true" : "false" }
+        if let chain {
+            key("chain")
+            out += "["
+            for (i, id) in chain.enumerated() {
+                if i > 0 { out += "," }
+                JSONString.append(quoted: id, to: &out)
+            }
+            out += "]"
+        }
         return out + "}"
     }
 }

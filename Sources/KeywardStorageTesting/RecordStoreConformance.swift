@@ -94,6 +94,12 @@ public enum RecordStoreConformance {
         #expect(try await store.record(tenant: "a", id: "r1", kind: "chat.request") == request)
         #expect(try await store.record(tenant: "a", id: "r1", kind: "chat.response") == response)
         #expect(try await store.record(tenant: "b", id: "r1", kind: "chat.response") == nil)
+        // By ids, every kind, only the tenant's.
+        try await store.insert([record("b", "r9", at: 10)])
+        #expect(Set(try await store.records(tenant: "a", ids: ["r1", "nothing"])) == [request, response])
+        let many = (0..<700).map { "x\($0)" } + ["r1", "r9"]
+        #expect(try await store.records(tenant: "b", ids: many).map(\.id) == ["r9"])
+        #expect(try await store.records(tenant: "a", ids: []) == [])
         // All or nothing: a duplicate in a batch leaves no new row behind.
         await expectError(.alreadyExists, as: StorageError.self) {
             try await store.insert([record("a", "r2", at: 11), record("a", "r1", at: 11)])
@@ -132,6 +138,7 @@ public enum RecordStoreConformance {
         var r = record("a", "m", at: 1, model: "we\"ird\\ mødel\n\u{1}")
         r.metadata.upstreamMs = 12.25
         r.metadata.streamed = true
+        r.metadata.chain = ["resp_1", "we\"ird"]
         try await store.insert([r])
         #expect(try await store.record(tenant: "a", id: "m", kind: r.kind) == r)
     }

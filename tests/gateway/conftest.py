@@ -37,6 +37,11 @@ class Upstream:
         with self.state.lock:
             return len(self.state.requests)
 
+    def bodies(self, path):
+        """The JSON bodies of the requests received on `path`, oldest first."""
+        with self.state.lock:
+            return [json.loads(r[2]) for r in self.state.requests if r[0] == path]
+
     def keys_seen(self):
         with self.state.lock:
             return [r[1] for r in self.state.requests]
@@ -61,6 +66,8 @@ class Gateway:
             config["upstreams"] = [
                 {"name": "slowpoke", "type": "openai-compatible", "url": base + "/v1", "api_key_env": "MOCK_KEY",
                  "models": ["mock-slow"], "timeout_seconds": 1},
+                {"name": "responder", "type": "openai-compatible", "api": "responses", "url": base + "/v1",
+                 "api_key_env": "MOCK_KEY", "models": ["resp-*"]},
                 {"name": "mock", "type": "openai-compatible", "url": base + "/v1", "api_key_env": "MOCK_KEY",
                  "models": ["mock-*"]},
                 {"name": "claude", "type": "anthropic", "url": base, "api_key_env": "MOCK_KEY",

@@ -7,6 +7,11 @@ nothing reached it), and has models that misbehave on purpose:
 
   mock-429 -> 429 with retry-after, mock-500 -> 500, mock-slow -> answers after 3 s,
   mock-redirect -> 307 elsewhere, mock-drip -> streams slowly (0.4 s between chunks), mock-tools -> answers with a tool call.
+
+Its Responses API (`/v1/responses`) is stateless, as Keyward calls it: it answers from the input it
+is given (`resp-*` models; `resp-tools` calls a function when given tools, `resp-reason` adds an
+encrypted reasoning item when asked to include it) and refuses `previous_response_id`, which only
+a provider that stores conversations could honour.
 """
 import json
 import sys
@@ -23,9 +28,13 @@ class State:
 
 
 def last_user_text(body):
-    for m in reversed(body.get("messages", [])):
-        if m.get("role") == "user":
-            c = m.get("content")
+    return last_input_text(body.get("messages", []))
+
+
+def last_input_text(items):
+    for item in reversed(items):
+        if item.get("role") == "user":
+            c = item.get("content")
             if isinstance(c, str):
                 return c
             return " ".join(p.get("text", "") for p in c or [] if isinstance(p, dict))
@@ -113,6 +122,8 @@ def make_handler(state):
                     for i, t in enumerate(inputs)], "usage": {"prompt_tokens": 2, "total_tokens": 2}})
             if self.path == "/v1/messages":
                 return self.messages(body, model)
+            if self.path == "/v1/responses":
+                return self.responses_api(body, model)
             self.send_json(404, {"error": {"message": "no such path", "type": "invalid_request_error"}})
 
         def chat(self, body, model):
@@ -149,6 +160,63 @@ def make_handler(state):
                                      "usage": {"prompt_tokens": 4, "completion_tokens": len(words),
                                                "total_tokens": 4 + len(words)}}))
             self.sse("[DONE]")
+            self.end_sse()
+
+        def responses_api(self, body, model):
+            if body.get("previous_response_id") or body.get("conversation"):
+                return self.send_json(400, {"error": {"message": "this provider keeps no state", "type": "invalid_request_error"}})
+            items = body.get("input")
+            items = [{"role": "user", "content": items}] if isinstance(items, str) else items
+            n = len(items)
+            output = []
+            if model == "resp-reason" and "reasoning.encrypted_content" in (body.get("include") or []):
+                output.append({"type": "reasoning", "id": f"rs_{n}", "summary": [], "encrypted_content": f"opaque-{n}"})
+            last = items[-1] if items else {}
+            text = "echo: " + last_input_text(items)
+            if last.get("type") == "function_call_output":
+                text = "tool said: " + str(last.get("output"))
+            elif model == "resp-tools" and body.get("tools"):
+                output.append({"type": "function_call", "id": f"fc_{n}", "call_id": f"call_{n}", "name": "lookup",
+                               "arguments": json.dumps({"q": last_input_text(items)}), "status": "completed"})
+                text = None
+            message = None
+            if text is not None:
+                message = {"type": "message", "id": f"msg_up{n}", "status": "completed", "role": "assistant",
+                           "content": [{"type": "output_text", "text": text, "annotations": []}]}
+                output.append(message)
+            response = {"id": "resp_upstream", "object": "response", "created_at": 1, "status": "completed",
+                        "model": model, "output": output, "parallel_tool_calls": True, "tool_choice": "auto",
+                        "tools": body.get("tools") or [], "store": body.get("store"), "error": None,
+                        "incomplete_details": None, "instructions": body.get("instructions"), "metadata": {},
+                        "temperature": 1.0, "top_p": 1.0, "text": {"format": {"type": "text"}},
+                        "usage": {"input_tokens": 3 * n, "output_tokens": 5, "total_tokens": 3 * n + 5,
+                                  "input_tokens_details": {"cached_tokens": 0},
+                                  "output_tokens_details": {"reasoning_tokens": 0}}}
+            if not body.get("stream"):
+                return self.send_json(200, response)
+            self.start_sse()
+            seq = iter(range(1000))
+            def event(kind, **fields):
+                self.sse(json.dumps({"type": kind, "sequence_number": next(seq), **fields}), kind)
+            begun = {**response, "status": "in_progress", "output": [], "usage": None}
+            event("response.created", response=begun)
+            event("response.in_progress", response=begun)
+            for i, item in enumerate(output):
+                if item is not message:
+                    event("response.output_item.added", output_index=i, item=item)
+                    event("response.output_item.done", output_index=i, item=item)
+                    continue
+                event("response.output_item.added", output_index=i, item={**item, "status": "in_progress", "content": []})
+                part = {"type": "output_text", "text": "", "annotations": []}
+                event("response.content_part.added", output_index=i, item_id=item["id"], content_index=0, part=part)
+                for j, w in enumerate(text.split(" ")):
+                    event("response.output_text.delta", output_index=i, item_id=item["id"], content_index=0,
+                          delta=w if j == 0 else " " + w, logprobs=[])
+                event("response.output_text.done", output_index=i, item_id=item["id"], content_index=0, text=text, logprobs=[])
+                event("response.content_part.done", output_index=i, item_id=item["id"], content_index=0,
+                      part={**part, "text": text})
+                event("response.output_item.done", output_index=i, item=item)
+            event("response.completed", response=response)
             self.end_sse()
 
         def messages(self, body, model):

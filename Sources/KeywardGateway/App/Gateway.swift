@@ -163,6 +163,8 @@ public final class Gateway: Sendable {
         AIController(configuration: configuration, vault: vault, audit: audit, policies: policies, providerKeys: providerKeys,
                      upstreams: upstreams, metrics: metrics, logger: logger).addRoutes(to: apps)
         StoredCompletionsController(store: store, vault: vault, audit: audit, policies: policies, logger: logger).addRoutes(to: apps)
+        ResponsesController(configuration: configuration, store: store, vault: vault, audit: audit, policies: policies,
+                            providerKeys: providerKeys, upstreams: upstreams, metrics: metrics, logger: logger).addRoutes(to: apps)
         return router
     }
 

@@ -12,8 +12,17 @@ public struct UpstreamConfiguration: Sendable {
         case anthropic
     }
 
+    /// Which OpenAI API an `openai-compatible` upstream speaks for Responses requests.
+    public enum API: String, Sendable {
+        /// Chat completions only (vLLM, Ollama, most self-hosted servers): the default.
+        case chat
+        /// OpenAI's Responses API (`{url}/responses`), called statelessly (`store: false`).
+        case responses
+    }
+
     public var name: String
     public var kind: Kind
+    public var api: API
     /// For `openai-compatible`, the base URL including `/v1`; for `anthropic`, without it.
     public var url: String
     public var apiKey: Secret?
@@ -28,9 +37,10 @@ public struct UpstreamConfiguration: Sendable {
     /// - Throws: ``GatewayError`` (`invalid_configuration`) for a URL that is not http(s) or a CA
     ///   file that does not load.
     public init(name: String, kind: Kind, url: String, apiKey: Secret?, models: [String], timeoutSeconds: Double = 600,
-                caFile: String? = nil) throws {
+                caFile: String? = nil, api: API = .chat) throws {
         self.name = name
         self.kind = kind
+        self.api = api
         self.url = url.hasSuffix("/") ? String(url.dropLast()) : url
         self.apiKey = apiKey
         self.models = models
@@ -156,8 +166,15 @@ public struct GatewayConfiguration: Sendable {
                 key = Secret(value)
             }
             guard (u.timeout_seconds ?? 1) > 0 else { throw GatewayError.config("upstream \(u.name): timeout_seconds must be positive") }
+            var api = UpstreamConfiguration.API.chat
+            if let name = u.api {
+                guard kind == .openAICompatible, let a = UpstreamConfiguration.API(rawValue: name) else {
+                    throw GatewayError.config("upstream \(u.name): api must be chat or responses, on an openai-compatible upstream")
+                }
+                api = a
+            }
             upstreams.append(try UpstreamConfiguration(name: u.name, kind: kind, url: u.url, apiKey: key, models: u.models ?? ["*"],
-                                                       timeoutSeconds: u.timeout_seconds ?? 600, caFile: u.ca_file))
+                                                       timeoutSeconds: u.timeout_seconds ?? 600, caFile: u.ca_file, api: api))
         }
         if let limit = file.body_limit { bodyLimit = limit }
         if let cache = file.data_key_cache {
@@ -211,6 +228,8 @@ public struct GatewayConfiguration: Sendable {
             var timeout_seconds: Double?
             /// PEM certificates to trust for an https url, besides the system's roots.
             var ca_file: String?
+            /// `chat` (default) or `responses`: the API an openai-compatible upstream speaks.
+            var api: String?
         }
         struct Cache: Decodable {
             var max_age_seconds: Double?

@@ -18,7 +18,7 @@ struct StoredCompletionsController {
     func addRoutes(to router: RouterGroup<GatewayContext>) {
         router.get("/v1/chat/completions") { request, context -> Response in
             let (principal, tenant) = try await reader(context, .retrieval)
-            let page = try Self.page(request)
+            let page = try ListPage(request, defaultOrder: .ascending)
             let records: [Record]
             do {
                 records = try await store.records(RecordQuery(
@@ -50,7 +50,7 @@ struct StoredCompletionsController {
                 if m["content"] == nil { m["content"] = NSNull() }
                 return (mid, m)
             }
-            let page = try Self.page(request)
+            let page = try ListPage(request, defaultOrder: .ascending)
             if page.order == .descending { all.reverse() }
             if let after = page.after {
                 guard let index = all.firstIndex(where: { $0.0 == after }) else {
@@ -142,31 +142,6 @@ struct StoredCompletionsController {
             throw GatewayError.notFound("no stored completion \(id)")
         }
         return record
-    }
-
-    private struct Page {
-        var after: String?
-        var limit: Int
-        var order: RecordQuery.Order
-    }
-
-    private static func page(_ request: Request) throws -> Page {
-        let q = request.uri.queryParameters
-        var limit = 20
-        if let text = q.get("limit") {
-            guard let n = Int(text), (1...100).contains(n) else {
-                throw GatewayError.invalidRequest("limit must be an integer from 1 to 100", code: "invalid_field")
-            }
-            limit = n
-        }
-        var order = RecordQuery.Order.ascending
-        if let text = q.get("order") {
-            guard let o = RecordQuery.Order(rawValue: text) else {
-                throw GatewayError.invalidRequest("order must be asc or desc", code: "invalid_field")
-            }
-            order = o
-        }
-        return Page(after: q.get("after"), limit: limit, order: order)
     }
 
     /// An OpenAI list object around already-encoded items, without re-encoding them.

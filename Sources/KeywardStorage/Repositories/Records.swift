@@ -37,6 +37,18 @@ extension SQLStore {
                                      [.text(tenant), .text(id), .text(kind)]), Record.init(row:))
     }
 
+    public func records(tenant: String, ids: [String]) async throws -> [Record] {
+        var out: [Record] = []
+        // Through the primary key, a few hundred ids a statement (engines bound their parameters).
+        for start in stride(from: 0, to: ids.count, by: 500) {
+            let part = ids[start..<min(start + 500, ids.count)]
+            let marks = Array(repeating: "?", count: part.count).joined(separator: ", ")
+            out += try await query(SQLStatement("SELECT \(Record.columns) FROM records WHERE tenant = ? AND id IN (\(marks))",
+                                                [.text(tenant)] + part.map { .text($0) }), Record.init(row:))
+        }
+        return out
+    }
+
     public func records(_ q: RecordQuery) async throws -> [Record] {
         let limit = Int64(max(0, min(q.limit, 1000)))
         let (cmp, order) = q.order == .ascending ? (">", "ASC") : ("<", "DESC")

@@ -1,0 +1,285 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KeywardAudit
+import KeywardHTTP
+import KeywardStorage
+import Logging
+
+/// OpenAI's Responses API, with the whole state of every turn kept by Keyward under the tenant's
+/// key and none of it by the upstream: each turn's context is rebuilt from Keyward's records and
+/// sent statelessly (`store: false`), so revoking the key makes every agent's memory unreadable.
+///
+/// A turn is two records under its response id: `response.input` (the turn's input items) and
+/// `response` (the response object as answered). Both carry in their clear metadata the ids of the
+/// earlier turns they continue (`chain`), so a turn's context is read in one query.
+struct ResponsesController {
+    let configuration: GatewayConfiguration
+    let store: any RecordStore
+    let vault: Vault
+    let audit: AuditLog
+    let policies: KeyPolicies
+    let providerKeys: ProviderKeys
+    let upstreams: UpstreamClient
+    let metrics: GatewayMetrics
+    let logger: Logger
+
+    static let inputKind = "response.input"
+    static let responseKind = "response"
+
+    /// Routes of a group that authenticates app tokens.
+    func addRoutes(to router: RouterGroup<GatewayContext>) {
+        router.post("/v1/responses") { request, context in try await create(request, context) }
+
+        router.get("/v1/responses/:id") { _, context -> Response in
+            let (principal, tenant) = try await reader(context)
+            let record = try await stored(tenant, try context.parameters.require("id"), kind: Self.responseKind)
+            return JSONBody.bytes(try await open([record], of: tenant, scope: principal.scope(.retrieval))[0])
+        }
+
+        router.get("/v1/responses/:id/input_items") { request, context -> Response in
+            let (principal, tenant) = try await reader(context)
+            let id = try context.parameters.require("id")
+            let record = try await stored(tenant, id, kind: Self.inputKind)
+            let plaintext = try await open([record], of: tenant, scope: principal.scope(.retrieval))[0]
+            let items = (try? JSONSerialization.jsonObject(with: Data(plaintext)) as? [Any]) ?? []
+            return JSONBody.response(try Self.page(ResponseItems.listed(items, responseID: id), request))
+        }
+
+        router.delete("/v1/responses/:id") { _, context -> Response in
+            let (principal, tenant) = try await reader(context)
+            let id = try context.parameters.require("id")
+            guard id.hasPrefix("resp_"), try await store.deleteRecords(tenant: tenant.name, id: id) > 0 else {
+                throw GatewayError.notFound("no stored response \(id)")
+            }
+            try await audit.append(AuditLog.event(.deleteRecord, key: tenant.key, record: id, scope: principal.scope(.retrieval)))
+            return JSONBody.response(["id": id, "object": "response.deleted", "deleted": true])
+        }
+    }
+
+    /// One turn: the body read and checked, the model routed, the caller authorized and the data
+    /// key obtained before anything leaves; the context rebuilt; the upstream called statelessly;
+    /// the turn stored before its end reaches the client.
+    func create(_ request: Request, _ context: GatewayContext) async throws -> Response {
+        let started = context.started
+        let (principal, tenant) = try context.requireTenant()
+        let buffer = try await request.collectBody(limit: configuration.bodyLimit)
+        guard var body = try? JSONSerialization.jsonObject(with: Data(buffer: buffer)) as? [String: Any] else {
+            throw GatewayError.invalidRequest("the body must be a JSON object", code: "invalid_json")
+        }
+        // SDKs send null for what was not given.
+        body = body.filter { !($0.value is NSNull) }
+        guard let model = body["model"] as? String, !model.isEmpty else {
+            throw GatewayError.invalidRequest("model is required", code: "missing_field")
+        }
+        let input = try ResponseItems.input(body["input"])
+        let previous = body["previous_response_id"] as? String
+        if body["previous_response_id"] != nil, previous == nil {
+            throw GatewayError.invalidRequest("previous_response_id must be a string", code: "invalid_field")
+        }
+        guard body["conversation"] == nil else {
+            throw GatewayError.invalidRequest("conversations are not served yet: continue with previous_response_id", code: "unsupported")
+        }
+        guard let upstream = configuration.upstream(for: model) else {
+            throw GatewayError(.notFound, type: "invalid_request_error", code: "model_not_found", "no upstream serves model \(model)")
+        }
+        guard upstream.kind == .openAICompatible, upstream.api == .responses else {
+            throw GatewayError.invalidRequest("model \(model) is served by upstream \(upstream.name), which does not speak the Responses API "
+                                              + "(\"api\": \"responses\"); translating Responses to chat completions or Messages is not built yet",
+                                              code: "model_not_supported")
+        }
+        try await policies.authorize(principal, tenant: tenant, purpose: .inference, model: model)
+        try audit.requireAvailable()
+        let scope = principal.scope(.inference)
+        let storing: Bool = switch tenant.store {
+        case .always: true
+        case .onRequest: (body["store"] as? Bool) ?? true
+        case .never: false
+        }
+        let keyStart = ContinuousClock.now
+        let sealer = try await AuditScope.$current.withValue(scope) { try await vault.sealer(for: tenant, plaintextLength: buffer.readableBytes) }
+        let keyTime = ContinuousClock.now - keyStart
+        var chain: [String] = []
+        var earlier: [ResponseItems.Turn] = []
+        if let previous { (chain, earlier) = try await turns(before: previous, of: tenant, scope: scope) }
+        let turn = Turn(started: started, tenant: tenant, id: Tokens.identifier("resp_"), previous: previous,
+                        input: Array(try JSONSerialization.data(withJSONObject: input)), chain: chain,
+                        model: model, storing: storing, sealer: sealer, keyTime: keyTime, scope: scope)
+
+        let upstreamBody = ResponseItems.upstreamRequest(body, context: ResponseItems.context(earlier, then: input), storing: storing)
+        let key = try await providerKeys.key(for: tenant, upstream: upstream, scope: scope)
+        let upstreamStart = ContinuousClock.now
+        let response: PooledHTTPClient.Response
+        do {
+            response = try await upstreams.send(upstream, path: "/responses", body: ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: upstreamBody)),
+                                                apiKey: key)
+        } catch let e as GatewayError {
+            metrics.upstream(upstream.name, status: Int(e.status.code), duration: ContinuousClock.now - upstreamStart)
+            throw e
+        }
+        let contentType = response.headers.first(name: "content-type") ?? "application/json"
+        if body["stream"] as? Bool == true, contentType.hasPrefix("text/event-stream") {
+            let headTime = ContinuousClock.now - upstreamStart
+            metrics.upstream(upstream.name, status: Int(response.status.code), duration: headTime)
+            return Response(status: .ok, headers: headers(turn, upstreamTime: headTime, contentType: contentType),
+                            body: streamBody(turn, upstream: response))
+        }
+        let collected = try await UpstreamClient.collect(response, upTo: 64 << 20, from: upstream)
+        let upstreamTime = ContinuousClock.now - upstreamStart
+        metrics.upstream(upstream.name, status: Int(response.status.code), duration: upstreamTime)
+        guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: collected)) as? [String: Any] else {
+            throw GatewayError(.badGateway, type: "api_error", code: "upstream_error", "upstream \(upstream.name) answered something that is not a response object")
+        }
+        let answer = ResponseItems.patched(object, id: turn.id, previous: previous, stored: storing)
+        try await save(turn, answer, upstreamTime: upstreamTime, streamed: false)
+        return Response(status: .ok, headers: headers(turn, upstreamTime: upstreamTime, contentType: "application/json"),
+                        body: .init(byteBuffer: ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: answer))))
+    }
+
+    /// What a turn carries from its start to its records.
+    struct Turn {
+        let started: ContinuousClock.Instant
+        let tenant: Tenant
+        let id: String
+        let previous: String?
+        /// The turn's input items, as JSON.
+        let input: [UInt8]
+        /// The earlier turns' ids, oldest first.
+        let chain: [String]
+        let model: String
+        let storing: Bool
+        let sealer: RecordSealer
+        let keyTime: Duration
+        let scope: AuditScope
+    }
+
+    /// The turns a new one continues: `previous` and the chain it continued, read in one query
+    /// and opened with the tenant's cached data keys (one audit event for the whole read). A turn
+    /// the tenant deleted meanwhile is left out of the context.
+    private func turns(before previous: String, of tenant: Tenant, scope: AuditScope) async throws -> ([String], [ResponseItems.Turn]) {
+        guard let last = try await store.record(tenant: tenant.name, id: previous, kind: Self.inputKind) else {
+            throw GatewayError.notFound("no stored response \(previous) to continue")
+        }
+        let chain = (last.metadata.chain ?? []) + [previous]
+        let records = try await store.records(tenant: tenant.name, ids: chain)
+        try await audit.append([AuditLog.event(.decryptRecord, key: tenant.key, record: "\(previous)/context",
+                                               detail: "records=\(records.count)", scope: scope)])
+        var opened: [String: (input: [Any]?, output: [Any]?)] = [:]
+        try await AuditScope.$current.withValue(scope) {
+            for record in records {
+                let json = try JSONSerialization.jsonObject(with: Data(try await vault.open(record, of: tenant)))
+                if record.kind == Self.inputKind {
+                    opened[record.id, default: (nil, nil)].input = json as? [Any]
+                } else if record.kind == Self.responseKind {
+                    opened[record.id, default: (nil, nil)].output = (json as? [String: Any])?["output"] as? [Any]
+                }
+            }
+        }
+        let turns = chain.compactMap { id in opened[id].map { ResponseItems.Turn(input: $0.input ?? [], output: $0.output ?? []) } }
+        return (chain, turns)
+    }
+
+    /// Seals and stores the turn's two records, with its event, all or none.
+    private func save(_ turn: Turn, _ answer: [String: Any], upstreamTime: Duration, streamed: Bool) async throws {
+        guard turn.storing else { return }
+        let usage = answer["usage"] as? [String: Any]
+        let metadata = RecordMetadata(model: turn.model, status: 200, promptTokens: usage?["input_tokens"] as? Int,
+                                      completionTokens: usage?["output_tokens"] as? Int, upstreamMs: upstreamTime.milliseconds,
+                                      streamed: streamed, chain: turn.chain.isEmpty ? nil : turn.chain)
+        let now = Gateway.nowMs()
+        let records = [
+            try turn.sealer.seal(turn.input, id: turn.id, kind: Self.inputKind,
+                                 createdAt: now, metadata: metadata),
+            try turn.sealer.seal(Array(try JSONSerialization.data(withJSONObject: answer)), id: turn.id, kind: Self.responseKind,
+                                 createdAt: now, metadata: metadata),
+        ]
+        try await audit.insert(records, events: [
+            AuditLog.event(.encryptRecord, key: turn.tenant.key, record: turn.id, detail: "model=\(turn.model)", scope: turn.scope),
+        ])
+        metrics.recordsStored(records.count)
+    }
+
+    /// Forwards each event as soon as it is complete, with Keyward's response id in the events that
+    /// carry the response; the final response is stored before its event is forwarded, so a client
+    /// that saw the end can read it back.
+    private func streamBody(_ turn: Turn, upstream: PooledHTTPClient.Response) -> ResponseBody {
+        ResponseBody { writer in
+            var splitter = SSEEventSplitter()
+            let start = ContinuousClock.now
+            var stored = false
+            func forward(_ event: SSEEvent) async throws {
+                var e = event
+                if var object = try? JSONSerialization.jsonObject(with: Data(e.data)) as? [String: Any],
+                   let type = object["type"] as? String, ResponseItems.responseEvents.contains(type),
+                   let response = object["response"] as? [String: Any] {
+                    let patched = ResponseItems.patched(response, id: turn.id, previous: turn.previous, stored: turn.storing)
+                    object["response"] = patched
+                    e.data = Array(try JSONSerialization.data(withJSONObject: object))
+                    if ResponseItems.finalEvents.contains(type), !stored {
+                        stored = true
+                        do { try await save(turn, patched, upstreamTime: ContinuousClock.now - start, streamed: true) } catch {
+                            // The answer is streaming; the operator must know it was not kept.
+                            logger.error("streamed response not stored", metadata: ["record": "\(turn.id)", "error": "\(error)"])
+                        }
+                    }
+                }
+                try await writer.write(ByteBuffer(bytes: e.bytes))
+            }
+            for try await buffer in upstream.body {
+                for event in splitter.feed(buffer.readableBytesView) { try await forward(event) }
+            }
+            if let last = splitter.finish() { try await forward(last) }
+            if !stored, turn.storing {
+                logger.error("a streamed response ended without its final event: not stored", metadata: ["record": "\(turn.id)"])
+            }
+            try await writer.finish(nil)
+        }
+    }
+
+    private func headers(_ turn: Turn, upstreamTime: Duration, contentType: String) -> HTTPFields {
+        var h: HTTPFields = [.contentType: contentType]
+        h[.keywardOverhead] = AIController.millis(ContinuousClock.now - turn.started - upstreamTime)
+        h[.keywardKey] = AIController.millis(turn.keyTime)
+        if turn.storing { h[.keywardRecordID] = turn.id }
+        return h
+    }
+
+    /// An app token whose tenant's key policy grants it retrieval.
+    private func reader(_ context: GatewayContext) async throws -> (Principal, Tenant) {
+        let (principal, tenant) = try context.requireTenant()
+        try await policies.authorize(principal, tenant: tenant, purpose: .retrieval)
+        return (principal, tenant)
+    }
+
+    private func stored(_ tenant: Tenant, _ id: String, kind: String) async throws -> Record {
+        guard let record = try await store.record(tenant: tenant.name, id: id, kind: kind) else {
+            throw GatewayError.notFound("no stored response \(id)")
+        }
+        return record
+    }
+
+    /// Decrypts records for a reader, after logging one event per record.
+    private func open(_ records: [Record], of tenant: Tenant, scope: AuditScope) async throws -> [[UInt8]] {
+        try await audit.append(records.map { AuditLog.event(.decryptRecord, key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
+        return try await AuditScope.$current.withValue(scope) {
+            var out: [[UInt8]] = []
+            for r in records { out.append(try await vault.open(r, of: tenant)) }
+            return out
+        }
+    }
+
+    /// A page of listed items (input items list newest first by default, as OpenAI's do).
+    static func page(_ items: [[String: Any]], _ request: Request) throws -> [String: Any] {
+        let page = try ListPage(request, defaultOrder: .descending)
+        var all = page.order == .descending ? items.reversed() : items
+        if let after = page.after {
+            guard let index = all.firstIndex(where: { $0["id"] as? String == after }) else {
+                throw GatewayError.invalidRequest("no item \(after) to list after", code: "invalid_cursor")
+            }
+            all.removeFirst(index + 1)
+        }
+        let slice = Array(all.prefix(page.limit))
+        return ["object": "list", "data": slice, "has_more": all.count > page.limit,
+                "first_id": slice.first?["id"] ?? NSNull(), "last_id": slice.last?["id"] ?? NSNull()]
+    }
+}

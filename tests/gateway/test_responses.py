@@ -1,0 +1,178 @@
+"""OpenAI's Responses API through `keyward serve`, with the official `openai` SDK: every turn is
+kept by Keyward, encrypted under the tenant's key, and the upstream (the mock's stateless
+Responses API, configured `"api": "responses"`) gets each turn's whole context with `store: false`
+and never a `previous_response_id`."""
+import json
+import sqlite3
+import subprocess
+import urllib.parse
+import uuid
+
+import openai
+import pytest
+
+from conftest import keyward_bin
+from test_security import scan
+
+
+def turn(client, text, previous=None, **kw):
+    return client.responses.create(model=kw.pop("model", "resp-1"), input=text, previous_response_id=previous, **kw)
+
+
+def test_a_five_turn_chain_is_rebuilt_from_keywards_records(fresh_gateway, upstream):
+    g = fresh_gateway()
+    token = g.new_tenant("agent")
+    client = g.openai(token)
+    marker = "turn-CANARY-" + uuid.uuid4().hex
+    before = len(upstream.bodies("/v1/responses"))
+    ids = []
+    for i in range(5):
+        r = turn(client, f"{marker} {i}", ids[-1] if ids else None, instructions="be brief")
+        assert r.output_text == f"echo: {marker} {i}"
+        assert r.id.startswith("resp_") and r.id != "resp_upstream"
+        assert r.previous_response_id == (ids[-1] if ids else None)
+        ids.append(r.id)
+    sent = upstream.bodies("/v1/responses")[before:]
+    assert len(sent) == 5
+    for i, body in enumerate(sent):
+        assert body["store"] is False and "previous_response_id" not in body and "conversation" not in body
+        assert "reasoning.encrypted_content" in body["include"]
+        # Turn i gets every earlier input and output, oldest first, then its own input.
+        texts = [item["content"] if isinstance(item["content"], str) else item["content"][0]["text"] for item in body["input"]]
+        expected = []
+        for k in range(i):
+            expected += [f"{marker} {k}", f"echo: {marker} {k}"]
+        assert texts == expected + [f"{marker} {i}"], texts
+
+    # Read back: the response as answered, its input items, deletion.
+    again = client.responses.retrieve(ids[2])
+    assert again.output_text == f"echo: {marker} 2" and again.previous_response_id == ids[1]
+    items = client.responses.input_items.list(ids[2])
+    assert [(i.type, i.role, i.content[0].text) for i in items.data] == [("message", "user", f"{marker} 2")]
+    # Paged, newest first unless asked otherwise, as OpenAI lists input items.
+    multi = client.responses.create(model="resp-1", input=[{"role": "user", "content": t} for t in ("a", "b", "c")])
+    page = client.responses.input_items.list(multi.id, limit=2)
+    assert [i.content[0].text for i in page.data] == ["c", "b"] and page.has_more
+    rest = client.responses.input_items.list(multi.id, limit=2, after=page.data[-1].id)
+    assert [i.content[0].text for i in rest.data] == ["a"] and not rest.has_more
+    assert [i.content[0].text for i in client.responses.input_items.list(multi.id, order="asc").data] == ["a", "b", "c"]
+    client.responses.delete(ids[4])
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(ids[4])
+    # Another tenant sees none of it, and cannot continue the chain.
+    other = g.openai(g.new_tenant("other"))
+    with pytest.raises(openai.NotFoundError):
+        other.responses.retrieve(ids[0])
+    with pytest.raises(openai.NotFoundError):
+        turn(other, "steal", ids[3])
+    count = upstream.count
+    with pytest.raises(openai.NotFoundError):
+        turn(client, "no such turn", "resp_nothing")
+    assert upstream.count == count
+
+    g.stop()
+    assert scan([g.data, g.tmp], [marker]) == []
+    for log in (g.stdout_path, g.stderr_path):
+        assert marker.encode() not in open(log, "rb").read()
+    db = sqlite3.connect(f"file:{g.data}/keyward.sqlite3?mode=ro", uri=True)
+    kinds = db.execute("SELECT kind, count(*) FROM records WHERE tenant='agent' GROUP BY kind ORDER BY kind").fetchall()
+    assert kinds == [("response", 5), ("response.input", 5)]
+    # The chain is in the clear metadata (ids only), so a turn's context is one query.
+    chain = json.loads(db.execute("SELECT metadata FROM records WHERE id = ? AND kind = 'response'", (ids[3],)).fetchone()[0])["chain"]
+    assert chain == ids[:3]
+
+
+def test_a_streamed_turn_is_forwarded_and_stored_assembled(fresh_gateway, upstream):
+    g = fresh_gateway()
+    client = g.openai(g.new_tenant("streamer"))
+    first = turn(client, "hello there")
+    events = list(client.responses.create(model="resp-1", input="stream me please", previous_response_id=first.id, stream=True))
+    types = [e.type for e in events]
+    assert types[0] == "response.created" and types[-1] == "response.completed"
+    assert "response.output_text.delta" in types
+    rid = events[-1].response.id
+    assert all(e.response.id == rid for e in events if hasattr(e, "response")) and rid.startswith("resp_")
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "echo: stream me please"
+    stored = client.responses.retrieve(rid)
+    assert stored.output_text == text and stored.previous_response_id == first.id
+    # The next turn continues from the streamed one.
+    after = turn(client, "and then", rid)
+    sent = upstream.bodies("/v1/responses")[-1]
+    assert [i.get("content") if isinstance(i.get("content"), str) else i["content"][0]["text"] for i in sent["input"]] == [
+        "hello there", "echo: hello there", "stream me please", "echo: stream me please", "and then"]
+    assert after.output_text == "echo: and then"
+
+
+def test_a_function_calling_loop_and_reasoning_are_replayed(fresh_gateway, upstream):
+    g = fresh_gateway()
+    client = g.openai(g.new_tenant("tooluser"))
+    tools = [{"type": "function", "name": "lookup", "description": "look it up",
+              "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}]
+    asked = turn(client, "what is the weather", model="resp-tools", tools=tools)
+    call = next(o for o in asked.output if o.type == "function_call")
+    assert call.name == "lookup" and json.loads(call.arguments) == {"q": "what is the weather"}
+    answered = client.responses.create(model="resp-tools", tools=tools, previous_response_id=asked.id,
+                                       input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+    assert answered.output_text == "tool said: sunny"
+    sent = upstream.bodies("/v1/responses")[-1]["input"]
+    assert [i.get("type", "message") for i in sent] == ["message", "function_call", "function_call_output"]
+    assert sent[1]["call_id"] == call.call_id
+
+    # Reasoning comes back encrypted (Keyward asks for it when it stores) and is replayed as it came.
+    r1 = turn(client, "think", model="resp-reason")
+    reasoning = next(o for o in r1.output if o.type == "reasoning")
+    assert reasoning.encrypted_content == "opaque-1"
+    turn(client, "think more", r1.id, model="resp-reason")
+    replayed = upstream.bodies("/v1/responses")[-1]["input"]
+    assert {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "opaque-1"} in replayed
+
+
+def test_revocation_store_false_and_chat_only_upstreams(fresh_gateway, upstream):
+    g = fresh_gateway()
+    client = g.openai(g.new_tenant("revoked"))
+    kept = turn(client, "remember me")
+    # A tenant that stores on request only: store false keeps nothing, and nothing can continue it.
+    lean = g.openai(g.new_tenant("lean", store="on-request"))
+    r = turn(lean, "forget me", store=False)
+    assert r.store is False
+    with pytest.raises(openai.NotFoundError):
+        lean.responses.retrieve(r.id)
+    # A model whose upstream speaks chat completions only: refused, saying why, nothing sent.
+    count = upstream.count
+    with pytest.raises(openai.BadRequestError) as e:
+        turn(client, "x", model="mock-1")
+    assert e.value.code == "model_not_supported" and upstream.count == count
+    # Revoked: 403 for a new turn, a continuation and a read, before any upstream call.
+    path = "/admin/v1/keys/" + urllib.parse.quote("local:revoked", safe="") + "/disable"
+    assert g.as_role("key-admin", "POST", path)[0] == 200
+    count = upstream.count
+    for attempt in (lambda: turn(client, "again"), lambda: turn(client, "again", kept.id), lambda: client.responses.retrieve(kept.id)):
+        with pytest.raises(openai.PermissionDeniedError) as e:
+            attempt()
+        assert e.value.code == "key_revoked"
+    assert upstream.count == count
+
+
+def test_a_chain_continues_across_a_rekey_and_a_restart(fresh_gateway, upstream):
+    g = fresh_gateway()
+    token = g.new_tenant("mover")
+    client = g.openai(token)
+    ids = [turn(client, "one").id]
+    ids.append(turn(client, "two", ids[-1]).id)
+    out = subprocess.run([keyward_bin(), "keys", "create", "local:mover2", "--keystore", f"{g.data}/keys"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    status, body, _ = g.as_role("key-admin", "POST", "/admin/v1/tenants/mover/rekey", {"key": "local:mover2"})
+    assert status == 202, body
+    assert g.wait_job(body["job"])["status"] == "done"
+    # The old key can go: every turn of the chain is under the new one now.
+    assert g.as_role("key-admin", "POST", "/admin/v1/keys/local%3Amover/disable")[0] == 200
+    ids.append(turn(client, "three", ids[-1]).id)
+    g.stop()
+    g.start()
+    client = g.openai(token)
+    r = turn(client, "four", ids[-1])
+    texts = [i["content"] if isinstance(i["content"], str) else i["content"][0]["text"] for i in upstream.bodies("/v1/responses")[-1]["input"]]
+    assert texts == ["one", "echo: one", "two", "echo: two", "three", "echo: three", "four"]
+    assert r.output_text == "echo: four"
+    assert client.responses.retrieve(ids[0]).output_text == "echo: one"
