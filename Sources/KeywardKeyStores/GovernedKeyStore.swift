@@ -25,15 +25,11 @@ public protocol KeyStateOverlay: Sendable {
 /// (whatever its store says, and whether or not the store can disable it), and is described in
 /// Keyward's state with the store's own beside it. Life-cycle calls pass through: the gateway's
 /// key life cycle records Keyward's state itself.
-struct GovernedKeyStore: KeyStore {
+struct GovernedKeyStore: ForwardingKeyStore {
     let inner: any KeyStore
     let overlay: any KeyStateOverlay
 
-    var scheme: String { inner.scheme }
-    var providerID: String { inner.providerID }
-    var deletion: KeyDeletion { inner.deletion }
-
-    private func reference(_ keyID: String) -> String { "\(scheme):\(keyID)" }
+    private func reference(_ keyID: String) -> String { KeyReference(scheme: scheme, keyID: keyID).canonical }
 
     /// Refuses a key Keyward revoked, with the code the store itself would give.
     private func check(_ keyID: String) async throws {
@@ -80,7 +76,9 @@ struct GovernedKeyStore: KeyStore {
 
     func listKeys() async throws -> [KeyDescription] {
         var result: [KeyDescription] = []
-        for d in try await inner.listKeys() { result.append(Self.overlaid(d, try await overlay.state(of: d.reference))) }
+        for d in try await inner.listKeys() {
+            result.append(Self.overlaid(d, try await overlay.state(of: KeyReference(parsing: d.reference)?.canonical ?? d.reference)))
+        }
         return result
     }
 
@@ -102,13 +100,40 @@ struct GovernedKeyStore: KeyStore {
         case .destroyed: 3
         }
     }
+}
 
-    func createKey(name: String?) async throws -> KeyDescription { try await inner.createKey(name: name) }
-    func enableKey(keyID: String) async throws { try await inner.enableKey(keyID: keyID) }
-    func disableKey(keyID: String) async throws { try await inner.disableKey(keyID: keyID) }
-    func rotateKey(keyID: String) async throws { try await inner.rotateKey(keyID: keyID) }
-    func scheduleKeyDeletion(keyID: String, days: Int) async throws -> Date { try await inner.scheduleKeyDeletion(keyID: keyID, days: days) }
-    func cancelKeyDeletion(keyID: String) async throws { try await inner.cancelKeyDeletion(keyID: keyID) }
-    func destroyKey(keyID: String) async throws { try await inner.destroyKey(keyID: keyID) }
-    func providerInfo(forKeyID keyID: String) throws -> String { try inner.providerInfo(forKeyID: keyID) }
+/// A store seen through another type: every call goes to `inner` unless the type says otherwise.
+public protocol ForwardingKeyStore: KeyStore {
+    var inner: any KeyStore { get }
+}
+
+extension ForwardingKeyStore {
+    public var scheme: String { inner.scheme }
+    public var providerID: String { inner.providerID }
+    public var deletion: KeyDeletion { inner.deletion }
+
+    public func generateDataKey(keyID: String, length: Int, context: EncryptionContext) async throws -> (plaintext: SecretBytes, wrapped: WrappedKey) {
+        try await inner.generateDataKey(keyID: keyID, length: length, context: context)
+    }
+    public func encrypt(keyID: String, plaintext: SecretBytes, context: EncryptionContext) async throws -> WrappedKey {
+        try await inner.encrypt(keyID: keyID, plaintext: plaintext, context: context)
+    }
+    public func decrypt(keyID: String, ciphertext: [UInt8], context: EncryptionContext) async throws -> SecretBytes {
+        try await inner.decrypt(keyID: keyID, ciphertext: ciphertext, context: context)
+    }
+    public func reEncrypt(ciphertext: [UInt8], from source: String, sourceContext: EncryptionContext,
+                          to destination: String, destinationContext: EncryptionContext) async throws -> WrappedKey {
+        try await inner.reEncrypt(ciphertext: ciphertext, from: source, sourceContext: sourceContext,
+                                  to: destination, destinationContext: destinationContext)
+    }
+    public func describe(keyID: String) async throws -> KeyDescription { try await inner.describe(keyID: keyID) }
+    public func listKeys() async throws -> [KeyDescription] { try await inner.listKeys() }
+    public func createKey(name: String?) async throws -> KeyDescription { try await inner.createKey(name: name) }
+    public func enableKey(keyID: String) async throws { try await inner.enableKey(keyID: keyID) }
+    public func disableKey(keyID: String) async throws { try await inner.disableKey(keyID: keyID) }
+    public func rotateKey(keyID: String) async throws { try await inner.rotateKey(keyID: keyID) }
+    public func scheduleKeyDeletion(keyID: String, days: Int) async throws -> Date { try await inner.scheduleKeyDeletion(keyID: keyID, days: days) }
+    public func cancelKeyDeletion(keyID: String) async throws { try await inner.cancelKeyDeletion(keyID: keyID) }
+    public func destroyKey(keyID: String) async throws { try await inner.destroyKey(keyID: keyID) }
+    public func providerInfo(forKeyID keyID: String) throws -> String { try inner.providerInfo(forKeyID: keyID) }
 }

@@ -46,6 +46,16 @@ public struct KeyReference: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { "\(scheme):\(keyID)" }
 
+    /// One spelling of the reference for keys that can be spelt several ways in its syntax
+    /// (`vault-transit:K?mount=transit` is `vault-transit:K`), under which Keyward keeps its own
+    /// state of the key. Other schemes are kept as written: aliases that only the store resolves
+    /// (a KMIP name and its UIDs, an AWS alias and its key) are each held by the store's own
+    /// disable, which those stores have.
+    public var canonical: String {
+        if scheme == "vault-transit", let name = try? VaultTransitKeyStore.KeyName(keyID) { return "\(scheme):\(name.keyID)" }
+        return description
+    }
+
     /// The region of a KMS key ARN (`arn:PARTITION:kms:REGION:ACCOUNT:key/ID` or `…:alias/NAME`).
     public static func awsRegion(ofARN arn: String) throws -> String {
         let parts = arn.split(separator: ":", maxSplits: 5, omittingEmptySubsequences: false)

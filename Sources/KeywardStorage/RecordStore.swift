@@ -80,6 +80,8 @@ public protocol RecordRepository: Sendable {
     /// A tenant's record headers after (id, kind), ordered by id then kind.
     func recordHeaders(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [RecordHeader]
     func countRecords(tenant: String) async throws -> Int64
+    /// Deletes one record; returns whether it existed.
+    func deleteRecord(tenant: String, id: String, kind: String) async throws -> Bool
     /// Deletes every record with this id of this tenant; returns how many.
     func deleteRecords(tenant: String, id: String) async throws -> Int
     /// Deletes every record of a tenant (shredded data); returns how many.

@@ -106,8 +106,11 @@ public enum RecordStoreConformance {
         }
         #expect(try await store.record(tenant: "a", id: "r2", kind: "chat.response") == nil)
         // Another tenant's delete removes nothing.
+        #expect(try await !store.deleteRecord(tenant: "b", id: "r1", kind: "chat.request"))
         #expect(try await store.deleteRecords(tenant: "b", id: "r1") == 0)
-        #expect(try await store.deleteRecords(tenant: "a", id: "r1") == 2)
+        #expect(try await store.deleteRecord(tenant: "a", id: "r1", kind: "chat.request"))
+        #expect(try await store.record(tenant: "a", id: "r1", kind: "chat.response") == response)
+        #expect(try await store.deleteRecords(tenant: "a", id: "r1") == 1)
         #expect(try await store.record(tenant: "a", id: "r1", kind: "chat.request") == nil)
     }
 

@@ -38,7 +38,7 @@ struct TestGateway {
         stores.install(local)
         gateway = try Gateway(configuration: configuration, logger: Logger(label: "test"), keyStores: stores)
         // Keyward's deletion dates on the same clock as the store's.
-        stores.govern(by: KeyStates(store: gateway.store, now: { clock.now }))
+        stores.govern(by: StoredKeyStates(store: gateway.store, now: { clock.now }))
         _ = try await gateway.prepare()
     }
 

@@ -12,6 +12,16 @@ import Testing
         return try KMIPConfiguration.fromEnvironment(env)
     }
 
+    /// Keyward keeps its own key state under one spelling of each reference: the default mount
+    /// written out or not is one Transit key, so revoking either spelling revokes both.
+    @Test func referencesHaveOneCanonicalSpelling() throws {
+        #expect(try KeyReference.parse("vault-transit:k?mount=transit").canonical == "vault-transit:k")
+        #expect(try KeyReference.parse("vault-transit:k").canonical == "vault-transit:k")
+        #expect(try KeyReference.parse("vault-transit:k?mount=team/transit").canonical == "vault-transit:k?mount=team/transit")
+        #expect(try KeyReference.parse("kmip:name=a").canonical == "kmip:name=a")
+        #expect(try KeyReference.parse("local:acme").canonical == "local:acme")
+    }
+
     @Test func kmipServerAddresses() throws {
         for (text, host, port) in [("kms.example", "kms.example", 5696), ("kms.example:15696", "kms.example", 15696),
                                    ("[::1]:5697", "::1", 5697), ("[::1]", "::1", 5696), ("::1", "::1", 5696),

@@ -9,6 +9,7 @@ import KeywardStorage
 import KeywardTesting
 import Logging
 import ServiceLifecycle
+import Synchronization
 import Testing
 
 /// Two gateways on one PostgreSQL database, as two replicas would be (KEYWARD_TEST_DATABASE_URL,
@@ -116,22 +117,42 @@ struct ReplicaCacheTests {
         }
     }
 
-    /// Two replicas' deletion services find the same key due at once: it is destroyed (and
-    /// logged) once.
+    /// Two replicas' deletion services find the same keys due at once: each is destroyed in its
+    /// store once, and logged once.
     @Test func aKeyDueForDeletionIsDestroyedOnceByTwoReplicas() async throws {
         try await Self.withTwoReplicas { a, b in
+            // The replicas' local store (in the shared database), declared to destroy at once and
+            // counting the calls: the claim is under test here; real stores that destroy at once
+            // (OpenBao, PyKMIP) are in tests/gateway/test_remote_key_stores.py.
+            let counting = CountingImmediateStore(inner: try a.keyStores.store(for: KeyReference(scheme: "local", keyID: "x")))
+            a.keyStores.install(counting)
+            b.keyStores.install(counting)
             for i in 0..<20 {
-                _ = try await a.keyStores.store(for: KeyReference(scheme: "local", keyID: "k\(i)")).createKey(name: "k\(i)")
+                _ = try await counting.createKey(name: "k\(i)")
                 _ = try await a.keyLifecycle.change(.scheduleDeletion(days: 7), key: "local:k\(i)", actor: "test")
             }
             let later = Gateway.nowMs() + 8 * 86_400_000
             async let first: Void = a.keyLifecycle.destroyDueKeys(now: later)
             async let second: Void = b.keyLifecycle.destroyDueKeys(now: later)
             _ = await (first, second)
-            let destroyed = try await a.store.auditEvents(AuditQuery(limit: 10_000)).filter { $0.operation == .destroyKey }
-            #expect(destroyed.count == 20)
-            #expect(Set(destroyed.compactMap(\.key)).count == 20)
+            #expect(counting.destroyed.withLock { $0.sorted() } == (0..<20).map { "k\($0)" }.sorted())
+            let events = try await a.store.auditEvents(AuditQuery(limit: 10_000)).filter { $0.operation == .destroyKey }
+            #expect(events.count == 20 && Set(events.compactMap(\.key)).count == 20)
             #expect(try await a.store.keyStates().allSatisfy { $0.state == .destroyed && $0.deleteAt == nil })
+            // Later rounds find nothing left to do.
+            await a.keyLifecycle.destroyDueKeys(now: later + KeyLifecycle.deletionLease * 2)
+            #expect(counting.destroyed.withLock { $0.count } == 20)
         }
     }
+}
+
+/// The store `inner`, but saying it destroys at once, and recording each destruction asked of it
+/// instead of destroying.
+final class CountingImmediateStore: ForwardingKeyStore {
+    let inner: any KeyStore
+    let destroyed = Mutex<[String]>([])
+    init(inner: any KeyStore) { self.inner = inner }
+
+    var deletion: KeyDeletion { .immediate }
+    func destroyKey(keyID: String) async throws { destroyed.withLock { $0.append(keyID) } }
 }

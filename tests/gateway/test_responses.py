@@ -11,7 +11,7 @@ import uuid
 import openai
 import pytest
 
-from conftest import keyward_bin
+from keyward_paths import keyward_bin
 from test_security import scan
 
 
@@ -176,3 +176,72 @@ def test_a_chain_continues_across_a_rekey_and_a_restart(fresh_gateway, upstream)
     assert texts == ["one", "echo: one", "two", "echo: two", "three", "echo: three", "four"]
     assert r.output_text == "echo: four"
     assert client.responses.retrieve(ids[0]).output_text == "echo: one"
+
+
+def test_conversations_kept_by_keyward_and_continued_by_responses(fresh_gateway, upstream):
+    g = fresh_gateway()
+    client = g.openai(g.new_tenant("talker"))
+    marker = "conv-CANARY-" + uuid.uuid4().hex
+    conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": f"{marker} hello"}],
+                                       metadata={"topic": "weather"})
+    assert conv.id.startswith("conv_") and conv.metadata == {"topic": "weather"}
+    assert client.conversations.retrieve(conv.id).metadata == {"topic": "weather"}
+    assert client.conversations.update(conv.id, metadata={"topic": "sun"}).metadata == {"topic": "sun"}
+    added = client.conversations.items.create(conv.id, items=[{"type": "message", "role": "user", "content": "second"},
+                                                              {"type": "message", "role": "user", "content": "third"}])
+    assert [i.content[0].text for i in added.data] == ["second", "third"]
+
+    # A response continues the conversation: the upstream gets every item (without the ids Keyward
+    # gave the client's own messages), and the turn's input and output become its next items.
+    r = client.responses.create(model="resp-1", conversation=conv.id, input="what now")
+    assert r.output_text == "echo: what now" and r.conversation.id == conv.id
+    sent = upstream.bodies("/v1/responses")[-1]
+    assert sent["store"] is False and "conversation" not in sent
+    assert [i["content"][0]["text"] if isinstance(i["content"], list) else i["content"] for i in sent["input"]] == [
+        f"{marker} hello", "second", "third", "what now"]
+    assert all("id" not in i for i in sent["input"])
+    r2 = client.responses.create(model="resp-1", conversation={"id": conv.id}, input="and then")
+    assert [i["content"][0]["text"] if isinstance(i["content"], list) else i["content"] for i in upstream.bodies("/v1/responses")[-1]["input"]] == [
+        f"{marker} hello", "second", "third", "what now", "echo: what now", "and then"]
+    assert r2.output_text == "echo: and then"
+
+    # Listed newest first by default, paged, one by one, deleted one by one.
+    items = client.conversations.items.list(conv.id, limit=3)
+    assert [i.content[0].text for i in items.data] == ["echo: and then", "and then", "echo: what now"] and items.has_more
+    assert [i.content[0].text for i in client.conversations.items.list(conv.id, order="asc").data] == [
+        f"{marker} hello", "second", "third", "what now", "echo: what now", "and then", "echo: and then"]
+    second = client.conversations.items.list(conv.id, order="asc").data[1]
+    assert client.conversations.items.retrieve(second.id, conversation_id=conv.id).content[0].text == "second"
+    assert client.conversations.items.delete(second.id, conversation_id=conv.id).id == conv.id
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.retrieve(second.id, conversation_id=conv.id)
+    assert "second" not in [i.content[0].text for i in client.conversations.items.list(conv.id, order="asc").data]
+
+    # Another tenant sees none of it; bad input is refused; deleting it deletes its items.
+    other = g.openai(g.new_tenant("eavesdropper"))
+    with pytest.raises(openai.NotFoundError):
+        other.conversations.retrieve(conv.id)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.create(model="resp-1", conversation=conv.id, input="steal")
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="resp-1", conversation=conv.id, previous_response_id=r.id, input="both")
+    with pytest.raises(openai.BadRequestError):
+        client.conversations.items.create(conv.id, items=["not an object"])
+    client.conversations.delete(conv.id)
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(conv.id)
+    g.stop()
+    db = sqlite3.connect(f"file:{g.data}/keyward.sqlite3?mode=ro", uri=True)
+    assert db.execute("SELECT count(*) FROM records WHERE id = ?", (conv.id,)).fetchone()[0] == 0
+    assert scan([g.data, g.tmp], [marker]) == []
+
+
+def test_a_deleted_turn_is_left_out_of_later_contexts(fresh_gateway, upstream):
+    g = fresh_gateway()
+    client = g.openai(g.new_tenant("forgetful"))
+    a = turn(client, "first")
+    b = turn(client, "second", a.id)
+    client.responses.delete(a.id)
+    turn(client, "third", b.id)
+    texts = [i["content"] if isinstance(i["content"], str) else i["content"][0]["text"] for i in upstream.bodies("/v1/responses")[-1]["input"]]
+    assert texts == ["second", "echo: second", "third"]

@@ -49,7 +49,7 @@ public final class Gateway: Sendable {
         self.keyStores = keyStores ?? KeyStores(configuration: .fromEnvironment(localFolder: configuration.dataFolder + "/keys",
                                                                                 rootKeyFile: configuration.rootKeyFile, kmip: configuration.kmip))
         // Every store is seen through Keyward's own key states, kept in the database.
-        self.keyStores.govern(by: KeyStates(store: store))
+        self.keyStores.govern(by: StoredKeyStates(store: store))
         metrics = GatewayMetrics()
         alerts = AlertCenter(configuration: configuration.alerts)
         let traces = Traces(enabled: configuration.tracing)
@@ -163,8 +163,10 @@ public final class Gateway: Sendable {
         AIController(configuration: configuration, vault: vault, audit: audit, policies: policies, providerKeys: providerKeys,
                      upstreams: upstreams, metrics: metrics, logger: logger).addRoutes(to: apps)
         StoredCompletionsController(store: store, vault: vault, audit: audit, policies: policies, logger: logger).addRoutes(to: apps)
-        ResponsesController(configuration: configuration, store: store, vault: vault, audit: audit, policies: policies,
-                            providerKeys: providerKeys, upstreams: upstreams, metrics: metrics, logger: logger).addRoutes(to: apps)
+        let conversations = Conversations(store: store, vault: vault, audit: audit)
+        ResponsesController(configuration: configuration, conversations: conversations, policies: policies, providerKeys: providerKeys,
+                            upstreams: upstreams, metrics: metrics, logger: logger).addRoutes(to: apps)
+        ConversationsController(conversations: conversations, policies: policies, bodyLimit: configuration.bodyLimit).addRoutes(to: apps)
         return router
     }
 

@@ -48,11 +48,12 @@ enum ResponseItems {
     }
 
     /// The upstream's response object as Keyward answers it: Keyward's id, the client's
-    /// `previous_response_id`, and whether Keyward stored it.
-    static func patched(_ response: [String: Any], id: String, previous: String?, stored: Bool) -> [String: Any] {
+    /// `previous_response_id` or conversation, and whether Keyward stored it.
+    static func patched(_ response: [String: Any], id: String, previous: String?, conversation: String? = nil, stored: Bool) -> [String: Any] {
         var r = response
         r["id"] = id
         r["previous_response_id"] = previous ?? NSNull()
+        r["conversation"] = conversation.map { ["id": $0] } ?? NSNull()
         r["store"] = stored
         return r
     }
@@ -70,6 +71,31 @@ enum ResponseItems {
             if item["id"] == nil { item["id"] = "\(responseID)_in\(i)" }
             return item
         }
+    }
+
+    /// An item as a conversation keeps and lists it: a `message` (content as a list of parts), with
+    /// an id (its own, or a new one).
+    static func conversationItem(_ value: Any) -> [String: Any] {
+        var item = value as? [String: Any] ?? [:]
+        if item["type"] == nil, item["role"] != nil { item["type"] = "message" }
+        if item["type"] as? String == "message" {
+            if let text = item["content"] as? String {
+                item["content"] = [["type": item["role"] as? String == "assistant" ? "output_text" : "input_text", "text": text]]
+            }
+            if item["status"] == nil { item["status"] = "completed" }
+        }
+        if item["id"] == nil { item["id"] = Tokens.identifier(item["type"] as? String == "message" ? "msg_" : "item_") }
+        return item
+    }
+
+    /// A conversation's item as an upstream gets it: the ids and status Keyward gave to the
+    /// client's own messages are not the provider's, which would look them up.
+    static func upstreamItem(_ item: [String: Any]) -> [String: Any] {
+        guard item["type"] as? String == "message", item["role"] as? String != "assistant" else { return item }
+        var i = item
+        i["id"] = nil
+        i["status"] = nil
+        return i
     }
 
     /// The SSE event types that carry the whole response object.

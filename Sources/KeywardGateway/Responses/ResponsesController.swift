@@ -15,14 +15,15 @@ import Logging
 /// earlier turns they continue (`chain`), so a turn's context is read in one query.
 struct ResponsesController {
     let configuration: GatewayConfiguration
-    let store: any RecordStore
-    let vault: Vault
-    let audit: AuditLog
+    let conversations: Conversations
     let policies: KeyPolicies
     let providerKeys: ProviderKeys
     let upstreams: UpstreamClient
     let metrics: GatewayMetrics
     let logger: Logger
+    var store: any RecordStore { conversations.store }
+    var vault: Vault { conversations.vault }
+    var audit: AuditLog { conversations.audit }
 
     static let inputKind = "response.input"
     static let responseKind = "response"
@@ -43,12 +44,16 @@ struct ResponsesController {
             let record = try await stored(tenant, id, kind: Self.inputKind)
             let plaintext = try await open([record], of: tenant, scope: principal.scope(.retrieval))[0]
             let items = (try? JSONSerialization.jsonObject(with: Data(plaintext)) as? [Any]) ?? []
-            return JSONBody.response(try Self.page(ResponseItems.listed(items, responseID: id), request))
+            let (page, hasMore) = try ListPage(request, defaultOrder: .descending).slice(ResponseItems.listed(items, responseID: id)) {
+                $0["id"] as? String
+            }
+            return JSONBody.response(ListPage.list(page, hasMore: hasMore))
         }
 
         router.delete("/v1/responses/:id") { _, context -> Response in
             let (principal, tenant) = try await reader(context)
             let id = try context.parameters.require("id")
+            try audit.requireAvailable()
             guard id.hasPrefix("resp_"), try await store.deleteRecords(tenant: tenant.name, id: id) > 0 else {
                 throw GatewayError.notFound("no stored response \(id)")
             }
@@ -77,8 +82,15 @@ struct ResponsesController {
         if body["previous_response_id"] != nil, previous == nil {
             throw GatewayError.invalidRequest("previous_response_id must be a string", code: "invalid_field")
         }
-        guard body["conversation"] == nil else {
-            throw GatewayError.invalidRequest("conversations are not served yet: continue with previous_response_id", code: "unsupported")
+        let conversationID = body["conversation"] as? String ?? (body["conversation"] as? [String: Any])?["id"] as? String
+        if body["conversation"] != nil, conversationID == nil {
+            throw GatewayError.invalidRequest("conversation must be an id or {\"id\": …}", code: "invalid_field")
+        }
+        if conversationID != nil, previous != nil {
+            throw GatewayError.invalidRequest("previous_response_id and conversation cannot be used together", code: "invalid_field")
+        }
+        if let store = body["store"], !(store is Bool) {
+            throw GatewayError.invalidRequest("store must be true or false", code: "invalid_field")
         }
         guard let upstream = configuration.upstream(for: model) else {
             throw GatewayError(.notFound, type: "invalid_request_error", code: "model_not_found", "no upstream serves model \(model)")
@@ -91,22 +103,36 @@ struct ResponsesController {
         try await policies.authorize(principal, tenant: tenant, purpose: .inference, model: model)
         try audit.requireAvailable()
         let scope = principal.scope(.inference)
+        // Absent, `store` is true here, as in OpenAI's Responses API (chat's default is false).
         let storing: Bool = switch tenant.store {
         case .always: true
         case .onRequest: (body["store"] as? Bool) ?? true
         case .never: false
         }
+        if conversationID != nil, tenant.store == .never {
+            throw GatewayError.invalidRequest("this tenant stores nothing, so it keeps no conversation", code: "store_disabled")
+        }
         let keyStart = ContinuousClock.now
         let sealer = try await AuditScope.$current.withValue(scope) { try await vault.sealer(for: tenant, plaintextLength: buffer.readableBytes) }
         let keyTime = ContinuousClock.now - keyStart
         var chain: [String] = []
-        var earlier: [ResponseItems.Turn] = []
-        if let previous { (chain, earlier) = try await turns(before: previous, of: tenant, scope: scope) }
-        let turn = Turn(started: started, tenant: tenant, id: Tokens.identifier("resp_"), previous: previous,
+        var context: [Any] = []
+        var conversation: (id: String, lastSeq: Int)?
+        if let previous {
+            let earlier: [ResponseItems.Turn]
+            (chain, earlier) = try await turns(before: previous, of: tenant, scope: scope)
+            context = ResponseItems.context(earlier, then: [])
+        } else if let conversationID {
+            _ = try await conversations.conversation(tenant, conversationID)
+            let (items, lastSeq) = try await conversations.allItems(tenant, conversationID, scope: scope)
+            context = items.map(ResponseItems.upstreamItem)
+            conversation = (conversationID, lastSeq)
+        }
+        let turn = Turn(started: started, tenant: tenant, id: Tokens.identifier("resp_"), previous: previous, conversation: conversation,
                         input: Array(try JSONSerialization.data(withJSONObject: input)), chain: chain,
                         model: model, storing: storing, sealer: sealer, keyTime: keyTime, scope: scope)
 
-        let upstreamBody = ResponseItems.upstreamRequest(body, context: ResponseItems.context(earlier, then: input), storing: storing)
+        let upstreamBody = ResponseItems.upstreamRequest(body, context: context + input, storing: storing)
         let key = try await providerKeys.key(for: tenant, upstream: upstream, scope: scope)
         let upstreamStart = ContinuousClock.now
         let response: PooledHTTPClient.Response
@@ -130,7 +156,7 @@ struct ResponsesController {
         guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: collected)) as? [String: Any] else {
             throw GatewayError(.badGateway, type: "api_error", code: "upstream_error", "upstream \(upstream.name) answered something that is not a response object")
         }
-        let answer = ResponseItems.patched(object, id: turn.id, previous: previous, stored: storing)
+        let answer = ResponseItems.patched(object, id: turn.id, previous: previous, conversation: conversation?.id, stored: storing)
         try await save(turn, answer, upstreamTime: upstreamTime, streamed: false)
         return Response(status: .ok, headers: headers(turn, upstreamTime: upstreamTime, contentType: "application/json"),
                         body: .init(byteBuffer: ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: answer))))
@@ -142,6 +168,8 @@ struct ResponsesController {
         let tenant: Tenant
         let id: String
         let previous: String?
+        /// The conversation it continues, and the position of its last item.
+        let conversation: (id: String, lastSeq: Int)?
         /// The turn's input items, as JSON.
         let input: [UInt8]
         /// The earlier turns' ids, oldest first.
@@ -154,16 +182,15 @@ struct ResponsesController {
     }
 
     /// The turns a new one continues: `previous` and the chain it continued, read in one query
-    /// and opened with the tenant's cached data keys (one audit event for the whole read). A turn
+    /// and opened with the tenant's cached data keys, each record after its audit event. A turn
     /// the tenant deleted meanwhile is left out of the context.
     private func turns(before previous: String, of tenant: Tenant, scope: AuditScope) async throws -> ([String], [ResponseItems.Turn]) {
         guard let last = try await store.record(tenant: tenant.name, id: previous, kind: Self.inputKind) else {
             throw GatewayError.notFound("no stored response \(previous) to continue")
         }
         let chain = (last.metadata.chain ?? []) + [previous]
-        let records = try await store.records(tenant: tenant.name, ids: chain)
-        try await audit.append([AuditLog.event(.decryptRecord, key: tenant.key, record: "\(previous)/context",
-                                               detail: "records=\(records.count)", scope: scope)])
+        let records = try await store.records(tenant: tenant.name, ids: chain).filter { $0.kind == Self.inputKind || $0.kind == Self.responseKind }
+        try await audit.append(records.map { AuditLog.event(.decryptRecord, key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
         var opened: [String: (input: [Any]?, output: [Any]?)] = [:]
         try await AuditScope.$current.withValue(scope) {
             for record in records {
@@ -179,23 +206,32 @@ struct ResponsesController {
         return (chain, turns)
     }
 
-    /// Seals and stores the turn's two records, with its event, all or none.
+    /// Seals and stores the turn's two records (if it is stored) and, for a turn of a conversation,
+    /// its input and output items as the conversation's next items: all or none, with its event.
     private func save(_ turn: Turn, _ answer: [String: Any], upstreamTime: Duration, streamed: Bool) async throws {
-        guard turn.storing else { return }
+        guard turn.storing || turn.conversation != nil else { return }
         let usage = answer["usage"] as? [String: Any]
         let metadata = RecordMetadata(model: turn.model, status: 200, promptTokens: usage?["input_tokens"] as? Int,
                                       completionTokens: usage?["output_tokens"] as? Int, upstreamMs: upstreamTime.milliseconds,
                                       streamed: streamed, chain: turn.chain.isEmpty ? nil : turn.chain)
         let now = Gateway.nowMs()
-        let records = [
-            try turn.sealer.seal(turn.input, id: turn.id, kind: Self.inputKind,
-                                 createdAt: now, metadata: metadata),
-            try turn.sealer.seal(Array(try JSONSerialization.data(withJSONObject: answer)), id: turn.id, kind: Self.responseKind,
-                                 createdAt: now, metadata: metadata),
-        ]
-        try await audit.insert(records, events: [
-            AuditLog.event(.encryptRecord, key: turn.tenant.key, record: turn.id, detail: "model=\(turn.model)", scope: turn.scope),
-        ])
+        var records: [Record] = []
+        var events: [AuditEvent] = []
+        if turn.storing {
+            records += [
+                try turn.sealer.seal(turn.input, id: turn.id, kind: Self.inputKind, createdAt: now, metadata: metadata),
+                try turn.sealer.seal(Array(try JSONSerialization.data(withJSONObject: answer)), id: turn.id, kind: Self.responseKind,
+                                     createdAt: now, metadata: metadata),
+            ]
+            events.append(AuditLog.event(.encryptRecord, key: turn.tenant.key, record: turn.id, detail: "model=\(turn.model)", scope: turn.scope))
+        }
+        if let c = turn.conversation {
+            let input = (try JSONSerialization.jsonObject(with: Data(turn.input)) as? [Any]) ?? []
+            records += try conversations.itemRecords(input + ((answer["output"] as? [Any]) ?? []), of: c.id, after: c.lastSeq,
+                                                     sealer: turn.sealer, at: now).records
+            events.append(AuditLog.event(.encryptRecord, key: turn.tenant.key, record: c.id, detail: "response=\(turn.id)", scope: turn.scope))
+        }
+        try await audit.insert(records, events: events)
         metrics.recordsStored(records.count)
     }
 
@@ -212,14 +248,19 @@ struct ResponsesController {
                 if var object = try? JSONSerialization.jsonObject(with: Data(e.data)) as? [String: Any],
                    let type = object["type"] as? String, ResponseItems.responseEvents.contains(type),
                    let response = object["response"] as? [String: Any] {
-                    let patched = ResponseItems.patched(response, id: turn.id, previous: turn.previous, stored: turn.storing)
+                    let patched = ResponseItems.patched(response, id: turn.id, previous: turn.previous, conversation: turn.conversation?.id,
+                                                        stored: turn.storing)
                     object["response"] = patched
                     e.data = Array(try JSONSerialization.data(withJSONObject: object))
                     if ResponseItems.finalEvents.contains(type), !stored {
                         stored = true
                         do { try await save(turn, patched, upstreamTime: ContinuousClock.now - start, streamed: true) } catch {
-                            // The answer is streaming; the operator must know it was not kept.
+                            // Not kept: the client must not see the end of a turn it cannot continue.
                             logger.error("streamed response not stored", metadata: ["record": "\(turn.id)", "error": "\(error)"])
+                            let failure = GatewayError.from(error)
+                            let body: [String: Any] = ["type": "error", "code": failure.code, "message": "the response could not be stored: \(failure.message)"]
+                            try await writer.write(ByteBuffer(bytes: SSEEvent(name: "error", data: Array(try JSONSerialization.data(withJSONObject: body))).bytes))
+                            return
                         }
                     }
                 }
@@ -266,20 +307,5 @@ struct ResponsesController {
             for r in records { out.append(try await vault.open(r, of: tenant)) }
             return out
         }
-    }
-
-    /// A page of listed items (input items list newest first by default, as OpenAI's do).
-    static func page(_ items: [[String: Any]], _ request: Request) throws -> [String: Any] {
-        let page = try ListPage(request, defaultOrder: .descending)
-        var all = page.order == .descending ? items.reversed() : items
-        if let after = page.after {
-            guard let index = all.firstIndex(where: { $0["id"] as? String == after }) else {
-                throw GatewayError.invalidRequest("no item \(after) to list after", code: "invalid_cursor")
-            }
-            all.removeFirst(index + 1)
-        }
-        let slice = Array(all.prefix(page.limit))
-        return ["object": "list", "data": slice, "has_more": all.count > page.limit,
-                "first_id": slice.first?["id"] ?? NSNull(), "last_id": slice.last?["id"] ?? NSNull()]
     }
 }

@@ -12,7 +12,7 @@ import Logging
 /// store: it holds on every replica at once, whatever the store says (a store may have no
 /// disable, apply one eventually, or have the key enabled behind Keyward's back), and it keeps
 /// the waiting period of stores that destroy at once. Every store is seen through it
-/// (``KeyStates``).
+/// (``StoredKeyStates``).
 struct KeyLifecycle {
     let store: any RecordStore
     let keyStores: KeyStores
@@ -88,8 +88,10 @@ struct KeyLifecycle {
         try audit.requireAvailable()
         let scope = AuditScope(actor: actor)
         do {
-            try await apply(change, ref, reference.keyID, keyStore)
+            try await apply(change, reference.canonical, reference.keyID, keyStore)
         } catch {
+            // Keyward's state may have been written before the store failed: drop cached data keys anyway.
+            await replication.changed(.key(ref))
             let e = GatewayError.from(error)
             try await audit.append(AuditLog.event(change.operation, key: ref, result: .error(e.code), detail: change.detail, scope: scope))
             if let k = error as? KeyStoreError, k.code == .keyNotFound { throw GatewayError.notFound("no key \(ref)") }
@@ -101,23 +103,29 @@ struct KeyLifecycle {
         return try await describe(reference, ref)
     }
 
-    /// Keyward's state is written first where it revokes (it then holds even if the store's call
-    /// fails, and retrying is safe), last where it restores (the store must agree first).
-    private func apply(_ change: KeyChange, _ ref: String, _ keyID: String, _ keyStore: any KeyStore) async throws {
+    /// Keyward's state (kept under the reference's canonical spelling, `key`) is written first
+    /// where it revokes (it then holds even if the store's call fails, and retrying is safe), last
+    /// where it restores (the store must agree first).
+    private func apply(_ change: KeyChange, _ key: String, _ keyID: String, _ keyStore: any KeyStore) async throws {
         let now = Gateway.nowMs()
-        let current = try await store.keyState(key: ref)
+        let current = try await store.keyState(key: key)
         switch change {
         case .disable:
-            if current == nil { try await insert(KeyStateRecord(key: ref, state: .disabled, updatedAt: now)) }
+            if current == nil {
+                // A key that does not exist gets no state (a key created later under its name would
+                // be born revoked); a store that cannot answer does not delay the revocation.
+                do { _ = try await keyStore.describe(keyID: keyID) } catch let e as KeyStoreError where e.code == .keyNotFound { throw e } catch {}
+                try await insert(KeyStateRecord(key: key, state: .disabled, updatedAt: now))
+            }
             do { try await keyStore.disableKey(keyID: keyID) } catch let e as KeyStoreError where e.code == .invalidArgument {
                 // HashiCorp Vault's Transit, say: Keyward's revocation is the only one, and the
                 // key's description says so (its store_state stays enabled).
-                logger.notice("key revoked by Keyward alone: its store cannot disable it", metadata: ["key": "\(ref)"])
+                logger.notice("key revoked by Keyward alone: its store cannot disable it", metadata: ["key": "\(key)"])
             }
         case .enable:
             if let current, current.state != .disabled {
                 throw GatewayError.invalidRequest(current.state == .pendingDeletion
-                    ? "key \(ref) is pending deletion: cancel the deletion first" : "key \(ref) was destroyed", code: "invalid_key_operation")
+                    ? "key \(key) is pending deletion: cancel the deletion first" : "key \(key) was destroyed", code: "invalid_key_operation")
             }
             let d = try await keyStore.describe(keyID: keyID)
             if (d.storeState ?? d.state) != .enabled { try await keyStore.enableKey(keyID: keyID) }
@@ -125,36 +133,39 @@ struct KeyLifecycle {
         case .rotate:
             try await keyStore.rotateKey(keyID: keyID)
         case .scheduleDeletion(let days):
-            if let current, current.state != .disabled {
-                throw GatewayError.invalidRequest("key \(ref) is \(current.state.rawValue) already", code: "invalid_key_operation")
+            if let current, current.state == .destroyed || (current.state == .pendingDeletion && keyStore.deletion != .immediate) {
+                throw GatewayError.invalidRequest("key \(key) is \(current.state.rawValue) already", code: "invalid_key_operation")
             }
-            let deleteAt: Int64
             switch keyStore.deletion {
             case .scheduled:
-                deleteAt = Int64(try await keyStore.scheduleKeyDeletion(keyID: keyID, days: days).timeIntervalSince1970 * 1000)
+                let date = try await keyStore.scheduleKeyDeletion(keyID: keyID, days: days)
+                let pending = KeyStateRecord(key: key, state: .pendingDeletion, deleteAt: Int64(date.timeIntervalSince1970 * 1000), updatedAt: now)
+                if let current { try await replace(current, with: pending) } else { try await insert(pending) }
             case .immediate:
                 _ = try await keyStore.describe(keyID: keyID)  // a missing key is not scheduled
-                deleteAt = now + Int64(days) * 86_400_000
-            case .unsupported:
-                _ = try await keyStore.scheduleKeyDeletion(keyID: keyID, days: days)  // refuses, with how to do it
-                return
-            }
-            let pending = KeyStateRecord(key: ref, state: .pendingDeletion, deleteAt: deleteAt, updatedAt: now)
-            if let current { try await replace(current, with: pending) } else { try await insert(pending) }
-            if keyStore.deletion == .immediate {
+                // Scheduled already (a retry after the store failed): the date stands, the store is asked again.
+                if current?.state != .pendingDeletion {
+                    let pending = KeyStateRecord(key: key, state: .pendingDeletion, deleteAt: now + Int64(days) * 86_400_000, updatedAt: now)
+                    if let current { try await replace(current, with: pending) } else { try await insert(pending) }
+                }
                 // Meanwhile the store refuses the key to every client too, where it can.
                 do { try await keyStore.disableKey(keyID: keyID) } catch let e as KeyStoreError where e.code == .invalidArgument {}
+            case .unsupported:
+                _ = try await keyStore.scheduleKeyDeletion(keyID: keyID, days: days)  // refuses, with how to do it
             }
         case .cancelDeletion:
+            if let current, current.state == .pendingDeletion, let date = current.deleteAt, date <= now {
+                throw GatewayError.invalidRequest("key \(key)'s waiting period has ended: it is destroyed", code: "invalid_key_operation")
+            }
             if keyStore.deletion == .immediate {
                 guard current?.state == .pendingDeletion else {
-                    throw GatewayError.invalidRequest("key \(ref) is not pending deletion", code: "invalid_key_operation")
+                    throw GatewayError.invalidRequest("key \(key) is not pending deletion", code: "invalid_key_operation")
                 }
             } else {
                 try await keyStore.cancelKeyDeletion(keyID: keyID)
             }
             if let current, current.state == .pendingDeletion {
-                try await replace(current, with: KeyStateRecord(key: ref, state: .disabled, updatedAt: now))
+                try await replace(current, with: KeyStateRecord(key: key, state: .disabled, updatedAt: now))
             }
         }
     }
@@ -183,48 +194,66 @@ struct KeyLifecycle {
         logger.notice("key \(operation.rawValue)", metadata: ["key": "\(ref)"])
     }
 
-    /// Destroys the keys whose deletion Keyward scheduled and whose waiting period has ended: each
-    /// is claimed first (from then on Keyward refuses it, a cancellation comes too late, and one
-    /// replica destroys it), then destroyed in its store (stores that keep their own schedule
-    /// destroy it themselves), then logged. A failure is retried at the next round.
+    /// How long a replica holds a key it claimed for destruction before another may take it over.
+    static let deletionLease: Int64 = 60_000
+
+    /// Destroys the keys whose deletion Keyward scheduled and whose waiting period has ended. Each
+    /// is claimed first, with a lease (from then on Keyward refuses it, a cancellation comes too
+    /// late, and one replica at a time works on it), then destroyed in its store (a store that
+    /// keeps its own schedule must show it destroyed), logged, and confirmed. A failure is retried
+    /// once the lease has run out.
     func destroyDueKeys(now: Int64 = Gateway.nowMs()) async {
         let due: [KeyStateRecord]
         do { due = try await store.keysDueForDeletion(at: now) } catch {
             logger.error("could not read the keys due for deletion", metadata: ["error": "\(error)"])
             return
         }
-        for var state in due {
+        for state in due where state.state == .pendingDeletion || state.updatedAt + Self.deletionLease <= now {
             do {
-                if state.state == .pendingDeletion {
-                    let claimed = KeyStateRecord(key: state.key, state: .destroyed, deleteAt: state.deleteAt, updatedAt: now)
-                    guard try await store.replaceKeyState(state, with: claimed) else { continue }
-                    state = claimed
-                    await replication.changed(.key(state.key))
-                }
-                try await destroy(state, now: now)
+                let claimed = KeyStateRecord(key: state.key, state: .destroyed, deleteAt: state.deleteAt, updatedAt: now)
+                guard try await store.replaceKeyState(state, with: claimed) else { continue }  // cancelled, or another replica has it
+                if state.state == .pendingDeletion { await replication.changed(.key(state.key)) }
+                try await destroy(claimed, now: now)
             } catch {
-                logger.error("a key due for deletion is not destroyed yet: retried at the next round",
+                logger.error("a key due for deletion is not destroyed yet: retried when its lease ends",
                              metadata: ["key": "\(state.key)", "error": "\(error)"])
             }
         }
     }
 
-    /// Destroys a claimed key in its store, then clears its date (destruction confirmed).
+    /// Destroys a claimed key in its store, logs it, then clears its date (destruction confirmed).
     private func destroy(_ claimed: KeyStateRecord, now: Int64) async throws {
         let reference = try KeyReference.parse(claimed.key)
         let keyStore = try keyStores.store(for: reference)
         try audit.requireAvailable()
         let scope = AuditScope(actor: "system")
         do {
-            if keyStore.deletion == .immediate { try await keyStore.destroyKey(keyID: reference.keyID) }
+            if keyStore.deletion == .immediate {
+                try await keyStore.destroyKey(keyID: reference.keyID)
+            } else {
+                // The store destroys it on its own date (maybe a little after Keyward's: looked at
+                // again when the lease runs out); one that kept it (a deletion cancelled in the
+                // store itself) is an anomaly to report, not a destruction to log.
+                let state: KeyState
+                do {
+                    // Keyward's state says destroyed; the store's own is beside it when it differs.
+                    state = try await keyStore.describe(keyID: reference.keyID).storeState ?? .destroyed
+                } catch let e as KeyStoreError where e.code == .keyNotFound {
+                    state = .destroyed
+                }
+                if state == .pendingDeletion { return }
+                guard state == .destroyed else {
+                    throw KeyStoreError(.keyDisabled, "the store kept \(claimed.key) (its state: \(state.rawValue))")
+                }
+            }
         } catch {
             try await audit.append(AuditLog.event(.destroyKey, key: claimed.key, result: .error(GatewayError.from(error).code), scope: scope))
             throw error
         }
-        guard try await store.replaceKeyState(claimed, with: KeyStateRecord(key: claimed.key, state: .destroyed, updatedAt: now)) else {
-            return  // another replica confirmed it
-        }
         try await audit.append(AuditLog.event(.destroyKey, key: claimed.key, scope: scope))
+        guard try await store.replaceKeyState(claimed, with: KeyStateRecord(key: claimed.key, state: .destroyed, updatedAt: now)) else {
+            return  // another replica took it over after the lease
+        }
         await announce(.destroyKey, key: claimed.key, actor: "system")
     }
 }

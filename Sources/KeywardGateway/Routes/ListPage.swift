@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import KeywardStorage
 
@@ -25,5 +26,24 @@ struct ListPage {
             order = o
         }
         after = q.get("after")
+    }
+
+    /// The page of `items` (given oldest first) asked for: in order, after the cursor, at most
+    /// `limit`; and whether more follow.
+    func slice<T>(_ items: [T], id: (T) -> String?) throws -> (page: [T], hasMore: Bool) {
+        var all = order == .descending ? Array(items.reversed()) : items
+        if let after {
+            guard let index = all.firstIndex(where: { id($0) == after }) else {
+                throw GatewayError.invalidRequest("no item \(after) to list after", code: "invalid_cursor")
+            }
+            all.removeFirst(index + 1)
+        }
+        return (Array(all.prefix(limit)), all.count > limit)
+    }
+
+    /// An OpenAI list object of one page of items.
+    static func list(_ items: [[String: Any]], hasMore: Bool) -> [String: Any] {
+        ["object": "list", "data": items, "has_more": hasMore, "first_id": items.first?["id"] ?? NSNull(),
+         "last_id": items.last?["id"] ?? NSNull()]
     }
 }

@@ -43,26 +43,14 @@ struct StoredCompletionsController {
             let record = try await storedRecord(tenant, id, kind: "chat.request")
             let plaintext = try await open([record], of: tenant, by: principal, .retrieval)[0]
             let messages = ((try? JSONSerialization.jsonObject(with: Data(plaintext)) as? [String: Any])?["messages"] as? [[String: Any]]) ?? []
-            var all = messages.enumerated().map { i, m -> (String, [String: Any]) in
+            let all = messages.enumerated().map { i, m -> [String: Any] in
                 var m = m
-                let mid = "\(id)-\(i)"
-                m["id"] = mid
+                m["id"] = "\(id)-\(i)"
                 if m["content"] == nil { m["content"] = NSNull() }
-                return (mid, m)
+                return m
             }
-            let page = try ListPage(request, defaultOrder: .ascending)
-            if page.order == .descending { all.reverse() }
-            if let after = page.after {
-                guard let index = all.firstIndex(where: { $0.0 == after }) else {
-                    throw GatewayError.invalidRequest("no message \(after) to list after", code: "invalid_cursor")
-                }
-                all.removeFirst(index + 1)
-            }
-            let slice = Array(all.prefix(page.limit))
-            var object: [String: Any] = ["object": "list", "data": slice.map(\.1), "has_more": all.count > page.limit]
-            object["first_id"] = slice.first?.0 ?? NSNull()
-            object["last_id"] = slice.last?.0 ?? NSNull()
-            return JSONBody.response(object)
+            let (page, hasMore) = try ListPage(request, defaultOrder: .ascending).slice(all) { $0["id"] as? String }
+            return JSONBody.response(ListPage.list(page, hasMore: hasMore))
         }
 
         router.get("/v1/keyward/export") { _, context in try await export(context) }
@@ -70,6 +58,7 @@ struct StoredCompletionsController {
         router.delete("/v1/chat/completions/:id") { request, context -> Response in
             let (principal, tenant) = try await reader(context, .retrieval)
             let id = try context.parameters.require("id")
+            try audit.requireAvailable()
             guard id.hasPrefix("chatcmpl-"), try await store.deleteRecords(tenant: tenant.name, id: id) > 0 else {
                 throw GatewayError.notFound("no stored completion \(id)")
             }

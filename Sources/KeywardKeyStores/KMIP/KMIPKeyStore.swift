@@ -362,7 +362,8 @@ public final class KMIPKeyStore: KeyStore {
     /// Revokes every key of the reference (cessation of operation): the server then refuses to
     /// encrypt with them, and Keyward refuses to unwrap with them. KMIP has no way back.
     public func disableKey(keyID: String) async throws {
-        for (uid, attributes) in try await versions(try KeyName(keyID)) where attributes.state == .active || attributes.state == .preActive {
+        // A pre-active key is unusable already, and KMIP revokes it only as compromised.
+        for (uid, attributes) in try await versions(try KeyName(keyID)) where attributes.state == .active {
             try await revoke(uid)
         }
     }
@@ -388,14 +389,14 @@ public final class KMIPKeyStore: KeyStore {
     public var deletion: KeyDeletion { .immediate }
 
     /// Destroys every key of the reference, revoking first those still active (KMIP destroys no
-    /// active key). A reference the server no longer knows is already destroyed.
+    /// active key; a pre-active one it destroys as it is). A reference the server no longer knows is already destroyed.
     public func destroyKey(keyID: String) async throws {
         let versions: [(uid: String, attributes: Attributes)]
         do { versions = try await self.versions(try KeyName(keyID)) } catch let e as KeyStoreError where e.code == .keyNotFound { return }
         for (uid, attributes) in versions {
             switch attributes.state {
             case .destroyed, .destroyedCompromised: continue
-            case .active, .preActive: try await revoke(uid)
+            case .active: try await revoke(uid)
             default: break
             }
             _ = try await call(.destroy, [Self.uid(uid)])

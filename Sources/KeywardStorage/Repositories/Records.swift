@@ -89,6 +89,11 @@ extension SQLStore {
         try await queryLong(SQLStatement("SELECT count(*) FROM records WHERE tenant = ?", [.text(tenant)])) { try $0.int(0) }.first ?? 0
     }
 
+    public func deleteRecord(tenant: String, id: String, kind: String) async throws -> Bool {
+        try await execute(SQLStatement("DELETE FROM records WHERE tenant = ? AND id = ? AND kind = ?",
+                                       [.text(tenant), .text(id), .text(kind)])) > 0
+    }
+
     public func deleteRecords(tenant: String, id: String) async throws -> Int {
         try await executeLong(SQLStatement("DELETE FROM records WHERE tenant = ? AND id = ?", [.text(tenant), .text(id)]))
     }

@@ -7,7 +7,7 @@ import KeywardStorage
 /// every replica as soon as it is written, and a replica that missed the change notice still sees
 /// it. The read is cheap beside the store call it precedes, and store calls are rare (data keys
 /// are cached, and every key change purges them on every replica).
-struct KeyStates: KeyStateOverlay {
+struct StoredKeyStates: KeyStateOverlay {
     let store: any KeyStateRepository
     /// The time a deletion date is compared with.
     var now: @Sendable () -> Date = { Date() }
