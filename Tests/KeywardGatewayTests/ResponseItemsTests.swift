@@ -14,21 +14,33 @@ struct ResponseItemsTests {
         }
     }
 
-    @Test func theContextIsEveryEarlierTurnThenTheNewInput() {
-        let turns = [ResponseItems.Turn(input: ["a"], output: ["A", "A2"]), ResponseItems.Turn(input: ["b"], output: [])]
-        #expect(ResponseItems.context(turns, then: ["c"]).compactMap { $0 as? String } == ["a", "A", "A2", "b", "c"])
+    @Test func theContextIsEveryEarlierTurnsInputThenOutput() throws {
+        let turns = [
+            ResponseItems.Turn(input: Array(#"[{"n":"a"}]"#.utf8), response: Array(#"{"id":"r","output":[{"n":"A"},{"n":"A2"}],"x":[9]}"#.utf8)),
+            ResponseItems.Turn(input: Array(#" [ {"n":"b"} ] "#.utf8), response: Array(#"{"output":[]}"#.utf8)),
+            ResponseItems.Turn(input: Array("[]".utf8), response: Array(#"{"output":[{"n":"C"}]}"#.utf8)),
+        ]
+        let body = try ResponseItems.upstreamBody(["model": "m", "previous_response_id": "resp_1"],
+                                                  input: ResponseItems.context(turns) + [Array(#"{"n":"d"}"#.utf8)[...]], storing: false)
+        let sent = try #require(try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
+        #expect((sent["input"] as? [[String: String]])?.map { $0["n"]! } == ["a", "A", "A2", "b", "C", "d"])
+        #expect(sent["model"] as? String == "m" && sent["store"] as? Bool == false && sent["previous_response_id"] == nil)
+        #expect(ResponseItems.arrayContents(Array("{}".utf8)[...]) == nil)
+        // A request with nothing but input.
+        let bare = try ResponseItems.upstreamBody([:], input: [], storing: false)
+        #expect(try JSONSerialization.jsonObject(with: Data(bare)) as? [String: Any] != nil)
     }
 
     @Test func theUpstreamKeepsNothingAndLooksNothingUp() {
         let body: [String: Any] = ["model": "m", "input": "x", "previous_response_id": "resp_1", "conversation": "conv_1",
                                    "store": true, "include": ["file_search_call.results"], "tools": [["type": "function"]]]
-        let sent = ResponseItems.upstreamRequest(body, context: ["ctx"], storing: true)
+        let sent = ResponseItems.upstreamRequest(body, storing: true)
         #expect(sent["store"] as? Bool == false)
         #expect(sent["previous_response_id"] == nil && sent["conversation"] == nil)
         #expect(sent["include"] as? [String] == ["file_search_call.results", "reasoning.encrypted_content"])
-        #expect((sent["input"] as? [Any])?.count == 1 && (sent["tools"] as? [Any])?.count == 1)
+        #expect((sent["tools"] as? [Any])?.count == 1)
         // Not stored: nothing to replay, so nothing more is asked for.
-        #expect(ResponseItems.upstreamRequest(["model": "m"], context: [], storing: false)["include"] == nil)
+        #expect(ResponseItems.upstreamRequest(["model": "m"], storing: false)["include"] == nil)
     }
 
     @Test func aResponseCarriesKeywardsIdAndChain() {

@@ -1,4 +1,5 @@
 import Foundation
+import KeywardJSON
 
 /// The pure parts of a Responses turn: what its input is as a list of items, the context rebuilt
 /// from earlier turns, the request an upstream gets, and the response as Keyward returns it.
@@ -18,24 +19,62 @@ enum ResponseItems {
         }
     }
 
-    /// One earlier turn, as stored: its input items and its response (whose `output` continues it).
+    /// One earlier turn, as stored (JSON, as Keyward wrote it): its input items (an array) and its
+    /// response (an object whose `output` continues it).
     struct Turn {
-        var input: [Any]
-        var output: [Any]
+        var input: [UInt8]
+        var response: [UInt8]
     }
 
-    /// The whole context of a turn, oldest first: each earlier turn's input then output, then the
-    /// new input (instructions are per turn, as OpenAI keeps them).
-    static func context(_ turns: [Turn], then input: [Any]) -> [Any] {
-        turns.flatMap { $0.input + $0.output } + input
+    /// The whole context before a new input, oldest first: each earlier turn's input then output
+    /// items (instructions are per turn, as OpenAI keeps them). Each part is the inside of a JSON
+    /// array, taken from the stored bytes without decoding them: a long chain costs copies, not
+    /// parses.
+    static func context(_ turns: [Turn]) -> [ArraySlice<UInt8>] {
+        turns.flatMap { turn -> [ArraySlice<UInt8>] in
+            let output = JSONScanner.valueRange(of: "output", in: turn.response).flatMap { arrayContents(turn.response[$0]) }
+            return [arrayContents(turn.input[...]), output].compactMap { $0 }.filter { !$0.isEmpty }
+        }
     }
 
-    /// The request an upstream gets: stateless (`store: false`), the whole context as input, no
+    /// The items of a JSON array: the bytes between its brackets, nil if it is not an array.
+    static func arrayContents(_ json: ArraySlice<UInt8>) -> ArraySlice<UInt8>? {
+        let space: Set<UInt8> = [0x20, 0x0A, 0x0D, 0x09]
+        guard let first = json.firstIndex(where: { !space.contains($0) }), json[first] == UInt8(ascii: "["),
+              let last = json.lastIndex(where: { !space.contains($0) }), json[last] == UInt8(ascii: "]"), first < last else { return nil }
+        let inner = json[(first + 1)..<last]
+        guard let a = inner.firstIndex(where: { !space.contains($0) }), let b = inner.lastIndex(where: { !space.contains($0) }) else {
+            return inner[inner.startIndex..<inner.startIndex]
+        }
+        return inner[a...b]
+    }
+
+    /// The request an upstream gets, as JSON: ``upstreamRequest(_:storing:)`` with `input` the
+    /// items of `parts` (insides of JSON arrays) in order.
+    static func upstreamBody(_ body: [String: Any], input parts: [ArraySlice<UInt8>], storing: Bool) throws -> [UInt8] {
+        var rest = upstreamRequest(body, storing: storing)
+        rest["input"] = nil
+        var out = Array(#"{"input":["#.utf8)
+        for (i, part) in parts.filter({ !$0.isEmpty }).enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out += part
+        }
+        out.append(UInt8(ascii: "]"))
+        let others = Array(try JSONSerialization.data(withJSONObject: rest))
+        if others.count > 2 {
+            out.append(UInt8(ascii: ","))
+            out += others[1...]  // past its "{", to its "}"
+        } else {
+            out.append(UInt8(ascii: "}"))
+        }
+        return out
+    }
+
+    /// The request an upstream gets, but its input: stateless (`store: false`), no
     /// `previous_response_id` or `conversation` (the upstream keeps nothing and looks nothing up);
     /// when the turn is stored, reasoning comes back encrypted so that it can be replayed.
-    static func upstreamRequest(_ body: [String: Any], context: [Any], storing: Bool) -> [String: Any] {
+    static func upstreamRequest(_ body: [String: Any], storing: Bool) -> [String: Any] {
         var r = body
-        r["input"] = context
         r["store"] = false
         r["previous_response_id"] = nil
         r["conversation"] = nil

@@ -116,29 +116,30 @@ struct ResponsesController {
         let sealer = try await AuditScope.$current.withValue(scope) { try await vault.sealer(for: tenant, plaintextLength: buffer.readableBytes) }
         let keyTime = ContinuousClock.now - keyStart
         var chain: [String] = []
-        var context: [Any] = []
+        var context: [ArraySlice<UInt8>] = []
         var conversation: (id: String, lastSeq: Int)?
         if let previous {
             let earlier: [ResponseItems.Turn]
             (chain, earlier) = try await turns(before: previous, of: tenant, scope: scope)
-            context = ResponseItems.context(earlier, then: [])
+            context = ResponseItems.context(earlier)
         } else if let conversationID {
             _ = try await conversations.conversation(tenant, conversationID)
             let (items, lastSeq) = try await conversations.allItems(tenant, conversationID, scope: scope)
-            context = items.map(ResponseItems.upstreamItem)
+            context = [ResponseItems.arrayContents(Array(try JSONSerialization.data(withJSONObject: items.map(ResponseItems.upstreamItem)))[...])]
+                .compactMap { $0 }
             conversation = (conversationID, lastSeq)
         }
+        let inputJSON = Array(try JSONSerialization.data(withJSONObject: input))
         let turn = Turn(started: started, tenant: tenant, id: Tokens.identifier("resp_"), previous: previous, conversation: conversation,
-                        input: Array(try JSONSerialization.data(withJSONObject: input)), chain: chain,
-                        model: model, storing: storing, sealer: sealer, keyTime: keyTime, scope: scope)
+                        input: inputJSON, chain: chain, model: model, storing: storing, sealer: sealer, keyTime: keyTime, scope: scope)
 
-        let upstreamBody = ResponseItems.upstreamRequest(body, context: context + input, storing: storing)
+        let upstreamBody = try ResponseItems.upstreamBody(body, input: context + [ResponseItems.arrayContents(inputJSON[...]) ?? []],
+                                                          storing: storing)
         let key = try await providerKeys.key(for: tenant, upstream: upstream, scope: scope)
         let upstreamStart = ContinuousClock.now
         let response: PooledHTTPClient.Response
         do {
-            response = try await upstreams.send(upstream, path: "/responses", body: ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: upstreamBody)),
-                                                apiKey: key)
+            response = try await upstreams.send(upstream, path: "/responses", body: ByteBuffer(bytes: upstreamBody), apiKey: key)
         } catch let e as GatewayError {
             metrics.upstream(upstream.name, status: Int(e.status.code), duration: ContinuousClock.now - upstreamStart)
             throw e
@@ -191,18 +192,18 @@ struct ResponsesController {
         let chain = (last.metadata.chain ?? []) + [previous]
         let records = try await store.records(tenant: tenant.name, ids: chain).filter { $0.kind == Self.inputKind || $0.kind == Self.responseKind }
         try await audit.append(records.map { AuditLog.event(.decryptRecord, key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
-        var opened: [String: (input: [Any]?, output: [Any]?)] = [:]
+        var opened: [String: ResponseItems.Turn] = [:]
         try await AuditScope.$current.withValue(scope) {
             for record in records {
-                let json = try JSONSerialization.jsonObject(with: Data(try await vault.open(record, of: tenant)))
+                let plaintext = try await vault.open(record, of: tenant)
                 if record.kind == Self.inputKind {
-                    opened[record.id, default: (nil, nil)].input = json as? [Any]
-                } else if record.kind == Self.responseKind {
-                    opened[record.id, default: (nil, nil)].output = (json as? [String: Any])?["output"] as? [Any]
+                    opened[record.id, default: ResponseItems.Turn(input: [], response: [])].input = plaintext
+                } else {
+                    opened[record.id, default: ResponseItems.Turn(input: [], response: [])].response = plaintext
                 }
             }
         }
-        let turns = chain.compactMap { id in opened[id].map { ResponseItems.Turn(input: $0.input ?? [], output: $0.output ?? []) } }
+        let turns = chain.compactMap { opened[$0] }
         return (chain, turns)
     }
 
