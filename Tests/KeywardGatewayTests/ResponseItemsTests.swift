@@ -59,4 +59,53 @@ struct ResponseItemsTests {
         #expect((listed[1]["content"] as? [[String: Any]])?.first?["type"] as? String == "output_text")
         #expect(listed[2]["output"] as? String == "x")
     }
+
+    @Test func aResponsesRequestBecomesAChatRequest() throws {
+        let items: [Any] = [
+            ["role": "user", "content": "q"],
+            ["type": "reasoning", "id": "rs_1", "encrypted_content": "x"],
+            ["type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"],
+            ["type": "function_call", "call_id": "c2", "name": "g", "arguments": "{\"a\":1}"],
+            ["type": "function_call_output", "call_id": "c1", "output": "one"],
+            ["type": "message", "role": "assistant", "content": [["type": "output_text", "text": "done"]]],
+        ]
+        let chat = try ChatTranslation.chatRequest(["model": "m", "instructions": "be brief", "max_output_tokens": 9,
+                                                    "tools": [["type": "function", "name": "f", "parameters": ["type": "object"]]],
+                                                    "tool_choice": ["type": "function", "name": "f"]], items: items, stream: true)
+        let messages = try #require(chat["messages"] as? [[String: Any]])
+        #expect(messages.map { $0["role"] as? String } == ["system", "user", "assistant", "tool", "assistant"])
+        // Calls made together are one assistant message; reasoning has no chat form.
+        #expect((messages[2]["tool_calls"] as? [[String: Any]])?.map { $0["id"] as? String } == ["c1", "c2"])
+        #expect(messages[3]["tool_call_id"] as? String == "c1" && messages[4]["content"] as? String == "done")
+        #expect(chat["max_tokens"] as? Int == 9 && chat["stream"] as? Bool == true)
+        #expect(((chat["tools"] as? [[String: Any]])?.first?["function"] as? [String: Any])?["name"] as? String == "f")
+        #expect(((chat["tool_choice"] as? [String: Any])?["function"] as? [String: Any])?["name"] as? String == "f")
+        #expect(throws: GatewayError.self) { try ChatTranslation.chatRequest([:], items: [["type": "web_search_call"]], stream: false) }
+        #expect(throws: GatewayError.self) { try ChatTranslation.chatRequest(["tools": [["type": "web_search"]]], items: [], stream: false) }
+    }
+
+    @Test func aChatStreamBecomesResponsesEvents() {
+        var t = ChatTranslation.StreamTranslator(request: ["model": "m"])
+        var events: [[String: Any]] = []
+        for chunk: [String: Any] in [
+            ["choices": [["delta": ["role": "assistant", "content": ""]]]],
+            ["choices": [["delta": ["content": "hel"]]]],
+            ["choices": [["delta": ["content": "lo"]]]],
+            ["choices": [["delta": ["tool_calls": [["index": 0, "id": "c", "function": ["name": "f", "arguments": "{\"a\""]]]]]]],
+            ["choices": [["delta": ["tool_calls": [["index": 0, "function": ["arguments": ":1}"]]]]]]],
+            ["choices": [], "usage": ["prompt_tokens": 3, "completion_tokens": 2]],
+        ] { events += t.feed(chunk) }
+        let (closing, response) = t.finish()
+        events += closing
+        #expect(events.map { $0["type"] as? String ?? "" } == [
+            "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+            "response.output_text.delta", "response.output_text.delta", "response.output_text.done", "response.content_part.done",
+            "response.output_item.done", "response.output_item.added", "response.output_item.done", "response.completed",
+        ])
+        #expect(events.map { $0["sequence_number"] as? Int } == Array(0..<events.count))
+        let output = response["output"] as? [[String: Any]] ?? []
+        #expect(((output.first?["content"] as? [[String: Any]])?.first?["text"] as? String) == "hello")
+        #expect(output.last?["arguments"] as? String == "{\"a\":1}" && output.last?["call_id"] as? String == "c")
+        #expect((response["usage"] as? [String: Any])?["total_tokens"] as? Int == 5)
+    }
 }

@@ -128,7 +128,10 @@ def make_handler(state):
 
         def chat(self, body, model):
             text = "echo: " + last_user_text(body)
-            if model == "mock-tools":
+            last = (body.get("messages") or [{}])[-1]
+            if last.get("role") == "tool":
+                text = "tool said: " + str(last.get("content"))
+            elif model == "mock-tools":
                 message = {"role": "assistant", "content": None, "tool_calls": [
                     {"id": "call_1", "type": "function",
                      "function": {"name": "lookup", "arguments": json.dumps({"q": last_user_text(body)})}}]}

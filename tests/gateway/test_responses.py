@@ -128,7 +128,7 @@ def test_a_function_calling_loop_and_reasoning_are_replayed(fresh_gateway, upstr
     assert {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "opaque-1"} in replayed
 
 
-def test_revocation_store_false_and_chat_only_upstreams(fresh_gateway, upstream):
+def test_revocation_store_false_and_anthropic_upstreams(fresh_gateway, upstream):
     g = fresh_gateway()
     client = g.openai(g.new_tenant("revoked"))
     kept = turn(client, "remember me")
@@ -138,10 +138,10 @@ def test_revocation_store_false_and_chat_only_upstreams(fresh_gateway, upstream)
     assert r.store is False
     with pytest.raises(openai.NotFoundError):
         lean.responses.retrieve(r.id)
-    # A model whose upstream speaks chat completions only: refused, saying why, nothing sent.
+    # A model whose upstream speaks Anthropic's Messages only: refused (not translated yet), nothing sent.
     count = upstream.count
     with pytest.raises(openai.BadRequestError) as e:
-        turn(client, "x", model="mock-1")
+        turn(client, "x", model="claude-x")
     assert e.value.code == "model_not_supported" and upstream.count == count
     # Revoked: 403 for a new turn, a continuation and a read, before any upstream call.
     path = "/admin/v1/keys/" + urllib.parse.quote("local:revoked", safe="") + "/disable"
@@ -245,3 +245,38 @@ def test_a_deleted_turn_is_left_out_of_later_contexts(fresh_gateway, upstream):
     turn(client, "third", b.id)
     texts = [i["content"] if isinstance(i["content"], str) else i["content"][0]["text"] for i in upstream.bodies("/v1/responses")[-1]["input"]]
     assert texts == ["second", "echo: second", "third"]
+
+
+def test_a_chat_completions_upstream_serves_the_responses_api(fresh_gateway, upstream):
+    """mock-* models go to an upstream that speaks chat completions only: Keyward translates each
+    turn (its whole context) into a chat request and the answer back, streamed and not, function
+    calls included."""
+    g = fresh_gateway()
+    client = g.openai(g.new_tenant("chatty"))
+    first = client.responses.create(model="mock-1", input="hello", instructions="be brief")
+    assert first.output_text == "echo: hello" and first.usage.input_tokens == 4
+    second = client.responses.create(model="mock-1", input="again", previous_response_id=first.id)
+    chat = upstream.bodies("/v1/chat/completions")[-1]
+    assert chat["messages"] == [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "echo: hello"},
+                                {"role": "user", "content": "again"}]
+    assert "store" not in chat and "previous_response_id" not in chat and "input" not in chat
+    events = list(client.responses.create(model="mock-1", input="stream this", previous_response_id=second.id, stream=True))
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "echo: stream this"
+    rid = events[-1].response.id
+    assert client.responses.retrieve(rid).output_text == text
+    assert len(upstream.bodies("/v1/chat/completions")[-1]["messages"]) == 5
+
+    tools = [{"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}]
+    asked = client.responses.create(model="mock-tools", input="weather?", tools=tools)
+    call = next(o for o in asked.output if o.type == "function_call")
+    assert call.name == "lookup" and call.call_id == "call_1"
+    sent = upstream.bodies("/v1/chat/completions")[-1]
+    assert sent["tools"] == [{"type": "function", "function": {"name": "lookup", "parameters": tools[0]["parameters"]}}]
+    answered = client.responses.create(model="mock-tools", tools=tools, previous_response_id=asked.id,
+                                       input=[{"type": "function_call_output", "call_id": call.call_id, "output": "rain"}])
+    assert answered.output_text == "tool said: rain"
+    messages = upstream.bodies("/v1/chat/completions")[-1]["messages"]
+    assert messages[1]["role"] == "assistant" and messages[1]["tool_calls"][0]["id"] == "call_1"
+    assert messages[2] == {"role": "tool", "tool_call_id": "call_1", "content": "rain"}

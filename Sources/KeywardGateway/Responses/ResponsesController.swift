@@ -95,9 +95,8 @@ struct ResponsesController {
         guard let upstream = configuration.upstream(for: model) else {
             throw GatewayError(.notFound, type: "invalid_request_error", code: "model_not_found", "no upstream serves model \(model)")
         }
-        guard upstream.kind == .openAICompatible, upstream.api == .responses else {
-            throw GatewayError.invalidRequest("model \(model) is served by upstream \(upstream.name), which does not speak the Responses API "
-                                              + "(\"api\": \"responses\"); translating Responses to chat completions or Messages is not built yet",
+        guard upstream.kind == .openAICompatible else {
+            throw GatewayError.invalidRequest("model \(model) is served by Anthropic upstream \(upstream.name): translating Responses to Messages is not built yet",
                                               code: "model_not_supported")
         }
         try await policies.authorize(principal, tenant: tenant, purpose: .inference, model: model)
@@ -133,30 +132,38 @@ struct ResponsesController {
         let turn = Turn(started: started, tenant: tenant, id: Tokens.identifier("resp_"), previous: previous, conversation: conversation,
                         input: inputJSON, chain: chain, model: model, storing: storing, sealer: sealer, keyTime: keyTime, scope: scope)
 
-        let upstreamBody = try ResponseItems.upstreamBody(body, input: context + [ResponseItems.arrayContents(inputJSON[...]) ?? []],
-                                                          storing: storing)
+        let parts = context + [ResponseItems.arrayContents(inputJSON[...]) ?? []]
+        let stream = body["stream"] as? Bool == true
+        // A chat upstream gets the same request translated (its items decoded once for that).
+        let chatRequest: [String: Any]? = upstream.api == .chat
+            ? try ChatTranslation.chatRequest(body, items: (try JSONSerialization.jsonObject(with: Data(try ResponseItems.upstreamBody([:], input: parts, storing: false))) as? [String: Any])?["input"] as? [Any] ?? [], stream: stream)
+            : nil
+        let upstreamBody = try chatRequest.map { Array(try JSONSerialization.data(withJSONObject: $0)) }
+            ?? ResponseItems.upstreamBody(body, input: parts, storing: storing)
         let key = try await providerKeys.key(for: tenant, upstream: upstream, scope: scope)
         let upstreamStart = ContinuousClock.now
         let response: PooledHTTPClient.Response
         do {
-            response = try await upstreams.send(upstream, path: "/responses", body: ByteBuffer(bytes: upstreamBody), apiKey: key)
+            response = try await upstreams.send(upstream, path: chatRequest == nil ? "/responses" : "/chat/completions",
+                                                body: ByteBuffer(bytes: upstreamBody), apiKey: key)
         } catch let e as GatewayError {
             metrics.upstream(upstream.name, status: Int(e.status.code), duration: ContinuousClock.now - upstreamStart)
             throw e
         }
         let contentType = response.headers.first(name: "content-type") ?? "application/json"
-        if body["stream"] as? Bool == true, contentType.hasPrefix("text/event-stream") {
+        if stream, contentType.hasPrefix("text/event-stream") {
             let headTime = ContinuousClock.now - upstreamStart
             metrics.upstream(upstream.name, status: Int(response.status.code), duration: headTime)
-            return Response(status: .ok, headers: headers(turn, upstreamTime: headTime, contentType: contentType),
-                            body: streamBody(turn, upstream: response))
+            return Response(status: .ok, headers: headers(turn, upstreamTime: headTime, contentType: "text/event-stream"),
+                            body: streamBody(turn, upstream: response, translating: chatRequest == nil ? nil : body))
         }
         let collected = try await UpstreamClient.collect(response, upTo: 64 << 20, from: upstream)
         let upstreamTime = ContinuousClock.now - upstreamStart
         metrics.upstream(upstream.name, status: Int(response.status.code), duration: upstreamTime)
-        guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: collected)) as? [String: Any] else {
-            throw GatewayError(.badGateway, type: "api_error", code: "upstream_error", "upstream \(upstream.name) answered something that is not a response object")
+        guard var object = try? JSONSerialization.jsonObject(with: Data(buffer: collected)) as? [String: Any] else {
+            throw GatewayError(.badGateway, type: "api_error", code: "upstream_error", "upstream \(upstream.name) answered something that is not JSON")
         }
+        if chatRequest != nil { object = ChatTranslation.response(fromChat: object, request: body) }
         let answer = ResponseItems.patched(object, id: turn.id, previous: previous, conversation: conversation?.id, stored: storing)
         try await save(turn, answer, upstreamTime: upstreamTime, streamed: false)
         return Response(status: .ok, headers: headers(turn, upstreamTime: upstreamTime, contentType: "application/json"),
@@ -239,38 +246,58 @@ struct ResponsesController {
     /// Forwards each event as soon as it is complete, with Keyward's response id in the events that
     /// carry the response; the final response is stored before its event is forwarded, so a client
     /// that saw the end can read it back.
-    private func streamBody(_ turn: Turn, upstream: PooledHTTPClient.Response) -> ResponseBody {
-        ResponseBody { writer in
+    private func streamBody(_ turn: Turn, upstream: PooledHTTPClient.Response, translating request: [String: Any]? = nil) -> ResponseBody {
+        // A chat upstream's chunks become Responses events; a Responses upstream's events pass.
+        let requestJSON = request.flatMap { try? JSONSerialization.data(withJSONObject: $0) }
+        return ResponseBody { writer in
+            var translator = requestJSON.flatMap { (try? JSONSerialization.jsonObject(with: $0) as? [String: Any]).map(ChatTranslation.StreamTranslator.init) }
             var splitter = SSEEventSplitter()
             let start = ContinuousClock.now
             var stored = false
-            func forward(_ event: SSEEvent) async throws {
-                var e = event
-                if var object = try? JSONSerialization.jsonObject(with: Data(e.data)) as? [String: Any],
-                   let type = object["type"] as? String, ResponseItems.responseEvents.contains(type),
-                   let response = object["response"] as? [String: Any] {
-                    let patched = ResponseItems.patched(response, id: turn.id, previous: turn.previous, conversation: turn.conversation?.id,
-                                                        stored: turn.storing)
-                    object["response"] = patched
-                    e.data = Array(try JSONSerialization.data(withJSONObject: object))
-                    if ResponseItems.finalEvents.contains(type), !stored {
-                        stored = true
-                        do { try await save(turn, patched, upstreamTime: ContinuousClock.now - start, streamed: true) } catch {
-                            // Not kept: the client must not see the end of a turn it cannot continue.
-                            logger.error("streamed response not stored", metadata: ["record": "\(turn.id)", "error": "\(error)"])
-                            let failure = GatewayError.from(error)
-                            let body: [String: Any] = ["type": "error", "code": failure.code, "message": "the response could not be stored: \(failure.message)"]
-                            try await writer.write(ByteBuffer(bytes: SSEEvent(name: "error", data: Array(try JSONSerialization.data(withJSONObject: body))).bytes))
-                            return
-                        }
+            /// Sends an event that carries the response with Keyward's ids, storing the final one
+            /// first; others as they are.
+            func send(_ object: [String: Any], raw: SSEEvent? = nil) async throws {
+                guard let type = object["type"] as? String, ResponseItems.responseEvents.contains(type),
+                      let response = object["response"] as? [String: Any] else {
+                    let data = try raw?.data ?? Array(JSONSerialization.data(withJSONObject: object))
+                    try await writer.write(ByteBuffer(bytes: SSEEvent(name: raw?.name ?? object["type"] as? String, data: data).bytes))
+                    return
+                }
+                let patched = ResponseItems.patched(response, id: turn.id, previous: turn.previous, conversation: turn.conversation?.id,
+                                                    stored: turn.storing)
+                var out = object
+                out["response"] = patched
+                if ResponseItems.finalEvents.contains(type), !stored {
+                    stored = true
+                    do { try await save(turn, patched, upstreamTime: ContinuousClock.now - start, streamed: true) } catch {
+                        // Not kept: the client must not see the end of a turn it cannot continue.
+                        logger.error("streamed response not stored", metadata: ["record": "\(turn.id)", "error": "\(error)"])
+                        let failure = GatewayError.from(error)
+                        let body: [String: Any] = ["type": "error", "code": failure.code, "message": "the response could not be stored: \(failure.message)"]
+                        try await writer.write(ByteBuffer(bytes: SSEEvent(name: "error", data: Array(try JSONSerialization.data(withJSONObject: body))).bytes))
+                        return
                     }
                 }
-                try await writer.write(ByteBuffer(bytes: e.bytes))
+                try await writer.write(ByteBuffer(bytes: SSEEvent(name: type, data: Array(try JSONSerialization.data(withJSONObject: out))).bytes))
+            }
+            func forward(_ event: SSEEvent) async throws {
+                let object = try? JSONSerialization.jsonObject(with: Data(event.data)) as? [String: Any]
+                if translator != nil {
+                    guard let object else { return }  // [DONE]: the translator closes at the end
+                    for e in translator!.feed(object) { try await send(e) }
+                } else if let object {
+                    try await send(object, raw: event)
+                } else {
+                    try await writer.write(ByteBuffer(bytes: event.bytes))
+                }
             }
             for try await buffer in upstream.body {
                 for event in splitter.feed(buffer.readableBytesView) { try await forward(event) }
             }
             if let last = splitter.finish() { try await forward(last) }
+            if translator != nil {
+                for e in translator!.finish().events { try await send(e) }
+            }
             if !stored, turn.storing {
                 logger.error("a streamed response ended without its final event: not stored", metadata: ["record": "\(turn.id)"])
             }
