@@ -71,7 +71,9 @@ public protocol RecordRepository: Sendable {
     func upsert(_ record: Record) async throws
     /// One record of a tenant, or nil: another tenant's record is not found.
     func record(tenant: String, id: String, kind: String) async throws -> Record?
-    /// Every record of a tenant with one of these ids (any kind), in no particular order.
+    /// Every record of a tenant with one of these ids (any kind), in no particular order, for
+    /// reading their content: their metadata is not read (left empty), which keeps a long
+    /// Responses chain (whose records each list their earlier ids) from costing a decode per id.
     func records(tenant: String, ids: [String]) async throws -> [Record]
     /// A page of a tenant's records of one kind, ordered by creation time then id.
     func records(_ query: RecordQuery) async throws -> [Record]

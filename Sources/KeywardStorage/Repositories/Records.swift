@@ -43,8 +43,11 @@ extension SQLStore {
         for start in stride(from: 0, to: ids.count, by: 500) {
             let part = ids[start..<min(start + 500, ids.count)]
             let marks = Array(repeating: "?", count: part.count).joined(separator: ", ")
-            out += try await query(SQLStatement("SELECT \(Record.columns) FROM records WHERE tenant = ? AND id IN (\(marks))",
-                                                [.text(tenant)] + part.map { .text($0) }), Record.init(row:))
+            out += try await query(SQLStatement("SELECT id, kind, created_at, expires_at, header, body FROM records WHERE tenant = ? AND id IN (\(marks))",
+                                                [.text(tenant)] + part.map { .text($0) })) {
+                Record(tenant: tenant, id: try $0.text(0), kind: try $0.text(1), createdAt: try $0.int(2), expiresAt: try $0.optionalInt(3),
+                       metadata: RecordMetadata(), header: try $0.bytes(4), body: try $0.bytes(5))
+            }
         }
         return out
     }
