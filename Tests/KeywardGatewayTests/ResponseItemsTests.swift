@@ -85,7 +85,7 @@ struct ResponseItemsTests {
     }
 
     @Test func aChatStreamBecomesResponsesEvents() {
-        var t = ChatTranslation.StreamTranslator(request: ["model": "m"])
+        var t = ResponseStreamAssembler(request: ["model": "m"])
         var events: [[String: Any]] = []
         for chunk: [String: Any] in [
             ["choices": [["delta": ["role": "assistant", "content": ""]]]],
@@ -94,7 +94,7 @@ struct ResponseItemsTests {
             ["choices": [["delta": ["tool_calls": [["index": 0, "id": "c", "function": ["name": "f", "arguments": "{\"a\""]]]]]]],
             ["choices": [["delta": ["tool_calls": [["index": 0, "function": ["arguments": ":1}"]]]]]]],
             ["choices": [], "usage": ["prompt_tokens": 3, "completion_tokens": 2]],
-        ] { events += t.feed(chunk) }
+        ] { events += ChatTranslation.feed(chunk, into: &t) }
         let (closing, response) = t.finish()
         events += closing
         #expect(events.map { $0["type"] as? String ?? "" } == [
@@ -107,5 +107,40 @@ struct ResponseItemsTests {
         #expect(((output.first?["content"] as? [[String: Any]])?.first?["text"] as? String) == "hello")
         #expect(output.last?["arguments"] as? String == "{\"a\":1}" && output.last?["call_id"] as? String == "c")
         #expect((response["usage"] as? [String: Any])?["total_tokens"] as? Int == 5)
+    }
+
+    @Test func aResponsesRequestBecomesAMessagesRequestAndItsStreamEvents() throws {
+        let items: [Any] = [
+            ["role": "developer", "content": "rules"], ["role": "user", "content": "q"],
+            ["type": "function_call", "call_id": "t1", "name": "f", "arguments": "{\"a\":1}"],
+            ["type": "function_call_output", "call_id": "t1", "output": "one"],
+            ["role": "user", "content": [["type": "input_text", "text": "more"]]],
+        ]
+        let request = try MessagesTranslation.messagesRequest(["model": "c", "instructions": "brief", "tool_choice": "required"], items: items, stream: false)
+        #expect(request["system"] as? String == "brief\n\nrules" && request["max_tokens"] as? Int == 4096)
+        let messages = try #require(request["messages"] as? [[String: Any]])
+        // Roles alternate: the tool result and the next user text are one user message.
+        #expect(messages.map { $0["role"] as? String } == ["user", "assistant", "user"])
+        #expect((messages[2]["content"] as? [[String: Any]])?.map { $0["type"] as? String } == ["tool_result", "text"])
+        #expect(((messages[1]["content"] as? [[String: Any]])?.first?["input"] as? [String: Int]) == ["a": 1])
+        #expect((request["tool_choice"] as? [String: String]) == ["type": "any"])
+
+        var stream = ResponseStreamAssembler(request: ["model": "c"])
+        var events: [[String: Any]] = []
+        for e: [String: Any] in [
+            ["type": "message_start", "message": ["usage": ["input_tokens": 4]]],
+            ["type": "content_block_start", "index": 0, "content_block": ["type": "text", "text": ""]],
+            ["type": "content_block_delta", "index": 0, "delta": ["type": "text_delta", "text": "hi"]],
+            ["type": "content_block_start", "index": 1, "content_block": ["type": "tool_use", "id": "t2", "name": "g"]],
+            ["type": "content_block_delta", "index": 1, "delta": ["type": "input_json_delta", "partial_json": "{}"]],
+            ["type": "message_delta", "usage": ["output_tokens": 3]],
+            ["type": "message_stop"],
+        ] { events += MessagesTranslation.feed(e, into: &stream) }
+        let (closing, response) = stream.finish()
+        #expect((events + closing).last?["type"] as? String == "response.completed")
+        let output = response["output"] as? [[String: Any]] ?? []
+        #expect(output.map { $0["type"] as? String } == ["message", "function_call"])
+        #expect(output.last?["call_id"] as? String == "t2" && output.last?["arguments"] as? String == "{}")
+        #expect((response["usage"] as? [String: Any])?["total_tokens"] as? Int == 7)
     }
 }

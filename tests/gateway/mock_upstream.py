@@ -224,8 +224,16 @@ def make_handler(state):
 
         def messages(self, body, model):
             text = "echo: " + last_user_text(body)
+            content = [{"type": "text", "text": text}]
+            last = (body.get("messages") or [{}])[-1]
+            results = [b for b in last.get("content") or [] if isinstance(b, dict) and b.get("type") == "tool_result"]
+            if results:
+                content = [{"type": "text", "text": "tool said: " + str(results[-1].get("content"))}]
+            elif model == "claude-tools" and body.get("tools"):
+                content = [{"type": "tool_use", "id": "toolu_1", "name": body["tools"][0]["name"],
+                            "input": {"q": last_user_text(body)}}]
             msg = {"id": "msg_upstream", "type": "message", "role": "assistant", "model": model,
-                   "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                   "content": content, "stop_reason": "end_turn",
                    "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 7}}
             if not body.get("stream"):
                 return self.send_json(200, msg)

@@ -128,7 +128,7 @@ def test_a_function_calling_loop_and_reasoning_are_replayed(fresh_gateway, upstr
     assert {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "opaque-1"} in replayed
 
 
-def test_revocation_store_false_and_anthropic_upstreams(fresh_gateway, upstream):
+def test_revocation_store_false_and_untranslatable_items(fresh_gateway, upstream):
     g = fresh_gateway()
     client = g.openai(g.new_tenant("revoked"))
     kept = turn(client, "remember me")
@@ -138,11 +138,11 @@ def test_revocation_store_false_and_anthropic_upstreams(fresh_gateway, upstream)
     assert r.store is False
     with pytest.raises(openai.NotFoundError):
         lean.responses.retrieve(r.id)
-    # A model whose upstream speaks Anthropic's Messages only: refused (not translated yet), nothing sent.
+    # An item no translation has a form for: refused, nothing sent.
     count = upstream.count
     with pytest.raises(openai.BadRequestError) as e:
-        turn(client, "x", model="claude-x")
-    assert e.value.code == "model_not_supported" and upstream.count == count
+        client.responses.create(model="claude-x", input=[{"type": "web_search_call", "id": "ws_1", "status": "completed"}])
+    assert e.value.code == "unsupported_item" and upstream.count == count
     # Revoked: 403 for a new turn, a continuation and a read, before any upstream call.
     path = "/admin/v1/keys/" + urllib.parse.quote("local:revoked", safe="") + "/disable"
     assert g.as_role("key-admin", "POST", path)[0] == 200
@@ -280,3 +280,33 @@ def test_a_chat_completions_upstream_serves_the_responses_api(fresh_gateway, ups
     messages = upstream.bodies("/v1/chat/completions")[-1]["messages"]
     assert messages[1]["role"] == "assistant" and messages[1]["tool_calls"][0]["id"] == "call_1"
     assert messages[2] == {"role": "tool", "tool_call_id": "call_1", "content": "rain"}
+
+
+def test_an_anthropic_upstream_serves_the_responses_api(fresh_gateway, upstream):
+    """claude-* models go to an Anthropic upstream: each turn becomes a Messages request (the
+    instructions its system prompt, function calls tool_use blocks, their outputs tool_result
+    blocks) and the answer, streamed too, Responses output."""
+    g = fresh_gateway()
+    client = g.openai(g.new_tenant("claudia"))
+    first = client.responses.create(model="claude-x", input="hello", instructions="be brief", max_output_tokens=50)
+    assert first.output_text == "echo: hello" and first.usage.output_tokens == 7
+    sent = upstream.bodies("/v1/messages")[-1]
+    assert sent["system"] == "be brief" and sent["max_tokens"] == 50
+    assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]
+    events = list(client.responses.create(model="claude-x", input="stream it", previous_response_id=first.id, stream=True))
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "echo: stream it"
+    assert [m["role"] for m in upstream.bodies("/v1/messages")[-1]["messages"]] == ["user", "assistant", "user"]
+    assert client.responses.retrieve(events[-1].response.id).output_text == "echo: stream it"
+
+    tools = [{"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}]
+    asked = client.responses.create(model="claude-tools", input="weather?", tools=tools)
+    call = next(o for o in asked.output if o.type == "function_call")
+    assert call.call_id == "toolu_1" and json.loads(call.arguments) == {"q": "weather?"}
+    assert upstream.bodies("/v1/messages")[-1]["tools"] == [{"name": "lookup", "input_schema": tools[0]["parameters"]}]
+    answered = client.responses.create(model="claude-tools", tools=tools, previous_response_id=asked.id,
+                                       input=[{"type": "function_call_output", "call_id": "toolu_1", "output": "snow"}])
+    assert answered.output_text == "tool said: snow"
+    messages = upstream.bodies("/v1/messages")[-1]["messages"]
+    assert messages[1] == {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "weather?"}}]}
+    assert messages[2] == {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "snow"}]}

@@ -128,86 +128,18 @@ enum ChatTranslation {
         return r
     }
 
-    /// Turns a chat stream's chunks into the Responses API's events, in OpenAI's order: the
-    /// response created, the message's text as it comes, then each function call whole, then the
-    /// response completed (the one stored). Pure state: the caller feeds chunks and sends events.
-    struct StreamTranslator {
-        let request: [String: Any]
-        private var sequence = 0
-        private var started = false
-        private var text = ""
-        private var messageID: String?
-        private var calls: [Int: (id: String, name: String, arguments: String)] = [:]
-        private var usage: (Int?, Int?) = (nil, nil)
-
-        init(request: [String: Any]) { self.request = request }
-
-        private mutating func event(_ type: String, _ fields: [String: Any]) -> [String: Any] {
-            defer { sequence += 1 }
-            return fields.merging(["type": type, "sequence_number": sequence]) { a, _ in a }
+    /// The events one chunk of a chat stream makes (`choices[0].delta`'s text and tool calls, or
+    /// the usage of the last chunk).
+    static func feed(_ chunk: [String: Any], into stream: inout ResponseStreamAssembler) -> [[String: Any]] {
+        var out = stream.start()
+        if let u = chunk["usage"] as? [String: Any] { stream.usage(input: u["prompt_tokens"] as? Int, output: u["completion_tokens"] as? Int) }
+        guard let delta = (chunk["choices"] as? [[String: Any]])?.first?["delta"] as? [String: Any] else { return out }
+        if let piece = delta["content"] as? String { out += stream.text(piece) }
+        for case let call as [String: Any] in delta["tool_calls"] as? [Any] ?? [] {
+            let function = call["function"] as? [String: Any] ?? [:]
+            stream.toolCall(index: call["index"] as? Int ?? 0, id: call["id"] as? String, name: function["name"] as? String,
+                            arguments: function["arguments"] as? String)
         }
-
-        /// The events a chunk (`choices[0].delta`, or usage) makes.
-        mutating func feed(_ chunk: [String: Any]) -> [[String: Any]] {
-            var out: [[String: Any]] = []
-            if !started {
-                started = true
-                let begun = responseObject(request: request, output: [], status: "in_progress", usage: (nil, nil))
-                out.append(event("response.created", ["response": begun]))
-                out.append(event("response.in_progress", ["response": begun]))
-            }
-            if let u = chunk["usage"] as? [String: Any] { usage = (u["prompt_tokens"] as? Int, u["completion_tokens"] as? Int) }
-            guard let delta = (chunk["choices"] as? [[String: Any]])?.first?["delta"] as? [String: Any] else { return out }
-            if let piece = delta["content"] as? String, !piece.isEmpty {
-                if messageID == nil {
-                    let item = ChatTranslation.messageItem("", status: "in_progress")
-                    messageID = item["id"] as? String
-                    out.append(event("response.output_item.added", ["output_index": 0, "item": item.merging(["content": [Any]()]) { _, b in b }]))
-                    out.append(event("response.content_part.added", ["output_index": 0, "item_id": messageID!, "content_index": 0,
-                                                                     "part": ["type": "output_text", "text": "", "annotations": [Any]()]]))
-                }
-                text += piece
-                out.append(event("response.output_text.delta", ["output_index": 0, "item_id": messageID!, "content_index": 0, "delta": piece,
-                                                                "logprobs": [Any]()]))
-            }
-            for case let call as [String: Any] in delta["tool_calls"] as? [Any] ?? [] {
-                let index = call["index"] as? Int ?? 0
-                let function = call["function"] as? [String: Any] ?? [:]
-                var c = calls[index] ?? (id: "", name: "", arguments: "")
-                if let id = call["id"] as? String { c.id = id }
-                if let name = function["name"] as? String { c.name += name }
-                if let arguments = function["arguments"] as? String { c.arguments += arguments }
-                calls[index] = c
-            }
-            return out
-        }
-
-        /// The closing events: the message done, each function call, and `response.completed`
-        /// with the whole response (returned too, to be stored before that event is sent).
-        mutating func finish() -> (events: [[String: Any]], response: [String: Any]) {
-            var out: [[String: Any]] = []
-            if !started { out += feed([:]) }
-            var output: [[String: Any]] = []
-            if let messageID {
-                var item = ChatTranslation.messageItem(text)
-                item["id"] = messageID
-                let part: [String: Any] = ["type": "output_text", "text": text, "annotations": [Any]()]
-                out.append(event("response.output_text.done", ["output_index": 0, "item_id": messageID, "content_index": 0, "text": text,
-                                                               "logprobs": [Any]()]))
-                out.append(event("response.content_part.done", ["output_index": 0, "item_id": messageID, "content_index": 0, "part": part]))
-                out.append(event("response.output_item.done", ["output_index": 0, "item": item]))
-                output.append(item)
-            }
-            for index in calls.keys.sorted() {
-                let c = calls[index]!
-                let item = ChatTranslation.functionCallItem(callID: c.id, name: c.name, arguments: c.arguments)
-                out.append(event("response.output_item.added", ["output_index": output.count, "item": item]))
-                out.append(event("response.output_item.done", ["output_index": output.count, "item": item]))
-                output.append(item)
-            }
-            let response = responseObject(request: request, output: output, status: "completed", usage: usage)
-            out.append(event("response.completed", ["response": response]))
-            return (out, response)
-        }
+        return out
     }
 }

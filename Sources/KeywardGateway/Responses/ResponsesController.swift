@@ -95,10 +95,6 @@ struct ResponsesController {
         guard let upstream = configuration.upstream(for: model) else {
             throw GatewayError(.notFound, type: "invalid_request_error", code: "model_not_found", "no upstream serves model \(model)")
         }
-        guard upstream.kind == .openAICompatible else {
-            throw GatewayError.invalidRequest("model \(model) is served by Anthropic upstream \(upstream.name): translating Responses to Messages is not built yet",
-                                              code: "model_not_supported")
-        }
         try await policies.authorize(principal, tenant: tenant, purpose: .inference, model: model)
         try audit.requireAvailable()
         let scope = principal.scope(.inference)
@@ -134,18 +130,22 @@ struct ResponsesController {
 
         let parts = context + [ResponseItems.arrayContents(inputJSON[...]) ?? []]
         let stream = body["stream"] as? Bool == true
-        // A chat upstream gets the same request translated (its items decoded once for that).
-        let chatRequest: [String: Any]? = upstream.api == .chat
-            ? try ChatTranslation.chatRequest(body, items: (try JSONSerialization.jsonObject(with: Data(try ResponseItems.upstreamBody([:], input: parts, storing: false))) as? [String: Any])?["input"] as? [Any] ?? [], stream: stream)
-            : nil
-        let upstreamBody = try chatRequest.map { Array(try JSONSerialization.data(withJSONObject: $0)) }
-            ?? ResponseItems.upstreamBody(body, input: parts, storing: storing)
+        // Other APIs get the same request translated (its items decoded once for that).
+        let translation = Translation(upstream)
+        func items() throws -> [Any] {
+            (try JSONSerialization.jsonObject(with: Data(try ResponseItems.upstreamBody([:], input: parts, storing: false))) as? [String: Any])?["input"] as? [Any] ?? []
+        }
+        let upstreamBody: [UInt8] = switch translation {
+        case .none: try ResponseItems.upstreamBody(body, input: parts, storing: storing)
+        case .chat: Array(try JSONSerialization.data(withJSONObject: try ChatTranslation.chatRequest(body, items: try items(), stream: stream)))
+        case .messages: Array(try JSONSerialization.data(withJSONObject: try MessagesTranslation.messagesRequest(body, items: try items(), stream: stream)))
+        }
         let key = try await providerKeys.key(for: tenant, upstream: upstream, scope: scope)
         let upstreamStart = ContinuousClock.now
         let response: PooledHTTPClient.Response
         do {
-            response = try await upstreams.send(upstream, path: chatRequest == nil ? "/responses" : "/chat/completions",
-                                                body: ByteBuffer(bytes: upstreamBody), apiKey: key)
+            response = try await upstreams.send(upstream, path: translation.path, body: ByteBuffer(bytes: upstreamBody), apiKey: key,
+                                                headers: translation == .messages ? [("anthropic-version", "2023-06-01")] : [])
         } catch let e as GatewayError {
             metrics.upstream(upstream.name, status: Int(e.status.code), duration: ContinuousClock.now - upstreamStart)
             throw e
@@ -155,7 +155,7 @@ struct ResponsesController {
             let headTime = ContinuousClock.now - upstreamStart
             metrics.upstream(upstream.name, status: Int(response.status.code), duration: headTime)
             return Response(status: .ok, headers: headers(turn, upstreamTime: headTime, contentType: "text/event-stream"),
-                            body: streamBody(turn, upstream: response, translating: chatRequest == nil ? nil : body))
+                            body: streamBody(turn, upstream: response, translation: translation, request: body))
         }
         let collected = try await UpstreamClient.collect(response, upTo: 64 << 20, from: upstream)
         let upstreamTime = ContinuousClock.now - upstreamStart
@@ -163,11 +163,37 @@ struct ResponsesController {
         guard var object = try? JSONSerialization.jsonObject(with: Data(buffer: collected)) as? [String: Any] else {
             throw GatewayError(.badGateway, type: "api_error", code: "upstream_error", "upstream \(upstream.name) answered something that is not JSON")
         }
-        if chatRequest != nil { object = ChatTranslation.response(fromChat: object, request: body) }
+        switch translation {
+        case .none: break
+        case .chat: object = ChatTranslation.response(fromChat: object, request: body)
+        case .messages: object = MessagesTranslation.response(fromMessage: object, request: body)
+        }
         let answer = ResponseItems.patched(object, id: turn.id, previous: previous, conversation: conversation?.id, stored: storing)
         try await save(turn, answer, upstreamTime: upstreamTime, streamed: false)
         return Response(status: .ok, headers: headers(turn, upstreamTime: upstreamTime, contentType: "application/json"),
                         body: .init(byteBuffer: ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: answer))))
+    }
+
+    /// The API an upstream speaks, into which Responses requests are translated.
+    enum Translation {
+        /// OpenAI's Responses API: no translation.
+        case none
+        /// Chat completions (``ChatTranslation``).
+        case chat
+        /// Anthropic's Messages (``MessagesTranslation``).
+        case messages
+
+        init(_ upstream: UpstreamConfiguration) {
+            self = upstream.kind == .anthropic ? .messages : upstream.api == .chat ? .chat : .none
+        }
+
+        var path: String {
+            switch self {
+            case .none: "/responses"
+            case .chat: "/chat/completions"
+            case .messages: "/v1/messages"
+            }
+        }
     }
 
     /// What a turn carries from its start to its records.
@@ -246,11 +272,11 @@ struct ResponsesController {
     /// Forwards each event as soon as it is complete, with Keyward's response id in the events that
     /// carry the response; the final response is stored before its event is forwarded, so a client
     /// that saw the end can read it back.
-    private func streamBody(_ turn: Turn, upstream: PooledHTTPClient.Response, translating request: [String: Any]? = nil) -> ResponseBody {
-        // A chat upstream's chunks become Responses events; a Responses upstream's events pass.
-        let requestJSON = request.flatMap { try? JSONSerialization.data(withJSONObject: $0) }
+    private func streamBody(_ turn: Turn, upstream: PooledHTTPClient.Response, translation: Translation, request: [String: Any]) -> ResponseBody {
+        // Another API's events become Responses events; a Responses upstream's events pass.
+        let requestJSON = try? JSONSerialization.data(withJSONObject: request)
         return ResponseBody { writer in
-            var translator = requestJSON.flatMap { (try? JSONSerialization.jsonObject(with: $0) as? [String: Any]).map(ChatTranslation.StreamTranslator.init) }
+            var assembler = ResponseStreamAssembler(request: requestJSON.flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:])
             var splitter = SSEEventSplitter()
             let start = ContinuousClock.now
             var stored = false
@@ -282,9 +308,10 @@ struct ResponsesController {
             }
             func forward(_ event: SSEEvent) async throws {
                 let object = try? JSONSerialization.jsonObject(with: Data(event.data)) as? [String: Any]
-                if translator != nil {
-                    guard let object else { return }  // [DONE]: the translator closes at the end
-                    for e in translator!.feed(object) { try await send(e) }
+                if translation != .none {
+                    guard let object else { return }  // [DONE]: the assembler closes at the end
+                    let events = translation == .chat ? ChatTranslation.feed(object, into: &assembler) : MessagesTranslation.feed(object, into: &assembler)
+                    for e in events { try await send(e) }
                 } else if let object {
                     try await send(object, raw: event)
                 } else {
@@ -295,8 +322,8 @@ struct ResponsesController {
                 for event in splitter.feed(buffer.readableBytesView) { try await forward(event) }
             }
             if let last = splitter.finish() { try await forward(last) }
-            if translator != nil {
-                for e in translator!.finish().events { try await send(e) }
+            if translation != .none {
+                for e in assembler.finish().events { try await send(e) }
             }
             if !stored, turn.storing {
                 logger.error("a streamed response ended without its final event: not stored", metadata: ["record": "\(turn.id)"])
