@@ -61,7 +61,6 @@ struct Conversations {
         let records = try await store.records(tenant: tenant.name, ids: [id])
             .filter { $0.kind.hasPrefix(Self.itemPrefix) }
             .sorted { $0.kind < $1.kind }
-        try await audit.append(records.map { AuditLog.event(.decryptRecord, key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
         return (try await open(records, of: tenant, scope: scope), records.last.flatMap { Self.entry($0.kind)?.seq } ?? 0)
     }
 
@@ -72,20 +71,14 @@ struct Conversations {
             guard let r = try await store.record(tenant: tenant.name, id: id, kind: e.kind) else { continue }  // deleted meanwhile
             records.append(r)
         }
-        try await audit.append(records.map { AuditLog.event(.decryptRecord, key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
         return try await open(records, of: tenant, scope: scope)
     }
 
+    /// The items in `records`, each read after its audit event.
     private func open(_ records: [Record], of tenant: Tenant, scope: AuditScope) async throws -> [[String: Any]] {
-        try await AuditScope.$current.withValue(scope) {
-            var out: [[String: Any]] = []
-            for r in records {
-                guard let item = try JSONSerialization.jsonObject(with: Data(try await vault.open(r, of: tenant))) as? [String: Any] else {
-                    throw GatewayError.internalError
-                }
-                out.append(item)
-            }
-            return out
+        try await vault.read(records, of: tenant, scope: scope).map {
+            guard let item = try JSONSerialization.jsonObject(with: Data($0)) as? [String: Any] else { throw GatewayError.internalError }
+            return item
         }
     }
 

@@ -18,7 +18,7 @@ struct ConversationsController {
     func addRoutes(to router: RouterGroup<GatewayContext>) {
         router.post("/v1/conversations") { request, context -> Response in
             let (tenant, scope) = try await caller(context, .inference)
-            let body = try await Self.object(request, limit: bodyLimit)
+            let body = try JSONBody.object(try await request.bodyBytes(limit: bodyLimit))
             let items = try Self.items(body["items"] ?? [Any](), max: 20)
             let metadata = try Self.metadata(body["metadata"])
             let id = Tokens.identifier("conv_")
@@ -38,7 +38,7 @@ struct ConversationsController {
         router.post("/v1/conversations/:id") { request, context -> Response in
             let (tenant, scope) = try await caller(context, .retrieval)
             let existing = try await conversations.conversation(tenant, try context.parameters.require("id"))
-            let metadata = try Self.metadata(try await Self.object(request, limit: bodyLimit)["metadata"])
+            let metadata = try Self.metadata(try JSONBody.object(try await request.bodyBytes(limit: bodyLimit))["metadata"])
             guard let old = try JSONSerialization.jsonObject(with: Data(try await open(existing, tenant, scope))) as? [String: Any] else {
                 throw GatewayError.internalError
             }
@@ -71,7 +71,7 @@ struct ConversationsController {
             let (tenant, scope) = try await caller(context, .inference)
             let id = try context.parameters.require("id")
             _ = try await conversations.conversation(tenant, id)
-            let items = try Self.items(try await Self.object(request, limit: bodyLimit)["items"], max: 20)
+            let items = try Self.items(try JSONBody.object(try await request.bodyBytes(limit: bodyLimit))["items"], max: 20)
             let added = try conversations.itemRecords(items, of: id, after: try await conversations.entries(tenant, id).last?.seq ?? 0,
                                                       sealer: try await sealer(tenant, scope), at: Gateway.nowMs())
             try await audit.insert(added.records, events: [AuditLog.event(.encryptRecord, key: tenant.key, record: id, scope: scope)])
@@ -122,17 +122,7 @@ struct ConversationsController {
     }
 
     private func open(_ record: Record, _ tenant: Tenant, _ scope: AuditScope) async throws -> [UInt8] {
-        try await audit.append(AuditLog.event(.decryptRecord, key: tenant.key, record: "\(record.id)/\(record.kind)", scope: scope))
-        return try await AuditScope.$current.withValue(scope) { try await vault.open(record, of: tenant) }
-    }
-
-    private static func object(_ request: Request, limit: Int) async throws -> [String: Any] {
-        let bytes = try await request.bodyBytes(limit: limit)
-        if bytes.isEmpty { return [:] }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
-            throw GatewayError.invalidRequest("the body must be a JSON object", code: "invalid_json")
-        }
-        return object.filter { !($0.value is NSNull) }
+        try await vault.read([record], of: tenant, scope: scope)[0]
     }
 
     /// Items to add: objects, at most `max` at a time (OpenAI's limit), ids (if given) short strings.

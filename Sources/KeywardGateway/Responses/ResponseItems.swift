@@ -101,28 +101,27 @@ enum ResponseItems {
     /// from the response's) and the shape OpenAI lists (a `message` with a list of content parts).
     static func listed(_ items: [Any], responseID: String) -> [[String: Any]] {
         items.enumerated().map { i, value in
-            var item = value as? [String: Any] ?? [:]
-            if item["type"] == nil, item["role"] != nil { item["type"] = "message" }
-            if item["type"] as? String == "message", let text = item["content"] as? String {
-                let part = item["role"] as? String == "assistant" ? "output_text" : "input_text"
-                item["content"] = [["type": part, "text": text]]
-            }
+            var item = listedShape(value)
             if item["id"] == nil { item["id"] = "\(responseID)_in\(i)" }
             return item
         }
     }
 
+    /// An item in the shape OpenAI lists: a message typed `message`, its text a list of parts.
+    private static func listedShape(_ value: Any) -> [String: Any] {
+        var item = value as? [String: Any] ?? [:]
+        if item["type"] == nil, item["role"] != nil { item["type"] = "message" }
+        if item["type"] as? String == "message", let text = item["content"] as? String {
+            item["content"] = [["type": item["role"] as? String == "assistant" ? "output_text" : "input_text", "text": text]]
+        }
+        return item
+    }
+
     /// An item as a conversation keeps and lists it: a `message` (content as a list of parts), with
     /// an id (its own, or a new one).
     static func conversationItem(_ value: Any) -> [String: Any] {
-        var item = value as? [String: Any] ?? [:]
-        if item["type"] == nil, item["role"] != nil { item["type"] = "message" }
-        if item["type"] as? String == "message" {
-            if let text = item["content"] as? String {
-                item["content"] = [["type": item["role"] as? String == "assistant" ? "output_text" : "input_text", "text": text]]
-            }
-            if item["status"] == nil { item["status"] = "completed" }
-        }
+        var item = listedShape(value)
+        if item["type"] as? String == "message", item["status"] == nil { item["status"] = "completed" }
         if item["id"] == nil { item["id"] = Tokens.identifier(item["type"] as? String == "message" ? "msg_" : "item_") }
         return item
     }

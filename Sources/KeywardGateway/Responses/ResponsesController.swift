@@ -35,14 +35,14 @@ struct ResponsesController {
         router.get("/v1/responses/:id") { _, context -> Response in
             let (principal, tenant) = try await reader(context)
             let record = try await stored(tenant, try context.parameters.require("id"), kind: Self.responseKind)
-            return JSONBody.bytes(try await open([record], of: tenant, scope: principal.scope(.retrieval))[0])
+            return JSONBody.bytes(try await vault.read([record], of: tenant, scope: principal.scope(.retrieval))[0])
         }
 
         router.get("/v1/responses/:id/input_items") { request, context -> Response in
             let (principal, tenant) = try await reader(context)
             let id = try context.parameters.require("id")
             let record = try await stored(tenant, id, kind: Self.inputKind)
-            let plaintext = try await open([record], of: tenant, scope: principal.scope(.retrieval))[0]
+            let plaintext = try await vault.read([record], of: tenant, scope: principal.scope(.retrieval))[0]
             let items = (try? JSONSerialization.jsonObject(with: Data(plaintext)) as? [Any]) ?? []
             let (page, hasMore) = try ListPage(request, defaultOrder: .descending).slice(ResponseItems.listed(items, responseID: id)) {
                 $0["id"] as? String
@@ -69,11 +69,7 @@ struct ResponsesController {
         let started = context.started
         let (principal, tenant) = try context.requireTenant()
         let buffer = try await request.collectBody(limit: configuration.bodyLimit)
-        guard var body = try? JSONSerialization.jsonObject(with: Data(buffer: buffer)) as? [String: Any] else {
-            throw GatewayError.invalidRequest("the body must be a JSON object", code: "invalid_json")
-        }
-        // SDKs send null for what was not given.
-        body = body.filter { !($0.value is NSNull) }
+        let body = try JSONBody.object(buffer.readableBytesView)
         guard let model = body["model"] as? String, !model.isEmpty else {
             throw GatewayError.invalidRequest("model is required", code: "missing_field")
         }
@@ -224,16 +220,12 @@ struct ResponsesController {
         }
         let chain = (last.metadata.chain ?? []) + [previous]
         let records = try await store.records(tenant: tenant.name, ids: chain).filter { $0.kind == Self.inputKind || $0.kind == Self.responseKind }
-        try await audit.append(records.map { AuditLog.event(.decryptRecord, key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
         var opened: [String: ResponseItems.Turn] = [:]
-        try await AuditScope.$current.withValue(scope) {
-            for record in records {
-                let plaintext = try await vault.open(record, of: tenant)
-                if record.kind == Self.inputKind {
-                    opened[record.id, default: ResponseItems.Turn(input: [], response: [])].input = plaintext
-                } else {
-                    opened[record.id, default: ResponseItems.Turn(input: [], response: [])].response = plaintext
-                }
+        for (record, plaintext) in zip(records, try await vault.read(records, of: tenant, scope: scope)) {
+            if record.kind == Self.inputKind {
+                opened[record.id, default: ResponseItems.Turn(input: [], response: [])].input = plaintext
+            } else {
+                opened[record.id, default: ResponseItems.Turn(input: [], response: [])].response = plaintext
             }
         }
         let turns = chain.compactMap { opened[$0] }
@@ -307,6 +299,12 @@ struct ResponsesController {
                 try await writer.write(ByteBuffer(bytes: SSEEvent(name: type, data: Array(try JSONSerialization.data(withJSONObject: out))).bytes))
             }
             func forward(_ event: SSEEvent) async throws {
+                // A passed-through event is decoded only if it may carry the response (deltas,
+                // most of a stream, go as they came).
+                if translation == .none, let name = event.name, !ResponseItems.responseEvents.contains(name) {
+                    try await writer.write(ByteBuffer(bytes: event.bytes))
+                    return
+                }
                 let object = try? JSONSerialization.jsonObject(with: Data(event.data)) as? [String: Any]
                 if translation != .none {
                     guard let object else { return }  // [DONE]: the assembler closes at the end
@@ -333,11 +331,8 @@ struct ResponsesController {
     }
 
     private func headers(_ turn: Turn, upstreamTime: Duration, contentType: String) -> HTTPFields {
-        var h: HTTPFields = [.contentType: contentType]
-        h[.keywardOverhead] = AIController.millis(ContinuousClock.now - turn.started - upstreamTime)
-        h[.keywardKey] = AIController.millis(turn.keyTime)
-        if turn.storing { h[.keywardRecordID] = turn.id }
-        return h
+        AIController.headers(started: turn.started, upstreamTime: upstreamTime, keyTime: turn.keyTime,
+                             recordID: turn.storing ? turn.id : nil, contentType: contentType)
     }
 
     /// An app token whose tenant's key policy grants it retrieval.
@@ -354,13 +349,4 @@ struct ResponsesController {
         return record
     }
 
-    /// Decrypts records for a reader, after logging one event per record.
-    private func open(_ records: [Record], of tenant: Tenant, scope: AuditScope) async throws -> [[UInt8]] {
-        try await audit.append(records.map { AuditLog.event(.decryptRecord, key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
-        return try await AuditScope.$current.withValue(scope) {
-            var out: [[UInt8]] = []
-            for r in records { out.append(try await vault.open(r, of: tenant)) }
-            return out
-        }
-    }
 }

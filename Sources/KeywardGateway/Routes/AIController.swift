@@ -117,11 +117,17 @@ struct AIController {
     }
 
     private func headers(_ x: Exchange, upstreamTime: Duration, contentType: String) -> HTTPFields {
+        Self.headers(started: x.started, upstreamTime: upstreamTime, keyTime: x.keyTime, recordID: x.recordID, contentType: contentType)
+    }
+
+    /// Keyward's timing headers (its overhead: the time since `started` less the upstream's) and
+    /// the stored record's id.
+    static func headers(started: ContinuousClock.Instant, upstreamTime: Duration, keyTime: Duration, recordID: String?,
+                        contentType: String) -> HTTPFields {
         var h: HTTPFields = [.contentType: contentType]
-        let overhead = ContinuousClock.now - x.started - upstreamTime
-        h[.keywardOverhead] = Self.millis(overhead)
-        h[.keywardKey] = Self.millis(x.keyTime)
-        if let id = x.recordID { h[.keywardRecordID] = id }
+        h[.keywardOverhead] = millis(ContinuousClock.now - started - upstreamTime)
+        h[.keywardKey] = millis(keyTime)
+        if let recordID { h[.keywardRecordID] = recordID }
         return h
     }
 

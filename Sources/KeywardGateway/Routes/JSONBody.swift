@@ -29,6 +29,16 @@ enum JSONBody {
         return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
+    /// A request body that must be a JSON object (empty: an empty object), without the members
+    /// that are null (SDKs send null for what was not given).
+    static func object(_ bytes: some Collection<UInt8>) throws -> [String: Any] {
+        if bytes.isEmpty { return [:] }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
+            throw GatewayError.invalidRequest("the body must be a JSON object", code: "invalid_json")
+        }
+        return object.filter { !($0.value is NSNull) }
+    }
+
     /// Decodes a JSON request body, saying where it is malformed.
     static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
         do {

@@ -113,17 +113,9 @@ struct StoredCompletionsController {
         return (principal, tenant)
     }
 
-    /// Decrypts records for a reader, after logging one event per record: nothing is read
-    /// without its event.
+    /// Decrypts records for a reader (``Vault/read(_:of:scope:)``: each after its event).
     func open(_ records: [Record], of tenant: Tenant, by principal: Principal, _ purpose: Purpose) async throws -> [[UInt8]] {
-        let scope = principal.scope(purpose)
-        try await audit.append(records.map { AuditLog.event(.decryptRecord, key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
-        return try await AuditScope.$current.withValue(scope) {
-            var out: [[UInt8]] = []
-            out.reserveCapacity(records.count)
-            for r in records { out.append(try await vault.open(r, of: tenant)) }
-            return out
-        }
+        try await vault.read(records, of: tenant, scope: principal.scope(purpose))
     }
 
     private func storedRecord(_ tenant: Tenant, _ id: String, kind: String) async throws -> Record {

@@ -98,6 +98,18 @@ public final class Vault: Sendable {
         return plaintext
     }
 
+    /// Decrypts records for a reader, after logging one `decrypt_record` event per record, all in
+    /// one append: nothing is read without its event.
+    func read(_ records: [Record], of tenant: Tenant, scope: AuditScope) async throws -> [[UInt8]] {
+        try await audit.append(records.map { AuditLog.event(.decryptRecord, key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
+        return try await AuditScope.$current.withValue(scope) {
+            var out: [[UInt8]] = []
+            out.reserveCapacity(records.count)
+            for r in records { out.append(try await open(r, of: tenant)) }
+            return out
+        }
+    }
+
     /// Forgets every cached data key of `key` (revocation takes effect at once).
     public func purge(key: String) {
         managers.withLock { $0[key] }?.cached.purge()
