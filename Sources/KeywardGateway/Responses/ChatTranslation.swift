@@ -32,7 +32,7 @@ enum ChatTranslation {
             case "reasoning":
                 continue
             default:
-                throw GatewayError.invalidRequest("input items of type \(item["type"] ?? "?") cannot be sent to a chat-completions upstream",
+                throw GatewayError.invalidRequest("input items of type \((item["type"] as? String).map { String($0.prefix(64)) } ?? "?") cannot be sent to a chat-completions upstream",
                                                   code: "unsupported_item")
             }
         }

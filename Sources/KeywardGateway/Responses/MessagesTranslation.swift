@@ -37,7 +37,7 @@ enum MessagesTranslation {
             case "reasoning":
                 continue
             default:
-                throw GatewayError.invalidRequest("input items of type \(item["type"] ?? "?") cannot be sent to an Anthropic upstream",
+                throw GatewayError.invalidRequest("input items of type \((item["type"] as? String).map { String($0.prefix(64)) } ?? "?") cannot be sent to an Anthropic upstream",
                                                   code: "unsupported_item")
             }
         }
