@@ -13,4 +13,13 @@ public struct EncryptedDataKey: Hashable, Sendable {
     }
 
     public var providerIDString: String { String(decoding: providerID, as: UTF8.self) }
+
+    /// Hashes each field's bytes in one call: `[UInt8]`'s own hashing feeds the hasher byte by
+    /// byte, which a data-key cache lookup per record cannot afford.
+    public func hash(into hasher: inout Hasher) {
+        for field in [providerID, providerInfo, ciphertext] {
+            hasher.combine(field.count)
+            field.withUnsafeBytes { hasher.combine(bytes: $0) }
+        }
+    }
 }

@@ -8,8 +8,14 @@ final class FrameCipher {
     private let cipher: AESGCMContext
     private var aad: BodyAAD
 
-    init(key: SecretBytes, sealing: Bool, messageID: [UInt8]) throws {
-        cipher = try AESGCMContext(key: key, sealing: sealing)
+    convenience init(key: SecretBytes, sealing: Bool, messageID: [UInt8]) throws {
+        try self.init(cipher: AESGCMContext(key: key, sealing: sealing), messageID: messageID)
+    }
+
+    /// Frames through a context already made with the content key (the one that checked the
+    /// header: a context per message less, which a short record notices).
+    init(cipher: AESGCMContext, messageID: [UInt8]) {
+        self.cipher = cipher
         aad = BodyAAD(messageID: messageID)
     }
 

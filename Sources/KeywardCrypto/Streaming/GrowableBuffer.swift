@@ -8,6 +8,9 @@ final class GrowableBuffer {
     private var storage: UnsafeMutableRawPointer
     private(set) var capacity: Int
     private(set) var count: Int = 0
+    /// The end of the region ever handed out for writing: only it can hold anything to wipe (a
+    /// short message's buffer is not wiped over its whole capacity).
+    private var touched = 0
     private let holdsSecrets: Bool
 
     init(capacity: Int = 64 * 1024, holdsSecrets: Bool) {
@@ -17,7 +20,7 @@ final class GrowableBuffer {
     }
 
     deinit {
-        wipe(storage, capacity)
+        wipe(storage, touched)
         storage.deallocate()
     }
 
@@ -31,6 +34,7 @@ final class GrowableBuffer {
     /// Room for `n` more bytes at the end; write them, then ``commit(_:)``.
     func reserveTail(_ n: Int) -> UnsafeMutableRawPointer {
         if count + n > capacity { grow(to: count + n) }
+        touched = max(touched, count + n)
         return storage + count
     }
 
@@ -64,7 +68,8 @@ final class GrowableBuffer {
         while newCapacity < needed { newCapacity *= 2 }
         let new = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 16)
         new.copyMemory(from: storage, byteCount: count)
-        wipe(storage, capacity)
+        wipe(storage, touched)
+        touched = count
         storage.deallocate()
         storage = new
         capacity = newCapacity

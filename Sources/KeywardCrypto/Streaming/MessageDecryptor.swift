@@ -137,7 +137,7 @@ public struct MessageDecryptor {
             verifier = v
         }
         self.contentKey = contentKey
-        ciphers = [try FrameCipher(key: contentKey, sealing: false, messageID: header.messageID)]
+        ciphers = [FrameCipher(cipher: cipher, messageID: header.messageID)]
         frameLength = Int(header.frameLength)
         materialsRequest = nil
         state = header.contentType == .framed ? .frames : .nonFramed

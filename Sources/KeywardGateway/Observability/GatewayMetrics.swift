@@ -75,18 +75,25 @@ public final class GatewayMetrics: Sendable {
 
     /// A request for data-key materials; a miss is followed by a key-store call.
     func dataKeyCache(_ direction: String, hit: Bool) {
-        let key = Labels(a: direction, b: "", status: hit ? 1 : 0)
-        let c = dataKeyHandles.withLock { $0[key] } ?? {
-            let c = counter("datakey_cache", [("direction", direction), ("result", hit ? "hit" : "miss")])
-            dataKeyHandles.withLock { $0[key] = c }
-            return c
-        }()
-        c.increment()
+        dataKeyCache(direction, hits: hit ? 1 : 0, misses: hit ? 0 : 1)
     }
 
-    /// A stored record decrypted for a reader.
-    func unwrap(kind: String) {
-        counter("record_unwraps", [("kind", kind)]).increment()
+    /// Data-key cache lookups of many records at once.
+    func dataKeyCache(_ direction: String, hits: Int, misses: Int) {
+        for (hit, n) in [(true, hits), (false, misses)] where n > 0 {
+            let key = Labels(a: direction, b: "", status: hit ? 1 : 0)
+            let c = dataKeyHandles.withLock { $0[key] } ?? {
+                let c = counter("datakey_cache", [("direction", direction), ("result", hit ? "hit" : "miss")])
+                dataKeyHandles.withLock { $0[key] = c }
+                return c
+            }()
+            c.increment(by: n)
+        }
+    }
+
+    /// Stored records decrypted for a reader.
+    func unwrap(kind: String, count: Int = 1) {
+        counter("record_unwraps", [("kind", kind)]).increment(by: count)
     }
 
     func recordsStored(_ count: Int) { recordsStoredCounter.increment(by: count) }

@@ -246,8 +246,10 @@ struct ResponsesController {
         if turn.storing {
             records += [
                 try turn.sealer.seal(turn.input, id: turn.id, kind: Self.inputKind, createdAt: now, metadata: metadata),
+                // The chain is read from the input record only: every record of a context is
+                // loaded with its metadata, which need not carry it twice.
                 try turn.sealer.seal(Array(try JSONSerialization.data(withJSONObject: answer)), id: turn.id, kind: Self.responseKind,
-                                     createdAt: now, metadata: metadata),
+                                     createdAt: now, metadata: { var m = metadata; m.chain = nil; return m }()),
             ]
             events.append(AuditLog.event(.encryptRecord, key: turn.tenant.key, record: turn.id, detail: "model=\(turn.model)", scope: turn.scope))
         }

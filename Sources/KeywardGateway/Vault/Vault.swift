@@ -69,19 +69,25 @@ public final class Vault: Sendable {
 
     /// Decrypts a stored record of `tenant`; nothing is returned unless it authenticates as this
     /// tenant's record with this id and kind.
-    ///
-    /// While a re-key job moves the tenant, a record not yet re-wrapped is opened with the key it
-    /// is moving from.
     public func open(_ record: Record, of tenant: Tenant) async throws -> [UInt8] {
+        let (plaintext, hit) = try await opened(record, of: tenant)
+        metrics.dataKeyCache("decrypt", hit: hit)
+        metrics.unwrap(kind: record.kind)
+        return plaintext
+    }
+
+    /// A record's plaintext, and whether its data key came from the cache. While a re-key job
+    /// moves the tenant, a record not yet re-wrapped is opened with the key it is moving from.
+    private func opened(_ record: Record, of tenant: Tenant) async throws -> ([UInt8], hit: Bool) {
         do {
-            return try await open(record, of: tenant, key: tenant.key)
+            return try await opened(record, of: tenant, key: tenant.key)
         } catch let e as KeywardCryptoError where e.code == .noDecryptableKey {
             guard let previous = tenant.previousKey, previous != tenant.key else { throw e }
-            return try await open(record, of: tenant, key: previous)
+            return try await opened(record, of: tenant, key: previous)
         }
     }
 
-    private func open(_ record: Record, of tenant: Tenant, key: String) async throws -> [UInt8] {
+    private func opened(_ record: Record, of tenant: Tenant, key: String) async throws -> ([UInt8], hit: Bool) {
         let manager = TenantScopedManager(tenant: tenant.name, inner: try manager(forKey: key))
         let required = RecordSealer.context(tenant: tenant.name, id: record.id, kind: record.kind)
         let miss = MissFlag()
@@ -92,22 +98,31 @@ public final class Vault: Sendable {
             _ = try await Message.decrypt(from: &source, to: &sink, materialsManager: manager,
                                           options: DecryptionOptions(requiredContext: required, maxEncryptedDataKeys: 4))
         }
-        let plaintext = sink.bytes
-        metrics.dataKeyCache("decrypt", hit: !miss.value)
-        metrics.unwrap(kind: record.kind)
-        return plaintext
+        return (sink.bytes, !miss.value)
     }
 
     /// Decrypts records for a reader, after logging one `decrypt_record` event per record, all in
-    /// one append: nothing is read without its event.
+    /// one append: nothing is read without its event. The metrics are counted once per read (a
+    /// long context is many records).
     func read(_ records: [Record], of tenant: Tenant, scope: AuditScope) async throws -> [[UInt8]] {
         try await audit.append(records.map { AuditLog.event(.decryptRecord, key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
-        return try await AuditScope.$current.withValue(scope) {
-            var out: [[UInt8]] = []
-            out.reserveCapacity(records.count)
-            for r in records { out.append(try await open(r, of: tenant)) }
-            return out
+        var out: [[UInt8]] = []
+        out.reserveCapacity(records.count)
+        var hits = 0
+        var kinds: [String: Int] = [:]
+        defer {
+            metrics.dataKeyCache("decrypt", hits: hits, misses: out.count - hits)
+            for (kind, n) in kinds { metrics.unwrap(kind: kind, count: n) }
         }
+        try await AuditScope.$current.withValue(scope) {
+            for r in records {
+                let (plaintext, hit) = try await opened(r, of: tenant)
+                out.append(plaintext)
+                if hit { hits += 1 }
+                kinds[r.kind, default: 0] += 1
+            }
+        }
+        return out
     }
 
     /// Forgets every cached data key of `key` (revocation takes effect at once).
