@@ -77,9 +77,10 @@ def test_a_five_turn_chain_is_rebuilt_from_keywards_records(fresh_gateway, upstr
     db = sqlite3.connect(f"file:{g.data}/keyward.sqlite3?mode=ro", uri=True)
     kinds = db.execute("SELECT kind, count(*) FROM records WHERE tenant='agent' GROUP BY kind ORDER BY kind").fetchall()
     assert kinds == [("response", 5), ("response.input", 5)]
-    # The chain is in the clear metadata (ids only), so a turn's context is one query.
-    chain = json.loads(db.execute("SELECT metadata FROM records WHERE id = ? AND kind = 'response'", (ids[3],)).fetchone()[0])["chain"]
+    # The chain is in the input record's clear metadata (ids only), so a turn's context is one query.
+    chain = json.loads(db.execute("SELECT metadata FROM records WHERE id = ? AND kind = 'response.input'", (ids[3],)).fetchone()[0])["chain"]
     assert chain == ids[:3]
+    assert "chain" not in json.loads(db.execute("SELECT metadata FROM records WHERE id = ? AND kind = 'response'", (ids[3],)).fetchone()[0])
 
 
 def test_a_streamed_turn_is_forwarded_and_stored_assembled(fresh_gateway, upstream):
