@@ -28,6 +28,8 @@ public struct AuditOperation: RawRepresentable, Hashable, Sendable, CustomString
     public static let rekeyFailed = Self(rawValue: "rekey_failed")
     // Tenants, tokens, policies, access.
     public static let tenantCreate = Self(rawValue: "tenant_create")
+    /// A change of a tenant's settings; the detail names the new values.
+    public static let tenantUpdate = Self(rawValue: "tenant_update")
     public static let tokenCreate = Self(rawValue: "token_create")
     public static let tokenDelete = Self(rawValue: "token_delete")
     public static let tokenSuspend = Self(rawValue: "token_suspend")

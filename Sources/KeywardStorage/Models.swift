@@ -13,6 +13,14 @@ public struct Tenant: Sendable, Hashable, Codable {
         case never
     }
 
+    /// Whether the tenant's apps may send plaintext requests.
+    public enum EncryptedRequests: String, Sendable, Hashable, Codable, CaseIterable {
+        /// Plaintext requests and requests the app encrypted itself (ESDK messages) alike.
+        case allowed
+        /// Only requests the app encrypted itself.
+        case required
+    }
+
     public var name: String
     /// The master key reference (`local:NAME`, `aws-kms:ARN`, `pkcs11:…`).
     public var key: String
@@ -23,15 +31,31 @@ public struct Tenant: Sendable, Hashable, Codable {
     /// The key a re-key job is moving the tenant away from: records not yet re-wrapped are still
     /// under it. nil when no move is under way.
     public var previousKey: String?
+    public var encryptedRequests: EncryptedRequests
 
     public init(name: String, key: String, store: StorePolicy = .always, retentionDays: Int = 30, createdAt: Int64,
-                previousKey: String? = nil) {
+                previousKey: String? = nil, encryptedRequests: EncryptedRequests = .allowed) {
         self.name = name
+        self.encryptedRequests = encryptedRequests
         self.key = key
         self.previousKey = previousKey
         self.store = store
         self.retentionDays = retentionDays
         self.createdAt = createdAt
+    }
+}
+
+/// A change of some of a tenant's settings: nil leaves a setting as it is, so that two changes of
+/// different settings made at once both hold.
+public struct TenantSettingsChange: Sendable, Hashable {
+    public var store: Tenant.StorePolicy?
+    public var retentionDays: Int?
+    public var encryptedRequests: Tenant.EncryptedRequests?
+
+    public init(store: Tenant.StorePolicy? = nil, retentionDays: Int? = nil, encryptedRequests: Tenant.EncryptedRequests? = nil) {
+        self.store = store
+        self.retentionDays = retentionDays
+        self.encryptedRequests = encryptedRequests
     }
 }
 

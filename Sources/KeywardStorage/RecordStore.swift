@@ -25,8 +25,10 @@ public protocol TenantRepository: Sendable {
     func tenants() async throws -> [Tenant]
     /// Tenants whose master key (or previous key, during a re-key) is `key`.
     func tenants(usingKey key: String) async throws -> [Tenant]
-    /// Replaces a tenant's settings (its key, its previous key during a re-key).
-    func updateTenant(_ tenant: Tenant) async throws
+    /// Writes a tenant's keys (its key, its previous key during a re-key), nothing else.
+    func updateTenantKeys(_ tenant: Tenant) async throws
+    /// Writes the settings `change` gives, each alone: neither the keys nor a setting left out.
+    func updateTenantSettings(_ name: String, _ change: TenantSettingsChange) async throws
 }
 
 public protocol TokenRepository: Sendable {

@@ -104,10 +104,26 @@ public enum AuditChainConformance {
         try await store.createTenant(tenant)
         tenant.key = "local:b"
         tenant.previousKey = "local:a"
-        try await store.updateTenant(tenant)
+        try await store.updateTenantKeys(tenant)
         #expect(try await store.tenant(named: "acme") == tenant)
         #expect(try await store.tenants(usingKey: "local:a").map(\.name) == ["acme"])
-        await expectError(.notFound, as: StorageError.self) { try await store.updateTenant(Tenant(name: "zed", key: "k", createdAt: 0)) }
+        await expectError(.notFound, as: StorageError.self) { try await store.updateTenantKeys(Tenant(name: "zed", key: "k", createdAt: 0)) }
+        // Settings and keys are written apart, each setting alone: no write carries others back.
+        try await store.updateTenantSettings("acme", TenantSettingsChange(store: .never))
+        try await store.updateTenantSettings("acme", TenantSettingsChange(retentionDays: 7, encryptedRequests: .required))
+        tenant.store = .never
+        tenant.retentionDays = 7
+        tenant.encryptedRequests = .required
+        #expect(try await store.tenant(named: "acme") == tenant)
+        var keys = tenant
+        keys.previousKey = nil
+        keys.encryptedRequests = .allowed
+        try await store.updateTenantKeys(keys)
+        tenant.previousKey = nil
+        #expect(try await store.tenant(named: "acme") == tenant)
+        await expectError(.notFound, as: StorageError.self) { try await store.updateTenantSettings("zed", TenantSettingsChange(store: .never)) }
+        tenant.previousKey = "local:a"
+        try await store.updateTenantKeys(tenant)
 
         let records = (0..<5).map { i in
             Record(tenant: "acme", id: "r\(i)", kind: i % 2 == 0 ? "a" : "b", createdAt: Int64(i), expiresAt: nil,

@@ -58,21 +58,47 @@ func printJSON(_ object: Any?) throws {
 /// `keyward tenants …` against a running gateway.
 struct TenantsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "tenants", abstract: "Create, list and re-key tenants of a running gateway.", subcommands: [Create.self, List.self, Rekey.self])
+        commandName: "tenants", abstract: "Create, list and re-key tenants of a running gateway.", subcommands: [Create.self, List.self, Update.self, Rekey.self])
+
+    /// The settings `create` and `update` share; those not given are left out of the body.
+    struct Settings: ParsableArguments {
+        @Option(help: "always, on-request or never.") var store: String?
+        @Option(help: "Days to keep stored records (0 keeps them).") var retentionDays: Int?
+        @Option(help: "allowed, or required: plaintext AI requests are then refused.") var encryptedRequests: String?
+
+        var body: [String: Any] {
+            var body: [String: Any] = [:]
+            if let store { body["store"] = store }
+            if let retentionDays { body["retention_days"] = retentionDays }
+            if let encryptedRequests { body["encrypted_requests"] = encryptedRequests }
+            return body
+        }
+    }
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a tenant; without --key, a new local:NAME key is made for it.")
         @Argument(help: "The tenant's name.") var name: String
         @Option(help: "Its master key: local:NAME, aws-kms:ARN or pkcs11:….") var key: String?
-        @Option(help: "always, on-request or never.") var store: String?
-        @Option(help: "Days to keep stored records (0 keeps them).") var retentionDays: Int?
+        @OptionGroup var settings: Settings
         @OptionGroup var admin: AdminOptions
         func run() async throws {
-            var body: [String: Any] = ["name": name]
+            var body = settings.body
+            body["name"] = name
             if let key { body["key"] = key }
-            if let store { body["store"] = store }
-            if let retentionDays { body["retention_days"] = retentionDays }
             try printJSON(try await admin.call(.POST, "/admin/v1/tenants", body))
+        }
+    }
+
+    struct Update: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Change a tenant's settings; those not given stay.")
+        @Argument(help: "The tenant's name.") var name: String
+        @OptionGroup var settings: Settings
+        @OptionGroup var admin: AdminOptions
+        func run() async throws {
+            guard !settings.body.isEmpty else {
+                throw CLIError(exitCode: 2, description: "nothing to change: give --store, --retention-days or --encrypted-requests")
+            }
+            try printJSON(try await admin.call(.PATCH, "/admin/v1/tenants/\(pathSegment(name))", settings.body))
         }
     }
 

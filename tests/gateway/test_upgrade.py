@@ -97,10 +97,11 @@ def check_serves(u):
     assert status == 200 and ready["status"] == "ready", ready
     assert ready["checks"]["database"] == "ok" and ready["checks"]["keystore:local"] == "ok", ready
 
-    # Tenants (name, key, store policy, retention, creation time) as the old binary listed them.
+    # Tenants (name, key, store policy, retention, creation time) as the old binary listed them,
+    # with the settings added since at their defaults.
     status, body, _ = g.admin("GET", "/admin/v1/tenants")
     assert status == 200, body
-    assert body["data"] == m["tenants"]
+    assert body["data"] == [{**t, "encrypted_requests": "allowed"} for t in m["tenants"]]
 
     # Tokens: each authenticates as its role; the suspended one is still suspended, the deleted one gone.
     for name in ("acme_app", "acme_exporter", "globex_app"):

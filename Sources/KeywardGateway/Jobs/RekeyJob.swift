@@ -36,7 +36,7 @@ struct RekeyJob {
         if start.status == .running, tenant.key != start.toKey || tenant.previousKey != previous {
             tenant.key = start.toKey
             tenant.previousKey = previous
-            try await store.updateTenant(tenant)
+            try await store.updateTenantKeys(tenant)
             await replication.changed(.tenant(tenant.name))
         }
         let from = try keyring(start.fromKey)
@@ -142,7 +142,7 @@ struct RekeyJob {
 
         if var current = try await store.tenant(named: last.tenant), current.previousKey != nil {
             current.previousKey = nil
-            try await store.updateTenant(current)
+            try await store.updateTenantKeys(current)
             await replication.changed(.tenant(current.name))
         }
         try await audit.append(AuditLog.event(last.status == .done ? .rekeyDone : .rekeyFailed, key: last.toKey,

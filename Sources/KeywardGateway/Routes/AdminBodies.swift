@@ -18,6 +18,7 @@ struct TenantBody: Encodable {
     let key: String
     let store: String
     let retention_days: Int
+    let encrypted_requests: String
     /// Seconds since 1970.
     let created_at: Int64
 
@@ -26,6 +27,7 @@ struct TenantBody: Encodable {
         key = t.key
         store = t.store.rawValue
         retention_days = t.retentionDays
+        encrypted_requests = t.encryptedRequests.rawValue
         created_at = t.createdAt / 1000
     }
 }

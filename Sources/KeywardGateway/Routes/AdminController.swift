@@ -25,6 +25,20 @@ struct AdminController {
         var key: String?
         var store: Tenant.StorePolicy?
         var retention_days: Int?
+        var encrypted_requests: Tenant.EncryptedRequests?
+    }
+
+    /// A partial tenant: the settings given change, the others stay.
+    private struct UpdateTenant: Decodable {
+        var store: Tenant.StorePolicy?
+        var retention_days: Int?
+        var encrypted_requests: Tenant.EncryptedRequests?
+    }
+
+    private static func checkRetention(_ days: Int?) throws {
+        if let days, !(0...36500).contains(days) {
+            throw GatewayError.invalidRequest("retention_days must be between 0 (keep) and 36500", code: "invalid_field")
+        }
     }
 
     private struct CreateToken: Decodable {
@@ -46,9 +60,7 @@ struct AdminController {
             guard input.name.range(of: #"^[a-z0-9][a-z0-9_-]{0,62}$"#, options: .regularExpression) != nil else {
                 throw GatewayError.invalidRequest("a tenant name is 1-63 lowercase letters, digits, '-' or '_'", code: "invalid_name")
             }
-            if let days = input.retention_days, !(0...36500).contains(days) {
-                throw GatewayError.invalidRequest("retention_days must be between 0 (keep) and 36500", code: "invalid_field")
-            }
+            try Self.checkRetention(input.retention_days)
             guard try await store.tenant(named: input.name) == nil else {
                 throw GatewayError(.conflict, type: "invalid_request_error", code: "already_exists", "tenant \(input.name) exists")
             }
@@ -75,7 +87,8 @@ struct AdminController {
                 key = "local:\(input.name)"
             }
             let tenant = Tenant(name: input.name, key: key, store: input.store ?? .always,
-                                retentionDays: input.retention_days ?? 30, createdAt: Gateway.nowMs())
+                                retentionDays: input.retention_days ?? 30, createdAt: Gateway.nowMs(),
+                                encryptedRequests: input.encrypted_requests ?? .allowed)
             do { try await store.createTenant(tenant) } catch let e as StorageError where e.code == .alreadyExists {
                 throw GatewayError(.conflict, type: "invalid_request_error", code: "already_exists", "tenant \(input.name) exists")
             }
@@ -94,6 +107,30 @@ struct AdminController {
 
         admin.get("tenants") { request, context -> Response in
             return JSONBody.encoded(ListBody(data: try await store.tenants().map(TenantBody.init)))
+        }
+
+        admin.patch("tenants/:name") { request, context -> Response in
+            let principal = try context.requirePrincipal()
+            let name = try context.parameters.require("name")
+            let input = try JSONBody.decode(UpdateTenant.self, from: try await request.bodyBytes(limit: bodyLimit))
+            try Self.checkRetention(input.retention_days)
+            guard let before = try await store.tenant(named: name) else { throw GatewayError.notFound("no tenant \(name)") }
+            let change = TenantSettingsChange(store: input.store, retentionDays: input.retention_days, encryptedRequests: input.encrypted_requests)
+            let given = [input.store.map { "store=\($0.rawValue)" }, input.retention_days.map { "retention_days=\($0)" },
+                         input.encrypted_requests.map { "encrypted_requests=\($0.rawValue)" }].compactMap { $0 }
+            guard !given.isEmpty else {
+                throw GatewayError.invalidRequest("give any of store, retention_days, encrypted_requests", code: "missing_field")
+            }
+            // Logged first: a setting is in force only if its change is in the log.
+            try await audit.append(AuditLog.event(.tenantUpdate, key: before.key, detail: given.joined(separator: " "),
+                                                  scope: AuditScope(actor: principal.tokenID, tenant: name)))
+            do { try await store.updateTenantSettings(name, change) } catch let e as StorageError where e.code == .notFound {
+                throw GatewayError.notFound("no tenant \(name)")
+            }
+            await replication.changed(.tenant(name))
+            logger.notice("tenant updated", metadata: ["tenant": "\(name)", "settings": "\(given.joined(separator: " "))"])
+            guard let tenant = try await store.tenant(named: name) else { throw GatewayError.notFound("no tenant \(name)") }
+            return JSONBody.encoded(TenantBody(tenant))
         }
 
         admin.put("tenants/:name/provider-keys/:upstream") { request, context -> Response in

@@ -17,8 +17,11 @@ enum OpenAPIDocument {
 
     static let operations: [Operation] = [
         Operation(method: "post", path: "/admin/v1/tenants", role: "admin", summary: "Create a tenant (with a new local key unless one is named)",
-                  body: ["name": "string"], optional: ["key": "string", "store": "string", "retention_days": "integer"], success: "201"),
+                  body: ["name": "string"], optional: ["key": "string", "store": "string", "retention_days": "integer", "encrypted_requests": "string"], success: "201"),
         Operation(method: "get", path: "/admin/v1/tenants", role: "admin", summary: "List tenants"),
+        Operation(method: "patch", path: "/admin/v1/tenants/{name}", role: "admin",
+                  summary: "Change a tenant's settings (any of store, retention_days, encrypted_requests)",
+                  optional: ["store": "string", "retention_days": "integer", "encrypted_requests": "string"]),
         Operation(method: "put", path: "/admin/v1/tenants/{name}/provider-keys/{upstream}", role: "admin",
                   summary: "Store the tenant's own provider API key, encrypted under its key", body: ["api_key": "string"], success: "204"),
         Operation(method: "post", path: "/admin/v1/tenants/{name}/purge-shredded", role: "admin",

@@ -136,6 +136,10 @@ public enum Schema {
                     key TEXT PRIMARY KEY, state TEXT NOT NULL, delete_at BIGINT, updated_at BIGINT NOT NULL)
                 """),
         ]),
+        // Whether a tenant's apps must encrypt their requests themselves (issue 21).
+        Migration(version: 7, statements: [
+            all("ALTER TABLE tenants ADD COLUMN encrypted_requests TEXT NOT NULL DEFAULT 'allowed'"),
+        ]),
     ]
 
     private static func all(_ sql: String) -> Statement { Statement(sql: sql, only: nil) }
