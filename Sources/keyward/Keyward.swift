@@ -11,7 +11,7 @@ struct Keyward: AsyncParsableCommand {
         commandName: "keyward",
         abstract: "Keyward: an AI gateway and file encryption under keys you own, in the AWS Encryption SDK message format.",
         subcommands: [ServeCommand.self, EncryptCommand.self, DecryptCommand.self, KeysCommand.self,
-                      TenantsCommand.self, TokensCommand.self, JobsCommand.self, AuditCommand.self])
+                      TenantsCommand.self, TokensCommand.self, JobsCommand.self, AuditCommand.self, ChatCommand.self])
 
     /// Exit codes: 0 success, 1 encryption/decryption failure, 2 usage error.
     static func main() async {

@@ -159,7 +159,8 @@ public final class Gateway: Sendable {
         KeyLifecycleController(lifecycle: keyLifecycle, bodyLimit: configuration.bodyLimit)
             .addRoutes(to: group("admin/v1", .keyAdmin))
         AuditController(store: store, audit: audit).addRoutes(to: group("admin/v1", .auditor))
-        let apps = group("", .app)
+        // Requests the app encrypted are opened before, and answers sealed after, every app route.
+        let apps = group("", .app).add(middleware: EncryptedExchanges(vault: vault, policies: policies, bodyLimit: configuration.bodyLimit))
         AIController(configuration: configuration, vault: vault, audit: audit, policies: policies, providerKeys: providerKeys,
                      upstreams: upstreams, metrics: metrics, logger: logger).addRoutes(to: apps)
         StoredCompletionsController(store: store, vault: vault, audit: audit, policies: policies, logger: logger).addRoutes(to: apps)

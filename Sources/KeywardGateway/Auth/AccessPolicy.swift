@@ -38,11 +38,11 @@ public struct KeyPolicy: Sendable, Codable, Hashable {
     }
 
     /// Whether `principal` may use the key for `purpose` (and, for inference, `model`).
-    func allows(tokenID: String, tenant: String?, purpose: Purpose, model: String?) -> Bool {
+    func allows(tokenID: String, tenant: String?, purpose: Purpose, model: String?, anyModel: Bool = false) -> Bool {
         grants.contains { g in
             g.purposes.contains(purpose)
                 && g.principals.contains { p in p == "token:\(tokenID)" || (tenant.map { p == "tenant:\($0)" } ?? false) }
-                && (purpose != .inference || g.models == nil || model.map { m in
+                && (purpose != .inference || g.models == nil || anyModel || model.map { m in
                     g.models!.contains { $0.hasSuffix("*") ? m.hasPrefix($0.dropLast()) : m == $0 }
                 } ?? false)
         }

@@ -43,10 +43,12 @@ final class KeyPolicies: Sendable {
     }
 
     /// Refuses (403 `access_denied`, audited) unless the tenant's key policy grants `principal`
-    /// the purpose (and, for inference, the model).
-    func authorize(_ principal: Principal, tenant: Tenant, purpose: Purpose, model: String? = nil) async throws {
+    /// the purpose (and, for inference, the model; with `anyModel`, some model: the request's
+    /// model is not known yet).
+    func authorize(_ principal: Principal, tenant: Tenant, purpose: Purpose, model: String? = nil, anyModel: Bool = false) async throws {
         let policy = try await policy(forKey: tenant.key)
-        guard !policy.allows(tokenID: principal.tokenID, tenant: principal.tenant?.name, purpose: purpose, model: model) else { return }
+        guard !policy.allows(tokenID: principal.tokenID, tenant: principal.tenant?.name, purpose: purpose, model: model,
+                             anyModel: anyModel) else { return }
         metrics.accessDenied(purpose.rawValue)
         try await audit.append(AuditLog.event(
             .access, key: tenant.key, result: .denied, detail: model.map { "model=\($0)" },
