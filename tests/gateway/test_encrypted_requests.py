@@ -360,3 +360,29 @@ def test_the_transport_refuses_plaintext_answers_and_altered_streams(enc):
             with httpx.Client(transport=transport) as h:
                 r = h.post("http://keyward.test/v1/chat/completions", json={"model": "m"})
                 list(r.iter_bytes())
+
+
+def test_the_key_policy_decides_before_a_request_is_opened(enc):
+    token, arn = enc.tenant("policy-e2e")
+    reader, reader_id = enc.app_token("policy-e2e")
+    stranger, _ = enc.app_token("policy-e2e")
+    conversation = enc.request("POST", "/v1/conversations", {"metadata": {"topic": "a"}}, token=token)[1]["id"]
+    ref = urllib.parse.quote("aws-kms:" + arn, safe="")
+    status, body, _ = enc.admin("PUT", f"/admin/v1/keys/{ref}/policy", {"grants": [
+        {"principals": [f"token:{reader_id}"], "purposes": ["retrieval"]}]})
+    assert status == 200, body
+    # A read-back grant is enough to have an encrypted update of a conversation opened (the route wants retrieval).
+    message, request_id = sealed_request({"metadata": {"topic": "b"}}, "policy-e2e", arn)
+    status, body, _ = post(enc, f"/v1/conversations/{conversation}", reader, message)
+    assert status == 200, body
+    assert json.loads(ESDK.decrypt(source=body, key_provider=provider(arn))[0])["metadata"] == {"topic": "b"}
+    # No grant at all: refused before the key store is asked to unwrap anything.
+    enc.proxy.reset()
+    message, _ = sealed_request({"metadata": {"topic": "c"}}, "policy-e2e", arn)
+    status, body, _ = post(enc, f"/v1/conversations/{conversation}", stranger, message)
+    assert status == 403 and body["error"]["code"] == "access_denied", body
+    assert "Decrypt" not in enc.proxy.calls, enc.proxy.calls
+    # Opened for the reader, an inference route still checks its own purpose.
+    message, _ = sealed_request({"model": "mock-1", "messages": [{"role": "user", "content": "x"}]}, "policy-e2e", arn)
+    status, body, _ = post(enc, "/v1/chat/completions", reader, message)
+    assert status == 403 and body["error"]["code"] == "access_denied", body

@@ -43,18 +43,32 @@ final class KeyPolicies: Sendable {
     }
 
     /// Refuses (403 `access_denied`, audited) unless the tenant's key policy grants `principal`
-    /// the purpose (and, for inference, the model; with `anyModel`, some model: the request's
-    /// model is not known yet).
-    func authorize(_ principal: Principal, tenant: Tenant, purpose: Purpose, model: String? = nil, anyModel: Bool = false) async throws {
+    /// the purpose (and, for inference, the model).
+    func authorize(_ principal: Principal, tenant: Tenant, purpose: Purpose, model: String? = nil) async throws {
         let policy = try await policy(forKey: tenant.key)
-        guard !policy.allows(tokenID: principal.tokenID, tenant: principal.tenant?.name, purpose: purpose, model: model,
-                             anyModel: anyModel) else { return }
+        guard !policy.allows(tokenID: principal.tokenID, tenant: principal.tenant?.name, purpose: purpose, model: model) else { return }
+        try await deny(principal, tenant: tenant, purpose: purpose, detail: model.map { "model=\($0)" },
+                       "no grant of \(tenant.name)'s key allows this token \(purpose.rawValue)" + (model.map { " with model \($0)" } ?? ""))
+    }
+
+    /// The check made before an encrypted request is opened, when neither its route's purpose nor
+    /// its model has been read: some grant must let `principal` infer (with any model) or read
+    /// back. The route checks its own purpose and model once the request is open.
+    func authorizeOpening(_ principal: Principal, tenant: Tenant) async throws {
+        let policy = try await policy(forKey: tenant.key)
+        guard !([Purpose.inference, .retrieval].contains { purpose in
+            policy.allows(tokenID: principal.tokenID, tenant: principal.tenant?.name, purpose: purpose, model: nil, anyModel: true)
+        }) else { return }
+        try await deny(principal, tenant: tenant, purpose: .inference, detail: "encrypted request",
+                       "no grant of \(tenant.name)'s key allows this token to have a request opened")
+    }
+
+    private func deny(_ principal: Principal, tenant: Tenant, purpose: Purpose, detail: String?, _ message: String) async throws -> Never {
         metrics.accessDenied(purpose.rawValue)
         try await audit.append(AuditLog.event(
-            .access, key: tenant.key, result: .denied, detail: model.map { "model=\($0)" },
+            .access, key: tenant.key, result: .denied, detail: detail,
             scope: AuditScope(actor: principal.tokenID, tenant: tenant.name, requestID: AuditScope.requestID, purpose: purpose)))
-        throw GatewayError.accessDenied("no grant of \(tenant.name)'s key allows this token \(purpose.rawValue)"
-                                        + (model.map { " with model \($0)" } ?? ""))
+        throw GatewayError.accessDenied(message)
     }
 
     /// Stores a key's policy, logged first (no event, no change). The caller tells the replicas.

@@ -182,8 +182,9 @@ struct EncryptedExchanges: RouterMiddleware {
         var request = request
         var opened: Vault.OpenedRequest?
         if encrypted {
-            // The key policy decides before the key store is asked (the model, inside, is checked by the route).
-            try await policies.authorize(principal, tenant: tenant, purpose: .inference, model: nil, anyModel: true)
+            // The key policy decides before the key store is asked (the route's own purpose and the
+            // model, inside, are checked by the route).
+            try await policies.authorizeOpening(principal, tenant: tenant)
             // An ESDK message adds a header and 32 bytes per frame (4 KiB frames by default) to the plaintext.
             let message = try await request.collectBody(limit: bodyLimit + bodyLimit / 64 + (64 << 10))
             let o = try await AuditScope.$current.withValue(scope) { try await vault.openRequest(Array(buffer: message), of: tenant) }
