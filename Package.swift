@@ -123,12 +123,24 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // File blobs in an S3-compatible object store, signed with the key stores' SigV4.
+        .target(
+            name: "KeywardS3",
+            dependencies: [
+                "KeywardCrypto", "KeywardKeyStores", "KeywardStorage",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         // The composition root: which engine, change feed and key backends a configuration names.
         // The executables (and tests) build gateways through it; the gateway itself sees protocols only.
         .target(
             name: "KeywardServer",
             dependencies: [
-                "KeywardGateway", "KeywardStorage", "KeywardPostgres", "KeywardKeyStores",
+                "KeywardGateway", "KeywardStorage", "KeywardPostgres", "KeywardKeyStores", "KeywardS3",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -228,6 +240,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: strict
+        ),
+        // The S3 blob store against a moto server.
+        .testTarget(
+            name: "KeywardS3Tests",
+            dependencies: ["KeywardS3", "KeywardStorage", "KeywardKeyStores", "KeywardTesting"],
             swiftSettings: strict
         ),
         .testTarget(

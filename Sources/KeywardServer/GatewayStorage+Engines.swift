@@ -1,6 +1,7 @@
 import KeywardGateway
 import KeywardKeyStores
 import KeywardPostgres
+import KeywardS3
 import KeywardStorage
 import Logging
 import NIOPosix
@@ -9,9 +10,26 @@ extension GatewayStorage {
     /// The storage a configuration names: the PostgreSQL database every replica shares when it
     /// has a database address, else SQLite in the data folder (created if needed).
     public static func open(for configuration: GatewayConfiguration, logger: Logger) throws -> GatewayStorage {
-        if let url = configuration.databaseURL { return try postgres(url: try PostgresURL(url.exposed()), logger: logger) }
-        try configuration.createDataFolder()
-        return try sqlite(path: configuration.dataFolder + "/keyward.sqlite3")
+        var storage: GatewayStorage
+        if let url = configuration.databaseURL {
+            storage = try postgres(url: try PostgresURL(url.exposed()), logger: logger)
+        } else {
+            try configuration.createDataFolder()
+            storage = try sqlite(path: configuration.dataFolder + "/keyward.sqlite3")
+        }
+        storage.blobs = try blobs(configuration.blobs)
+        return storage
+    }
+
+    /// The blob store a configuration names; nil: the gateway's folder in the data folder.
+    static func blobs(_ configuration: BlobsConfiguration) throws -> (any BlobStore)? {
+        switch configuration {
+        case .folder:
+            return nil
+        case let .s3(bucket, prefix, region, endpoint):
+            return try S3BlobStore(configuration: .init(bucket: bucket, prefix: prefix, region: region, endpoint: endpoint),
+                                   credentials: try AWSCredentials.fromEnvironment())
+        }
     }
 
     /// One process's SQLite database; `local:` keys and the audit key stay in the data folder.

@@ -137,10 +137,13 @@ public struct RecordMetadata: Sendable, Hashable, Codable {
     /// The ids of the earlier records this one continues, oldest first (a Responses turn's
     /// `previous_response_id` chain), so that a whole chain is read in one query.
     public var chain: [String]?
+    /// A file's purpose (`batch`, `fine-tune`, …), by which files are listed.
+    public var purpose: String?
 
     public init(model: String? = nil, status: Int? = nil, promptTokens: Int? = nil, completionTokens: Int? = nil,
-                upstreamMs: Double? = nil, size: Int? = nil, streamed: Bool? = nil, chain: [String]? = nil) {
+                upstreamMs: Double? = nil, size: Int? = nil, streamed: Bool? = nil, chain: [String]? = nil, purpose: String? = nil) {
         self.chain = chain
+        self.purpose = purpose
         self.model = model
         self.status = status
         self.promptTokens = promptTokens
@@ -160,15 +163,16 @@ public struct RecordQuery: Sendable, Hashable {
     public var after: String?
     public var limit: Int
     public var order: Order
-    public var model: String?
+    /// Only records with this label: a completion's model, a file's purpose (``RecordMetadata/label``).
+    public var label: String?
 
-    public init(tenant: String, kind: String, after: String? = nil, limit: Int = 20, order: Order = .ascending, model: String? = nil) {
+    public init(tenant: String, kind: String, after: String? = nil, limit: Int = 20, order: Order = .ascending, label: String? = nil) {
         self.tenant = tenant
         self.kind = kind
         self.after = after
         self.limit = limit
         self.order = order
-        self.model = model
+        self.label = label
     }
 }
 
@@ -274,8 +278,13 @@ extension RecordMetadata {
             }
             out += "]"
         }
+        if let purpose { key("purpose"); JSONString.append(quoted: purpose, to: &out) }
         return out + "}"
     }
+
+    /// What lists of records filter on, kept in an indexed column of its own: a completion's
+    /// model, or a file's purpose.
+    public var label: String? { model ?? purpose }
 }
 
 /// What a claim on a job's next batch came to.

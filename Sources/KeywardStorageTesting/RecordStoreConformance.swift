@@ -174,7 +174,7 @@ public enum RecordStoreConformance {
         #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", after: "r2", limit: 2)) == ["r3", "r0"])
         #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", limit: 2, order: .descending)) == ["r4", "r0"])
         #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", after: "r3", limit: 10, order: .descending)) == ["r2", "r1"])
-        #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", limit: 10, model: "other")) == ["r4"])
+        #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", limit: 10, label: "other")) == ["r4"])
         #expect(try await ids(RecordQuery(tenant: "b", kind: "chat.response", limit: 10)) == ["x"])
         // A cursor from another tenant is not found there.
         await expectError(.notFound, as: StorageError.self) {

@@ -93,6 +93,31 @@ public enum Loopback {
     }
 }
 
+/// Child processes of the peers.
+enum Spawn {
+    /// Starts `arguments` (the program found on PATH) with its output to /dev/null.
+    static func quiet(_ arguments: [String]) throws -> pid_t {
+        var child: pid_t = 0
+        var argv = arguments.map { strdup($0) } + [nil]
+        defer { for a in argv { free(a) } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        let status = posix_spawnp(&child, arguments[0], &actions, nil, &argv, environ)
+        guard status == 0 else { throw PeerError("cannot start \(arguments[0]) (errno \(status))") }
+        return child
+    }
+
+    /// SIGKILL (a child inherits the test threads' blocked SIGTERM), then reaped.
+    static func stop(_ pid: pid_t) {
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+    }
+}
+
 /// A peer that could not be started; says which and why.
 public struct PeerError: Error, CustomStringConvertible {
     public let description: String
@@ -120,16 +145,7 @@ public struct TestCertificates: Sendable {
     }
 
     static func openssl(_ arguments: [String]) throws {
-        var child: pid_t = 0
-        let binary = "/usr/bin/openssl"
-        var argv = ([binary] + arguments).map { strdup($0) } + [nil]
-        defer { for a in argv { free(a) } }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        guard posix_spawn(&child, binary, &actions, nil, &argv, environ) == 0 else { throw PeerError("cannot run openssl") }
+        let child = try Spawn.quiet(["/usr/bin/openssl"] + arguments)
         var status: Int32 = 0
         waitpid(child, &status, 0)
         guard status == 0 else { throw PeerError("openssl \(arguments.first ?? "") failed (status \(status))") }

@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import KeywardCrypto
 import KeywardTesting
 @testable import KeywardKeyStores
@@ -10,44 +7,16 @@ import Testing
 /// The AWS KMS store against a moto server started for this suite (moto is the real peer here; the
 /// CLI-level KMS tests live in tests/interop/test_aws_kms.py).
 @Suite(.serialized) final class AWSKMSTests {
-    let process = Process()
+    let moto: MotoPeer
     let store: AWSKMSKeyStore
 
     init() async throws {
-        let port = Int.random(in: 20_000...40_000)
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["moto_server", "-H", "127.0.0.1", "-p", "\(port)"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
         // moto takes seconds to start: wait off the threads the other tests' tasks run on.
-        let pid = process.processIdentifier
-        do { try await BlockingWork.run { try Self.waitForPort(port) } } catch {
-            Self.stop(pid)  // a failed init runs no deinit
-            throw error
-        }
+        moto = try await BlockingWork.run { try MotoPeer() }
         store = AWSKMSKeyStore(
             client: AWSKMSClient(credentials: AWSCredentials(accessKeyID: "testing", secretAccessKey: "testing"),
-                                 configuration: .init(endpoint: "http://127.0.0.1:\(port)", timeout: .seconds(20))),
+                                 configuration: .init(endpoint: moto.url, timeout: .seconds(20))),
             defaultRegion: "us-east-1")
-    }
-
-    deinit {
-        // Process.waitUntilExit needs a run loop, which test threads on Linux do not spin: reap
-        // directly. SIGKILL, because the child inherits the test threads' blocked SIGTERM.
-        Self.stop(process.processIdentifier)
-    }
-
-    private static func stop(_ pid: Int32) {
-        kill(pid, SIGKILL)
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-    }
-
-    static func waitForPort(_ port: Int) throws {
-        guard Loopback.waitForPort(port, attempts: 300, every: 100_000) else {
-            throw KeyStoreError(.keyUnavailable, "moto_server did not start (scripts/test installs moto[server])")
-        }
     }
 
     func arn(_ description: KeyDescription) -> String { String(description.reference.dropFirst("aws-kms:".count)) }

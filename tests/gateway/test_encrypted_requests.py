@@ -75,7 +75,9 @@ def client(g, token, tenant, arn, **kw):
 
 
 def sealed_request(body, tenant, arn, purpose="request", algorithm=Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY):
-    ciphertext, header = ESDK.encrypt(source=json.dumps(body).encode(), key_provider=provider(arn), algorithm=algorithm,
+    """`body` (JSON, or bytes as they are) as one request message."""
+    source = body if isinstance(body, bytes) else json.dumps(body).encode()
+    ciphertext, header = ESDK.encrypt(source=source, key_provider=provider(arn), algorithm=algorithm,
                                       encryption_context={"keyward:tenant": tenant, "keyward:purpose": purpose})
     return ciphertext, header.message_id.hex()
 
@@ -386,3 +388,37 @@ def test_the_key_policy_decides_before_a_request_is_opened(enc):
     message, _ = sealed_request({"model": "mock-1", "messages": [{"role": "user", "content": "x"}]}, "policy-e2e", arn)
     status, body, _ = post(enc, "/v1/chat/completions", reader, message)
     assert status == 403 and body["error"]["code"] == "access_denied", body
+
+
+def test_a_file_upload_encrypted_by_the_app_is_opened_as_it_streams_and_its_download_sealed(enc):
+    token, arn = enc.tenant("enc-files")
+    c = client(enc, token, "enc-files", arn)
+    data = os.urandom(300_000)
+    f = c.files.create(file=("secret.jsonl", data), purpose="batch")
+    assert (f.bytes, f.filename, f.purpose) == (len(data), "secret.jsonl", "batch")
+    assert c.files.content(f.id).read() == data  # sealed by Keyward, opened by the transport
+    status, raw, h = enc.request("GET", f"/v1/files/{f.id}/content", token=token, headers={"accept-encoding": "aws-esdk"})
+    assert status == 200 and h["content-encoding"] == "aws-esdk"
+    plaintext, header = ESDK.decrypt(source=raw, key_provider=provider(arn))
+    assert plaintext == data and header.encryption_context["keyward:purpose"] == "response"
+    # The whole multipart body is the message; an altered frame anywhere is refused and nothing is kept.
+    boundary = "encfiles"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="t.bin"\r\n\r\n').encode() \
+        + os.urandom(200_000) + f"\r\n--{boundary}--\r\n".encode()
+    sealed, _ = sealed_request(body, "enc-files", arn)
+    ctype = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    for at in (len(sealed) // 2, len(sealed) - 5):
+        bad = bytearray(sealed)
+        bad[at] ^= 1
+        status, answer, _ = post(enc, "/v1/files", token, bytes(bad), ctype)
+        assert status == 400 and answer["error"]["code"] == "invalid_ciphertext", answer
+    status, answer, _ = post(enc, "/v1/files", token, sealed[:-100], ctype)
+    assert status == 400 and answer["error"]["code"] == "invalid_ciphertext", answer
+    assert [x.id for x in c.files.list()] == [f.id]
+    assert [b for b in os.listdir(os.path.join(enc.data, "blobs", "files", "enc-files"))] == [f.id]
+    status, sealed_answer, h = post(enc, "/v1/files", token, sealed, ctype)
+    assert status == 200 and h["content-encoding"] == "aws-esdk"
+    plaintext, _ = ESDK.decrypt(source=sealed_answer, key_provider=provider(arn))
+    assert json.loads(plaintext)["bytes"] == 200_000
+

@@ -26,6 +26,7 @@ public final class Gateway: Sendable {
     let policies: KeyPolicies
     let providerKeys: ProviderKeys
     let replication: Replication
+    let files: Files
     /// Ids of submitted re-key jobs, for the job service.
     let jobQueue = AsyncStream.makeStream(of: String.self)
     /// Set by ``prepare()``: signs audit checkpoints.
@@ -61,6 +62,8 @@ public final class Gateway: Sendable {
         replication = Replication(feed: storage.changes, vault: vault, authenticator: authenticator, policies: policies,
                                   providerKeys: providerKeys, jobs: jobQueue.continuation, metrics: metrics, logger: logger)
         upstreams = UpstreamClient(traces: traces)
+        files = Files(store: store, blobs: try storage.blobs ?? FolderBlobStore(root: configuration.dataFolder + "/blobs"), vault: vault,
+                      audit: audit, sizeLimit: configuration.fileSizeLimit)
         alerts.onAlert { [unowned self] alert, cause in await self.raise(alert, cause: cause) }
     }
 
@@ -168,6 +171,7 @@ public final class Gateway: Sendable {
         ResponsesController(configuration: configuration, conversations: conversations, policies: policies, providerKeys: providerKeys,
                             upstreams: upstreams, metrics: metrics, logger: logger).addRoutes(to: apps)
         ConversationsController(conversations: conversations, policies: policies, bodyLimit: configuration.bodyLimit).addRoutes(to: apps)
+        FilesController(files: files, policies: policies).addRoutes(to: apps)
         return router
     }
 
@@ -182,7 +186,7 @@ public final class Gateway: Sendable {
             // Before the jobs: a service group stops its services in reverse order, and alerts
             // raised while jobs drain must still be handled.
             AlertService(alerts: alerts, logger: logger),
-            PurgeService(store: store, interval: .milliseconds(Int64(configuration.purgeIntervalSeconds * 1000)), metrics: metrics, logger: logger),
+            PurgeService(store: store, files: files, interval: .milliseconds(Int64(configuration.purgeIntervalSeconds * 1000)), metrics: metrics, logger: logger),
             KeyDeletionService(lifecycle: keyLifecycle, interval: .milliseconds(Int64(configuration.purgeIntervalSeconds * 1000))),
             MaintenanceService(store: store, logger: logger),
             JobService(runner: jobRunner, queue: jobQueue.stream, stop: jobQueue.continuation),
@@ -198,7 +202,7 @@ public final class Gateway: Sendable {
 
     /// Runs re-key jobs (the job service's, and ``runJob(id:)``'s).
     var jobRunner: RekeyJob {
-        RekeyJob(store: store, keyStores: keyStores, audit: audit, replication: replication, metrics: metrics, logger: logger)
+        RekeyJob(store: store, files: files, keyStores: keyStores, audit: audit, replication: replication, metrics: metrics, logger: logger)
     }
 
     /// Moves a tenant to another master key: a job (run by the job service) switches new records

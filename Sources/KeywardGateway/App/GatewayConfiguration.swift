@@ -57,6 +57,16 @@ public struct UpstreamConfiguration: Sendable {
     }
 }
 
+/// Where file blobs are kept.
+public enum BlobsConfiguration: Sendable, Equatable {
+    /// `blobs/` in the data folder (one process).
+    case folder
+    /// An S3-compatible object store (several replicas), with credentials from the usual AWS
+    /// variables or shared credentials file; `endpoint` (default `AWS_ENDPOINT_URL_S3`) for MinIO,
+    /// Ceph RGW or a test server, addressed path-style.
+    case s3(bucket: String, prefix: String, region: String, endpoint: String?)
+}
+
 /// Everything `keyward serve` needs, from flags, the environment and an optional JSON config file.
 public struct GatewayConfiguration: Sendable {
     public var dataFolder: String
@@ -65,6 +75,11 @@ public struct GatewayConfiguration: Sendable {
     public var upstreams: [UpstreamConfiguration]
     /// Largest request body accepted, checked while it streams in.
     public var bodyLimit: Int
+    /// Where file blobs are kept (`"blobs"` in the config file; the data folder by default).
+    public var blobs = BlobsConfiguration.folder
+    /// Largest file an upload may hold (`files.max_bytes`; OpenAI's 512 MiB by default), checked
+    /// while it streams in.
+    public var fileSizeLimit = 512 << 20
     /// Whether requests, key-store calls, upstream calls and storage writes are traced (the
     /// OpenTelemetry exporter is then set up by `keyward serve`); off, no span is made.
     public var tracing = false
@@ -177,6 +192,25 @@ public struct GatewayConfiguration: Sendable {
                                                        timeoutSeconds: u.timeout_seconds ?? 600, caFile: u.ca_file, api: api))
         }
         if let limit = file.body_limit { bodyLimit = limit }
+        if let b = file.blobs {
+            switch b.type {
+            case "folder":
+                blobs = .folder
+            case "s3":
+                guard let bucket = b.bucket, !bucket.isEmpty else { throw GatewayError.config("blobs: an s3 store names its bucket") }
+                guard let region = b.region ?? environment["AWS_REGION"] ?? environment["AWS_DEFAULT_REGION"] else {
+                    throw GatewayError.config("blobs: an s3 store names its region (or set AWS_REGION)")
+                }
+                blobs = .s3(bucket: bucket, prefix: b.prefix ?? "", region: region,
+                            endpoint: b.endpoint ?? environment["AWS_ENDPOINT_URL_S3"] ?? environment["AWS_ENDPOINT_URL"])
+            default:
+                throw GatewayError.config("blobs.type must be folder or s3")
+            }
+        }
+        if let limit = file.files?.max_bytes {
+            guard limit > 0 else { throw GatewayError.config("files.max_bytes must be positive") }
+            fileSizeLimit = limit
+        }
         if let cache = file.data_key_cache {
             cacheLimits = CacheLimits(maxAge: cache.max_age_seconds ?? cacheLimits.maxAge,
                                       maxMessages: cache.max_messages ?? cacheLimits.maxMessages,
@@ -238,6 +272,18 @@ public struct GatewayConfiguration: Sendable {
         }
         var upstreams: [Upstream]?
         var body_limit: Int?
+        struct Files: Decodable {
+            var max_bytes: Int?
+        }
+        struct Blobs: Decodable {
+            var type: String
+            var bucket: String?
+            var prefix: String?
+            var region: String?
+            var endpoint: String?
+        }
+        var blobs: Blobs?
+        var files: Files?
         var data_key_cache: Cache?
         var purge_interval_seconds: Double?
         struct Audit: Decodable {

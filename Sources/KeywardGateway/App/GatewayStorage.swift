@@ -13,6 +13,8 @@ public struct GatewayStorage: Sendable {
     public var settings: (any SettingsStore)?
     /// Where `local:` keys live when every replica must serve the same ones; nil: the data folder's `keys/`.
     public var localKeys: (any LocalKeyBackend)?
+    /// Where file contents are; nil: a folder in the data folder (`blobs/`).
+    public var blobs: (any BlobStore)?
     /// Where the records are, for logs (never a password).
     public var description: String
     /// What must run while the storage is used (a database's connection pool and health
@@ -20,8 +22,9 @@ public struct GatewayStorage: Sendable {
     public var services: [any Service]
 
     public init(records: any RecordStore, changes: (any ChangeFeed)? = nil, settings: (any SettingsStore)? = nil,
-                localKeys: (any LocalKeyBackend)? = nil, description: String, services: [any Service] = []) {
+                localKeys: (any LocalKeyBackend)? = nil, blobs: (any BlobStore)? = nil, description: String, services: [any Service] = []) {
         self.services = services
+        self.blobs = blobs
         self.records = records
         self.changes = changes
         self.settings = settings

@@ -5,6 +5,7 @@ import ServiceLifecycle
 /// Deletes records past their tenant's retention, every `purgeIntervalSeconds`.
 struct PurgeService: Service {
     let store: any RecordStore
+    let files: Files
     let interval: Duration
     let metrics: GatewayMetrics
     let logger: Logger
@@ -15,6 +16,9 @@ struct PurgeService: Service {
                 let removed = try await store.purgeExpired(before: Gateway.nowMs())
                 metrics.recordsPurged(removed)
                 if removed > 0 { logger.notice("expired records purged", metadata: ["count": "\(removed)"]) }
+                // After the records: an expired file's blob goes in the same pass.
+                let blobs = try await files.sweep(now: Gateway.nowMs())
+                if blobs > 0 { logger.notice("file blobs without a record deleted", metadata: ["count": "\(blobs)"]) }
             } catch {
                 logger.error("purge failed", metadata: ["error": "\(error)"])
             }

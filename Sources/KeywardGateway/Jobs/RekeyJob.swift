@@ -11,12 +11,16 @@ import ServiceLifecycle
 /// same key's newest version) by rewriting record headers only: each distinct data key is
 /// unwrapped once with the old key and wrapped with the new one; bodies are never read.
 ///
+/// File blobs are moved the same way, header only, before the records (the bulk) and once more
+/// before the job ends (an upload that took the old key before the switch and committed since).
+///
 /// Resumable: the cursor and counts are saved in the same transaction as each batch of headers,
 /// so after a crash the job continues after the last batch that committed. Safe with traffic:
 /// a header is replaced only if unchanged since it was read, and new records already use the
 /// new key.
 struct RekeyJob {
     let store: any RecordStore
+    let files: Files
     let keyStores: KeyStores
     let audit: AuditLog
     let replication: Replication
@@ -48,6 +52,11 @@ struct RekeyJob {
         let auditScope = AuditScope(actor: "system", tenant: tenant.name, requestID: start.id, purpose: nil)
         var last = start
         var finished = false
+        var blobs = 0
+        if start.status == .running {
+            blobs += try await files.rewrapBlobs(tenant: tenant.name, from: from, to: to, fromKey: start.fromKey, toKey: start.toKey,
+                                                 scope: auditScope)
+        }
 
         while !Task.isShuttingDownGracefully {
             let claim = try await store.withJobClaimed(id: start.id) { current -> (job: Job, headers: [HeaderChange])? in
@@ -139,6 +148,11 @@ struct RekeyJob {
             if finished { break }
         }
         guard finished else { return last }
+        // Stragglers only matter when the key changes: after a rotation the old version still opens them.
+        if last.fromKey != last.toKey {
+            blobs += try await files.rewrapBlobs(tenant: tenant.name, from: from, to: to, fromKey: start.fromKey, toKey: start.toKey,
+                                                 scope: auditScope)
+        }
 
         if var current = try await store.tenant(named: last.tenant), current.previousKey != nil {
             current.previousKey = nil
@@ -146,11 +160,11 @@ struct RekeyJob {
             await replication.changed(.tenant(current.name))
         }
         try await audit.append(AuditLog.event(last.status == .done ? .rekeyDone : .rekeyFailed, key: last.toKey,
-                                                      detail: "job=\(last.id) records=\(last.processed) rewrapped=\(last.rewrapped) data_keys=\(last.dataKeys)",
+                                                      detail: "job=\(last.id) records=\(last.processed) rewrapped=\(last.rewrapped) data_keys=\(last.dataKeys) blobs=\(blobs)",
                                                       scope: auditScope))
         logger.notice("re-key finished", metadata: [
             "job": "\(last.id)", "tenant": "\(last.tenant)", "status": "\(last.status.rawValue)",
-            "records": "\(last.processed)", "rewrapped": "\(last.rewrapped)",
+            "records": "\(last.processed)", "rewrapped": "\(last.rewrapped)", "blobs": "\(blobs)",
         ])
         return last
     }

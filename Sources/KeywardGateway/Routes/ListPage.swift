@@ -1,3 +1,4 @@
+import KeywardJSON
 import Foundation
 import Hummingbird
 import KeywardStorage
@@ -45,5 +46,18 @@ struct ListPage {
     static func list(_ items: [[String: Any]], hasMore: Bool) -> [String: Any] {
         ["object": "list", "data": items, "has_more": hasMore, "first_id": items.first?["id"] ?? NSNull(),
          "last_id": items.last?["id"] ?? NSNull()]
+    }
+
+    /// An OpenAI list object around already-encoded items, without re-encoding them.
+    static func encoded(_ items: [[UInt8]], ids: [String], hasMore: Bool) -> [UInt8] {
+        var out = Array(#"{"object":"list","data":["#.utf8)
+        for (i, item) in items.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out += item
+        }
+        out += Array("],\"first_id\":".utf8) + (ids.first.map(JSONScanner.quoted) ?? Array("null".utf8))
+        out += Array(",\"last_id\":".utf8) + (ids.last.map(JSONScanner.quoted) ?? Array("null".utf8))
+        out += Array(",\"has_more\":\(hasMore)}".utf8)
+        return out
     }
 }

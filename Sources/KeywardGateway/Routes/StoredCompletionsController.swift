@@ -23,12 +23,12 @@ struct StoredCompletionsController {
             do {
                 records = try await store.records(RecordQuery(
                     tenant: tenant.name, kind: "chat.response", after: page.after, limit: page.limit + 1,
-                    order: page.order, model: request.uri.queryParameters.get("model")))
+                    order: page.order, label: request.uri.queryParameters.get("model")))
             } catch let e as StorageError where e.code == .notFound {
                 throw GatewayError.invalidRequest("no stored completion \(page.after ?? "") to list after", code: "invalid_cursor")
             }
             let items = try await open(Array(records.prefix(page.limit)), of: tenant, by: principal, .retrieval)
-            return JSONBody.bytes(Self.list(items, ids: records.prefix(page.limit).map(\.id), hasMore: records.count > page.limit))
+            return JSONBody.bytes(ListPage.encoded(items, ids: records.prefix(page.limit).map(\.id), hasMore: records.count > page.limit))
         }
 
         router.get("/v1/chat/completions/:id") { request, context -> Response in
@@ -123,19 +123,6 @@ struct StoredCompletionsController {
             throw GatewayError.notFound("no stored completion \(id)")
         }
         return record
-    }
-
-    /// An OpenAI list object around already-encoded items, without re-encoding them.
-    private static func list(_ items: [[UInt8]], ids: [String], hasMore: Bool) -> [UInt8] {
-        var out = Array(#"{"object":"list","data":["#.utf8)
-        for (i, item) in items.enumerated() {
-            if i > 0 { out.append(UInt8(ascii: ",")) }
-            out += item
-        }
-        out += Array("],\"first_id\":".utf8) + (ids.first.map(JSONScanner.quoted) ?? Array("null".utf8))
-        out += Array(",\"last_id\":".utf8) + (ids.last.map(JSONScanner.quoted) ?? Array("null".utf8))
-        out += Array(",\"has_more\":\(hasMore)}".utf8)
-        return out
     }
 }
 

@@ -35,34 +35,52 @@ extension Vault {
         let key: String
     }
 
-    /// Decrypts a request message of `tenant`. Nothing is returned unless the whole message
-    /// authenticates.
+    /// A request of `tenant` being opened as it arrives: its header read and its data key
+    /// unwrapped, its frames to come (each handed out once it authenticates).
+    struct OpeningRequest {
+        let decryption: StreamingDecryption
+        let requestID: String
+        let key: String
+    }
+
+    /// Decrypts a request message of `tenant` held in memory. Nothing is returned unless the whole
+    /// message authenticates.
     ///
     /// - Throws: 400 `invalid_encryption_context` before any key-store call when the context does
     ///   not name this tenant and the purpose `request`; 400 `invalid_ciphertext` for a malformed,
     ///   altered, truncated or wrongly keyed message; the key store's refusal (`key_revoked`, …).
     func openRequest(_ message: [UInt8], of tenant: Tenant) async throws -> OpenedRequest {
-        let header: MessageHeader
-        do {
-            header = try message.withUnsafeBytes { try MessageHeader.parse(prefixOf: $0).0 }
-        } catch {
-            throw Self.invalidCiphertext
+        var pending: [UInt8]? = message
+        let opening = try await openRequest(of: tenant, nonFramedLimit: message.count) {
+            defer { pending = nil }
+            return pending.map { ByteBuffer(bytes: $0) }
         }
+        var plaintext: [UInt8] = []
+        while let part = try await opening.next() { plaintext += part.readableBytesView }
+        return OpenedRequest(plaintext: plaintext, requestID: opening.requestID, key: opening.key)
+    }
+
+    /// Starts opening a request message of `tenant` whose bytes `read` gives as they arrive (nil
+    /// at the end): reads its header, checks its context, and unwraps its data key (the tenant's
+    /// key, then a re-keying tenant's previous one). A non-framed message is held whole until its
+    /// tag verifies, so it may hold at most `nonFramedLimit` bytes.
+    ///
+    /// - Throws: as ``openRequest(_:of:)``; later faults of the message come from ``OpeningRequest/next()``.
+    func openRequest(of tenant: Tenant, nonFramedLimit: Int, reading read: @escaping () async throws -> ByteBuffer?) async throws -> OpeningRequest {
+        let decryption = StreamingDecryption(options: DecryptionOptions(maxEncryptedDataKeys: 8, maxNonFramedContentLength: nonFramedLimit),
+                                             read: read)
+        let request: DecryptionMaterialsRequest
+        do { request = try await decryption.header() } catch is KeywardCryptoError { throw Self.invalidCiphertext }
         // Named pairs only: a value that is not the expected one may be anything the client put there.
         for (name, expected) in [("keyward:tenant", tenant.name), ("keyward:purpose", Self.requestPurpose)]
-        where header.encryptionContext[name] != expected {
+        where request.encryptionContext[name] != expected {
             throw GatewayError.invalidRequest("the request's encryption context must hold \(name) = \(expected)",
                                               code: "invalid_encryption_context")
         }
-        let options = DecryptionOptions(requiredContext: Self.requestContext(tenant.name), maxEncryptedDataKeys: 8,
-                                        maxNonFramedContentLength: message.count)
-        func open(_ key: String) async throws -> OpenedRequest {
+        func materials(_ key: String) async throws -> DecryptionMaterials {
             let miss = MissFlag()
             defer { metrics.dataKeyCache("request", hit: !miss.value) }
-            let plaintext = try await MissFlag.$current.withValue(miss) {
-                try await Message.decrypt(message, materialsManager: try manager(forKey: key), options: options).plaintext
-            }
-            return OpenedRequest(plaintext: plaintext, requestID: Hex.encode(header.messageID), key: key)
+            return try await MissFlag.$current.withValue(miss) { try await manager(forKey: key).decryptionMaterials(for: request) }
         }
         /// No data key of this message opens under `key` (as opposed to a key that is unusable).
         func unopened(_ error: any Error) -> Bool {
@@ -76,19 +94,24 @@ extension Vault {
             }
         }
         do {
+            var key = tenant.key
+            let opened: DecryptionMaterials
             do {
-                return try await open(tenant.key)
+                opened = try await materials(key)
             } catch where unopened(error) {
                 // During a re-key, an app may still wrap under the key the tenant is moving from.
                 guard let previous = tenant.previousKey, previous != tenant.key else { throw error }
-                return try await open(previous)
+                key = previous
+                opened = try await materials(key)
             }
+            try decryption.begin(with: opened)
+            return OpeningRequest(decryption: decryption, requestID: Hex.encode(decryption.messageID), key: key)
         } catch where error is KeywardCryptoError || unopened(error) {
             throw Self.invalidCiphertext
         }
     }
 
-    private static let invalidCiphertext = GatewayError.invalidRequest(
+    static let invalidCiphertext = GatewayError.invalidRequest(
         "the request body is not an ESDK message this tenant's key opens: it is malformed, altered, truncated or wrongly keyed",
         code: "invalid_ciphertext")
 
@@ -105,6 +128,28 @@ extension Vault {
         }
         metrics.dataKeyCache("response", hit: !miss.value)
         return AnswerSealer(materials: materials)
+    }
+}
+
+extension Vault.OpeningRequest {
+    /// The next authenticated plaintext of the request, or nil at its verified end.
+    ///
+    /// - Throws: 400 `invalid_ciphertext` for an altered or truncated message.
+    func next() async throws -> ByteBuffer? {
+        do { return try await decryption.next() } catch is KeywardCryptoError { throw Vault.invalidCiphertext }
+    }
+
+    /// The plaintext as a request body, for a route that reads its body as it streams (a file upload).
+    var body: RequestBody { RequestBody(asyncSequence: OpenedBody(opening: self)) }
+
+    private struct OpenedBody: AsyncSequence, Sendable {
+        typealias Element = ByteBuffer
+        let opening: Vault.OpeningRequest
+        struct AsyncIterator: AsyncIteratorProtocol {
+            let opening: Vault.OpeningRequest
+            mutating func next() async throws -> ByteBuffer? { try await opening.next() }
+        }
+        func makeAsyncIterator() -> AsyncIterator { AsyncIterator(opening: opening) }
     }
 }
 
@@ -180,26 +225,38 @@ struct EncryptedExchanges: RouterMiddleware {
         let (principal, _) = try context.requireTenant()
         let scope = principal.scope(.inference)
         var request = request
-        var opened: Vault.OpenedRequest?
+        var requestID: String?
+        var answerKey = tenant.key
         if encrypted {
             // The key policy decides before the key store is asked (the route's own purpose and the
             // model, inside, are checked by the route).
             try await policies.authorizeOpening(principal, tenant: tenant)
-            // An ESDK message adds a header and 32 bytes per frame (4 KiB frames by default) to the plaintext.
-            let message = try await request.collectBody(limit: bodyLimit + bodyLimit / 64 + (64 << 10))
-            let o = try await AuditScope.$current.withValue(scope) { try await vault.openRequest(Array(buffer: message), of: tenant) }
-            guard o.plaintext.count <= bodyLimit else {
-                throw GatewayError(.contentTooLarge, type: "invalid_request_error", code: "request_too_large",
-                                   "the request body is larger than the gateway's limit")
-            }
             var head = request.head
             head.headerFields[.contentEncoding] = nil
-            head.headerFields[.contentLength] = String(o.plaintext.count)
-            request = Request(head: head, body: RequestBody(buffer: ByteBuffer(bytes: o.plaintext)))
-            opened = o
+            if Self.streamsBody(request) {
+                // A file: opened frame by frame as it arrives, never held whole.
+                let inner = BodyReader(request.body)
+                let o = try await AuditScope.$current.withValue(scope) {
+                    try await vault.openRequest(of: tenant, nonFramedLimit: bodyLimit) { try await inner.next() }
+                }
+                head.headerFields[.contentLength] = nil
+                request = Request(head: head, body: o.body)
+                (requestID, answerKey) = (o.requestID, o.key)
+            } else {
+                // An ESDK message adds a header and 32 bytes per frame (4 KiB frames by default) to the plaintext.
+                let message = try await request.collectBody(limit: bodyLimit + bodyLimit / 64 + (64 << 10))
+                let o = try await AuditScope.$current.withValue(scope) { try await vault.openRequest(Array(buffer: message), of: tenant) }
+                guard o.plaintext.count <= bodyLimit else {
+                    throw GatewayError(.contentTooLarge, type: "invalid_request_error", code: "request_too_large",
+                                       "the request body is larger than the gateway's limit")
+                }
+                head.headerFields[.contentLength] = String(o.plaintext.count)
+                request = Request(head: head, body: RequestBody(buffer: ByteBuffer(bytes: o.plaintext)))
+                (requestID, answerKey) = (o.requestID, o.key)
+            }
         }
         // Before the route: no answer key, no upstream call.
-        let sealer = try await AuditScope.$current.withValue(scope) { try await vault.answerSealer(for: tenant, key: opened?.key ?? tenant.key) }
+        let sealer = try await AuditScope.$current.withValue(scope) { try await vault.answerSealer(for: tenant, key: answerKey) }
         let response: Response
         do {
             response = try await next(request, context)
@@ -210,7 +267,13 @@ struct EncryptedExchanges: RouterMiddleware {
             if encrypted { throw Self.withheld(GatewayError(response.status, type: "api_error", code: "http_\(response.status.code)", "")) }
             return response
         }
-        return try await seal(response, sealer: sealer, requestID: opened?.requestID)
+        return try await seal(response, sealer: sealer, requestID: requestID)
+    }
+
+    /// Whether a route reads its body as it streams in (a file upload), so that an encrypted body
+    /// must be opened the same way instead of whole.
+    static func streamsBody(_ request: Request) -> Bool {
+        request.method == .post && request.uri.path == "/v1/files"
     }
 
     /// An error answering an encrypted request, with its status, type and code but without its
@@ -219,9 +282,10 @@ struct EncryptedExchanges: RouterMiddleware {
         GatewayError(e.status, type: e.type, code: e.code, "the request failed (\(e.code)); details are withheld since the request was encrypted")
     }
 
-    /// The answer as one message (JSON), or each event's data as the base64 of one (an event
-    /// stream); other bodies (an export's JSON lines) go as they are, since they are not a
-    /// request's answer.
+    /// The answer as one message (JSON, or a file's bytes as they stream), or each event's data as
+    /// the base64 of one (an event stream); other bodies (an export's JSON lines) go as they are,
+    /// since they are not a request's answer. A file's bytes carry no request binding: there is no
+    /// JSON to hold it, and a download is not an encrypted request.
     private func seal(_ response: Response, sealer: AnswerSealer, requestID: String?) async throws -> Response {
         var response = response
         let type = response.headers[.contentType] ?? ""
@@ -230,6 +294,17 @@ struct EncryptedExchanges: RouterMiddleware {
             response.headers[.keywardEventEncoding] = Self.encoding
             response.body = ResponseBody { writer in
                 try await inner.write(SealingEventWriter(inner: writer, sealer: sealer, requestID: requestID))
+            }
+            return response
+        }
+        if type.hasPrefix("application/octet-stream") {
+            // A file's content: one message, sealed frame by frame as it is sent.
+            let inner = response.body
+            response.headers[.contentEncoding] = Self.encoding
+            response.headers[.contentLength] = nil
+            response.body = ResponseBody { writer in
+                try await inner.write(SealingStreamWriter(inner: writer, encryptor: try MessageEncryptor(materials: sealer.materials,
+                                                                                                          frameLength: Files.frameLength)))
             }
             return response
         }
@@ -247,6 +322,36 @@ struct EncryptedExchanges: RouterMiddleware {
 extension HTTPField.Name {
     /// Set on an event stream whose events' data are ESDK messages (base64).
     static let keywardEventEncoding = Self("keyward-event-encoding")!
+}
+
+/// Seals a body of bytes as one message as it passes, frame by frame.
+private struct SealingStreamWriter: ResponseBodyWriter {
+    var inner: any ResponseBodyWriter
+    var encryptor: MessageEncryptor
+
+    mutating func write(_ buffer: ByteBuffer) async throws {
+        try buffer.withUnsafeReadableBytes { try encryptor.update($0) }
+        try await flush()
+    }
+
+    consuming func finish(_ trailingHeaders: HTTPFields?) async throws {
+        try encryptor.finish()
+        try await flush()
+        try await inner.finish(trailingHeaders)
+    }
+
+    private mutating func flush() async throws {
+        var out = ByteBuffer()
+        encryptor.drain { out.writeBytes($0) }
+        if out.readableBytes > 0 { try await inner.write(out) }
+    }
+}
+
+/// A request body's chunks, one at a time, for a reader that is not a loop over it.
+private final class BodyReader: @unchecked Sendable {  // used by one task at a time
+    private var iterator: RequestBody.AsyncIterator
+    init(_ body: RequestBody) { iterator = body.makeAsyncIterator() }
+    func next() async throws -> ByteBuffer? { try await iterator.next() }
 }
 
 /// Gathers a whole (small, JSON) response body.

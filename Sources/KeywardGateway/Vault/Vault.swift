@@ -40,6 +40,12 @@ public final class Vault: Sendable {
         return cachesTrusted.load(ordering: .relaxed) ? pair.cached : pair.direct
     }
 
+    /// The materials manager of one master key that always asks the key store (audited and
+    /// counted), for a data key that is used once (a file's).
+    func uncachedManager(forKey key: String) throws -> any CryptographicMaterialsManager {
+        try managers(forKey: key).direct
+    }
+
     private func managers(forKey key: String) throws -> (cached: CachingMaterialsManager, direct: CountingMaterialsManager) {
         if let m = managers.withLock({ $0[key] }) { return m }
         let reference = try KeyReference.parse(key)

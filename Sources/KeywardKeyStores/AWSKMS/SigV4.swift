@@ -56,6 +56,13 @@ public struct SigV4: Sendable, CustomReflectable {
     /// request's headers with `X-Amz-Date`, `X-Amz-Security-Token` (with a session token) and
     /// `Authorization` set.
     public func sign(method: String, url: String, headers: [(String, String)], body: [UInt8], date: Date) throws -> [(String, String)] {
+        try sign(method: method, url: url, headers: headers, payloadHash: Self.hex(SHA256.hash(data: body)), date: date)
+    }
+
+    /// Signs a request whose payload's SHA-256 (hex) is given, or `UNSIGNED-PAYLOAD`. For the
+    /// `s3` service the path is signed as it is sent (S3 keys are not normalised or encoded
+    /// twice, as botocore's `S3SigV4Auth` does); the caller sends `x-amz-content-sha256` itself.
+    public func sign(method: String, url: String, headers: [(String, String)], payloadHash: String, date: Date) throws -> [(String, String)] {
         guard let parts = URLComponents(string: url), let host = parts.host else {
             throw KeyStoreError(.invalidArgument, "not a URL: \(url)")
         }
@@ -83,11 +90,12 @@ public struct SigV4: Sendable, CustomReflectable {
         let canonicalHeaders = names.map { "\($0):\(canonical[$0]!.joined(separator: ","))" }.joined(separator: "\n")
         let request = [
             method.uppercased(),
-            Self.percentEncode(Self.removeDotSegments(parts.percentEncodedPath), keep: "/~"),
+            service == "s3" ? (parts.percentEncodedPath.isEmpty ? "/" : parts.percentEncodedPath)
+                : Self.percentEncode(Self.removeDotSegments(parts.percentEncodedPath), keep: "/~"),
             Self.canonicalQuery(parts.percentEncodedQuery),
             canonicalHeaders + "\n",
             signedHeaders,
-            Self.hex(SHA256.hash(data: body)),
+            payloadHash,
         ].joined(separator: "\n")
 
         let day = String(timestamp.prefix(8))

@@ -3,7 +3,7 @@ import Foundation
 // The records repository: encrypted records and their clear metadata.
 
 extension Record {
-    /// The columns a record is read from; ``values`` adds `model` when it is written.
+    /// The columns a record is read from; ``values`` adds `model` (the metadata's label) when it is written.
     public static let columns = "tenant, id, kind, created_at, expires_at, metadata, header, body"
     public static let insertColumns = columns + ", model"
     public static let insertSQL = "INSERT INTO records(\(insertColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -20,7 +20,7 @@ extension Record {
     /// The values of ``insertColumns``, in order.
     public var values: [SQLValue] {
         [.text(tenant), .text(id), .text(kind), .integer(createdAt), .integer(expiresAt), .text(metadata.json), .bytes(header),
-         .bytes(body), .text(metadata.model)]
+         .bytes(body), .text(metadata.label)]
     }
 }
 
@@ -56,7 +56,7 @@ extension SQLStore {
         let limit = Int64(max(0, min(q.limit, 1000)))
         let (cmp, order) = q.order == .ascending ? (">", "ASC") : ("<", "DESC")
         var s = SQLStatement("SELECT \(Record.columns) FROM records WHERE tenant = ? AND kind = ?", [.text(q.tenant), .text(q.kind)])
-        if let model = q.model { s += SQLStatement(" AND model = ?", [.text(model)]) }
+        if let label = q.label { s += SQLStatement(" AND model = ?", [.text(label)]) }
         if let after = q.after {
             guard let created = try await first(SQLStatement("SELECT created_at FROM records WHERE tenant = ? AND id = ? AND kind = ?",
                                                              [.text(q.tenant), .text(after), .text(q.kind)]), { try $0.int(0) }) else {

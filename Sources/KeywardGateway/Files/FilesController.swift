@@ -1,0 +1,65 @@
+import Foundation
+import Hummingbird
+import KeywardAudit
+import KeywardStorage
+
+/// OpenAI's Files API over ``Files``. Uploading is inference (the key policy's `inference`
+/// grant); listing, reading and deleting is retrieval. Another tenant's file is "not found".
+struct FilesController {
+    let files: Files
+    let policies: KeyPolicies
+    var store: any RecordStore { files.store }
+    var vault: Vault { files.vault }
+
+    /// Routes of a group that authenticates app tokens.
+    func addRoutes(to router: RouterGroup<GatewayContext>) {
+        router.post("/v1/files") { request, context -> Response in
+            let (tenant, scope) = try await caller(context, .inference)
+            let boundary = try MultipartReader.boundary(contentType: request.headers[.contentType])
+            return JSONBody.bytes(try await files.ingest(request.body, boundary: boundary, tenant: tenant, scope: scope))
+        }
+
+        router.get("/v1/files") { request, context -> Response in
+            let (tenant, scope) = try await caller(context, .retrieval)
+            let page = try ListPage(request, defaultOrder: .descending)
+            let purpose = request.uri.queryParameters.get("purpose")
+            let records: [Record]
+            do {
+                records = try await store.records(RecordQuery(tenant: tenant.name, kind: Files.kind, after: page.after,
+                                                              limit: page.limit + 1, order: page.order, label: purpose))
+            } catch let e as StorageError where e.code == .notFound {
+                throw GatewayError.invalidRequest("no file \(page.after ?? "") to list after", code: "invalid_cursor")
+            }
+            let shown = Array(records.prefix(page.limit))
+            let objects = try await vault.read(shown, of: tenant, scope: scope)
+            return JSONBody.bytes(ListPage.encoded(objects, ids: shown.map(\.id), hasMore: records.count > page.limit))
+        }
+
+        router.get("/v1/files/:id") { _, context -> Response in
+            let (tenant, scope) = try await caller(context, .retrieval)
+            let record = try await files.record(tenant, try context.parameters.require("id"))
+            return JSONBody.bytes(try await vault.read([record], of: tenant, scope: scope)[0])
+        }
+
+        router.get("/v1/files/:id/content") { _, context -> Response in
+            let (tenant, scope) = try await caller(context, .retrieval)
+            let record = try await files.record(tenant, try context.parameters.require("id"))
+            return try await files.content(record, of: tenant, scope: scope)
+        }
+
+        router.delete("/v1/files/:id") { _, context -> Response in
+            let (tenant, scope) = try await caller(context, .retrieval)
+            let record = try await files.record(tenant, try context.parameters.require("id"))
+            try await files.delete(record, of: tenant, scope: scope)
+            return JSONBody.response(["id": record.id, "object": "file", "deleted": true])
+        }
+    }
+
+    /// An app token whose tenant's key policy grants it `purpose`, and the audit scope of its calls.
+    private func caller(_ context: GatewayContext, _ purpose: Purpose) async throws -> (Tenant, AuditScope) {
+        let (principal, tenant) = try context.requireTenant()
+        try await policies.authorize(principal, tenant: tenant, purpose: purpose)
+        try files.audit.requireAvailable()
+        return (tenant, principal.scope(purpose))
+    }
+}

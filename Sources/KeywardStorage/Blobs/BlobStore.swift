@@ -1,0 +1,199 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where file contents live: each blob is one ESDK message, written once as a stream and read back
+/// as one. The store never sees plaintext; a key names a blob (`files/TENANT/ID`).
+public protocol BlobStore: Sendable {
+    /// Starts writing the blob `key`. Nothing is readable under `key` until the upload commits; an
+    /// upload neither committed nor aborted (a crash) is swept later and never served.
+    func upload(_ key: String) async throws -> any BlobUpload
+    /// The blob's bytes, in order, in chunks. Throws `notFound` if there is no such blob.
+    func download(_ key: String) async throws -> any BlobDownload
+    /// Deletes a blob; a missing one is not an error.
+    func delete(_ key: String) async throws
+    /// Committed blobs last written before `time` (ms since 1970), for the orphan sweep; deletes
+    /// abandoned uploads begun before it on the way.
+    func sweepable(before time: Int64) async throws -> [String]
+}
+
+/// One blob being written.
+public protocol BlobUpload: AnyObject, Sendable {
+    /// Appends bytes.
+    func write(_ bytes: [UInt8]) async throws
+    /// Makes the whole blob readable under its key, durably.
+    func commit() async throws
+    /// Discards what was written.
+    func abort() async
+}
+
+/// One blob being read.
+public protocol BlobDownload: AnyObject, Sendable {
+    /// The blob's size in bytes.
+    var size: Int { get }
+    /// The next bytes (at most `limit`), or nil at the end.
+    func next(limit: Int) async throws -> [UInt8]?
+    /// Releases the blob (called once, also after an early stop).
+    func close()
+}
+
+/// The embedded blob store: one file per blob under a folder (`blobs/` in the data folder), written
+/// as `NAME.partial-RANDOM` and renamed into place after an fsync, so that a reader never sees a
+/// partial blob. Reads and writes are plain blocking calls on the local disk.
+public struct FolderBlobStore: BlobStore {
+    public let root: String
+    static let partialMarker = ".partial-"
+
+    public init(root: String) throws {
+        self.root = root
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    }
+
+    /// The path of a key; keys are made by the gateway, but a key that could leave the folder is refused all the same.
+    func path(_ key: String) throws -> String {
+        let parts = key.split(separator: "/", omittingEmptySubsequences: false)
+        guard !parts.isEmpty, parts.allSatisfy({ p in
+            !p.isEmpty && p != "." && p != ".." && p.utf8.allSatisfy { c in
+                (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2D || c == 0x5F || c == 0x2E
+            }
+        }), !key.contains(Self.partialMarker) else {
+            throw StorageError(.invalidArgument, "blob key \(key) is not a safe relative path")
+        }
+        return root + "/" + key
+    }
+
+    public func upload(_ key: String) async throws -> any BlobUpload {
+        let final = try path(key)
+        let folder = (final as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let partial = final + Self.partialMarker + UUID().uuidString.lowercased()
+        let fd = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw StorageError(.unavailable, "cannot create blob \(key): \(String(cString: strerror(errno)))") }
+        return FolderUpload(fd: fd, partial: partial, final: final, folder: folder)
+    }
+
+    public func download(_ key: String) async throws -> any BlobDownload {
+        let fd = open(try path(key), O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { throw StorageError(.notFound, "no blob \(key)") }
+            throw StorageError(.unavailable, "cannot open blob \(key): \(String(cString: strerror(errno)))")
+        }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            Glibc.close(fd)
+            throw StorageError(.unavailable, "cannot stat blob \(key)")
+        }
+        return FolderDownload(fd: fd, size: Int(st.st_size))
+    }
+
+    public func delete(_ key: String) async throws {
+        guard unlink(try path(key)) == 0 || errno == ENOENT else {
+            throw StorageError(.unavailable, "cannot delete blob \(key): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    public func sweepable(before time: Int64) async throws -> [String] {
+        guard let walker = FileManager.default.enumerator(atPath: root) else { return [] }
+        var keys: [String] = []
+        while let relative = walker.nextObject() as? String {
+            var st = stat()
+            let full = root + "/" + relative
+            guard stat(full, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
+            let modified = Int64(st.st_mtim.tv_sec) * 1000 + Int64(st.st_mtim.tv_nsec) / 1_000_000
+            guard modified < time else { continue }
+            if relative.contains(Self.partialMarker) {
+                unlink(full)  // an upload a crash abandoned
+            } else {
+                keys.append(relative)
+            }
+        }
+        return keys.sorted()
+    }
+}
+
+/// A blob being written to its partial file. Used by one request at a time.
+final class FolderUpload: BlobUpload, @unchecked Sendable {
+    private var fd: Int32
+    let partial: String
+    let final: String
+    let folder: String
+
+    init(fd: Int32, partial: String, final: String, folder: String) {
+        self.fd = fd
+        self.partial = partial
+        self.final = final
+        self.folder = folder
+    }
+
+    deinit { if fd >= 0 { Glibc.close(fd); unlink(partial) } }
+
+    func write(_ bytes: [UInt8]) async throws {
+        try bytes.withUnsafeBytes { b in
+            var at = 0
+            while at < b.count {
+                let n = Glibc.write(fd, b.baseAddress! + at, b.count - at)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw StorageError(.unavailable, "cannot write a blob: \(String(cString: strerror(errno)))")
+                }
+                at += n
+            }
+        }
+    }
+
+    func commit() async throws {
+        guard fsync(fd) == 0 else { throw StorageError(.unavailable, "cannot sync a blob: \(String(cString: strerror(errno)))") }
+        Glibc.close(fd)
+        fd = -1
+        guard rename(partial, final) == 0 else {
+            unlink(partial)
+            throw StorageError(.unavailable, "cannot commit a blob: \(String(cString: strerror(errno)))")
+        }
+        // The rename is durable once the folder is.
+        let dir = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 {
+            fsync(dir)
+            Glibc.close(dir)
+        }
+    }
+
+    func abort() async {
+        guard fd >= 0 else { return }
+        Glibc.close(fd)
+        fd = -1
+        unlink(partial)
+    }
+}
+
+/// A blob being read from its file.
+final class FolderDownload: BlobDownload, @unchecked Sendable {
+    private var fd: Int32
+    let size: Int
+
+    init(fd: Int32, size: Int) {
+        self.fd = fd
+        self.size = size
+    }
+
+    deinit { close() }
+
+    func next(limit: Int) async throws -> [UInt8]? {
+        guard fd >= 0 else { return nil }
+        let bytes = try [UInt8](unsafeUninitializedCapacity: limit) { b, n in
+            while true {
+                let r = read(fd, b.baseAddress!, limit)
+                if r < 0, errno == EINTR { continue }
+                guard r >= 0 else { throw StorageError(.unavailable, "cannot read a blob: \(String(cString: strerror(errno)))") }
+                n = r
+                return
+            }
+        }
+        return bytes.isEmpty ? nil : bytes
+    }
+
+    func close() {
+        if fd >= 0 { Glibc.close(fd) }
+        fd = -1
+    }
+}

@@ -1,0 +1,325 @@
+"""Files (issue 20): OpenAI's Files API through the official openai SDK against `keyward serve`. A
+file is encrypted as it streams in, kept as one ESDK message in the blob folder, and decrypted as
+it streams out; a KMS-keyed tenant's blob is opened by aws-encryption-cli (moto's KMS) without
+Keyward."""
+import hashlib
+import http.client
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import uuid
+
+import openai
+import pytest
+
+from conftest import Gateway
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "interop"))
+from kms_peers import Moto  # noqa: E402
+
+
+def blobs(g):
+    """Every file under the gateway's blob folder, relative to it."""
+    root = os.path.join(g.data, "blobs")
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+
+
+def multipart(parts, boundary="kwtestboundary"):
+    """A multipart/form-data body from (name, filename or None, bytes) parts, in the given order."""
+    out = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def upload_raw(g, token, body, content_type):
+    return g.request("POST", "/v1/files", token=token, raw=body, headers={"content-type": content_type})
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM")).split()[1])
+
+
+def test_upload_list_retrieve_download_and_delete_with_the_openai_sdk(gateway):
+    token = gateway.new_tenant("files-basic")
+    c = gateway.openai(token)
+    data = b'{"custom_id": "1", "body": {}}\n' * 1000 + os.urandom(100_000)
+    f = c.files.create(file=("data.jsonl", data), purpose="batch")
+    assert (f.object, f.bytes, f.filename, f.purpose, f.status) == ("file", len(data), "data.jsonl", "batch", "processed")
+    g = c.files.create(file=("notes.txt", b"short"), purpose="user_data", expires_after={"anchor": "created_at", "seconds": 3600})
+    assert g.expires_at == g.created_at + 3600
+    assert {x.id for x in c.files.list()} == {f.id, g.id}
+    assert [x.id for x in c.files.list(purpose="batch")] == [f.id]
+    first = c.files.list(limit=1)
+    assert first.has_more and [x.id for x in first.data] == [g.id]  # newest first
+    assert [x.id for x in c.files.list(limit=1, after=g.id).data] == [f.id]
+    assert [x.id for x in c.files.list(limit=1)] == [g.id, f.id]  # the SDK follows the pages
+    assert c.files.retrieve(f.id) == f
+    assert c.files.content(f.id).read() == data
+    assert c.files.content(g.id).read() == b"short"
+    # The blob is an ESDK message (version 2), never the plaintext.
+    blob = open(os.path.join(gateway.data, "blobs", "files", "files-basic", f.id), "rb").read()
+    assert blob[0] == 2 and data[:64] not in blob
+    assert c.files.delete(f.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        c.files.retrieve(f.id)
+    with pytest.raises(openai.NotFoundError):
+        c.files.content(f.id)
+    assert f"files/files-basic/{f.id}" not in blobs(gateway)
+
+
+def test_a_256_mib_file_streams_both_ways_in_bounded_memory(gateway, tmp_path):
+    token = gateway.new_tenant("files-big")
+    c = gateway.openai(token)
+    path = tmp_path / "big.bin"
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        for _ in range(256):
+            chunk = os.urandom(1 << 20)
+            digest.update(chunk)
+            out.write(chunk)
+    c.files.create(file=("warm.bin", b"x"), purpose="batch")  # the upload path's first use
+    before = peak_rss_kib(gateway.proc.pid)
+    with open(path, "rb") as fh:
+        f = c.files.create(file=("big.bin", fh), purpose="fine-tune")
+    assert f.bytes == 256 << 20
+    got = hashlib.sha256()
+    with c.files.with_streaming_response.content(f.id) as r:
+        for part in r.iter_bytes(1 << 20):
+            got.update(part)
+    assert got.hexdigest() == digest.hexdigest()
+    rise = peak_rss_kib(gateway.proc.pid) - before
+    print(f"peak RSS rise over a 256 MiB upload and download: {rise / 1024:.1f} MiB")
+    assert rise <= 64 * 1024, f"peak RSS rose by {rise} KiB"
+
+
+def test_an_oversized_upload_is_refused_and_nothing_is_kept(fresh_gateway):
+    g = fresh_gateway(config_extra={"files": {"max_bytes": 1 << 20}})
+    token = g.new_tenant("files-limit")
+    body, ctype = multipart([("purpose", None, b"batch"), ("file", "big.bin", os.urandom((1 << 20) + 1))])
+    status, answer, _ = upload_raw(g, token, body, ctype)
+    assert status == 413 and answer["error"]["code"] == "request_too_large", answer
+    assert blobs(g) == []
+    exactly, ctype = multipart([("purpose", None, b"batch"), ("file", "max.bin", os.urandom(1 << 20))])
+    status, answer, _ = upload_raw(g, token, exactly, ctype)
+    assert status == 200 and answer["bytes"] == 1 << 20, answer
+    assert g.openai(token).files.list().data[0].id == answer["id"]
+
+
+def test_malformed_uploads_get_a_clear_error_and_leave_nothing(gateway):
+    token = gateway.new_tenant("files-bad")
+    f = ("file", "a.txt", b"hello")
+    cases = [
+        (multipart([f, ("purpose", None, b"batch")]), "missing_field"),  # purpose after the file
+        (multipart([("purpose", None, b"nope"), f]), "invalid_field"),
+        (multipart([("purpose", None, b"batch")]), "missing_field"),
+        (multipart([("purpose", None, b"batch"), f, ("expires_after[anchor]", None, b"created_at"),
+                    ("expires_after[seconds]", None, b"10")]), "invalid_field"),
+        (multipart([("purpose", None, b"batch"), f, f]), "invalid_multipart"),
+        ((b"--kwtestboundary\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n",
+          "multipart/form-data; boundary=kwtestboundary"), "invalid_multipart"),  # no closing delimiter
+        ((b"{}", "application/json"), "invalid_multipart"),
+    ]
+    for (body, ctype), code in cases:
+        status, answer, _ = upload_raw(gateway, token, body, ctype)
+        assert status == 400 and answer["error"]["code"] == code, (code, answer)
+    assert gateway.openai(token).files.list().data == []
+    assert not [b for b in blobs(gateway) if b.startswith("files/files-bad/")]
+
+
+def test_a_chunked_upload_without_a_length(gateway, tmp_path):
+    token = gateway.new_tenant("files-chunked")
+    src = tmp_path / "c.bin"
+    src.write_bytes(os.urandom(3_000_000))
+    r = subprocess.run(["curl", "-sS", "-X", "POST", gateway.url + "/v1/files", "-H", f"authorization: Bearer {token}",
+                        "-H", "transfer-encoding: chunked", "-F", "purpose=assistants", "-F", f"file=@{src}"],
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    fid = __import__("json").loads(r.stdout)["id"]
+    assert gateway.openai(token).files.content(fid).read() == src.read_bytes()
+
+
+def test_another_tenants_file_is_not_found(gateway):
+    a, b = gateway.new_tenant("files-a"), gateway.new_tenant("files-b")
+    f = gateway.openai(a).files.create(file=("a.txt", b"mine"), purpose="batch")
+    cb = gateway.openai(b)
+    for call in (lambda: cb.files.retrieve(f.id), lambda: cb.files.content(f.id), lambda: cb.files.delete(f.id)):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert cb.files.list().data == []
+    assert gateway.openai(a).files.content(f.id).read() == b"mine"
+
+
+def test_a_revoked_key_refuses_upload_and_download(gateway):
+    token = gateway.new_tenant("files-revoked")
+    c = gateway.openai(token)
+    f = c.files.create(file=("r.txt", b"before"), purpose="batch")
+    ref = urllib.parse.quote("local:files-revoked", safe="")
+    status, body, _ = gateway.as_role("key-admin", "POST", f"/admin/v1/keys/{ref}/disable")
+    assert status == 200, body
+    for call in (lambda: c.files.create(file=("r2.txt", b"after"), purpose="batch"), lambda: c.files.content(f.id)):
+        with pytest.raises(openai.PermissionDeniedError) as e:
+            call()
+        assert e.value.body["code"] == "key_revoked"
+    status, body, _ = gateway.as_role("key-admin", "POST", f"/admin/v1/keys/{ref}/enable")
+    assert status == 200, body
+    assert c.files.content(f.id).read() == b"before"
+    assert [x.filename for x in c.files.list()] == ["r.txt"]
+
+
+def test_no_marker_in_the_data_folder_or_logs(fresh_gateway):
+    g = fresh_gateway()
+    token = g.new_tenant("files-canary")
+    marker = "CANARY-" + uuid.uuid4().hex
+    c = g.openai(token)
+    f = c.files.create(file=(f"{marker}.jsonl", (marker + "\n").encode() * 5000), purpose="batch")
+    assert c.files.retrieve(f.id).filename == f"{marker}.jsonl"
+    assert marker.encode() in c.files.content(f.id).read()
+    g.stop()
+    found = [os.path.join(d, n) for d, _, fs in os.walk(g.workdir) for n in fs
+             if marker.encode() in open(os.path.join(d, n), "rb").read()]
+    assert found == []
+
+
+def test_a_crash_mid_upload_leaves_nothing_served_and_orphans_are_swept(fresh_gateway):
+    g = fresh_gateway(config_extra={"purge_interval_seconds": 0.3})
+    token = g.new_tenant("files-crash")
+    c = g.openai(token)
+    kept = c.files.create(file=("kept.txt", b"kept"), purpose="batch")
+    # An upload cut by SIGKILL halfway through its file part.
+    host, port = urllib.parse.urlsplit(g.url).netloc.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    head = b'--bb\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n' \
+           b'--bb\r\nContent-Disposition: form-data; name="file"; filename="cut.bin"\r\n\r\n'
+    conn.putrequest("POST", "/v1/files")
+    conn.putheader("authorization", f"Bearer {token}")
+    conn.putheader("content-type", "multipart/form-data; boundary=bb")
+    conn.putheader("content-length", str(len(head) + (4 << 20)))
+    conn.endheaders()
+    conn.send(head + os.urandom(1 << 20))
+    deadline = time.time() + 10
+    while not [b for b in blobs(g) if ".partial-" in b] and time.time() < deadline:
+        time.sleep(0.05)
+    g.stop(sig=signal.SIGKILL)
+    conn.close()
+    partial = [b for b in blobs(g) if ".partial-" in b]
+    assert len(partial) == 1, blobs(g)
+    # A committed blob whose record never came (a crash between the two).
+    root = os.path.join(g.data, "blobs")
+    orphan = f"files/files-crash/file-{uuid.uuid4().hex}"
+    shutil.copy(os.path.join(root, "files", "files-crash", kept.id), os.path.join(root, orphan))
+    g.start()
+    c = g.openai(token)  # listening on a new port
+    assert [x.id for x in c.files.list()] == [kept.id]  # nothing of the cut upload is served
+    time.sleep(1)
+    assert orphan in blobs(g) and partial[0] in blobs(g)  # too recent to judge
+    old = time.time() - 3600
+    for rel in (orphan, partial[0], f"files/files-crash/{kept.id}"):
+        os.utime(os.path.join(root, rel), (old, old))
+    deadline = time.time() + 10
+    while blobs(g) != [f"files/files-crash/{kept.id}"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert blobs(g) == [f"files/files-crash/{kept.id}"]
+    assert c.files.content(kept.id).read() == b"kept"
+
+
+def cli_decrypt(blob, out, arn, tenant, fid, purpose, env):
+    return subprocess.run(["aws-encryption-cli", "--decrypt", "--input", blob, "--output", str(out), "-S",
+                           "--wrapping-keys", f"key={arn}", "--encryption-context", f"keyward:file={fid}",
+                           f"keyward:tenant={tenant}", f"keyward:purpose={purpose}"],
+                          capture_output=True, timeout=120, env={**os.environ, **env})
+
+
+def test_a_rekey_moves_blobs_to_kms_where_aws_encryption_cli_opens_them_without_keyward(upstream, tmp_path):
+    """Files uploaded under a local key, the tenant moved to a KMS key (header-only rewrite of each
+    blob), a file uploaded under KMS: the old key disabled, every file still downloads, and
+    aws-encryption-cli with a KMS keyring opens every blob in the folder into the original bytes."""
+    moto = Moto()
+    try:
+        import boto3
+        kms = boto3.client("kms", region_name="us-east-1", endpoint_url=moto.url, aws_access_key_id="testing",
+                           aws_secret_access_key="testing")
+        arn = kms.create_key(Description="keyward files exit door")["KeyMetadata"]["Arn"]
+        aws = {"AWS_ENDPOINT_URL_KMS": moto.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
+        g = Gateway(upstream, str(tmp_path / "gw"), extra_env=aws)
+        try:
+            token = g.new_tenant("files-kms")
+            c = g.openai(token)
+            before = {c.files.create(file=(f"l{i}.bin", data), purpose="batch").id: data
+                      for i, data in enumerate([os.urandom(200_000), os.urandom(65536), b""])}
+            status, body, _ = g.as_role("key-admin", "POST", "/admin/v1/tenants/files-kms/rekey", {"key": f"aws-kms:{arn}"})
+            assert status == 202, body
+            job = g.wait_job(body["job"])
+            assert job["status"] == "done", job
+            data = os.urandom(100_000)
+            after = c.files.create(file=("k.bin", data), purpose="user_data")
+            status, _, _ = g.as_role("key-admin", "POST", f"/admin/v1/keys/{urllib.parse.quote('local:files-kms', safe='')}/disable")
+            assert status == 200
+            expected = {**{fid: (d, "batch") for fid, d in before.items()}, after.id: (data, "user_data")}
+            for fid, (d, purpose) in expected.items():
+                assert c.files.content(fid).read() == d
+                out = tmp_path / f"{fid}.out"
+                r = cli_decrypt(os.path.join(g.data, "blobs", "files", "files-kms", fid), out, arn, "files-kms", fid, purpose, aws)
+                assert r.returncode == 0, r.stderr
+                assert out.read_bytes() == d
+            # The context binds the blob to its file: another file's id is refused (the CLI exits 0
+            # but says so, and writes nothing).
+            r = cli_decrypt(os.path.join(g.data, "blobs", "files", "files-kms", after.id), tmp_path / "x", arn, "files-kms",
+                            next(iter(before)), "user_data", aws)
+            assert b"Operation failed" in r.stderr and not (tmp_path / "x").exists()
+        finally:
+            g.stop()
+    finally:
+        moto.stop()
+
+
+def test_the_s3_blob_store_on_moto_and_the_exit_door_in_the_bucket(upstream, tmp_path):
+    """Blobs in an S3 bucket (moto's S3; multipart for a file of several parts), the tenant's key
+    in moto's KMS: the object in the bucket is opened by aws-encryption-cli without Keyward."""
+    import boto3
+    moto = Moto()
+    try:
+        aws = {"AWS_ENDPOINT_URL_KMS": moto.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
+        s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto.url, aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+        s3.create_bucket(Bucket="keyward-files")
+        kms = boto3.client("kms", region_name="us-east-1", endpoint_url=moto.url, aws_access_key_id="testing",
+                           aws_secret_access_key="testing")
+        arn = kms.create_key(Description="keyward s3 files")["KeyMetadata"]["Arn"]
+        g = Gateway(upstream, str(tmp_path / "gw"), extra_env=aws, config_extra={"blobs": {
+            "type": "s3", "bucket": "keyward-files", "prefix": "keyward/", "region": "us-east-1", "endpoint": moto.url}})
+        try:
+            token = g.new_tenant("files-s3", key=f"aws-kms:{arn}")
+            c = g.openai(token)
+            marker = ("CANARY-" + uuid.uuid4().hex).encode()
+            small, big = marker * 10, marker + os.urandom(20 << 20) + marker
+            fs = c.files.create(file=("small.txt", small), purpose="user_data")
+            fb = c.files.create(file=("big.bin", big), purpose="batch")
+            keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="keyward-files")["Contents"])
+            assert keys == sorted(f"keyward/files/files-s3/{f.id}" for f in (fs, fb))
+            assert c.files.content(fs.id).read() == small and c.files.content(fb.id).read() == big
+            assert not os.path.exists(os.path.join(g.data, "blobs", "files"))  # nothing in the folder store
+            for f, data, purpose in ((fs, small, "user_data"), (fb, big, "batch")):
+                obj = s3.get_object(Bucket="keyward-files", Key=f"keyward/files/files-s3/{f.id}")["Body"].read()
+                assert marker not in obj
+                sealed, out = tmp_path / f"{f.id}.enc", tmp_path / f"{f.id}.out"
+                sealed.write_bytes(obj)
+                r = cli_decrypt(str(sealed), out, arn, "files-s3", f.id, purpose, aws)
+                assert r.returncode == 0, r.stderr
+                assert out.read_bytes() == data
+            assert c.files.delete(fb.id).deleted
+            keys = [o["Key"] for o in s3.list_objects_v2(Bucket="keyward-files")["Contents"]]
+            assert keys == [f"keyward/files/files-s3/{fs.id}"]
+            assert s3.list_multipart_uploads(Bucket="keyward-files").get("Uploads", []) == []
+        finally:
+            g.stop()
+    finally:
+        moto.stop()
