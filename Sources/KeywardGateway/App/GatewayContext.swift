@@ -1,4 +1,5 @@
 import Hummingbird
+import NIOCore
 
 /// The request context of every route: Hummingbird's core, when the request began, and the
 /// principal that the route group's ``Authenticate`` middleware verified (nil on routes without a token).
@@ -8,5 +9,10 @@ public struct GatewayContext: RequestContext {
     /// When the gateway began the request (set by ``GatewayMiddleware``, before authentication),
     /// for the time Keyward adds to it.
     var started: ContinuousClock.Instant = .now
-    public init(source: ApplicationRequestContextSource) { coreContext = .init(source: source) }
+    /// The request's connection (a file upload reads it in larger pieces).
+    let channel: any Channel
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
 }

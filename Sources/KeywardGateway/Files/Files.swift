@@ -50,8 +50,9 @@ struct Files: Sendable {
         var value: [UInt8] = []
         var upload: FileUpload?
         let id = Tokens.identifier("file-")
+        var chunks = body.makeAsyncIterator()
         do {
-            for try await chunk in body {
+            while let chunk = try await chunks.next() {
                 reader.append(chunk)
                 while let event = try reader.next() {
                     switch event {
@@ -103,6 +104,7 @@ struct Files: Sendable {
             }
         } catch {
             await upload?.abort()
+            await Request.drain(&chunks)
             throw error
         }
     }

@@ -63,11 +63,29 @@ enum JSONBody {
 }
 
 extension Request {
-    /// The body, refused with 413 as soon as it grows past `limit`, as the buffer it arrived in
-    /// (forwarded upstream without another copy).
+    /// The body, refused with 413 as soon as it grows past `limit` (the rest drained, see
+    /// ``drain(_:)``), as the buffer it arrived in when it came in one (forwarded upstream without
+    /// another copy).
     func collectBody(limit: Int) async throws -> ByteBuffer {
-        var request = self
-        return try await request.collectBody(upTo: limit)
+        var chunks = body.makeAsyncIterator()
+        guard var collected = try await chunks.next() else { return ByteBuffer() }
+        while true {
+            guard collected.readableBytes <= limit else {
+                await Self.drain(&chunks)
+                throw GatewayError(.contentTooLarge, type: "invalid_request_error", code: "request_too_large",
+                                   "the request body is larger than the gateway's limit")
+            }
+            guard var chunk = try await chunks.next() else { return collected }
+            collected.writeBuffer(&chunk)
+        }
+    }
+
+    /// Reads and drops up to 64 MiB more of a body that is refused (too large, or failed on the
+    /// way), so that a client that sends its whole body before it reads (Python's urllib, most
+    /// SDKs) gets the answer at once instead of blocking in its send until it times out.
+    static func drain(_ chunks: inout RequestBody.AsyncIterator) async {
+        var left = 64 << 20
+        while left > 0, let chunk = try? await chunks.next() { left -= chunk.readableBytes }
     }
 
     /// The same, as bytes.
