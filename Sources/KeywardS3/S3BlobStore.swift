@@ -81,16 +81,17 @@ public struct S3BlobStore: BlobStore {
         _ = try await call.send("DELETE", url(key), operation: "DeleteObject", accept: [200, 204, 404])
     }
 
-    public func sweepable(before time: Int64) async throws -> [String] {
-        let prefix = configuration.prefix
-        // Multipart uploads begun before `time` and never completed: abandoned.
+    public func sweepable(under below: String, before time: Int64, abandoned: Int64) async throws -> [String] {
+        let stored = configuration.prefix
+        let prefix = stored + below
+        // Multipart uploads begun before `abandoned` and never completed.
         var marker = ""
         while true {
             let (_, xml) = try await call.send("GET", bucketURL("prefix=\(S3Call.encode(prefix, keepSlash: false))&uploads" + marker),
                                                operation: "ListMultipartUploads")
             for upload in S3XML.elements("Upload", in: xml) {
                 guard let key = S3XML.value("Key", in: upload), let id = S3XML.value("UploadId", in: upload),
-                      let started = S3XML.value("Initiated", in: upload).flatMap(S3XML.milliseconds), started < time else { continue }
+                      let started = S3XML.value("Initiated", in: upload).flatMap(S3XML.milliseconds), started < abandoned else { continue }
                 _ = try await call.send("DELETE", base + "/" + S3Call.encode(key) + "?uploadId=" + S3Call.encode(id, keepSlash: false),
                                         operation: "AbortMultipartUpload", accept: [200, 204, 404])
             }
@@ -107,7 +108,7 @@ public struct S3BlobStore: BlobStore {
             for object in S3XML.elements("Contents", in: xml) {
                 guard let key = S3XML.value("Key", in: object), key.hasPrefix(prefix),
                       let modified = S3XML.value("LastModified", in: object).flatMap(S3XML.milliseconds), modified < time else { continue }
-                keys.append(String(key.dropFirst(prefix.count)))
+                keys.append(String(key.dropFirst(stored.count)))
             }
             token = S3XML.value("IsTruncated", in: xml) == "true" ? S3XML.value("NextContinuationToken", in: xml) : nil
         } while token != nil
@@ -277,7 +278,9 @@ struct S3Call {
     /// The error of a refused request: retryable for a 5xx or 429 answer.
     static func failure(_ operation: String, status: HTTPResponseStatus, xml: String) -> any Error {
         let code = S3XML.value("Code", in: xml) ?? "HTTP \(status.code)"
-        let error = StorageError(status == .notFound ? .notFound : .unavailable, "S3 \(operation): \(code)")
+        // A missing object is "not found"; a missing bucket (NoSuchBucket, also 404) is the store's fault.
+        let missing = status == .notFound && (code == "NoSuchKey" || code == "HTTP 404")
+        let error = StorageError(missing ? .notFound : .unavailable, "S3 \(operation): \(code)")
         return status.code >= 500 || status == .tooManyRequests ? Retryable(error: error) : error
     }
 

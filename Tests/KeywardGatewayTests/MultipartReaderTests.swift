@@ -110,6 +110,8 @@ struct MultipartReaderTests {
         #expect(refused("--b\r\nX-Pad: \(String(repeating: "p", count: 17_000))\r\n\r\n--b--") == "invalid_multipart")
         let many = String(repeating: "--b\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nv\r\n", count: 65) + "--b--"
         #expect(refused(many) == "invalid_multipart")
+        #expect(refused(String(repeating: "preamble ", count: 2000) + "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--b--")
+                == "invalid_multipart")
         // Nothing at all, or an epilogue after the close: the close is what counts.
         #expect(refused("") == "invalid_multipart")
         #expect(refused("--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--b--\r\nepilogue") == nil)

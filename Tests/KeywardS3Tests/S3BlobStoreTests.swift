@@ -43,6 +43,7 @@ import Testing
         try await up.write([1, 2, 3])
         try await up.write(Array(repeating: 9, count: 1000))
         await #expect(throws: StorageError.self) { _ = try await self.blobs.download("files/t/small") }
+        #expect(try await openUploads().isEmpty)  // one PutObject at commit, no multipart upload
         try await up.commit()
         #expect(try await readAll("files/t/small") == [1, 2, 3] + Array(repeating: 9, count: 1000))
         try await blobs.delete("files/t/small")
@@ -77,17 +78,30 @@ import Testing
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         #expect(try await openUploads() == ["kw/files/t/crashed"])
         // A committed blob too recent to judge is not listed. (An upload's age cannot be checked
-        // here: moto reports every upload as initiated on 2010-11-10, so its sweep aborts them all.)
-        #expect(try await blobs.sweepable(before: now - 3_600_000).isEmpty)
-        #expect(try await blobs.sweepable(before: now + 3_600_000).contains("files/t/kept"))
+        // here: moto reports every upload as initiated on 2010-11-10, so any sweep aborts them.)
+        #expect(try await blobs.sweepable(under: "files/", before: now - 3_600_000, abandoned: now - 3_600_000).isEmpty)
+        #expect(try await blobs.sweepable(under: "files/", before: now + 3_600_000, abandoned: now + 3_600_000).contains("files/t/kept"))
         #expect(try await openUploads().isEmpty)
     }
 
-    @Test func anUnknownBucketOrBadCredentialsFailWithACode() async throws {
+    @Test func anUnknownBucketIsTheStoresFaultNotAMissingBlob() async throws {
         let lost = try S3BlobStore(configuration: .init(bucket: "no-such-bucket", region: "us-east-1", endpoint: moto.url),
                                    credentials: AWSCredentials(accessKeyID: "testing", secretAccessKey: "testing"))
         let up = try await lost.upload("files/t/x")
         try await up.write([1])
-        await #expect(throws: StorageError.self) { try await up.commit() }
+        for attempt in [{ try await up.commit() }, { _ = try await lost.download("files/t/x") }] {
+            do {
+                try await attempt()
+                Issue.record("no error")
+            } catch let e as StorageError {
+                #expect(e.code == .unavailable && e.reason.contains("NoSuchBucket"), "\(e)")
+            }
+        }
+        do {
+            _ = try await blobs.download("files/t/never-written")
+            Issue.record("no error")
+        } catch let e as StorageError {
+            #expect(e.code == .notFound)
+        }
     }
 }

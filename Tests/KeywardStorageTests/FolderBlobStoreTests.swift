@@ -54,8 +54,12 @@ struct FolderBlobStoreTests {
         let partials = try FileManager.default.subpathsOfDirectory(atPath: dir.file("blobs")).filter { $0.contains(".partial-") }
         #expect(partials.count == 1)
         let now = Int64(Date().timeIntervalSince1970 * 1000)
-        #expect(try await blobs.sweepable(before: now - 60_000).isEmpty)  // too recent to judge
-        #expect(try await blobs.sweepable(before: now + 60_000) == ["files/t/kept"])
+        #expect(try await blobs.sweepable(under: "files/", before: now - 60_000, abandoned: now - 60_000).isEmpty)  // too recent to judge
+        #expect(try await blobs.sweepable(under: "files/", before: now + 60_000, abandoned: now - 60_000) == ["files/t/kept"])
+        #expect(try FileManager.default.subpathsOfDirectory(atPath: dir.file("blobs")).filter { $0.contains(".partial-") }.count == 1)
+        #expect(try await blobs.sweepable(under: "other/", before: now + 60_000, abandoned: now + 60_000).isEmpty)
+        #expect(try FileManager.default.subpathsOfDirectory(atPath: dir.file("blobs")).filter { $0.contains(".partial-") }.count == 1)
+        #expect(try await blobs.sweepable(under: "files/", before: now + 60_000, abandoned: now + 60_000) == ["files/t/kept"])
         let after = try FileManager.default.subpathsOfDirectory(atPath: dir.file("blobs")).filter { $0.contains(".partial-") }
         #expect(after.isEmpty)
         abandoned = nil

@@ -16,7 +16,7 @@ import uuid
 import openai
 import pytest
 
-from conftest import Gateway
+from conftest import Gateway, keyward_bin
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "interop"))
 from kms_peers import Moto  # noqa: E402
@@ -223,14 +223,59 @@ def test_a_crash_mid_upload_leaves_nothing_served_and_orphans_are_swept(fresh_ga
     assert [x.id for x in c.files.list()] == [kept.id]  # nothing of the cut upload is served
     time.sleep(1)
     assert orphan in blobs(g) and partial[0] in blobs(g)  # too recent to judge
-    old = time.time() - 3600
-    for rel in (orphan, partial[0], f"files/files-crash/{kept.id}"):
-        os.utime(os.path.join(root, rel), (old, old))
+    hour_old = time.time() - 3600
+    os.utime(os.path.join(root, partial[0]), (hour_old, hour_old))
+    time.sleep(1)
+    assert partial[0] in blobs(g)  # an hour without a write: a slow upload, not yet abandoned
+    # Orphans are judged after ten minutes; an upload is abandoned after a day without a write.
+    old, older = time.time() - 3600, time.time() - 2 * 86400
+    for rel, t in ((orphan, old), (partial[0], older), (f"files/files-crash/{kept.id}", older)):
+        os.utime(os.path.join(root, rel), (t, t))
     deadline = time.time() + 10
     while blobs(g) != [f"files/files-crash/{kept.id}"] and time.time() < deadline:
         time.sleep(0.1)
     assert blobs(g) == [f"files/files-crash/{kept.id}"]
     assert c.files.content(kept.id).read() == b"kept"
+
+
+def test_an_upload_streaming_through_a_whole_rekey_is_moved_before_its_record_is_written(fresh_gateway):
+    """The re-key's blob passes go by records; an upload still streaming has none yet, so it moves
+    its own blob when it finds the tenant on another key. The old key is then disabled: the file
+    still reads."""
+    g = fresh_gateway()
+    token = g.new_tenant("files-moving")
+    create_key(g, "files-moving-2")
+    data = os.urandom(3 << 20)
+    host, port = urllib.parse.urlsplit(g.url).netloc.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    head = b'--bb\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n' \
+           b'--bb\r\nContent-Disposition: form-data; name="file"; filename="moving.bin"\r\n\r\n'
+    tail = b"\r\n--bb--\r\n"
+    conn.putrequest("POST", "/v1/files")
+    conn.putheader("authorization", f"Bearer {token}")
+    conn.putheader("content-type", "multipart/form-data; boundary=bb")
+    conn.putheader("content-length", str(len(head) + len(data) + len(tail)))
+    conn.endheaders()
+    conn.send(head + data[:1 << 20])
+    deadline = time.time() + 10
+    while not [b for b in blobs(g) if ".partial-" in b] and time.time() < deadline:
+        time.sleep(0.05)
+    status, body, _ = g.as_role("key-admin", "POST", "/admin/v1/tenants/files-moving/rekey", {"key": "local:files-moving-2"})
+    assert status == 202, body
+    assert g.wait_job(body["job"])["status"] == "done"
+    conn.send(data[1 << 20:] + tail)
+    r = conn.getresponse()
+    answer = r.read()
+    assert r.status == 200, answer
+    fid = __import__("json").loads(answer)["id"]
+    status, _, _ = g.as_role("key-admin", "POST", f"/admin/v1/keys/{urllib.parse.quote('local:files-moving', safe='')}/disable")
+    assert status == 200
+    assert g.openai(token).files.content(fid).read() == data
+
+
+def create_key(g, name):
+    r = subprocess.run([keyward_bin(), "keys", "create", f"local:{name}", "--keystore", f"{g.data}/keys"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def cli_decrypt(blob, out, arn, tenant, fid, purpose, env):

@@ -17,6 +17,8 @@ for case in json.load(sys.stdin):
     for name, value in case["headers"]:
         request.headers[name] = value  # an email.message.Message: repeated names are kept, as sent
     creds = Credentials(case["access_key"], case["secret_key"], case.get("token"))
-    botocore.auth.SigV4Auth(creds, case["service"], case["region"]).add_auth(request)
+    # S3 signs its path as sent and its payload's hash as given in X-Amz-Content-SHA256.
+    auth = botocore.auth.S3SigV4Auth if case["service"] == "s3" else botocore.auth.SigV4Auth
+    auth(creds, case["service"], case["region"]).add_auth(request)
     out.append({k: v for k, v in request.headers.items() if k in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token")})
 json.dump(out, sys.stdout)

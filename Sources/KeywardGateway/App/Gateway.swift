@@ -62,6 +62,9 @@ public final class Gateway: Sendable {
         replication = Replication(feed: storage.changes, vault: vault, authenticator: authenticator, policies: policies,
                                   providerKeys: providerKeys, jobs: jobQueue.continuation, metrics: metrics, logger: logger)
         upstreams = UpstreamClient(traces: traces)
+        if storage.blobs == nil, storage.changes != nil {
+            logger.warning("file blobs are kept in this replica's data folder, where other replicas cannot read them: give every replica the same S3-compatible blob store (\"blobs\" in the config)")
+        }
         files = Files(store: store, blobs: try storage.blobs ?? FolderBlobStore(root: configuration.dataFolder + "/blobs"), vault: vault,
                       audit: audit, sizeLimit: configuration.fileSizeLimit)
         alerts.onAlert { [unowned self] alert, cause in await self.raise(alert, cause: cause) }

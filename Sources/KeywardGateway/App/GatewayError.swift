@@ -75,7 +75,7 @@ public struct GatewayError: Error, HTTPResponseError, CustomStringConvertible {
             return GatewayError(.internalServerError, type: "server_error", code: "record_unreadable",
                                 "a stored record failed to decrypt (\(e.code)): it was altered or moved")
         case let e as StorageError where e.code == .unavailable:
-            return GatewayError(.serviceUnavailable, type: "server_error", code: "storage_unavailable", "the database is unavailable")
+            return GatewayError(.serviceUnavailable, type: "server_error", code: "storage_unavailable", "the database or blob store is unavailable")
         case let e as any HTTPResponseError where e.status == .contentTooLarge:
             // Raised while the body streams in (NIOTooManyBytesError), before it is all read.
             return GatewayError(.contentTooLarge, type: "invalid_request_error", code: "request_too_large",

@@ -10,50 +10,69 @@ extension Files {
     /// message ID and data key stay, so the body's bytes are copied as they are and its frames stay
     /// valid. The new blob replaces the old one whole (a reader sees one or the other). Returns
     /// how many blobs were rewritten; idempotent, so a resumed job runs it again.
+    ///
+    /// - Throws: when a file's blob is missing or under neither key (its record still there):
+    ///   the job then fails, and the tenant keeps the key it moves from, so nothing becomes unreadable.
     func rewrapBlobs(tenant: String, from: KeyStoreKeyring, to: KeyStoreKeyring, fromKey: String, toKey: String,
                      scope: AuditScope) async throws -> Int {
         var after: String?
         var rewritten = 0
+        var stranded: [String] = []
         while true {
             let page = try await store.records(RecordQuery(tenant: tenant, kind: Self.kind, after: after, limit: 500))
-            guard let last = page.last else { return rewritten }
+            guard let last = page.last else { break }
             after = last.id
             for record in page {
-                let event = AuditLog.event(.rewrap, key: fromKey, record: "\(record.id)/\(Self.kind).content", detail: "to=\(toKey)", scope: scope)
-                if try await rewrapBlob(Self.blobKey(tenant: tenant, id: record.id), record: record.id, from: from, to: to,
-                                        moving: fromKey != toKey, event: event) {
-                    rewritten += 1
+                guard let purpose = record.metadata.purpose else { continue }
+                switch try await rewrapBlob(tenant: tenant, id: record.id, purpose: purpose, from: from, to: to, fromKey: fromKey,
+                                            toKey: toKey, scope: scope) {
+                case .rewritten: rewritten += 1
+                case .already: break
+                case .stranded:
+                    // Deleted since the page was read, or really stranded.
+                    if try await store.record(tenant: tenant, id: record.id, kind: Self.kind) != nil { stranded.append(record.id) }
                 }
             }
         }
+        guard stranded.isEmpty else {
+            throw GatewayError(.internalServerError, type: "server_error", code: "blobs_stranded",
+                               "\(stranded.count) file blobs are missing or under neither key (first: \(stranded[0])); the tenant keeps \(fromKey) as its previous key")
+        }
+        return rewritten
     }
 
+    enum BlobRewrap { case rewritten, already, stranded }
+
     /// Rewrites one blob's header if its data key is under `from` (and, when moving to another
-    /// key, not already under `to`). A blob deleted meanwhile is skipped.
-    private func rewrapBlob(_ key: String, record: String, from: KeyStoreKeyring, to: KeyStoreKeyring, moving: Bool,
-                            event: AuditEvent) async throws -> Bool {
+    /// key, not already under `to`), after checking the blob claims to be this file of this tenant.
+    func rewrapBlob(tenant: String, id: String, purpose: String, from: KeyStoreKeyring, to: KeyStoreKeyring, fromKey: String,
+                    toKey: String, scope: AuditScope) async throws -> BlobRewrap {
+        let key = Self.blobKey(tenant: tenant, id: id)
         let download: any BlobDownload
-        do { download = try await blobs.download(key) } catch let e as StorageError where e.code == .notFound { return false }
+        do { download = try await blobs.download(key) } catch let e as StorageError where e.code == .notFound { return .stranded }
         defer { download.close() }
         // The header, from as many reads as it takes (a header is a few hundred bytes per data key).
         var head: [UInt8] = []
         var parsed: (MessageHeader, Int)?
         while parsed == nil {
             guard let chunk = try await download.next(limit: Self.readSize) else {
-                throw KeywardCryptoError(.truncatedMessage, "file blob \(record) ends before its header")
+                throw KeywardCryptoError(.truncatedMessage, "file blob \(id) ends before its header")
             }
             head += chunk
             parsed = try? head.withUnsafeBytes { try MessageHeader.parse(prefixOf: $0) }
-            if parsed == nil, head.count > 1 << 20 { throw KeywardCryptoError(.malformedMessage, "file blob \(record) has no readable header") }
+            if parsed == nil, head.count > 1 << 20 { throw KeywardCryptoError(.malformedMessage, "file blob \(id) has no readable header") }
         }
         let (header, length) = parsed!
+        guard header.encryptionContext == Self.context(tenant: tenant, id: id, purpose: purpose) else { return .stranded }
         let edks = header.encryptedDataKeys
-        if moving, edks.contains(where: to.owns) { return false }
-        guard let edk = edks.first(where: from.owns) else { return false }
+        if fromKey != toKey, edks.contains(where: to.owns) { return .already }
+        guard let edk = edks.first(where: from.owns) else { return .stranded }
+        // No event, no key operation.
+        try audit.requireAvailable()
         let opened = try await from.onDecrypt(DecryptionMaterials(suite: header.suite, encryptionContext: header.encryptionContext),
                                               encryptedDataKeys: [edk])
         guard let dataKey = opened.plaintextDataKey else {
-            throw KeywardCryptoError(.noDecryptableKey, "the data key of file blob \(record) did not unwrap")
+            throw KeywardCryptoError(.noDecryptableKey, "the data key of file blob \(id) did not unwrap")
         }
         let wrapped = try await to.onEncrypt(EncryptionMaterials(suite: header.suite, encryptionContext: header.encryptionContext,
                                                                  plaintextDataKey: dataKey))
@@ -62,7 +81,7 @@ extension Files {
         }
         let newHeader = try HeaderRewrap.rewrap(header, dataKey: dataKey, encryptedDataKeys: [newEDK])
         // Logged before the blob changes: no event, no rewrite.
-        try await audit.append(event)
+        try await audit.append(AuditLog.event(.rewrap, key: fromKey, record: "\(id)/\(Self.kind).content", detail: "to=\(toKey)", scope: scope))
         let upload = try await blobs.upload(key)
         do {
             try await upload.write(newHeader + head[length...])
@@ -72,6 +91,12 @@ extension Files {
             await upload.abort()
             throw error
         }
-        return true
+        return .rewritten
+    }
+
+    /// The keyring of a master key reference.
+    func keyring(_ key: String) throws -> KeyStoreKeyring {
+        let reference = try KeyReference.parse(key)
+        return KeyStoreKeyring(store: try vault.keyStores.store(for: reference), keyID: reference.keyID)
     }
 }

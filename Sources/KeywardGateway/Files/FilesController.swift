@@ -17,10 +17,15 @@ struct FilesController {
         router.post("/v1/files") { request, context -> Response in
             let (tenant, scope) = try await caller(context, .inference)
             let boundary = try MultipartReader.boundary(contentType: request.headers[.contentType])
-            // Reads of up to 1 MiB instead of 64 KiB: a sixteenth of the per-read work for a large
-            // file, and batches of frames large enough to be sealed on several cores.
-            try? await context.channel.setOption(ChannelOptions.recvAllocator,
-                                                 value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1 << 20, maximum: 1 << 20))
+            // Reads of up to 1 MiB instead of 64 KiB while the file streams in: a sixteenth of the
+            // per-read work. The connection's own allocator is put back after.
+            let channel = context.channel
+            let before = try? await channel.getOption(ChannelOptions.recvAllocator)
+            if before != nil {
+                try? await channel.setOption(ChannelOptions.recvAllocator,
+                                             value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1 << 20, maximum: 1 << 20))
+            }
+            defer { if let before { channel.setOption(ChannelOptions.recvAllocator, value: before).whenComplete { _ in } } }
             return JSONBody.bytes(try await files.ingest(request.body, boundary: boundary, tenant: tenant, scope: scope))
         }
 
@@ -35,7 +40,10 @@ struct FilesController {
             } catch let e as StorageError where e.code == .notFound {
                 throw GatewayError.invalidRequest("no file \(page.after ?? "") to list after", code: "invalid_cursor")
             }
-            let shown = Array(records.prefix(page.limit))
+            // An expired file is gone for its tenant before the purge deletes it.
+            let now = Gateway.nowMs()
+            let live = records.filter { !Files.expired($0, now: now) }
+            let shown = Array(live.prefix(page.limit))
             let objects = try await vault.read(shown, of: tenant, scope: scope)
             return JSONBody.bytes(ListPage.encoded(objects, ids: shown.map(\.id), hasMore: records.count > page.limit))
         }

@@ -31,6 +31,8 @@ struct MultipartReader {
     private var buffer: ByteBuffer
     private var state = State.preamble
     private var parts = 0
+    /// Bytes before the first delimiter (skipped, but bounded).
+    private var preamble = 0
 
     /// - Parameter boundary: the `boundary` parameter of the body's content type.
     init(boundary: String) {
@@ -89,7 +91,10 @@ struct MultipartReader {
             case .preamble:
                 // Whatever comes before the first delimiter is not content.
                 guard let at = find(delimiter) else {
-                    buffer.moveReaderIndex(forwardBy: max(0, buffer.readableBytes - (delimiter.count - 1)))
+                    let skipped = max(0, buffer.readableBytes - (delimiter.count - 1))
+                    preamble += skipped
+                    guard preamble <= Self.maxHeaderBytes else { throw Self.malformed("no multipart boundary in the body's first 16 KiB") }
+                    buffer.moveReaderIndex(forwardBy: skipped)
                     return nil
                 }
                 buffer.moveReaderIndex(forwardBy: at + delimiter.count)

@@ -43,8 +43,8 @@ struct RekeyJob {
             try await store.updateTenantKeys(tenant)
             await replication.changed(.tenant(tenant.name))
         }
-        let from = try keyring(start.fromKey)
-        let to = try keyring(start.toKey)
+        let from = try files.keyring(start.fromKey)
+        let to = try files.keyring(start.toKey)
         let scope = Vault.scope(tenant.name)
         // Data keys this worker has moved: records sharing one are rewritten without another unwrap.
         var unwrapped: [[UInt8]: (SecretBytes, EncryptedDataKey)] = [:]
@@ -169,10 +169,6 @@ struct RekeyJob {
         return last
     }
 
-    private func keyring(_ key: String) throws -> KeyStoreKeyring {
-        let reference = try KeyReference.parse(key)
-        return KeyStoreKeyring(store: try keyStores.store(for: reference), keyID: reference.keyID)
-    }
 }
 
 /// Runs re-key jobs one at a time: those left running by a previous process first, then each

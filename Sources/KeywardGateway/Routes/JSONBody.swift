@@ -80,12 +80,14 @@ extension Request {
         }
     }
 
-    /// Reads and drops up to 64 MiB more of a body that is refused (too large, or failed on the
-    /// way), so that a client that sends its whole body before it reads (Python's urllib, most
+    /// Reads and drops up to 64 MiB more (for at most ten seconds) of a body that is refused (too
+    /// large, or failed on the way), so that a client that sends its whole body before it reads (Python's urllib, most
     /// SDKs) gets the answer at once instead of blocking in its send until it times out.
     static func drain(_ chunks: inout RequestBody.AsyncIterator) async {
         var left = 64 << 20
-        while left > 0, let chunk = try? await chunks.next() { left -= chunk.readableBytes }
+        // A client that trickles gets no more than ten seconds of it.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while left > 0, ContinuousClock.now < deadline, let chunk = try? await chunks.next() { left -= chunk.readableBytes }
     }
 
     /// The same, as bytes.

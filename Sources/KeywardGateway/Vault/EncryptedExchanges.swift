@@ -119,11 +119,12 @@ extension Vault {
     /// request was opened with during a re-key).
     ///
     /// Each answer (or streamed event) is one more message under it; the cache counts one use per
-    /// exchange, since a streamed answer's length is not known when its key is taken.
-    func answerSealer(for tenant: Tenant, key: String) async throws -> AnswerSealer {
+    /// exchange, since a streamed answer's length is not known when its key is taken. Not
+    /// `cached`: a data key of its own, from the key store (a file's content).
+    func answerSealer(for tenant: Tenant, key: String, cached: Bool = true) async throws -> AnswerSealer {
         let miss = MissFlag()
         let materials = try await MissFlag.$current.withValue(miss) {
-            try await manager(forKey: key).encryptionMaterials(for: EncryptionMaterialsRequest(
+            try await (cached ? manager(forKey: key) : uncachedManager(forKey: key)).encryptionMaterials(for: EncryptionMaterialsRequest(
                 encryptionContext: Self.answerContext(tenant.name), suite: Self.suite, plaintextLength: 0))
         }
         metrics.dataKeyCache("response", hit: !miss.value)
@@ -227,6 +228,8 @@ struct EncryptedExchanges: RouterMiddleware {
         var request = request
         var requestID: String?
         var answerKey = tenant.key
+        /// A streamed encrypted body, to drain (the ciphertext) if the route fails before its end.
+        var rawBody: BodyReader?
         if encrypted {
             // The key policy decides before the key store is asked (the route's own purpose and the
             // model, inside, are checked by the route).
@@ -236,6 +239,7 @@ struct EncryptedExchanges: RouterMiddleware {
             if Self.streamsBody(request) {
                 // A file: opened frame by frame as it arrives, never held whole.
                 let inner = BodyReader(request.body)
+                rawBody = inner
                 let o = try await AuditScope.$current.withValue(scope) {
                     try await vault.openRequest(of: tenant, nonFramedLimit: bodyLimit) { try await inner.next() }
                 }
@@ -261,13 +265,16 @@ struct EncryptedExchanges: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch where encrypted {
+            await rawBody?.drain()
             throw Self.withheld(GatewayError.from(error))
         }
         guard (200..<300).contains(response.status.code), response.status != .noContent else {
             if encrypted { throw Self.withheld(GatewayError(response.status, type: "api_error", code: "http_\(response.status.code)", "")) }
             return response
         }
-        return try await seal(response, sealer: sealer, requestID: requestID)
+        return try await seal(response, sealer: sealer, requestID: requestID, fresh: {
+            try await AuditScope.$current.withValue(scope) { try await vault.answerSealer(for: tenant, key: answerKey, cached: false) }
+        })
     }
 
     /// Whether a route reads its body as it streams in (a file upload), so that an encrypted body
@@ -286,7 +293,11 @@ struct EncryptedExchanges: RouterMiddleware {
     /// the base64 of one (an event stream); other bodies (an export's JSON lines) go as they are,
     /// since they are not a request's answer. A file's bytes carry no request binding: there is no
     /// JSON to hold it, and a download is not an encrypted request.
-    private func seal(_ response: Response, sealer: AnswerSealer, requestID: String?) async throws -> Response {
+    ///
+    /// - Parameter fresh: a sealer with a data key of its own, for a file (the cached key's byte
+    ///   count is taken before the answer's size is known).
+    private func seal(_ response: Response, sealer: AnswerSealer, requestID: String?,
+                      fresh: () async throws -> AnswerSealer) async throws -> Response {
         var response = response
         let type = response.headers[.contentType] ?? ""
         if type.hasPrefix("text/event-stream") {
@@ -300,6 +311,7 @@ struct EncryptedExchanges: RouterMiddleware {
         if type.hasPrefix("application/octet-stream") {
             // A file's content: one message, sealed frame by frame as it is sent.
             let inner = response.body
+            let sealer = try await fresh()
             response.headers[.contentEncoding] = Self.encoding
             response.headers[.contentLength] = nil
             response.body = ResponseBody { writer in
@@ -352,6 +364,7 @@ private final class BodyReader: @unchecked Sendable {  // used by one task at a 
     private var iterator: RequestBody.AsyncIterator
     init(_ body: RequestBody) { iterator = body.makeAsyncIterator() }
     func next() async throws -> ByteBuffer? { try await iterator.next() }
+    func drain() async { await Request.drain(&iterator) }
 }
 
 /// Gathers a whole (small, JSON) response body.

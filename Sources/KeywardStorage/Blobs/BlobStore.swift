@@ -13,9 +13,10 @@ public protocol BlobStore: Sendable {
     func download(_ key: String) async throws -> any BlobDownload
     /// Deletes a blob; a missing one is not an error.
     func delete(_ key: String) async throws
-    /// Committed blobs last written before `time` (ms since 1970), for the orphan sweep; deletes
-    /// abandoned uploads begun before it on the way.
-    func sweepable(before time: Int64) async throws -> [String]
+    /// Committed blobs under `prefix` last written before `time` (ms since 1970), for the orphan
+    /// sweep; on the way, deletes uploads under `prefix` begun (or, where the store can tell, last
+    /// written) before `abandoned`, which a crash left behind.
+    func sweepable(under prefix: String, before time: Int64, abandoned: Int64) async throws -> [String]
 }
 
 /// One blob being written.
@@ -93,18 +94,19 @@ public struct FolderBlobStore: BlobStore {
         }
     }
 
-    public func sweepable(before time: Int64) async throws -> [String] {
-        guard let walker = FileManager.default.enumerator(atPath: root) else { return [] }
+    public func sweepable(under prefix: String, before time: Int64, abandoned: Int64) async throws -> [String] {
+        let base = prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
+        guard let walker = FileManager.default.enumerator(atPath: root + "/" + base) else { return [] }
         var keys: [String] = []
-        while let relative = walker.nextObject() as? String {
+        while let below = walker.nextObject() as? String {
+            let relative = base + "/" + below
             var st = stat()
             let full = root + "/" + relative
             guard stat(full, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
             let modified = Int64(st.st_mtim.tv_sec) * 1000 + Int64(st.st_mtim.tv_nsec) / 1_000_000
-            guard modified < time else { continue }
             if relative.contains(Self.partialMarker) {
-                unlink(full)  // an upload a crash abandoned
-            } else {
+                if modified < abandoned { unlink(full) }  // an upload a crash left, unwritten since
+            } else if modified < time {
                 keys.append(relative)
             }
         }
