@@ -26,6 +26,12 @@ public struct AuditOperation: RawRepresentable, Hashable, Sendable, CustomString
     public static let rekeyStart = Self(rawValue: "rekey_start")
     public static let rekeyDone = Self(rawValue: "rekey_done")
     public static let rekeyFailed = Self(rawValue: "rekey_failed")
+    // Batches: made, taken up by a replica (also after a restart), and ended (the detail names
+    // the status and counts).
+    public static let batchCreate = Self(rawValue: "batch_create")
+    public static let batchRun = Self(rawValue: "batch_run")
+    public static let batchCancel = Self(rawValue: "batch_cancel")
+    public static let batchEnd = Self(rawValue: "batch_end")
     // Tenants, tokens, policies, access.
     public static let tenantCreate = Self(rawValue: "tenant_create")
     /// A change of a tenant's settings; the detail names the new values.

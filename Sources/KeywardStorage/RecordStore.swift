@@ -6,7 +6,7 @@ import KeywardAudit
 ///
 /// Records are opaque ciphertext to a store: it never sees a key or a plaintext byte.
 public protocol RecordStore: TenantRepository, TokenRepository, PolicyRepository, KeyStateRepository, RecordRepository,
-    JobRepository, AuditChainStore, SettingsStore
+    JobRepository, BatchRepository, AuditChainStore, SettingsStore
 {
     /// Creates the schema if needed, or brings it to ``Schema/version``; safe to call on every start.
     func migrate() async throws

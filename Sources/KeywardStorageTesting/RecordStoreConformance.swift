@@ -15,7 +15,51 @@ public enum RecordStoreConformance {
         StoreConformanceCase("listingPagesInBothOrders", listingPagesInBothOrders),
         StoreConformanceCase("purgeRemovesOnlyExpired", purgeRemovesOnlyExpired),
         StoreConformanceCase("keyStatesAreReplacedAndComeDueOnce", keyStatesAreReplacedAndComeDueOnce),
+        StoreConformanceCase("batchesAreLeasedCancelledAndHoldTheirResults", batchesAreLeasedCancelledAndHoldTheirResults),
     ]
+
+    private static func batchesAreLeasedCancelledAndHoldTheirResults(_ engine: any StoreEngine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        for name in ["a", "b"] { try await store.createTenant(Tenant(name: name, key: "local:\(name)", createdAt: 0)) }
+        for (i, id) in ["batch_1", "batch_2", "batch_3"].enumerated() {
+            try await store.createBatch(Batch(id: id, tenant: id == "batch_3" ? "b" : "a", token: "tok_1", endpoint: "/v1/chat/completions",
+                                              inputFile: "file-1", createdAt: Int64(i), expiresAt: 1000))
+        }
+        #expect(try await store.batches(tenant: "a", after: nil, limit: 10).map(\.id) == ["batch_2", "batch_1"])
+        #expect(try await store.batches(tenant: "a", after: "batch_2", limit: 10).map(\.id) == ["batch_1"])
+        await expectError(.notFound, as: StorageError.self) { _ = try await store.batches(tenant: "a", after: "batch_3", limit: 10) }
+        // One owner at a time until its lease lapses.
+        var one = try #require(try await store.claimBatch(id: "batch_1", owner: "r1", until: 100, now: 50))
+        #expect(try await store.claimBatch(id: "batch_1", owner: "r2", until: 150, now: 99) == nil)
+        one.status = .inProgress
+        one.dispatched = 3
+        #expect(try await store.saveBatch(one, owner: "r1"))
+        let taken = try #require(try await store.claimBatch(id: "batch_1", owner: "r2", until: 200, now: 101))
+        #expect(taken.dispatched == 3 && taken.status == .inProgress)
+        #expect(try await !store.saveBatch(one, owner: "r1"))
+        // A cancel is the client's: the runner's saves leave it.
+        #expect(try await !store.cancelBatch(tenant: "b", id: "batch_1", at: 7))
+        #expect(try await store.cancelBatch(tenant: "a", id: "batch_1", at: 7))
+        #expect(try await !store.cancelBatch(tenant: "a", id: "batch_1", at: 8))
+        #expect(try await store.saveBatch(taken, owner: "r2"))
+        #expect(try await store.batch(id: "batch_1")?.cancellingAt == 7)
+        var done = taken
+        done.status = .cancelled
+        #expect(try await store.saveBatch(done, owner: "r2"))
+        #expect(try await store.unfinishedBatches().map(\.id) == ["batch_2", "batch_3"])
+        #expect(try await store.claimBatch(id: "batch_1", owner: "r2", until: 300, now: 250) == nil)
+        // Line results: the records named `<batch>.<line>`, and only those.
+        func record(_ id: String, tenant: String = "a") -> Record {
+            Record(tenant: tenant, id: id, kind: "batch.output", createdAt: 0, expiresAt: nil, metadata: RecordMetadata(), header: [1], body: [2])
+        }
+        try await store.insert(["batch_1", "batch_1.0000002", "batch_1.0000000", "batch_10.0000000", "batch_1.0000001"].map { record($0) }
+                               + [record("batch_1.0000003", tenant: "b")])
+        #expect(try await store.batchResultIDs(tenant: "a", batch: "batch_1").sorted() == ["batch_1.0000000", "batch_1.0000001", "batch_1.0000002"])
+        #expect(try await store.batchResults(tenant: "a", batch: "batch_1", after: "batch_1.0000000", limit: 1).map(\.id) == ["batch_1.0000001"])
+        #expect(try await store.deleteBatchResults(tenant: "a", batch: "batch_1") == 3)
+        #expect(try await store.record(tenant: "a", id: "batch_1", kind: "batch.output") != nil)
+        #expect(try await store.record(tenant: "a", id: "batch_10.0000000", kind: "batch.output") != nil)
+    }
 
     private static func keyStatesAreReplacedAndComeDueOnce(_ engine: any StoreEngine) async throws {
         let (store, _dir) = try await engine.make(); _ = _dir

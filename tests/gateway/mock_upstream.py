@@ -25,6 +25,7 @@ class State:
         self.api_keys = set(api_keys)
         self.lock = threading.Lock()
         self.requests = []  # (path, auth header, body)
+        self.flaky = set()
 
 
 def last_user_text(body):
@@ -113,6 +114,15 @@ def make_handler(state):
                 return
             if model == "mock-slow":
                 time.sleep(3)
+            if model == "mock-tick":  # a model that takes a moment (batches in flight)
+                time.sleep(0.05)
+            if model == "mock-flaky":  # each distinct question fails once (503), then is answered
+                question = last_user_text(body)
+                with state.lock:
+                    first = question not in state.flaky
+                    state.flaky.add(question)
+                if first:
+                    return self.send_json(503, {"error": {"message": "overloaded", "type": "server_error"}})
             if self.path == "/v1/chat/completions":
                 return self.chat(body, model)
             if self.path == "/v1/embeddings":

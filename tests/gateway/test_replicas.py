@@ -328,3 +328,58 @@ def test_a_replica_that_lost_its_notifications_drops_its_caches_when_it_listens_
     # It missed whatever happened meanwhile, so it dropped every cache: the next read asks the key store.
     assert read(b, token, record_id)[0] == 200
     assert metric(b, "keyward_keystore_calls_total") > calls
+
+
+def test_a_batch_goes_on_at_another_replica_when_its_replica_is_killed(cluster, upstream):
+    """Batches (issue 20) run on any replica: blobs in moto's S3 (shared by both replicas), the
+    batch made through a, a killed mid-way; b takes it up once a's lease lapses and completes it,
+    with no line sent twice."""
+    import json
+    import sys
+    import boto3
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "interop"))
+    from kms_peers import Moto
+    moto = Moto()
+    try:
+        s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto.url, aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+        s3.create_bucket(Bucket="keyward-batches")
+        extra = {"blobs": {"type": "s3", "bucket": "keyward-batches", "region": "us-east-1", "endpoint": moto.url},
+                 "batches": {"lease_seconds": 3}}
+        aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+        a = cluster.make(extra_env={**cluster.env(), **aws}, config_extra=extra)
+        b = cluster.make(extra_env={**cluster.env(), **aws}, config_extra=extra)
+        cluster.replicas += [a, b]
+        for g in (a, b):
+            g.admin_token = cluster.admin_token
+        b.stop()  # b starts after a has taken the batch, so that a runs it
+        token = a.new_tenant("batched")
+        marker = uuid.uuid4().hex
+        lines = [{"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions",
+                  "body": {"model": "mock-tick", "messages": [{"role": "user", "content": f"{marker} {i}"}]}} for i in range(200)]
+        c = a.openai(token)
+        f = c.files.create(file=("in.jsonl", "\n".join(json.dumps(x) for x in lines).encode()), purpose="batch")
+        batch = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+
+        def asked():
+            return [body["messages"][-1]["content"] for body in upstream.bodies("/v1/chat/completions")
+                    if marker in body["messages"][-1]["content"]]
+        assert wait_until(lambda: len(asked()) >= 30, 30) is not None
+        a.stop(signal.SIGKILL)
+        b.start()
+        c = b.openai(token)
+        deadline = time.time() + 60
+        while (done := c.batches.retrieve(batch.id)).status not in ("completed", "failed", "cancelled", "expired"):
+            assert time.time() < deadline, done
+            time.sleep(0.2)
+        assert done.status == "completed", done
+        sent = asked()
+        assert len(sent) == len(set(sent)), "a line was sent twice"
+        out = [json.loads(x) for x in c.files.content(done.output_file_id).read().splitlines()]
+        errors = [json.loads(x) for x in c.files.content(done.error_file_id).read().splitlines()] if done.error_file_id else []
+        assert sorted(r["custom_id"] for r in out + errors) == sorted(f"c{i}" for i in range(200))
+        assert all(e["error"]["code"] == "request_interrupted" for e in errors)
+        status, events, _ = b.as_role("auditor", "GET", "/admin/v1/audit?operation=batch_run")
+        assert status == 200 and len([e for e in events["data"] if e["record"] == batch.id]) == 2  # a, then b
+    finally:
+        moto.stop()

@@ -27,6 +27,9 @@ public final class Gateway: Sendable {
     let providerKeys: ProviderKeys
     let replication: Replication
     let files: Files
+    /// This replica's name in the leases of the batches it runs: kept in the data folder, so
+    /// that a restarted replica takes its own batches up again at once.
+    let replicaID: String
     /// Ids of submitted re-key jobs, for the job service.
     let jobQueue = AsyncStream.makeStream(of: String.self)
     /// Set by ``prepare()``: signs audit checkpoints.
@@ -67,7 +70,19 @@ public final class Gateway: Sendable {
         }
         files = Files(store: store, blobs: try storage.blobs ?? FolderBlobStore(root: configuration.dataFolder + "/blobs"), vault: vault,
                       audit: audit, sizeLimit: configuration.fileSizeLimit)
+        replicaID = try Self.replicaID(in: configuration.dataFolder)
         alerts.onAlert { [unowned self] alert, cause in await self.raise(alert, cause: cause) }
+    }
+
+    /// The replica's id from `replica-id` in the data folder, made on first start.
+    static func replicaID(in folder: String) throws -> String {
+        let path = folder + "/replica-id"
+        if let data = FileManager.default.contents(atPath: path), let id = String(data: data, encoding: .utf8), !id.isEmpty {
+            return id.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let id = Tokens.identifier("replica_")
+        try Data(id.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        return id
     }
 
     /// An anomaly: logged in the audit chain, counted, sent to the webhook, and the token
@@ -167,15 +182,33 @@ public final class Gateway: Sendable {
         AuditController(store: store, audit: audit).addRoutes(to: group("admin/v1", .auditor))
         // Requests the app encrypted are opened before, and answers sealed after, every app route.
         let apps = group("", .app).add(middleware: EncryptedExchanges(vault: vault, policies: policies, bodyLimit: configuration.bodyLimit))
-        AIController(configuration: configuration, vault: vault, audit: audit, policies: policies, providerKeys: providerKeys,
-                     upstreams: upstreams, metrics: metrics, logger: logger).addRoutes(to: apps)
+        addModelRoutes(to: apps)
         StoredCompletionsController(store: store, vault: vault, audit: audit, policies: policies, logger: logger).addRoutes(to: apps)
-        let conversations = Conversations(store: store, vault: vault, audit: audit)
-        ResponsesController(configuration: configuration, conversations: conversations, policies: policies, providerKeys: providerKeys,
-                            upstreams: upstreams, metrics: metrics, logger: logger).addRoutes(to: apps)
         ConversationsController(conversations: conversations, policies: policies, bodyLimit: configuration.bodyLimit).addRoutes(to: apps)
         FilesController(files: files, policies: policies).addRoutes(to: apps)
+        BatchesController(batches: batches, policies: policies, bodyLimit: configuration.bodyLimit).addRoutes(to: apps)
         return router
+    }
+
+    var conversations: Conversations { Conversations(store: store, vault: vault, audit: audit) }
+    var batches: Batches { Batches(files: files) }
+
+    /// The routes that call models: the app group's, and those a batch's lines are sent through.
+    private func addModelRoutes(to group: RouterGroup<GatewayContext>) {
+        AIController(configuration: configuration, vault: vault, audit: audit, policies: policies, providerKeys: providerKeys,
+                     upstreams: upstreams, metrics: metrics, logger: logger).addRoutes(to: group)
+        ResponsesController(configuration: configuration, conversations: conversations, policies: policies, providerKeys: providerKeys,
+                            upstreams: upstreams, metrics: metrics, logger: logger).addRoutes(to: group)
+    }
+
+    /// Runs batches (the batch service's): their lines go through the model routes, without
+    /// authentication (each is sent as the token that made the batch) or the encrypted-exchange layer.
+    var batchRunner: BatchRunner {
+        let lines = Router(context: GatewayContext.self)
+        addModelRoutes(to: lines.group(""))
+        return BatchRunner(batches: batches, authenticator: authenticator, sender: LineSender(responder: lines.buildResponder(), logger: logger),
+                           permits: Permits(limit: configuration.batches.upstreamConcurrency), settings: configuration.batches,
+                           upstreams: configuration.upstreams, owner: replicaID, lineLimit: configuration.bodyLimit, logger: logger)
     }
 
     /// The HTTP application with every service; `runService()` serves until SIGTERM or SIGINT,
@@ -194,6 +227,8 @@ public final class Gateway: Sendable {
             MaintenanceService(store: store, logger: logger),
             JobService(runner: jobRunner, queue: jobQueue.stream, stop: jobQueue.continuation),
             UpstreamClientService(client: upstreams),
+            // Last, so stopped first: its lines in flight finish while the upstream client still runs.
+            BatchService(runner: batchRunner),
         ]
         return Application(
             router: router(),

@@ -80,6 +80,8 @@ public struct GatewayConfiguration: Sendable {
     /// Largest file an upload may hold (`files.max_bytes`; OpenAI's 512 MiB by default), checked
     /// while it streams in.
     public var fileSizeLimit = 512 << 20
+    /// How batches run (`"batches"` in the config file).
+    public var batches = BatchesConfiguration()
     /// Whether requests, key-store calls, upstream calls and storage writes are traced (the
     /// OpenTelemetry exporter is then set up by `keyward serve`); off, no span is made.
     public var tracing = false
@@ -211,6 +213,19 @@ public struct GatewayConfiguration: Sendable {
             guard limit > 0 else { throw GatewayError.config("files.max_bytes must be positive") }
             fileSizeLimit = limit
         }
+        if let b = file.batches {
+            if let v = b.concurrency { batches.concurrency = v }
+            if let v = b.upstream_concurrency { batches.upstreamConcurrency = v }
+            if let v = b.running { batches.running = v }
+            if let v = b.max_attempts { batches.maxAttempts = v }
+            if let v = b.retry_base_seconds { batches.retryBaseSeconds = v }
+            if let v = b.lease_seconds { batches.leaseSeconds = v }
+            let c = batches
+            guard c.concurrency > 0, c.upstreamConcurrency > 0, c.running > 0, c.maxAttempts > 0, c.retryBaseSeconds >= 0,
+                  c.leaseSeconds >= 1 else {
+                throw GatewayError.config("batches: concurrency, upstream_concurrency, running and max_attempts must be positive, lease_seconds at least 1")
+            }
+        }
         if let cache = file.data_key_cache {
             cacheLimits = CacheLimits(maxAge: cache.max_age_seconds ?? cacheLimits.maxAge,
                                       maxMessages: cache.max_messages ?? cacheLimits.maxMessages,
@@ -284,6 +299,15 @@ public struct GatewayConfiguration: Sendable {
         }
         var blobs: Blobs?
         var files: Files?
+        struct Batches: Decodable {
+            var concurrency: Int?
+            var upstream_concurrency: Int?
+            var running: Int?
+            var max_attempts: Int?
+            var retry_base_seconds: Double?
+            var lease_seconds: Double?
+        }
+        var batches: Batches?
         var data_key_cache: Cache?
         var purge_interval_seconds: Double?
         struct Audit: Decodable {

@@ -1,4 +1,5 @@
 import Hummingbird
+import Logging
 import NIOCore
 
 /// The request context of every route: Hummingbird's core, when the request began, and the
@@ -9,10 +10,19 @@ public struct GatewayContext: RequestContext {
     /// When the gateway began the request (set by ``GatewayMiddleware``, before authentication),
     /// for the time Keyward adds to it.
     var started: ContinuousClock.Instant = .now
-    /// The request's connection (a file upload reads it in larger pieces).
-    let channel: any Channel
+    /// The request's connection (a file upload reads it in larger pieces); nil for a request the
+    /// gateway makes of itself (a batch's line).
+    let channel: (any Channel)?
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         channel = source.channel
+    }
+
+    /// The context of a request the gateway sends through its own routes for `principal`.
+    init(principal: Principal, logger: Logger) {
+        struct Source: RequestContextSource { let logger: Logger }
+        coreContext = .init(source: Source(logger: logger))
+        channel = nil
+        self.principal = principal
     }
 }

@@ -99,18 +99,23 @@ struct Files: Sendable {
             }
             try reader.finish()
             guard let upload else { throw GatewayError.invalidRequest("the upload has no file part", code: "missing_field") }
-            let expiresAfter = try Self.expiresAfter(fields)
-            let size = try await upload.commit()
-            do {
-                try await followRekey(upload, tenant: tenant)
-                return try await store(upload, size: size, expiresAfter: expiresAfter, tenant: tenant, scope: scope)
-            } catch {
-                try? await blobs.delete(Self.blobKey(tenant: tenant.name, id: id))
-                throw error
-            }
+            return try await finish(upload, expiresAfter: try Self.expiresAfter(fields), tenant: tenant, scope: scope)
         } catch {
             await upload?.abort()
             await Request.drain(&chunks)
+            throw error
+        }
+    }
+
+    /// Commits an upload's blob, then writes its record; returns the file object. On failure the
+    /// blob is deleted (the caller aborts an upload that failed before).
+    func finish(_ upload: FileUpload, expiresAfter: Int64?, tenant: Tenant, scope: AuditScope) async throws -> [UInt8] {
+        let size = try await upload.commit()
+        do {
+            try await followRekey(upload, tenant: tenant)
+            return try await store(upload, size: size, expiresAfter: expiresAfter, tenant: tenant, scope: scope)
+        } catch {
+            try? await blobs.delete(Self.blobKey(tenant: tenant.name, id: upload.id))
             throw error
         }
     }
@@ -172,6 +177,18 @@ struct Files: Sendable {
     /// authenticates. A blob that fails mid-way ends the response without its final chunk, so the
     /// client sees an incomplete body, never a complete-looking wrong one.
     func content(_ record: Record, of tenant: Tenant, scope: AuditScope) async throws -> Response {
+        let (reading, download) = try await open(record, of: tenant, scope: scope)
+        return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: ResponseBody { writer in
+            defer { download.close() }
+            while let plaintext = try await reading.next() { try await writer.write(plaintext) }
+            try await writer.finish(nil)
+        })
+    }
+
+    /// The file's content, decrypted frame by frame as it is read: the blob's header is read and
+    /// its data key unwrapped (audited; a revoked key throws) before this returns. The caller
+    /// closes the download.
+    func open(_ record: Record, of tenant: Tenant, scope: AuditScope) async throws -> (StreamingDecryption, any BlobDownload) {
         guard let purpose = record.metadata.purpose else { throw GatewayError.internalError }
         try await audit.append(AuditLog.event(.decryptRecord, key: tenant.key, record: "\(record.id)/\(Self.kind).content", scope: scope))
         let download: any BlobDownload
@@ -190,11 +207,7 @@ struct Files: Sendable {
             download.close()
             throw error
         }
-        return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: ResponseBody { writer in
-            defer { download.close() }
-            while let plaintext = try await reading.next() { try await writer.write(plaintext) }
-            try await writer.finish(nil)
-        })
+        return (reading, download)
     }
 
     /// Deletes a file: its record (with its event), then its blob (one left behind is swept).

@@ -20,12 +20,12 @@ struct FilesController {
             // Reads of up to 1 MiB instead of 64 KiB while the file streams in: a sixteenth of the
             // per-read work. The connection's own allocator is put back after.
             let channel = context.channel
-            let before = try? await channel.getOption(ChannelOptions.recvAllocator)
-            if before != nil {
+            let before = try? await channel?.getOption(ChannelOptions.recvAllocator)
+            if let channel, before != nil {
                 try? await channel.setOption(ChannelOptions.recvAllocator,
                                              value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1 << 20, maximum: 1 << 20))
             }
-            defer { if let before { channel.setOption(ChannelOptions.recvAllocator, value: before).whenComplete { _ in } } }
+            defer { if let channel, let before { channel.setOption(ChannelOptions.recvAllocator, value: before).whenComplete { _ in } } }
             return JSONBody.bytes(try await files.ingest(request.body, boundary: boundary, tenant: tenant, scope: scope))
         }
 

@@ -140,6 +140,20 @@ public enum Schema {
         Migration(version: 7, statements: [
             all("ALTER TABLE tenants ADD COLUMN encrypted_requests TEXT NOT NULL DEFAULT 'allowed'"),
         ]),
+        // Batches (issue 20): progress and lease in the clear; metadata and results are records.
+        Migration(version: 8, statements: [
+            all("""
+                CREATE TABLE batches(
+                    id TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(name), token TEXT NOT NULL,
+                    endpoint TEXT NOT NULL, input_file TEXT NOT NULL, status TEXT NOT NULL,
+                    created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, in_progress_at BIGINT, finalizing_at BIGINT,
+                    completed_at BIGINT, failed_at BIGINT, expired_at BIGINT, cancelling_at BIGINT, cancelled_at BIGINT,
+                    total BIGINT NOT NULL, completed BIGINT NOT NULL, failed BIGINT NOT NULL, dispatched BIGINT NOT NULL,
+                    output_file TEXT, error_file TEXT, errors TEXT, owner TEXT, lease_until BIGINT)
+                """),
+            all("CREATE INDEX batches_by_tenant ON batches(tenant, created_at, id)"),
+            all("CREATE INDEX batches_by_status ON batches(status)"),
+        ]),
     ]
 
     private static func all(_ sql: String) -> Statement { Statement(sql: sql, only: nil) }
