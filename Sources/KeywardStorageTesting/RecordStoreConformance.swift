@@ -33,32 +33,50 @@ public enum RecordStoreConformance {
         #expect(try await store.claimBatch(id: "batch_1", owner: "r2", until: 150, now: 99) == nil)
         one.status = .inProgress
         one.dispatched = 3
-        #expect(try await store.saveBatch(one, owner: "r1"))
+        #expect(try await store.saveBatch(one, owner: "r1", now: 99))
+        // A lapsed lease is not the owner's to save under or to renew, even before anyone took it.
+        #expect(try await !store.saveBatch(one, owner: "r1", now: 101))
+        #expect(try await !store.renewBatch(id: "batch_1", owner: "r1", until: 200, now: 101))
         let taken = try #require(try await store.claimBatch(id: "batch_1", owner: "r2", until: 200, now: 101))
         #expect(taken.dispatched == 3 && taken.status == .inProgress)
-        #expect(try await !store.saveBatch(one, owner: "r1"))
+        #expect(try await !store.saveBatch(one, owner: "r1", now: 102))
+        #expect(try await !store.renewBatch(id: "batch_1", owner: "r1", until: 300, now: 102))
+        #expect(try await store.renewBatch(id: "batch_1", owner: "r2", until: 220, now: 150))
+        #expect(try await store.batch(id: "batch_1")?.leaseUntil == 220)
+        // Given up (a shutdown): anyone's at once, and no longer the old owner's to renew.
+        try await store.releaseBatch(id: "batch_1", owner: "r1")
+        #expect(try await store.batch(id: "batch_1")?.owner == "r2")
+        try await store.releaseBatch(id: "batch_1", owner: "r2")
+        #expect(try await !store.renewBatch(id: "batch_1", owner: "r2", until: 300, now: 160))
+        #expect(try await store.claimBatch(id: "batch_1", owner: "r3", until: 300, now: 160)?.owner == "r3")
+        #expect(try await store.claimBatch(id: "batch_1", owner: "r2", until: 300, now: 160) == nil)
         // A cancel is the client's: the runner's saves leave it.
         #expect(try await !store.cancelBatch(tenant: "b", id: "batch_1", at: 7))
         #expect(try await store.cancelBatch(tenant: "a", id: "batch_1", at: 7))
         #expect(try await !store.cancelBatch(tenant: "a", id: "batch_1", at: 8))
-        #expect(try await store.saveBatch(taken, owner: "r2"))
+        #expect(try await store.saveBatch(taken, owner: "r3", now: 200))
         #expect(try await store.batch(id: "batch_1")?.cancellingAt == 7)
         var done = taken
         done.status = .cancelled
-        #expect(try await store.saveBatch(done, owner: "r2"))
+        #expect(try await store.saveBatch(done, owner: "r3", now: 200))
         #expect(try await store.unfinishedBatches().map(\.id) == ["batch_2", "batch_3"])
-        #expect(try await store.claimBatch(id: "batch_1", owner: "r2", until: 300, now: 250) == nil)
-        // Line results: the records named `<batch>.<line>`, and only those.
-        func record(_ id: String, tenant: String = "a") -> Record {
-            Record(tenant: tenant, id: id, kind: "batch.output", createdAt: 0, expiresAt: nil, metadata: RecordMetadata(), header: [1], body: [2])
+        #expect(try await store.claimBatch(id: "batch_1", owner: "r2", until: 400, now: 350) == nil)
+        // Line results: the records named, of the results' kinds, in the tenant, and only those.
+        func record(_ id: String, tenant: String = "a", kind: String = Batch.outputKind) -> Record {
+            Record(tenant: tenant, id: id, kind: kind, createdAt: 0, expiresAt: nil, metadata: RecordMetadata(), header: [1], body: [2])
         }
-        try await store.insert(["batch_1", "batch_1.0000002", "batch_1.0000000", "batch_10.0000000", "batch_1.0000001"].map { record($0) }
-                               + [record("batch_1.0000003", tenant: "b")])
-        #expect(try await store.batchResultIDs(tenant: "a", batch: "batch_1").sorted() == ["batch_1.0000000", "batch_1.0000001", "batch_1.0000002"])
-        #expect(try await store.batchResults(tenant: "a", batch: "batch_1", after: "batch_1.0000000", limit: 1).map(\.id) == ["batch_1.0000001"])
-        #expect(try await store.deleteBatchResults(tenant: "a", batch: "batch_1") == 3)
-        #expect(try await store.record(tenant: "a", id: "batch_1", kind: "batch.output") != nil)
-        #expect(try await store.record(tenant: "a", id: "batch_10.0000000", kind: "batch.output") != nil)
+        try await store.insert(["batch_1.0000002", "batch_1.0000000", "batch_10.0000000"].map { record($0) }
+                               + [record("batch_1.0000001", kind: Batch.errorKind), record("batch_1.0000000", kind: "file"),
+                                  record("batch_1.0000003", tenant: "b")])
+        let ids = (0..<5).map { "batch_1.000000\($0)" }
+        #expect(try await store.batchResults(tenant: "a", ids: ids).map { "\($0.id) \($0.kind)" }.sorted()
+                == ["batch_1.0000000 batch.output", "batch_1.0000001 batch.error", "batch_1.0000002 batch.output"])
+        #expect(try await store.batchResults(tenant: "a", ids: []).isEmpty)
+        #expect(try await store.deleteBatchResults(tenant: "a", ids: ids) == 3)
+        #expect(try await store.batchResults(tenant: "a", ids: ids).isEmpty)
+        #expect(try await store.record(tenant: "a", id: "batch_1.0000000", kind: "file") != nil)
+        #expect(try await store.record(tenant: "a", id: "batch_10.0000000", kind: Batch.outputKind) != nil)
+        #expect(try await store.record(tenant: "b", id: "batch_1.0000003", kind: Batch.outputKind) != nil)
     }
 
     private static func keyStatesAreReplacedAndComeDueOnce(_ engine: any StoreEngine) async throws {

@@ -114,6 +114,8 @@ def make_handler(state):
                 return
             if model == "mock-slow":
                 time.sleep(3)
+            if model == "mock-lag":  # longer than a batch's lease in the tests (not behind slowpoke's 1 s time-out)
+                time.sleep(2.5)
             if model == "mock-tick":  # a model that takes a moment (batches in flight)
                 time.sleep(0.05)
             if model == "mock-flaky":  # each distinct question fails once (503), then is answered

@@ -156,6 +156,9 @@ def test_cancel_stops_the_batch_within_a_second(fresh_gateway, upstream):
     wait(c, b.id, until=("in_progress",))
     while sum(asked(upstream, marker).values()) < 20:
         time.sleep(0.05)
+    # The runner reads its input again for the files: not deleted under it.
+    with pytest.raises(openai.ConflictError):
+        c.files.delete(f.id)
     cancelled = c.batches.cancel(b.id)
     assert cancelled.status == "cancelling" and cancelled.cancelling_at
     time.sleep(1)
@@ -171,6 +174,7 @@ def test_cancel_stops_the_batch_within_a_second(fresh_gateway, upstream):
     assert {r["custom_id"] for r in out + errors} == {f"l{i}" for i in range(2000)}
     with pytest.raises(openai.ConflictError):
         c.batches.cancel(b.id)
+    assert c.files.delete(f.id).deleted
 
 
 def test_kill_9_mid_batch_then_restart_completes_with_no_line_sent_twice(fresh_gateway, upstream):

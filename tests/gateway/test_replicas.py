@@ -3,6 +3,7 @@ test command starts on loopback; KEYWARD_TEST_DATABASE_URL names it): records wr
 are read through another, a revocation reaches every replica within a second, a re-key job is
 shared and survives a replica killed with SIGKILL, PostgreSQL restarts under load without losing an
 acknowledged record, and the audit chain written by all of them verifies as one."""
+import contextlib
 import os
 import signal
 import statistics
@@ -330,11 +331,10 @@ def test_a_replica_that_lost_its_notifications_drops_its_caches_when_it_listens_
     assert metric(b, "keyward_keystore_calls_total") > calls
 
 
-def test_a_batch_goes_on_at_another_replica_when_its_replica_is_killed(cluster, upstream):
-    """Batches (issue 20) run on any replica: blobs in moto's S3 (shared by both replicas), the
-    batch made through a, a killed mid-way; b takes it up once a's lease lapses and completes it,
-    with no line sent twice."""
-    import json
+@contextlib.contextmanager
+def two_replicas_on_s3(cluster, bucket, batches):
+    """Two replicas on the cluster's database sharing one bucket of a moto S3 server, with the
+    given `batches` settings."""
     import sys
     import boto3
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "interop"))
@@ -343,23 +343,39 @@ def test_a_batch_goes_on_at_another_replica_when_its_replica_is_killed(cluster, 
     try:
         s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto.url, aws_access_key_id="testing",
                           aws_secret_access_key="testing")
-        s3.create_bucket(Bucket="keyward-batches")
-        extra = {"blobs": {"type": "s3", "bucket": "keyward-batches", "region": "us-east-1", "endpoint": moto.url},
-                 "batches": {"lease_seconds": 3}}
+        s3.create_bucket(Bucket=bucket)
+        extra = {"blobs": {"type": "s3", "bucket": bucket, "region": "us-east-1", "endpoint": moto.url}, "batches": batches}
         aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
         a = cluster.make(extra_env={**cluster.env(), **aws}, config_extra=extra)
         b = cluster.make(extra_env={**cluster.env(), **aws}, config_extra=extra)
         cluster.replicas += [a, b]
         for g in (a, b):
             g.admin_token = cluster.admin_token
+        yield a, b
+    finally:
+        moto.stop()
+
+
+
+def submit_batch(client, model, prefix, n, marker):
+    """Uploads n chat lines (custom ids prefix0…, contents "marker i") and makes a batch of them."""
+    import json
+    lines = [{"custom_id": f"{prefix}{i}", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": model, "messages": [{"role": "user", "content": f"{marker} {i}"}]}} for i in range(n)]
+    f = client.files.create(file=("in.jsonl", "\n".join(json.dumps(x) for x in lines).encode()), purpose="batch")
+    return client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+
+def test_a_batch_goes_on_at_another_replica_when_its_replica_is_killed(cluster, upstream):
+    """Batches (issue 20) run on any replica: blobs in moto's S3 (shared by both replicas), the
+    batch made through a, a killed mid-way; b takes it up once a's lease lapses and completes it,
+    with no line sent twice."""
+    import json
+    with two_replicas_on_s3(cluster, "keyward-batches", {"lease_seconds": 3}) as (a, b):
         b.stop()  # b starts after a has taken the batch, so that a runs it
         token = a.new_tenant("batched")
         marker = uuid.uuid4().hex
-        lines = [{"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions",
-                  "body": {"model": "mock-tick", "messages": [{"role": "user", "content": f"{marker} {i}"}]}} for i in range(200)]
         c = a.openai(token)
-        f = c.files.create(file=("in.jsonl", "\n".join(json.dumps(x) for x in lines).encode()), purpose="batch")
-        batch = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        batch = submit_batch(c, "mock-tick", "c", 200, marker)
 
         def asked():
             return [body["messages"][-1]["content"] for body in upstream.bodies("/v1/chat/completions")
@@ -381,5 +397,31 @@ def test_a_batch_goes_on_at_another_replica_when_its_replica_is_killed(cluster, 
         assert all(e["error"]["code"] == "request_interrupted" for e in errors)
         status, events, _ = b.as_role("auditor", "GET", "/admin/v1/audit?operation=batch_run")
         assert status == 200 and len([e for e in events["data"] if e["record"] == batch.id]) == 2  # a, then b
-    finally:
-        moto.stop()
+
+
+def test_a_replica_keeps_its_batch_while_its_lines_take_longer_than_the_lease(cluster, upstream):
+    """The lease is renewed while lines are in flight and while the files are written, not only
+    while lines are being sent: eight lines of 2.5 seconds each, all in flight at once, under a
+    one-second lease, with a second replica waiting for any lapse. Before, the lease lapsed once
+    the last line was sent; the other replica took the batch and wrote every line as
+    request_interrupted while the first was still receiving the answers."""
+    import json
+    with two_replicas_on_s3(cluster, "keyward-lease", {"lease_seconds": 1, "concurrency": 8}) as (a, b):
+        token = a.new_tenant("leased")
+        marker = uuid.uuid4().hex
+        c = a.openai(token)
+        batch = submit_batch(c, "mock-lag", "s", 8, marker)
+        deadline = time.time() + 60
+        while (done := c.batches.retrieve(batch.id)).status not in ("completed", "failed", "cancelled", "expired"):
+            assert time.time() < deadline, done
+            time.sleep(0.2)
+        errors = c.files.content(done.error_file_id).read().decode()[:2000] if done.error_file_id else ""
+        assert done.status == "completed" and not errors, errors
+        assert done.request_counts.completed == 8 and done.request_counts.failed == 0
+        out = [json.loads(x) for x in c.files.content(done.output_file_id).read().splitlines()]
+        assert [r["custom_id"] for r in out] == [f"s{i}" for i in range(8)]
+        sent = [body["messages"][-1]["content"] for body in upstream.bodies("/v1/chat/completions")
+                if marker in body["messages"][-1]["content"]]
+        assert sorted(sent) == sorted(f"{marker} {i}" for i in range(8))
+        status, events, _ = b.as_role("auditor", "GET", "/admin/v1/audit?operation=batch_run")
+        assert status == 200 and len([e for e in events["data"] if e["record"] == batch.id]) == 1  # nobody took it over

@@ -27,9 +27,11 @@ public final class Gateway: Sendable {
     let providerKeys: ProviderKeys
     let replication: Replication
     let files: Files
-    /// This replica's name in the leases of the batches it runs: kept in the data folder, so
-    /// that a restarted replica takes its own batches up again at once.
-    let replicaID: String
+    /// This process's name in the leases of the batches it runs: new at each start (replicas may
+    /// share a data folder, and a restarted process must not take for its own a lease that its
+    /// previous life held while it may still be running somewhere), with the host's name for
+    /// whoever reads the audit log.
+    let replicaID = String(ProcessInfo.processInfo.hostName.prefix(64)) + "/" + Tokens.identifier("replica_")
     /// Ids of submitted re-key jobs, for the job service.
     let jobQueue = AsyncStream.makeStream(of: String.self)
     /// Set by ``prepare()``: signs audit checkpoints.
@@ -70,19 +72,7 @@ public final class Gateway: Sendable {
         }
         files = Files(store: store, blobs: try storage.blobs ?? FolderBlobStore(root: configuration.dataFolder + "/blobs"), vault: vault,
                       audit: audit, sizeLimit: configuration.fileSizeLimit)
-        replicaID = try Self.replicaID(in: configuration.dataFolder)
         alerts.onAlert { [unowned self] alert, cause in await self.raise(alert, cause: cause) }
-    }
-
-    /// The replica's id from `replica-id` in the data folder, made on first start.
-    static func replicaID(in folder: String) throws -> String {
-        let path = folder + "/replica-id"
-        if let data = FileManager.default.contents(atPath: path), let id = String(data: data, encoding: .utf8), !id.isEmpty {
-            return id.trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        let id = Tokens.identifier("replica_")
-        try Data(id.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
-        return id
     }
 
     /// An anomaly: logged in the audit chain, counted, sent to the webhook, and the token

@@ -6,6 +6,9 @@ struct JSONLines {
     let limit: Int
     private var pending: [UInt8] = []
     private var start = 0
+    /// Where the search for the next newline goes on: bytes before it were searched already
+    /// (a long line arriving in many pieces is scanned once, not once per piece).
+    private var scanned = 0
 
     init(limit: Int) { self.limit = limit }
 
@@ -13,6 +16,7 @@ struct JSONLines {
     mutating func append(_ bytes: some Collection<UInt8>) {
         if start > 0, start >= pending.count / 2 {
             pending.removeFirst(start)
+            scanned -= start
             start = 0
         }
         pending.append(contentsOf: bytes)
@@ -20,7 +24,8 @@ struct JSONLines {
 
     /// The next complete line (without its `\n` or `\r\n`), or nil until more bytes come.
     mutating func next() throws(BatchLineError) -> [UInt8]? {
-        guard let end = pending[start...].firstIndex(of: UInt8(ascii: "\n")) else {
+        guard let end = pending[max(start, scanned)...].firstIndex(of: UInt8(ascii: "\n")) else {
+            scanned = pending.count
             if pending.count - start > limit { throw BatchLineError("line_too_long", "a line is longer than \(limit) bytes") }
             return nil
         }
@@ -33,7 +38,7 @@ struct JSONLines {
 
     /// The last line, if the stream did not end with a newline.
     mutating func finish() -> [UInt8]? {
-        defer { pending = []; start = 0 }
+        defer { pending = []; start = 0; scanned = 0 }
         return start < pending.count ? Array(pending[start...]) : nil
     }
 }

@@ -59,15 +59,22 @@ struct BatchRunner: Sendable {
     func run(_ claimed: Batch) async {
         var batch = claimed
         let scope = AuditScope(actor: batch.token, tenant: batch.tenant, requestID: batch.id, purpose: .inference)
+        let watch = Watch(lease: .seconds(settings.leaseSeconds))
         do {
             try await audit.append(AuditLog.event(.batchRun, record: batch.id, detail: "status=\(batch.status.rawValue) replica=\(owner)",
                                                   scope: scope))
-            try await AuditScope.$current.withValue(scope) { try await advance(&batch, scope: scope) }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                let id = batch.id
+                // The lease is held for the whole run: validating, sending, the lines in flight, the files.
+                group.addTask { await keepLease(id, watch: watch) }
+                defer { watch.finish() }
+                try await AuditScope.$current.withValue(scope) { try await advance(&batch, watch: watch, scope: scope) }
+            }
         } catch let stop as Stop {
             // Another replica has it now, or this one is stopping: then it gives the batch up
             // for the next replica (or its own restart) to go on at once.
-            if stop == .shutdown, (try? await store.saveBatch(batch, owner: owner)) == true {
-                _ = try? await store.claimBatch(id: batch.id, owner: owner, until: 0, now: Gateway.nowMs())
+            if stop == .shutdown, (try? await store.saveBatch(batch, owner: owner, now: Gateway.nowMs())) == true {
+                try? await store.releaseBatch(id: batch.id, owner: owner)
             }
         } catch let failure as Failure {
             await fail(&batch, failure, scope: scope)
@@ -83,11 +90,11 @@ struct BatchRunner: Sendable {
     }
 
     /// Moves the batch through its states from wherever it stands.
-    private func advance(_ batch: inout Batch, scope: AuditScope) async throws {
+    private func advance(_ batch: inout Batch, watch: Watch, scope: AuditScope) async throws {
         guard var tenant = try await store.tenant(named: batch.tenant) else { throw Failure(code: "not_found", message: "the tenant is gone") }
         if batch.status == .validating {
             if batch.cancellingAt == nil {
-                batch.total = try await validate(batch, tenant: tenant, scope: scope)
+                batch.total = try await validate(batch, tenant: tenant, watch: watch, scope: scope)
                 batch.status = .inProgress
                 batch.inProgressAt = Gateway.nowMs()
             } else {
@@ -96,7 +103,7 @@ struct BatchRunner: Sendable {
             try await save(batch)
         }
         if batch.status == .inProgress {
-            try await dispatch(&batch, tenant: &tenant, scope: scope)
+            try await dispatch(&batch, tenant: &tenant, watch: watch, scope: scope)
             batch.status = .finalizing
         }
         if batch.status == .finalizing {
@@ -108,25 +115,29 @@ struct BatchRunner: Sendable {
                 batch.errorFile = Tokens.identifier("file-")
                 try await save(batch)
             }
-            try await finalize(&batch, tenant: tenant, scope: scope)
+            // A cancel is taken only while the batch is validating or in progress: what the
+            // store holds now is final.
+            batch.cancellingAt = try await store.batch(id: batch.id)?.cancellingAt
+            try await finalize(&batch, tenant: tenant, watch: watch, scope: scope)
         }
     }
 
     private func save(_ batch: Batch) async throws {
-        guard try await store.saveBatch(batch, owner: owner) else { throw Stop.leaseLost }
+        guard try await store.saveBatch(batch, owner: owner, now: Gateway.nowMs()) else { throw Stop.leaseLost }
     }
 
     // MARK: - Validating
 
     /// Reads the whole input file (so that a truncated or altered one fails before any line is
     /// sent) and checks every line; returns how many there are.
-    private func validate(_ batch: Batch, tenant: Tenant, scope: AuditScope) async throws -> Int64 {
+    private func validate(_ batch: Batch, tenant: Tenant, watch: Watch, scope: AuditScope) async throws -> Int64 {
         var seen = Set<String>()
         var errors: [(line: Int, error: BatchLineError)] = []
         var count = 0
         let lines = try await input(batch, tenant: tenant, scope: scope)
         defer { lines.close() }
         while let (physical, line) = try await lines.next() {
+            if watch.lost { throw Stop.leaseLost }
             count += 1
             guard count <= Batches.maxLines else {
                 throw Failure(code: "too_many_requests", message: "a batch holds at most \(Batches.maxLines) requests")
@@ -163,25 +174,28 @@ struct BatchRunner: Sendable {
     }
 
     /// Sends the lines not yet sent, at most `concurrency` at once, until the last (or a stop).
-    private func dispatch(_ batch: inout Batch, tenant: inout Tenant, scope: AuditScope) async throws {
+    private func dispatch(_ batch: inout Batch, tenant: inout Tenant, watch: Watch, scope: AuditScope) async throws {
         let interrupted = batch.dispatched
         var principal = try await authenticator.principal(tokenID: batch.token)
         var refreshed = ContinuousClock.now
         let lines = try await input(batch, tenant: tenant, scope: scope)
         defer { lines.close() }
-        let watch = Watch()
         var stop: (any Error)?
-        // However dispatching ends (a throw cancels the group), the watcher is told to finish.
-        defer { watch.finish() }
+        // A cancel or the window's end that came before this replica's watch looked.
+        if let current = try await store.batch(id: batch.id), current.cancellingAt != nil { stop = Stop.cancelled }
+        if Gateway.nowMs() >= batch.expiresAt { stop = stop ?? Stop.expired }
+        let sending = Flag()
         try await withThrowingTaskGroup(of: LineOutcome?.self) { group in
-            let id = batch.id
-            group.addTask { try await watchLease(id, watch: watch) }
+            // Wakes the loop below when the watch sees a stop, however long the lines in flight take.
+            group.addTask {
+                while !sending.isSet, watch.reason == nil, !Task.isCancelled { try? await Task.sleep(for: .milliseconds(100)) }
+                return nil
+            }
             var inFlight = 0
             var n: Int64 = -1
             func collect(_ outcome: LineOutcome??) {
                 guard case .some(let finished) = outcome else { return }
                 guard let o = finished else {
-                    // The watcher returned: it noticed something, or was told to finish.
                     if stop == nil, let reason = watch.reason { stop = reason }
                     return
                 }
@@ -211,10 +225,11 @@ struct BatchRunner: Sendable {
                 group.addTask { .some(await send(line, n: line_n, batch: id, endpoint: endpoint, tenant: t, principal: p, sealer: sealer, scope: scope)) }
                 inFlight += 1
             }
-            // A cancel does not wait for the lines in flight; a shutdown or the window's end lets
-            // them finish (their answers are kept).
-            if stop.map({ $0 as? Stop == .cancelled || $0 as? Stop == .leaseLost }) == true { group.cancelAll() }
-            watch.finish()
+            sending.set()
+            // A cancel, a lost lease, a revoked key or a suspended token does not wait for the
+            // lines in flight; a shutdown or the window's end lets them finish (their answers are
+            // kept).
+            if let stop, (stop as? Stop).map({ $0 == .cancelled || $0 == .leaseLost }) ?? (stop is Failure) { group.cancelAll() }
             while let outcome = try await group.next() { collect(outcome) }
         }
         try await save(batch)
@@ -236,60 +251,80 @@ struct BatchRunner: Sendable {
             while true {
                 answer = try await permits.withPermit(permit) { await sender.send(line.body, to: endpoint, as: principal) }
                 attempt += 1
-                if let code = answer.code, ["key_revoked", "key_destroyed", "token_suspended"].contains(code) {
+                // Keyward's own refusals (an upstream's errors never come as 403 or 410).
+                if let code = answer.code, answer.status == 403 && (code == "key_revoked" || code == "token_suspended")
+                    || answer.status == 410 && code == "key_destroyed" {
                     return .stopped(Failure(code: code, message: answer.message))
                 }
                 guard answer.retryable, attempt < settings.maxAttempts else { break }
                 let backOff = min(60, settings.retryBaseSeconds * pow(2, Double(attempt - 1)))
                 try await Task.sleep(for: .seconds(min(60, max(backOff, answer.retryAfter ?? 0))))
             }
+            // A line cancelled in flight (a cancel, a lost lease) has no result: its answer may be the cancellation's.
+            try Task.checkCancellation()
             let ok = (200..<300).contains(answer.status)
             let result = LineSender.resultLine(customID: line.customIDJSON, status: answer.status, requestID: answer.requestID, body: answer.body)
             let id = Batches.lineID(batch, n)
             let record = try sealer.seal(result, id: id, kind: ok ? Batches.outputKind : Batches.errorKind, createdAt: Gateway.nowMs(),
                                          metadata: RecordMetadata(status: answer.status))
-            try await audit.insert([record], events: [AuditLog.event(.encryptRecord, key: tenant.key, record: id, scope: scope)])
+            // The answer is in hand (and maybe paid for): a database or audit log that fails for a
+            // moment does not lose it.
+            for attempt in 1... {
+                do {
+                    try await audit.insert([record], events: [AuditLog.event(.encryptRecord, key: tenant.key, record: id, scope: scope)])
+                    break
+                } catch where attempt < 5 {
+                    try await Task.sleep(for: .seconds(attempt))
+                }
+            }
             return .answered(ok: ok)
         } catch {
             return .stopped(error)
         }
     }
 
-    /// Reads the batch every quarter second (a cancel, the window's end, the lease taken over,
-    /// shutdown) and renews the lease every fifth of its length. Returns when ``Watch/finish()``
-    /// is called or a stop is noticed (left in `watch`).
-    private func watchLease(_ id: String, watch: Watch) async throws -> LineOutcome? {
-        var renewed = ContinuousClock.now
+    /// Holds the batch's lease until ``Watch/finish()``: renews it every fifth of its length (only
+    /// while it still holds it: a lapsed lease may be another replica's already) and reads the
+    /// batch every quarter second for a cancel, the window's end or a takeover; notices shutdown.
+    private func keepLease(_ id: String, watch: Watch) async {
+        var renewal = ContinuousClock.now
         while !watch.finished, !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(250))
-            let now = Gateway.nowMs()
-            if Task.isShuttingDownGracefully { watch.stop(Stop.shutdown); break }
-            if ContinuousClock.now - renewed > .seconds(settings.leaseSeconds / 5) {
-                guard (try? await store.claimBatch(id: id, owner: owner, until: now + Int64(settings.leaseSeconds * 1000), now: now)) != nil else {
-                    watch.stop(Stop.leaseLost)
-                    break
+            if Task.isShuttingDownGracefully { watch.stop(.shutdown) }
+            if ContinuousClock.now >= renewal {
+                let asked = ContinuousClock.now
+                let now = Gateway.nowMs()
+                switch try? await store.renewBatch(id: id, owner: owner, until: now + Int64(settings.leaseSeconds * 1000), now: now) {
+                case true?:
+                    watch.renewed(at: asked)
+                    renewal = asked + .seconds(settings.leaseSeconds / 5)
+                case false?: watch.lose()
+                case nil: renewal = .now + .milliseconds(250)  // the database, for now: tried again, while the lease lasts
                 }
-                renewed = .now
             }
-            guard let current = try? await store.batch(id: id) else { continue }
-            if current.owner != owner { watch.stop(Stop.leaseLost); break }
-            if current.cancellingAt != nil { watch.stop(Stop.cancelled); break }
-            if now >= current.expiresAt { watch.stop(Stop.expired); break }
+            if let current = try? await store.batch(id: id) {
+                if current.owner != owner { watch.lose() }
+                if current.cancellingAt != nil { watch.stop(.cancelled) }
+                if Gateway.nowMs() >= current.expiresAt { watch.stop(.expired) }
+            }
+            try? await Task.sleep(for: .milliseconds(250))
         }
-        return nil
     }
 
     // MARK: - Finishing
 
     /// Writes the output and error files from the line results, in input order (lines never
     /// answered get their reason in the error file), then ends the batch.
-    private func finalize(_ batch: inout Batch, tenant: Tenant, scope: AuditScope) async throws {
+    private func finalize(_ batch: inout Batch, tenant: Tenant, watch: Watch, scope: AuditScope) async throws {
         let ending: Batch.Status = batch.cancellingAt != nil ? .cancelled
             : batch.dispatched < batch.total ? .expired : .completed
-        let unanswered: (code: String, message: String) = switch ending {
-        case .cancelled: ("batch_cancelled", "the batch was cancelled before this request was answered")
-        case .expired: ("batch_expired", "the batch's completion window ended before this request was sent")
-        default: ("request_interrupted", "the gateway stopped while this request was in flight; it was not sent again")
+        /// Why line `n` has no result.
+        func unanswered(_ n: Int64) -> (code: String, message: String) {
+            switch (ending, n < batch.dispatched) {
+            case (.cancelled, false): ("batch_cancelled", "the batch was cancelled before this request was sent")
+            case (.cancelled, true): ("batch_cancelled", "the batch was cancelled while this request was in flight; it may have reached the model")
+            case (_, false): ("batch_expired", "the batch's completion window ended before this request was sent")
+            case (_, true): ("request_interrupted", "the gateway stopped while this request was in flight; it was not sent again")
+            }
         }
         // A finalization a crash interrupted may have stored one of the files already.
         for id in [batch.outputFile, batch.errorFile].compactMap({ $0 }) {
@@ -302,30 +337,26 @@ struct BatchRunner: Sendable {
         if batch.total > 0 { do {
             let lines = try await input(batch, tenant: tenant, scope: scope)
             defer { lines.close() }
-            var page: [Record] = []
-            var plaintexts: [[UInt8]] = []
-            var index = 0
-            var exhausted = false
+            // The results of the next `pageSize` lines, by id.
+            var page: [String: (ok: Bool, plaintext: [UInt8])] = [:]
             var n: Int64 = -1
             while let (_, text) = try await lines.next() {
                 n += 1
-                let id = Batches.lineID(batch.id, n)
-                if index == page.count, !exhausted {
-                    page = try await store.batchResults(tenant: tenant.name, batch: batch.id, after: n == 0 ? nil : Batches.lineID(batch.id, n - 1),
-                                                        limit: 200)
-                    exhausted = page.count < 200
-                    plaintexts = try await vault.read(page, of: tenant, scope: scope)
-                    index = 0
+                if n % Self.pageSize == 0 {
+                    let records = try await store.batchResults(tenant: tenant.name, ids: (n..<max(n, min(n + Self.pageSize, batch.dispatched))).map {
+                        Batches.lineID(batch.id, $0)
+                    })
+                    let plaintexts = try await vault.read(records, of: tenant, scope: scope)
+                    page = Dictionary(zip(records, plaintexts).map { ($0.id, ($0.kind == Batches.outputKind, $1)) }) { a, _ in a }
                 }
                 var result: [UInt8]
                 let ok: Bool
-                if index < page.count, page[index].id == id {
-                    result = plaintexts[index]
-                    ok = page[index].kind == Batches.outputKind
-                    index += 1
+                if let answered = page.removeValue(forKey: Batches.lineID(batch.id, n)) {
+                    (ok, result) = answered
                 } else {
                     let customID = (try? BatchLine.parse(text, endpoint: batch.endpoint))?.customIDJSON ?? Array("null".utf8)
-                    result = LineSender.errorLine(customID: customID, code: unanswered.code, message: unanswered.message)
+                    let reason = unanswered(n)
+                    result = LineSender.errorLine(customID: customID, code: reason.code, message: reason.message)
                     ok = false
                 }
                 result.append(UInt8(ascii: "\n"))
@@ -345,6 +376,9 @@ struct BatchRunner: Sendable {
                     counts.failed += 1
                 }
             }
+            // Another replica may take the batch over once the lease lapses, and redo this with the
+            // same file ids: the files are written only while the lease surely holds.
+            guard watch.holds(for: .seconds(settings.leaseSeconds / 5)) else { throw Stop.leaseLost }
             if let output { _ = try await files.finish(output, expiresAfter: nil, tenant: tenant, scope: scope) }
             if let errors { _ = try await files.finish(errors, expiresAfter: nil, tenant: tenant, scope: scope) }
         } catch {
@@ -364,7 +398,7 @@ struct BatchRunner: Sendable {
         default: batch.completedAt = now
         }
         try await save(batch)
-        _ = try? await store.deleteBatchResults(tenant: tenant.name, batch: batch.id)
+        await deleteResults(of: batch)
         try? await audit.append(AuditLog.event(.batchEnd, key: tenant.key, record: batch.id,
                                                detail: "status=\(ending.rawValue) completed=\(counts.ok) failed=\(counts.failed)", scope: scope))
         logger.notice("batch ended", metadata: ["batch": "\(batch.id)", "status": "\(ending.rawValue)", "completed": "\(counts.ok)",
@@ -382,20 +416,61 @@ struct BatchRunner: Sendable {
         batch.failedAt = Gateway.nowMs()
         batch.outputFile = nil
         batch.errorFile = nil
-        guard (try? await store.saveBatch(batch, owner: owner)) == true else { return }
-        _ = try? await store.deleteBatchResults(tenant: batch.tenant, batch: batch.id)
+        guard (try? await store.saveBatch(batch, owner: owner, now: Gateway.nowMs())) == true else { return }
+        await deleteResults(of: batch)
         try? await audit.append(AuditLog.event(.batchEnd, record: batch.id, result: .error(failure.code), detail: "status=failed", scope: scope))
         logger.warning("batch failed", metadata: ["batch": "\(batch.id)", "error": "\(failure.code)"])
     }
+
+    /// Results are read this many lines at a time (answers can be large: an embedding of 3,072
+    /// numbers is about 60 KiB of JSON).
+    static let pageSize: Int64 = 50
+
+    /// Deletes the line results of an ended batch (only lines sent can have one).
+    private func deleteResults(of batch: Batch) async {
+        for start in stride(from: Int64(0), to: batch.dispatched, by: 500) {
+            let ids = (start..<min(start + 500, batch.dispatched)).map { Batches.lineID(batch.id, $0) }
+            _ = try? await store.deleteBatchResults(tenant: batch.tenant, ids: ids)
+        }
+    }
 }
 
-/// What the watcher of a running batch noticed, for its dispatcher.
+/// What the lease keeper of a running batch knows: why sending should stop, whether the lease is
+/// lost, and until when it surely holds.
 final class Watch: Sendable {
-    private let state = Mutex<(reason: BatchRunner.Stop?, finished: Bool)>((nil, false))
-    var reason: BatchRunner.Stop? { state.withLock { $0.reason } }
-    var finished: Bool { state.withLock { $0.finished || $0.reason != nil } }
+    private struct State {
+        var reason: BatchRunner.Stop?
+        var lost = false
+        var finished = false
+        var renewed: ContinuousClock.Instant
+    }
+    private let state: Mutex<State>
+    let lease: Duration
+
+    /// `lease`: its length; it was taken just before.
+    init(lease: Duration) {
+        self.lease = lease
+        state = Mutex(State(renewed: .now))
+    }
+
+    /// Why sending should stop, if it should: a lost lease first.
+    var reason: BatchRunner.Stop? { state.withLock { $0.lost ? .leaseLost : $0.reason } }
+    var lost: Bool { state.withLock { $0.lost } }
+    var finished: Bool { state.withLock { $0.finished } }
+    /// Whether the lease holds for `margin` more, as far as this replica knows.
+    func holds(for margin: Duration) -> Bool { state.withLock { !$0.lost && ContinuousClock.now + margin < $0.renewed + lease } }
+
     func stop(_ reason: BatchRunner.Stop) { state.withLock { if $0.reason == nil { $0.reason = reason } } }
+    func lose() { state.withLock { $0.lost = true } }
+    func renewed(at instant: ContinuousClock.Instant) { state.withLock { $0.renewed = max($0.renewed, instant) } }
     func finish() { state.withLock { $0.finished = true } }
+}
+
+/// A flag one task sets and others read.
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .acquiring) }
+    func set() { value.store(true, ordering: .releasing) }
 }
 
 /// A decrypted file's non-blank lines, with their line numbers (from 1).

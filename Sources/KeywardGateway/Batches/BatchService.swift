@@ -3,8 +3,8 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// Takes up unfinished batches whose lease is free (new ones, those of a replica that died, its
-/// own after a restart) every second, and runs up to ``BatchesConfiguration/running`` of them at
+/// Takes up unfinished batches whose lease is free (new ones, those given up at a shutdown, those
+/// of a replica that died once its lease has lapsed) every second, and runs up to ``BatchesConfiguration/running`` of them at
 /// once. At shutdown the running batches stop sending, let their lines in flight finish, and
 /// give their leases up.
 struct BatchService: Service, CustomStringConvertible {

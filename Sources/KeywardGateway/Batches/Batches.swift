@@ -13,8 +13,8 @@ import KeywardStorage
 /// `batch.output` or `batch.error`) until the output and error files are written from them.
 struct Batches: Sendable {
     static let kind = "batch"
-    static let outputKind = "batch.output"
-    static let errorKind = "batch.error"
+    static let outputKind = Batch.outputKind
+    static let errorKind = Batch.errorKind
     static let outputPurpose = "batch_output"
     static let endpoints: Set<String> = ["/v1/chat/completions", "/v1/embeddings", "/v1/responses"]
     /// OpenAI's limit on the requests of one batch.

@@ -63,6 +63,11 @@ struct FilesController {
         router.delete("/v1/files/:id") { _, context -> Response in
             let (tenant, scope) = try await caller(context, .retrieval)
             let record = try await files.record(tenant, try context.parameters.require("id"))
+            // A batch reads its input file again to write its results in order.
+            if try await files.store.unfinishedBatches().contains(where: { $0.tenant == tenant.name && $0.inputFile == record.id }) {
+                throw GatewayError(.conflict, type: "invalid_request_error", code: "file_in_use",
+                                   "file \(record.id) is the input of a batch that has not ended")
+            }
             try await files.delete(record, of: tenant, scope: scope)
             return JSONBody.response(["id": record.id, "object": "file", "deleted": true])
         }

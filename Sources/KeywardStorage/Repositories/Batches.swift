@@ -14,6 +14,10 @@ public struct Batch: Sendable, Hashable {
         public var isTerminal: Bool { self == .completed || self == .failed || self == .expired || self == .cancelled }
     }
 
+    /// The record kinds of a line's result: answered with a 2xx status, or not.
+    public static let outputKind = "batch.output"
+    public static let errorKind = "batch.error"
+
     public let id: String
     public let tenant: String
     /// The token that created the batch: its lines are sent with its grants.
@@ -65,18 +69,22 @@ public protocol BatchRepository: Sendable {
     /// Takes the batch for `owner` until `until` if it is unfinished and free (no owner, a lapsed
     /// lease, or `owner`'s own); returns it as taken, or nil.
     func claimBatch(id: String, owner: String, until: Int64, now: Int64) async throws -> Batch?
+    /// Extends `owner`'s lease on the batch to `until` if it still holds it (it owns it and the
+    /// lease has not lapsed by `now`: a lapsed lease may be another replica's already, and is
+    /// only taken back through ``claimBatch(id:owner:until:now:)``); false when it does not.
+    func renewBatch(id: String, owner: String, until: Int64, now: Int64) async throws -> Bool
+    /// Gives `owner`'s lease on the batch up (at shutdown), for any replica to take at once.
+    func releaseBatch(id: String, owner: String) async throws
     /// Saves what the runner owns of the batch (status, times but the cancel's, counts, files,
-    /// errors; not the lease, which only ``claimBatch(id:owner:until:now:)`` moves) if `owner`
-    /// still holds it; false when it does not.
-    func saveBatch(_ batch: Batch, owner: String) async throws -> Bool
+    /// errors; not the lease) if `owner` still holds it at `now`; false when it does not.
+    func saveBatch(_ batch: Batch, owner: String, now: Int64) async throws -> Bool
     /// Marks an unfinished batch for cancelling; false if it has ended or is already cancelling.
     func cancelBatch(tenant: String, id: String, at time: Int64) async throws -> Bool
-    /// The records of a batch's line results (ids `<batch>.<line>`), in id order, after `after`.
-    func batchResults(tenant: String, batch: String, after: String?, limit: Int) async throws -> [Record]
-    /// The ids of a batch's line results.
-    func batchResultIDs(tenant: String, batch: String) async throws -> [String]
-    /// Deletes a batch's line results (once its files hold them); returns how many.
-    func deleteBatchResults(tenant: String, batch: String) async throws -> Int
+    /// The line results among `ids` (a batch's `<batch>.<line>` records) that exist, in no order.
+    /// Named one by one, not as a range of ids: a range depends on the database's collation.
+    func batchResults(tenant: String, ids: [String]) async throws -> [Record]
+    /// Deletes the line results among `ids` (once the batch's files hold them); returns how many.
+    func deleteBatchResults(tenant: String, ids: [String]) async throws -> Int
 }
 
 extension Batch {
@@ -156,34 +164,41 @@ extension SQLStore {
         return batch
     }
 
-    public func saveBatch(_ b: Batch, owner: String) async throws -> Bool {
+    public func renewBatch(id: String, owner: String, until: Int64, now: Int64) async throws -> Bool {
+        try await execute(SQLStatement("UPDATE batches SET lease_until = ? WHERE id = ? AND owner = ? AND lease_until >= ?",
+                                       [.integer(until), .text(id), .text(owner), .integer(now)])) == 1
+    }
+
+    public func releaseBatch(id: String, owner: String) async throws {
+        _ = try await execute(SQLStatement("UPDATE batches SET owner = NULL, lease_until = NULL WHERE id = ? AND owner = ?",
+                                           [.text(id), .text(owner)]))
+    }
+
+    public func saveBatch(_ b: Batch, owner: String, now: Int64) async throws -> Bool {
         try await execute(SQLStatement("""
             UPDATE batches SET status = ?, in_progress_at = ?, finalizing_at = ?, completed_at = ?, failed_at = ?, expired_at = ?,
             cancelled_at = ?, total = ?, completed = ?, failed = ?, dispatched = ?, output_file = ?, error_file = ?, errors = ?
-            WHERE id = ? AND owner = ?
+            WHERE id = ? AND owner = ? AND lease_until >= ?
             """, [.text(b.status.rawValue), .integer(b.inProgressAt), .integer(b.finalizingAt), .integer(b.completedAt),
                   .integer(b.failedAt), .integer(b.expiredAt), .integer(b.cancelledAt), .integer(b.total), .integer(b.completed),
-                  .integer(b.failed), .integer(b.dispatched), .text(b.outputFile), .text(b.errorFile), .text(b.errors), .text(b.id), .text(owner)])) == 1
+                  .integer(b.failed), .integer(b.dispatched), .text(b.outputFile), .text(b.errorFile), .text(b.errors), .text(b.id),
+                  .text(owner), .integer(now)])) == 1
     }
 
-    /// Line results are the records whose id is the batch's followed by a dot: `>= "<batch>."`
-    /// and `< "<batch>/"` (the next character) is that range on the primary key.
-    private func resultRange(_ tenant: String, _ batch: String) -> SQLStatement {
-        SQLStatement(" FROM records WHERE tenant = ? AND id > ? AND id < ?", [.text(tenant), .text(batch + "."), .text(batch + "/")])
+    /// ` FROM records WHERE tenant = ? AND kind IN (the results' kinds) AND id IN (ids)`.
+    private func results(_ tenant: String, _ ids: [String]) -> SQLStatement {
+        SQLStatement(" FROM records WHERE tenant = ? AND kind IN (?, ?) AND id IN ("
+                     + Array(repeating: "?", count: ids.count).joined(separator: ", ") + ")", [.text(tenant), .text(Batch.outputKind), .text(Batch.errorKind)] + ids.map { .text($0) })
     }
 
-    public func batchResults(tenant: String, batch: String, after: String?, limit: Int) async throws -> [Record] {
-        var s = SQLStatement("SELECT \(Record.columns)") + resultRange(tenant, batch)
-        if let after { s += SQLStatement(" AND id > ?", [.text(after)]) }
-        return try await query(s + SQLStatement(" ORDER BY id LIMIT ?", [.integer(Int64(limit))]), Record.init(row:))
+    public func batchResults(tenant: String, ids: [String]) async throws -> [Record] {
+        guard !ids.isEmpty else { return [] }
+        return try await query(SQLStatement("SELECT \(Record.columns)") + results(tenant, ids), Record.init(row:))
     }
 
-    public func batchResultIDs(tenant: String, batch: String) async throws -> [String] {
-        try await queryLong(SQLStatement("SELECT id") + resultRange(tenant, batch)) { try $0.text(0) }
-    }
-
-    public func deleteBatchResults(tenant: String, batch: String) async throws -> Int {
-        try await executeLong(SQLStatement("DELETE") + resultRange(tenant, batch))
+    public func deleteBatchResults(tenant: String, ids: [String]) async throws -> Int {
+        guard !ids.isEmpty else { return 0 }
+        return try await execute(SQLStatement("DELETE") + results(tenant, ids))
     }
 
     public func cancelBatch(tenant: String, id: String, at time: Int64) async throws -> Bool {
