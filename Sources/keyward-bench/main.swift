@@ -15,6 +15,8 @@ import NIOPosix
 ///        KEYWARD_DATABASE_URL and KEYWARD_ROOT_KEY_FILE seed a PostgreSQL database instead)
 ///        keyward-bench bare-proxy PORT UPSTREAM-URL   (Hummingbird and the upstream client alone, serving
 ///        POST /v1/chat/completions until stopped: the floor of the gateway's stack)
+///        keyward-bench bare-files PORT   (Hummingbird alone, taking uploads in and sending downloads out
+///        with nothing done to the bytes: the floor of a file's trip)
 
 func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18 }
 
@@ -105,6 +107,11 @@ if args.first == "seed" {
     try await seed(gateway, tenant: args[2], exchanges: n)
     try await gateway.upstreams.shutdown()
     print("seeded \(n) exchanges (\(2 * n) records) for \(args[2])")
+    exit(0)
+}
+if args.first == "bare-files" {
+    guard args.count == 2, let port = Int(args[1]) else { print("usage: keyward-bench bare-files PORT"); exit(2) }
+    try await bareFiles(port: port)
     exit(0)
 }
 if args.first == "bare-proxy" {

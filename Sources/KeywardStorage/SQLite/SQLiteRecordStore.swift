@@ -46,8 +46,9 @@ public final class SQLiteRecordStore: SQLStore {
             """)
         connection = Mutex(c)
         checkpointer = Mutex(path == ":memory:" ? nil : try SQLiteConnection(path: path))
-        if path != ":memory:" && c.preallocateLog(bytes: Self.logFileBytes) {
-            residentLog = ResidentFileRange(path: path + "-wal", length: Int(Self.logFileBytes))
+        let logBytes = path == ":memory:" ? 0 : Self.logFileBytes(besides: path)
+        if logBytes > 0 && c.preallocateLog(bytes: logBytes) {
+            residentLog = ResidentFileRange(path: path + "-wal", length: Int(logBytes))
         } else {
             residentLog = nil
         }
@@ -58,8 +59,18 @@ public final class SQLiteRecordStore: SQLStore {
     /// writes the new size and blocks, and every append waits meanwhile: measured on this
     /// project's machine (ext4), appends stalled up to 48 ms against 4 ms into allocated space.
     /// PostgreSQL preallocates its log segments for the same reason. SQLite reads the zeros past
-    /// the last frame as the log's end.
-    static let logFileBytes: Int64 = 134_217_728
+    /// the last frame as the log's end. On a small volume, a quarter of its free space (in whole
+    /// MiB; none below 8 MiB): the database, the keys and the blobs need the rest, and a server
+    /// that filled its volume before writing its root key would not start.
+    static func logFileBytes(besides path: String) -> Int64 {
+        var st = statvfs()
+        let folder = (path as NSString).deletingLastPathComponent
+        guard statvfs(folder.isEmpty ? "." : folder, &st) == 0 else { return 0 }
+        let bytes = min(maxLogFileBytes, Int64(st.f_bavail) * Int64(st.f_frsize) / 4) & ~Int64((1 << 20) - 1)
+        return bytes >= 8 << 20 ? bytes : 0
+    }
+
+    static let maxLogFileBytes: Int64 = 134_217_728
 
     /// 64 MiB of 4 KiB pages: past this, a checkpoint holds writers back briefly to restart the log.
     static let maxLogFrames: Int64 = 16_384
