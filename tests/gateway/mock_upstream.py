@@ -6,7 +6,10 @@ provider API key the gateway sends, counts every request it receives (so tests c
 nothing reached it), and has models that misbehave on purpose:
 
   mock-429 -> 429 with retry-after, mock-500 -> 500, mock-slow -> answers after 3 s,
-  mock-redirect -> 307 elsewhere, mock-drip -> streams slowly (0.4 s between chunks), mock-tools -> answers with a tool call.
+  mock-redirect -> 307 elsewhere, mock-drip -> streams slowly (0.4 s between chunks), mock-tools -> answers with a tool call,
+  mock-cut -> resets the connection mid-answer (streamed or not), mock-stall -> stops sending mid-answer for 30 s,
+  mock-huge-error -> 500 with a 10 MiB error body; claude-cut and resp-cut -> reset a streamed
+  Messages or Responses answer midway.
 
 Its Responses API (`/v1/responses`) is stateless, as Keyward calls it: it answers from the input it
 is given (`resp-*` models; `resp-tools` calls a function when given tools, `resp-reason` adds an
@@ -14,6 +17,8 @@ encrypted reasoning item when asked to include it) and refuses `previous_respons
 a provider that stores conversations could honour.
 """
 import json
+import socket
+import struct
 import sys
 import threading
 import time
@@ -104,6 +109,8 @@ def make_handler(state):
             if model == "mock-429":
                 return self.send_json(429, {"error": {"message": "slow down", "type": "rate_limit_error",
                                                       "code": "rate_limit_exceeded"}}, [("retry-after", "7")])
+            if model == "mock-huge-error":
+                return self.send_json(500, {"error": {"message": "x" * (10 << 20), "type": "server_error"}})
             if model == "mock-500":
                 return self.send_json(500, {"error": {"message": "provider broke", "type": "server_error"}})
             if model == "mock-redirect":
@@ -138,8 +145,22 @@ def make_handler(state):
                 return self.responses_api(body, model)
             self.send_json(404, {"error": {"message": "no such path", "type": "invalid_request_error"}})
 
+        def cut(self):
+            """Ends the connection with a reset (RST), as a crashed provider or a middlebox does."""
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+
         def chat(self, body, model):
             text = "echo: " + last_user_text(body)
+            if model == "mock-cut" and not body.get("stream"):
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", "1000")
+                self.end_headers()
+                self.wfile.write(b'{"id": "upstream-id", "object": "chat.comp')
+                return self.cut()
             last = (body.get("messages") or [{}])[-1]
             if last.get("role") == "tool":
                 text = "tool said: " + str(last.get("content"))
@@ -166,6 +187,11 @@ def make_handler(state):
             for i, w in enumerate(words):
                 if model == "mock-drip":
                     time.sleep(0.4)
+                if i == 1 and model == "mock-cut":
+                    return self.cut()
+                if i == 1 and model == "mock-stall":
+                    time.sleep(30)
+                    return self.cut()
                 piece = w if i == 0 else " " + w
                 self.sse(json.dumps({**base, "choices": [{"index": 0, "delta": {"content": piece},
                                                           "finish_reason": None}]}))
@@ -225,6 +251,8 @@ def make_handler(state):
                 part = {"type": "output_text", "text": "", "annotations": []}
                 event("response.content_part.added", output_index=i, item_id=item["id"], content_index=0, part=part)
                 for j, w in enumerate(text.split(" ")):
+                    if j == 1 and model == "resp-cut":
+                        return self.cut()
                     event("response.output_text.delta", output_index=i, item_id=item["id"], content_index=0,
                           delta=w if j == 0 else " " + w, logprobs=[])
                 event("response.output_text.done", output_index=i, item_id=item["id"], content_index=0, text=text, logprobs=[])
@@ -255,6 +283,8 @@ def make_handler(state):
             self.sse(json.dumps({"type": "content_block_start", "index": 0,
                                  "content_block": {"type": "text", "text": ""}}), "content_block_start")
             for i, w in enumerate(text.split(" ")):
+                if i == 1 and model == "claude-cut":
+                    return self.cut()
                 piece = w if i == 0 else " " + w
                 self.sse(json.dumps({"type": "content_block_delta", "index": 0,
                                      "delta": {"type": "text_delta", "text": piece}}), "content_block_delta")

@@ -151,7 +151,7 @@ struct ResponsesController {
             let headTime = ContinuousClock.now - upstreamStart
             metrics.upstream(upstream.name, status: Int(response.status.code), duration: headTime)
             return Response(status: .ok, headers: headers(turn, upstreamTime: headTime, contentType: "text/event-stream"),
-                            body: streamBody(turn, upstream: response, translation: translation, request: body))
+                            body: streamBody(turn, upstream: response, from: upstream, translation: translation, request: body))
         }
         let collected = try await UpstreamClient.collect(response, upTo: 64 << 20, from: upstream)
         let upstreamTime = ContinuousClock.now - upstreamStart
@@ -265,8 +265,10 @@ struct ResponsesController {
 
     /// Forwards each event as soon as it is complete, with Keyward's response id in the events that
     /// carry the response; the final response is stored before its event is forwarded, so a client
-    /// that saw the end can read it back.
-    private func streamBody(_ turn: Turn, upstream: PooledHTTPClient.Response, translation: Translation, request: [String: Any]) -> ResponseBody {
+    /// that saw the end can read it back. An upstream that breaks off or stalls mid-answer ends the
+    /// stream with an `error` event (the turn, incomplete, is not kept).
+    private func streamBody(_ turn: Turn, upstream: PooledHTTPClient.Response, from configuration: UpstreamConfiguration,
+                            translation: Translation, request: [String: Any]) -> ResponseBody {
         // Another API's events become Responses events; a Responses upstream's events pass.
         let requestJSON = try? JSONSerialization.data(withJSONObject: request)
         return ResponseBody { writer in
@@ -318,8 +320,14 @@ struct ResponsesController {
                     try await writer.write(ByteBuffer(bytes: event.bytes))
                 }
             }
-            for try await buffer in upstream.body {
+            if let e = try await UpstreamClient.forEachChunk(of: upstream, from: configuration, { buffer in
                 for event in splitter.feed(buffer.readableBytesView) { try await forward(event) }
+            }) {
+                logger.warning("an upstream broke off a streamed response", metadata: ["upstream": "\(configuration.name)", "error": "\(e.code)"])
+                let body: [String: Any] = ["type": "error", "code": e.code, "message": e.message]
+                try await writer.write(ByteBuffer(bytes: SSEEvent(name: "error", data: Array(try JSONSerialization.data(withJSONObject: body))).bytes))
+                try await writer.finish(nil)
+                return
             }
             if let last = splitter.finish() { try await forward(last) }
             if translation != .none {

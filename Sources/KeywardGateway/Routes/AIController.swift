@@ -100,11 +100,12 @@ struct AIController {
     }
 
     /// Seals and stores the two records of an exchange.
+    /// `status`: 200, or the error of an answer that broke off (what was received is kept).
     func storeExchange(_ x: Exchange, protocol p: APIProtocol, response: [UInt8], usage: (Int?, Int?),
-                       upstreamTime: Duration) async throws {
+                       upstreamTime: Duration, status: Int = 200) async throws {
         guard let id = x.recordID else { return }
         let now = Gateway.nowMs()
-        let metadata = RecordMetadata(model: x.model, status: 200, promptTokens: usage.0, completionTokens: usage.1,
+        let metadata = RecordMetadata(model: x.model, status: status, promptTokens: usage.0, completionTokens: usage.1,
                                       upstreamMs: upstreamTime.milliseconds, streamed: x.stream)
         let records = [
             try x.sealer.seal(x.body, id: id, kind: p.requestKind, createdAt: now, metadata: metadata),
@@ -160,7 +161,7 @@ struct AIController {
             let headTime = ContinuousClock.now - upstreamStart
             metrics.upstream(upstream.name, status: Int(response.status.code), duration: headTime)
             return Response(status: .ok, headers: headers(x, upstreamTime: headTime, contentType: contentType),
-                            body: streamBody(x, protocol: p, upstream: response))
+                            body: streamBody(x, protocol: p, upstream: response, from: upstream))
         }
         let collected = try await UpstreamClient.collect(response, upTo: 64 << 20, from: upstream)
         let upstreamTime = ContinuousClock.now - upstreamStart
@@ -185,15 +186,18 @@ struct AIController {
 
     /// Forwards each event as soon as it is complete. The assembled answer is stored before the
     /// final event (`[DONE]`, `message_stop`) is forwarded, so a client that saw the end can read
-    /// the record; a stream that ends without one is stored at its end.
-    private func streamBody(_ x: Exchange, protocol p: APIProtocol, upstream: PooledHTTPClient.Response) -> ResponseBody {
+    /// the record; a stream that ends without one is stored at its end. An upstream that breaks
+    /// off or stalls mid-answer: what it sent is stored with the error's status, and the client
+    /// gets an error event (the API's own shape, which its SDK raises) and a complete response.
+    private func streamBody(_ x: Exchange, protocol p: APIProtocol, upstream response: PooledHTTPClient.Response,
+                            from upstream: UpstreamConfiguration) -> ResponseBody {
         ResponseBody { writer in
             var splitter = SSEEventSplitter()
             var chat = ChatStreamAssembler()
             var messages = AnthropicStreamAssembler()
             var stored = false
             let start = ContinuousClock.now
-            func store() async {
+            func store(status: Int = 200) async {
                 guard !stored, chat.chunks > 0 || messages.started else { return }
                 stored = true
                 let answer = p == .openAI ? chat.assembled(id: x.recordID ?? "") : messages.assembled()
@@ -201,7 +205,8 @@ struct AIController {
                     ? ((chat.usage?["prompt_tokens"] as? Int), (chat.usage?["completion_tokens"] as? Int))
                     : (messages.promptTokens, messages.completionTokens)
                 do {
-                    try await storeExchange(x, protocol: p, response: answer, usage: usage, upstreamTime: ContinuousClock.now - start)
+                    try await storeExchange(x, protocol: p, response: answer, usage: usage, upstreamTime: ContinuousClock.now - start,
+                                            status: status)
                 } catch {
                     // The answer has been sent; the operator must know it was not kept.
                     logger.error("streamed exchange not stored", metadata: ["record": "\(x.recordID ?? "-")", "error": "\(error)"])
@@ -220,13 +225,28 @@ struct AIController {
                 }
                 try await writer.write(ByteBuffer(bytes: e.bytes))
             }
-            for try await buffer in upstream.body {
+            if let e = try await UpstreamClient.forEachChunk(of: response, from: upstream, { buffer in
                 for event in splitter.feed(buffer.readableBytesView) { try await forward(event) }
+            }) {
+                logger.warning("an upstream broke off a streamed answer", metadata: ["upstream": "\(upstream.name)", "error": "\(e.code)"])
+                await store(status: Int(e.status.code))
+                try await writer.write(ByteBuffer(bytes: Self.errorEvent(e, protocol: p)))
+                try await writer.finish(nil)
+                return
             }
             if let last = splitter.finish() { try await forward(last) }
             await store()
             try await writer.finish(nil)
         }
+    }
+
+    /// An error as a stream's event: OpenAI's `data: {"error": …}` (which its SDKs raise), or
+    /// Anthropic's `event: error`.
+    static func errorEvent(_ e: GatewayError, protocol p: APIProtocol) -> [UInt8] {
+        let error: [String: Any] = ["message": e.message, "type": e.type, "code": e.code]
+        let data = p == .openAI ? ["error": error] : ["type": "error", "error": ["type": e.type, "message": e.message]]
+        let json = (try? JSONSerialization.data(withJSONObject: data, options: [.sortedKeys])).map { Array($0) } ?? []
+        return Array((p == .openAI ? "data: " : "event: error\ndata: ").utf8) + json + Array("\n\n".utf8)
     }
 
     /// The built-in echo model, for trying the flow without a provider.

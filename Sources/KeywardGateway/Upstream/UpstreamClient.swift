@@ -64,12 +64,35 @@ public final class UpstreamClient: Sendable {
     /// The whole body of an upstream's answer. One that breaks off, stalls or grows past `limit`
     /// is the upstream's failure: 502, or 504 for a stall.
     static func collect(_ response: PooledHTTPClient.Response, upTo limit: Int, from upstream: UpstreamConfiguration) async throws -> ByteBuffer {
-        do { return try await response.body.collect(upTo: limit) } catch let e as HTTPClientError where e.code == .readTimeout {
-            throw GatewayError(.gatewayTimeout, type: "api_error", code: "upstream_timeout", "upstream \(upstream.name) stopped answering")
-        } catch let e as HTTPClientError where e.code == .bodyTooLarge {
-            throw GatewayError(.badGateway, type: "api_error", code: "upstream_error", "upstream \(upstream.name) answered more than \(limit) bytes")
-        } catch {
-            throw GatewayError(.badGateway, type: "api_error", code: "upstream_unavailable", "upstream \(upstream.name) broke off its answer")
+        do { return try await response.body.collect(upTo: limit) } catch {
+            throw bodyError(error, from: upstream, limit: limit)
+        }
+    }
+
+    /// Hands each piece of a streamed answer's body to `body` as it comes; returns nil at its end,
+    /// or what the client is told if it broke off or stalled (errors of `body` itself are thrown).
+    static func forEachChunk(of response: PooledHTTPClient.Response, from upstream: UpstreamConfiguration,
+                             _ body: (ByteBuffer) async throws -> Void) async throws -> GatewayError? {
+        var chunks = response.body.makeAsyncIterator()
+        while true {
+            let buffer: ByteBuffer?
+            do { buffer = try await chunks.next() } catch { return bodyError(error, from: upstream) }
+            guard let buffer else { return nil }
+            try await body(buffer)
+        }
+    }
+
+    /// What a client is told of an answer's body that failed as it was read: a stall is 504,
+    /// anything else (a reset, a cut, too much) 502.
+    static func bodyError(_ error: any Error, from upstream: UpstreamConfiguration, limit: Int? = nil) -> GatewayError {
+        switch (error as? HTTPClientError)?.code {
+        case .readTimeout?:
+            GatewayError(.gatewayTimeout, type: "api_error", code: "upstream_timeout", "upstream \(upstream.name) stopped answering")
+        case .bodyTooLarge?:
+            GatewayError(.badGateway, type: "api_error", code: "upstream_error",
+                         "upstream \(upstream.name) answered more than \(limit.map(String.init) ?? "the limit's") bytes")
+        default:
+            GatewayError(.badGateway, type: "api_error", code: "upstream_unavailable", "upstream \(upstream.name) broke off its answer")
         }
     }
 
