@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -44,7 +45,9 @@ class Moto:
 
 class FaultProxy:
     """Forwards to moto; `faults` maps an operation to a list of canned answers used one per request
-    (status, AWS error type, message), or "hang" to accept and never answer."""
+    (status, AWS error type, message), or to a fault for every request: "hang" (accept and never
+    answer), "reset" (a TCP reset instead of an answer), "drop" (close without answering),
+    "garbage" (a 200 whose body is not JSON), ("delay", seconds) (forward after a pause)."""
 
     def __init__(self, upstream_port):
         self.faults = {}
@@ -70,6 +73,26 @@ class FaultProxy:
                 if queue == "hang":
                     time.sleep(30)
                     return
+                if queue == "reset":
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                    return
+                if queue == "drop":
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                if queue == "garbage":
+                    payload = b"\x00\xffnot json at all" * 64
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/x-amz-json-1.1")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                if isinstance(queue, tuple) and queue[0] == "delay":
+                    time.sleep(queue[1])
+                    queue = None
                 if queue:
                     status, kind, message = queue.pop(0)
                     payload = json.dumps({"__type": kind, "message": message}).encode()
