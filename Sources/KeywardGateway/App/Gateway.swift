@@ -222,6 +222,7 @@ public final class Gateway: Sendable {
         ]
         return Application(
             router: router(),
+            server: .http1(configuration: configuration.listener.http1(metrics: metrics)),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             services: services,
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },

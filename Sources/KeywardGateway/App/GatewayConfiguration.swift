@@ -82,6 +82,8 @@ public struct GatewayConfiguration: Sendable {
     public var fileSizeLimit = 512 << 20
     /// How batches run (`"batches"` in the config file).
     public var batches = BatchesConfiguration()
+    /// The listener's limits against slow or greedy clients (`"listener"`).
+    public var listener = ListenerConfiguration()
     /// Whether requests, key-store calls, upstream calls and storage writes are traced (the
     /// OpenTelemetry exporter is then set up by `keyward serve`); off, no span is made.
     public var tracing = false
@@ -213,6 +215,16 @@ public struct GatewayConfiguration: Sendable {
             guard limit > 0 else { throw GatewayError.config("files.max_bytes must be positive") }
             fileSizeLimit = limit
         }
+        if let l = file.listener {
+            if let v = l.idle_timeout_seconds { listener.idleTimeoutSeconds = v }
+            if let v = l.max_header_bytes { listener.maxHeaderBytes = v }
+            if let v = l.max_header_count { listener.maxHeaderCount = v }
+            if let v = l.max_connections_per_address { listener.maxConnectionsPerAddress = v }
+            let c = listener
+            guard c.idleTimeoutSeconds > 0, c.maxHeaderBytes >= 1024, c.maxHeaderCount >= 16, c.maxConnectionsPerAddress >= 0 else {
+                throw GatewayError.config("listener: idle_timeout_seconds must be positive, max_header_bytes at least 1024, max_header_count at least 16, max_connections_per_address 0 (none) or more")
+            }
+        }
         if let b = file.batches {
             if let v = b.concurrency { batches.concurrency = v }
             if let v = b.upstream_concurrency { batches.upstreamConcurrency = v }
@@ -308,6 +320,13 @@ public struct GatewayConfiguration: Sendable {
             var lease_seconds: Double?
         }
         var batches: Batches?
+        struct Listener: Decodable {
+            var idle_timeout_seconds: Double?
+            var max_header_bytes: Int?
+            var max_header_count: Int?
+            var max_connections_per_address: Int?
+        }
+        var listener: Listener?
         var data_key_cache: Cache?
         var purge_interval_seconds: Double?
         struct Audit: Decodable {

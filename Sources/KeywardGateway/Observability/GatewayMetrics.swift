@@ -25,6 +25,10 @@ public final class GatewayMetrics: Sendable {
         }
     }
 
+    /// A connection closed at once: its address held as many as the listener allows.
+    func connectionRefused() { connectionsRefused.increment() }
+    private var connectionsRefused: Metrics.Counter { counter("connections_refused", []) }
+
     private func counter(_ name: String, _ labels: [(String, String)]) -> Metrics.Counter {
         Metrics.Counter(label: "keyward_\(name)_total", dimensions: labels, factory: factory)
     }
