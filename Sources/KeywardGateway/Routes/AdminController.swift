@@ -66,14 +66,7 @@ struct AdminController {
             }
             let key: String
             if let given = input.key {
-                let reference: KeyReference
-                do { reference = try KeyReference.parse(given) } catch {
-                    throw GatewayError.invalidRequest("\(error)", code: "invalid_key_reference")
-                }
-                let description = try await keyStores.store(for: reference).describe(keyID: reference.keyID)
-                guard description.state == .enabled else {
-                    throw GatewayError.invalidRequest("key \(given) is \(description.state), not enabled", code: "key_not_enabled")
-                }
+                _ = try await keyStores.enabledKey(given)
                 key = given
             } else {
                 let reference = KeyReference(scheme: "local", keyID: input.name)

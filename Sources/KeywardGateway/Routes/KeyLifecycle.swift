@@ -27,14 +27,7 @@ struct KeyLifecycle {
     /// to it, then re-wraps the stored ones. Records not yet re-wrapped stay readable meanwhile.
     func startRekey(tenant name: String, to key: String, actor: String) async throws -> Job {
         guard let tenant = try await store.tenant(named: name) else { throw GatewayError.notFound("no tenant \(name)") }
-        let reference: KeyReference
-        do { reference = try KeyReference.parse(key) } catch {
-            throw GatewayError.invalidRequest("\(error)", code: "invalid_key_reference")
-        }
-        let description = try await describe(reference, key)
-        guard description.state == .enabled else {
-            throw GatewayError.invalidRequest("key \(key) is \(description.state.rawValue), not enabled", code: "key_not_enabled")
-        }
+        _ = try await keyStores.enabledKey(key)
         if let running = try await store.jobs(status: .running).first(where: { $0.tenant == name }) {
             throw GatewayError(.conflict, type: "invalid_request_error", code: "job_running",
                                "re-key job \(running.id) of \(name) is still running")
@@ -62,13 +55,7 @@ struct KeyLifecycle {
     }
 
     func describe(_ reference: KeyReference, _ ref: String) async throws -> KeyDescription {
-        do {
-            var d = try await keyStores.store(for: reference).describe(keyID: reference.keyID)
-            d.reference = ref
-            return d
-        } catch let e as KeyStoreError where e.code == .keyNotFound {
-            throw GatewayError.notFound("no key \(ref)")
-        }
+        try await keyStores.describe(reference, ref)
     }
 
     /// Applies `change` to the key `ref`, logged in the audit chain with its outcome (no event, no
@@ -275,5 +262,33 @@ enum KeyChange: Sendable, Equatable {
     var detail: String? {
         if case .scheduleDeletion(let days) = self { return "days=\(days)" }
         return nil
+    }
+}
+
+extension KeyStores {
+    /// The key `reference` (spelt `ref`) as its store describes it; 404 if the store has none.
+    func describe(_ reference: KeyReference, _ ref: String) async throws -> KeyDescription {
+        do {
+            var d = try await store(for: reference).describe(keyID: reference.keyID)
+            d.reference = ref
+            return d
+        } catch let e as KeyStoreError where e.code == .keyNotFound {
+            throw GatewayError.notFound("no key \(ref)")
+        }
+    }
+
+    /// A key an admin names for a tenant (a new tenant's, a re-key's target): 400 if the reference
+    /// is malformed, 404 if its store has no such key, 409 if the key is not enabled.
+    func enabledKey(_ ref: String) async throws -> KeyReference {
+        let reference: KeyReference
+        do { reference = try KeyReference.parse(ref) } catch {
+            throw GatewayError.invalidRequest("\(error)", code: "invalid_key_reference")
+        }
+        let description = try await describe(reference, ref)
+        guard description.state == .enabled else {
+            throw GatewayError(.conflict, type: "invalid_request_error", code: "key_not_enabled",
+                               "key \(ref) is \(description.state.rawValue), not enabled")
+        }
+        return reference
     }
 }

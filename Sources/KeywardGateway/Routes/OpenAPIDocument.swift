@@ -1,51 +1,118 @@
 import Foundation
+import KeywardStorage
 
 /// The OpenAPI 3.1 description of the admin API, served at `/admin/v1/openapi.json`. Built from
 /// one table of operations, which a test compares with the router.
 enum OpenAPIDocument {
-    struct Operation {
+    /// A JSON Schema, as a value the table can hold.
+    indirect enum Schema: Sendable {
+        case string(pattern: String? = nil, minLength: Int? = nil)
+        case oneOf([String])
+        case integer(ClosedRange<Int>)
+        case number(ClosedRange<Double>)
+        case array(Schema, minItems: Int)
+        /// `minProperties`: a partial update must change something; `closed`: no other member.
+        case object([String: Schema], required: [String] = [], minProperties: Int? = nil, closed: Bool = false)
+        /// Exactly one of these.
+        case either([Schema])
+
+        var json: [String: Any] {
+            switch self {
+            case .string(let pattern, let minLength):
+                var s: [String: Any] = ["type": "string"]
+                if let pattern { s["pattern"] = pattern }
+                if let minLength { s["minLength"] = minLength }
+                return s
+            case .oneOf(let values): return ["type": "string", "enum": values]
+            case .integer(let range): return ["type": "integer", "minimum": range.lowerBound, "maximum": range.upperBound]
+            case .number(let range): return ["type": "number", "minimum": range.lowerBound, "maximum": range.upperBound]
+            case .array(let items, let minItems): return ["type": "array", "items": items.json, "minItems": minItems]
+            case .either(let schemas): return ["oneOf": schemas.map(\.json)]
+            case .object(let properties, let required, let minProperties, let closed):
+                var s: [String: Any] = ["type": "object", "properties": properties.mapValues(\.json), "additionalProperties": !closed]
+                if !required.isEmpty { s["required"] = required.sorted() }
+                if let minProperties { s["minProperties"] = minProperties }
+                return s
+            }
+        }
+
+        static let tenantName = Schema.string(pattern: "^[a-z0-9][a-z0-9_-]{0,62}$")
+        /// A key reference: a local name or a KMS key ARN in full, the other stores' schemes with
+        /// what follows checked by the store itself (a malformed one is 400).
+        static let keyReference = Schema.string(pattern: "^(local:[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}"
+            + "|aws-kms:arn:aws[a-z-]*:kms:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:(key/[0-9a-f-]{36}|alias/[A-Za-z0-9/_-]{1,250})"
+            + "|(pkcs11|vault-transit|kmip):.+)$")
+        static let store = Schema.oneOf(Tenant.StorePolicy.allCases.map(\.rawValue))
+        static let retention = Schema.integer(0...36500)
+        static let encryptedRequests = Schema.oneOf(Tenant.EncryptedRequests.allCases.map(\.rawValue))
+    }
+
+    struct Operation: Sendable {
         var method: String
         var path: String
         var role: String
         var summary: String
-        /// Required JSON body fields and their JSON types.
-        var body: [String: String] = [:]
-        var optional: [String: String] = [:]
-        var query: [String] = []
+        var body: Schema?
+        var query: [String: Schema] = [:]
         var success = "200"
+        /// The error statuses it answers with, beside 401 and 403 (every operation's).
+        var errors: [Int] = []
     }
+
+    /// Statuses any operation may answer with: the audit log or the database unavailable.
+    static let unavailable = [503]
 
     static let operations: [Operation] = [
         Operation(method: "post", path: "/admin/v1/tenants", role: "admin", summary: "Create a tenant (with a new local key unless one is named)",
-                  body: ["name": "string"], optional: ["key": "string", "store": "string", "retention_days": "integer", "encrypted_requests": "string"], success: "201"),
+                  body: .object(["name": .tenantName, "key": .keyReference, "store": .store, "retention_days": .retention,
+                                 "encrypted_requests": .encryptedRequests], required: ["name"]),
+                  success: "201", errors: [400, 404, 409, 413]),
         Operation(method: "get", path: "/admin/v1/tenants", role: "admin", summary: "List tenants"),
         Operation(method: "patch", path: "/admin/v1/tenants/{name}", role: "admin",
                   summary: "Change a tenant's settings (any of store, retention_days, encrypted_requests)",
-                  optional: ["store": "string", "retention_days": "integer", "encrypted_requests": "string"]),
+                  body: .object(["store": .store, "retention_days": .retention, "encrypted_requests": .encryptedRequests], minProperties: 1),
+                  errors: [400, 404, 413]),
         Operation(method: "put", path: "/admin/v1/tenants/{name}/provider-keys/{upstream}", role: "admin",
-                  summary: "Store the tenant's own provider API key, encrypted under its key", body: ["api_key": "string"], success: "204"),
+                  summary: "Store the tenant's own provider API key, encrypted under its key",
+                  body: .object(["api_key": .string(minLength: 1)], required: ["api_key"]), success: "204", errors: [400, 403, 404, 410, 413]),
         Operation(method: "post", path: "/admin/v1/tenants/{name}/purge-shredded", role: "admin",
-                  summary: "Delete the records of a tenant whose key was destroyed"),
+                  summary: "Delete the records of a tenant whose key was destroyed", errors: [404, 409]),
         Operation(method: "post", path: "/admin/v1/tenants/{name}/rekey", role: "key-admin",
-                  summary: "Move the tenant to another master key; starts a re-wrap job", body: ["key": "string"], success: "202"),
+                  summary: "Move the tenant to another master key; starts a re-wrap job",
+                  body: .object(["key": .keyReference], required: ["key"]), success: "202", errors: [400, 404, 409, 410, 413]),
         Operation(method: "post", path: "/admin/v1/tokens", role: "admin", summary: "Issue a token (shown once)",
-                  optional: ["tenant": "string", "role": "string"], success: "201"),
-        Operation(method: "delete", path: "/admin/v1/tokens/{id}", role: "admin", summary: "Delete a token"),
-        Operation(method: "post", path: "/admin/v1/tokens/{id}/suspend", role: "admin", summary: "Suspend a token"),
-        Operation(method: "post", path: "/admin/v1/tokens/{id}/resume", role: "admin", summary: "Lift a token's suspension"),
-        Operation(method: "get", path: "/admin/v1/keys/{ref}", role: "key-admin", summary: "Describe a master key and the tenants using it"),
-        Operation(method: "get", path: "/admin/v1/keys/{ref}/policy", role: "admin", summary: "Read a key's access policy"),
+                  // An app token (the default role) belongs to a tenant; no other does.
+                  body: .either([.object(["tenant": .tenantName, "role": .oneOf([TokenRecord.Role.app.rawValue])], required: ["tenant"], closed: true),
+                                 .object(["role": .oneOf(TokenRecord.Role.allCases.filter { $0 != .app }.map(\.rawValue))], required: ["role"],
+                                         closed: true)]),
+                  success: "201", errors: [400, 404, 413]),
+        Operation(method: "delete", path: "/admin/v1/tokens/{id}", role: "admin", summary: "Delete a token", errors: [404, 409]),
+        Operation(method: "post", path: "/admin/v1/tokens/{id}/suspend", role: "admin", summary: "Suspend a token", errors: [404, 409]),
+        Operation(method: "post", path: "/admin/v1/tokens/{id}/resume", role: "admin", summary: "Lift a token's suspension", errors: [404, 409]),
+        Operation(method: "get", path: "/admin/v1/keys/{ref}", role: "key-admin", summary: "Describe a master key and the tenants using it",
+                  errors: [400, 404]),
+        Operation(method: "get", path: "/admin/v1/keys/{ref}/policy", role: "admin", summary: "Read a key's access policy", errors: [400, 404]),
         Operation(method: "put", path: "/admin/v1/keys/{ref}/policy", role: "admin", summary: "Replace a key's access policy",
-                  body: ["grants": "array"]),
-        Operation(method: "post", path: "/admin/v1/keys/{ref}/disable", role: "key-admin", summary: "Revoke: the key's data becomes unreadable at once"),
-        Operation(method: "post", path: "/admin/v1/keys/{ref}/enable", role: "key-admin", summary: "Restore a disabled key"),
-        Operation(method: "post", path: "/admin/v1/keys/{ref}/rotate", role: "key-admin", summary: "Make a new key version; new data keys use it"),
+                  body: .object(["grants": .array(.object([
+                      "principals": .array(.string(pattern: "^(token:tok_.+|tenant:[a-z0-9][a-z0-9_-]{0,62})$"), minItems: 1),
+                      "purposes": .array(.oneOf(Purpose.allCases.map(\.rawValue)), minItems: 1),
+                      "models": .array(.string(minLength: 1), minItems: 1),
+                  ], required: ["principals", "purposes"]), minItems: 0)], required: ["grants"]),
+                  errors: [400, 404, 413]),
+        Operation(method: "post", path: "/admin/v1/keys/{ref}/disable", role: "key-admin", summary: "Revoke: the key's data becomes unreadable at once",
+                  errors: [400, 404, 409, 410]),
+        Operation(method: "post", path: "/admin/v1/keys/{ref}/enable", role: "key-admin", summary: "Restore a disabled key", errors: [400, 404, 409, 410]),
+        Operation(method: "post", path: "/admin/v1/keys/{ref}/rotate", role: "key-admin", summary: "Make a new key version; new data keys use it",
+                  errors: [400, 404, 409, 410]),
         Operation(method: "post", path: "/admin/v1/keys/{ref}/schedule-deletion", role: "key-admin",
-                  summary: "Destroy the key after 7 to 30 days", body: ["days": "integer"]),
-        Operation(method: "post", path: "/admin/v1/keys/{ref}/cancel-deletion", role: "key-admin", summary: "Cancel a scheduled deletion (the key comes back disabled)"),
-        Operation(method: "get", path: "/admin/v1/jobs/{id}", role: "key-admin", summary: "A job's status, counts and rate"),
+                  summary: "Destroy the key after 7 to 30 days", body: .object(["days": .integer(7...30)], required: ["days"]),
+                  errors: [400, 404, 409, 410, 413]),
+        Operation(method: "post", path: "/admin/v1/keys/{ref}/cancel-deletion", role: "key-admin", summary: "Cancel a scheduled deletion (the key comes back disabled)",
+                  errors: [400, 404, 409, 410]),
+        Operation(method: "get", path: "/admin/v1/jobs/{id}", role: "key-admin", summary: "A job's status, counts and rate", errors: [404]),
         Operation(method: "get", path: "/admin/v1/audit", role: "auditor", summary: "Read the audit log in chain order",
-                  query: ["since", "after", "tenant", "key", "operation", "limit"]),
+                  query: ["since": .number(0...1e12), "after": .integer(0...1_000_000_000_000_000), "tenant": .string(), "key": .string(),
+                          "operation": .string(), "limit": .integer(1...1000)], errors: [400]),
     ]
 
     static let json: String = {
@@ -53,12 +120,12 @@ enum OpenAPIDocument {
         for op in operations {
             var parameters: [[String: Any]] = []
             for name in op.path.split(separator: "/").filter({ $0.hasPrefix("{") }).map({ String($0.dropFirst().dropLast()) }) {
-                parameters.append(["name": name, "in": "path", "required": true, "schema": ["type": "string"],
+                parameters.append(["name": name, "in": "path", "required": true,
+                                   "schema": name == "ref" ? Schema.keyReference.json : name == "name" ? Schema.tenantName.json : ["type": "string"],
                                    "description": name == "ref" ? "a percent-encoded key reference: local:NAME, aws-kms:ARN, pkcs11:…" : name])
             }
-            for name in op.query {
-                parameters.append(["name": name, "in": "query", "required": false,
-                                   "schema": ["type": ["tenant", "key", "operation"].contains(name) ? "string" : "number"]])
+            for (name, schema) in op.query.sorted(by: { $0.key < $1.key }) {
+                parameters.append(["name": name, "in": "query", "required": false, "schema": schema.json])
             }
             var operation: [String: Any] = [
                 "summary": op.summary,
@@ -67,19 +134,13 @@ enum OpenAPIDocument {
                     .split(whereSeparator: { "/{}-".contains($0) }).map { $0.prefix(1).uppercased() + $0.dropFirst() }.joined(),
                 "tags": [op.role],
                 "security": [["bearer": [] as [String]]],
-                "responses": [
-                    op.success: ["description": "success"],
-                    "401": ["$ref": "#/components/responses/Error"],
-                    "403": ["$ref": "#/components/responses/Error"],
-                ] as [String: Any],
+                "responses": ([op.success: ["description": "success"]] as [String: Any]).merging(
+                    Set([401, 403] + op.errors + unavailable).map { (String($0), ["$ref": "#/components/responses/Error"] as Any) },
+                    uniquingKeysWith: { a, _ in a }),
             ]
             if !parameters.isEmpty { operation["parameters"] = parameters }
-            if !op.body.isEmpty || !op.optional.isEmpty {
-                var properties: [String: Any] = [:]
-                for (k, t) in op.body.merging(op.optional, uniquingKeysWith: { a, _ in a }) { properties[k] = ["type": t] }
-                var schema: [String: Any] = ["type": "object", "properties": properties]
-                if !op.body.isEmpty { schema["required"] = op.body.keys.sorted() }
-                operation["requestBody"] = ["required": true, "content": ["application/json": ["schema": schema]]]
+            if let body = op.body {
+                operation["requestBody"] = ["required": true, "content": ["application/json": ["schema": body.json]]]
             }
             paths[op.path, default: [:]][op.method] = operation
         }
