@@ -2,7 +2,8 @@
 test command starts on loopback; KEYWARD_TEST_DATABASE_URL names it): records written through one
 are read through another, a revocation reaches every replica within a second, a re-key job is
 shared and survives a replica killed with SIGKILL, PostgreSQL restarts under load without losing an
-acknowledged record, and the audit chain written by all of them verifies as one."""
+acknowledged record, a replica cut off from the database for 10 s refuses in time and recovers, and
+the audit chain written by all of them verifies as one."""
 import contextlib
 import os
 import signal
@@ -425,3 +426,105 @@ def test_a_replica_keeps_its_batch_while_its_lines_take_longer_than_the_lease(cl
         assert sorted(sent) == sorted(f"{marker} {i}" for i in range(8))
         status, events, _ = b.as_role("auditor", "GET", "/admin/v1/audit?operation=batch_run")
         assert status == 200 and len([e for e in events["data"] if e["record"] == batch.id]) == 1  # nobody took it over
+
+
+class PausingProxy:
+    """A TCP proxy to PostgreSQL that can stop moving bytes, as a network partition does: nothing is
+    closed, nothing is refused, nothing gets through (new connections are accepted and held) until
+    it heals, when whatever was held flows again."""
+
+    def __init__(self, host, port):
+        import socket
+        self.target = (host, port)
+        self.moving = threading.Event()
+        self.moving.set()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        import socket
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            def connect(client=client):
+                self.moving.wait()
+                try:
+                    upstream = socket.create_connection(self.target)
+                except OSError:
+                    client.close()
+                    return
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
+            threading.Thread(target=connect, daemon=True).start()
+
+    def pipe(self, a, b):
+        try:
+            while data := a.recv(65536):
+                self.moving.wait()
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self):
+        self.moving.set()
+        self.server.close()
+
+
+def test_a_replica_cut_off_from_the_database_for_10_s_answers_503_and_recovers(cluster):
+    """One replica reaches PostgreSQL through a proxy that stops moving bytes for 10 s: its
+    requests are refused (503) within the database's 5 s deadline instead of hanging, the other
+    replica goes on, and once the partition heals the first serves again by itself, with every
+    exchange it acknowledged there."""
+    parts = urllib.parse.urlsplit(cluster.url)
+    proxy = PausingProxy(parts.hostname, parts.port)
+    try:
+        cut_url = urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+        a = cluster.make(extra_env={**cluster.env(), "KEYWARD_DATABASE_URL": cut_url})
+        b = cluster.replica()
+        a.admin_token = cluster.admin_token
+        cluster.replicas += [a]
+        token = a.new_tenant("parted")
+        def ask(g, text):
+            status, answer, _ = g.request("POST", "/v1/chat/completions",
+                                          {"model": "keyward/echo", "messages": [{"role": "user", "content": text}]}, token=token)
+            return status, answer
+
+        acknowledged = [chat(a, token, "before")]
+        proxy.moving.clear()
+        started = time.time()
+        refused, longest = 0, 0.0
+        while time.time() - started < 10:
+            t0 = time.time()
+            status, answer = ask(a, f"during {refused}")
+            if status == 200:
+                acknowledged.append(answer["id"])
+            else:
+                assert status == 503, (status, answer)
+                refused += 1
+            longest = max(longest, time.time() - t0)
+            assert time.time() - t0 < 12, "a request waited on the partition past the database's deadline"
+            # The other replica is not affected.
+            acknowledged.append(chat(b, token, "elsewhere"))
+        assert refused > 0
+        proxy.moving.set()
+        deadline = time.time() + 30
+        while (answer := ask(a, "after"))[0] != 200:
+            assert answer[0] == 503 and time.time() < deadline, answer
+            time.sleep(0.5)
+        acknowledged.append(answer[1]["id"])
+        for cid in acknowledged:
+            status, stored, _ = b.request("GET", f"/v1/chat/completions/{cid}", token=token)
+            assert status == 200 and stored["id"] == cid, (status, stored)
+        print(f"partitioned 10 s: {refused} requests refused with 503 (the longest wait {longest:.1f} s), "
+              f"{len(acknowledged)} acknowledged and all there")
+    finally:
+        proxy.close()
