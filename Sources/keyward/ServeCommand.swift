@@ -30,6 +30,10 @@ struct ServeCommand: AsyncParsableCommand {
     var database: String?
     @Option(name: .customLong("root-key-file"), help: "The local key store's root key (KEYWARD_ROOT_KEY_FILE); with --database, the same file on every replica.")
     var rootKeyFile: String?
+    @Option(name: .customLong("tls-cert"), help: "Serve HTTPS: the certificate chain (PEM); reloaded with the key on SIGHUP.") var tlsCert: String?
+    @Option(name: .customLong("tls-key"), help: "The certificate's private key (PEM).") var tlsKey: String?
+    @Option(name: .customLong("tls-client-ca"), help: "Require client certificates signed by this CA (PEM): on every connection, or on /admin only with \"tls\": {\"client_certificates\": \"admin\"} in the config.")
+    var tlsClientCA: String?
 
     func run() async throws {
         // Tasks run on the NIO event loops that also serve the sockets: no hop between Swift's
@@ -44,7 +48,7 @@ struct ServeCommand: AsyncParsableCommand {
         let configuration: GatewayConfiguration
         do {
             configuration = try GatewayConfiguration.load(dataFolder: data, listen: listen, configFile: config, database: database,
-                                                          rootKeyFile: rootKeyFile)
+                                                          rootKeyFile: rootKeyFile, tlsCertificate: tlsCert, tlsKey: tlsKey, tlsClientCA: tlsClientCA)
         } catch let e as GatewayError {
             throw CLIError(exitCode: 2, description: e.message)
         }
@@ -105,7 +109,7 @@ struct GatewayProcess: Service {
         ])
         let (logger, configuration) = (logger, configuration)
         let app = gateway.application { port in
-            logger.notice("listening", metadata: ["address": "http://\(configuration.host):\(port)"])
+            logger.notice("listening", metadata: ["address": "\(configuration.tls == nil ? "http" : "https")://\(configuration.host):\(port)"])
         }
         try await app.run()
     }

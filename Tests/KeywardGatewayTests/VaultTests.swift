@@ -120,4 +120,22 @@ struct VaultTests {
         #expect(throws: GatewayError.self) { try GatewayConfiguration.load(dataFolder: nil, listen: nil, configFile: path, environment: [:]) }
         #expect(throws: GatewayError.self) { try GatewayConfiguration.load(dataFolder: nil, listen: "nope", configFile: nil, environment: [:]) }
     }
+
+    @Test func tlsFromTheConfigFileAndTheCommandLineAndTheListenersLimits() throws {
+        let path = dir.file("tls.json")
+        try Data(#"{"tls":{"key_file":"k.pem","client_ca_file":"ca.pem","client_certificates":"admin"},"listener":{"max_connections_per_address":0}}"#.utf8)
+            .write(to: URL(fileURLWithPath: path))
+        // The certificate from the command line, the rest from the file.
+        let c = try GatewayConfiguration.load(dataFolder: nil, listen: nil, configFile: path, tlsCertificate: "c.pem", environment: [:])
+        #expect(c.tls == TLSSettings(certificateFile: "c.pem", keyFile: "k.pem", clientCAFile: "ca.pem", clientCertificates: .admin))
+        #expect(c.listener.maxConnectionsPerAddress == 0 && c.listener.idleTimeoutSeconds == 30)
+        // A key without its certificate, or the reverse, is refused; no TLS setting at all is plain HTTP.
+        #expect(throws: GatewayError.self) { try GatewayConfiguration.load(dataFolder: nil, listen: nil, configFile: path, environment: [:]) }
+        #expect(throws: GatewayError.self) {
+            try GatewayConfiguration.load(dataFolder: nil, listen: nil, configFile: nil, tlsCertificate: "c.pem", environment: [:])
+        }
+        #expect(try GatewayConfiguration.load(dataFolder: nil, listen: nil, configFile: nil, environment: [:]).tls == nil)
+        try Data(#"{"listener":{"max_header_count":3}}"#.utf8).write(to: URL(fileURLWithPath: path))
+        #expect(throws: GatewayError.self) { try GatewayConfiguration.load(dataFolder: nil, listen: nil, configFile: path, environment: [:]) }
+    }
 }

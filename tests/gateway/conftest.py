@@ -98,7 +98,7 @@ class Gateway:
             with open(self.stderr_path, "rb") as f:
                 f.seek(start_offset)
                 log = f.read().decode(errors="replace")
-            if "listening" in log and "address=http://" in log:
+            if "listening" in log and "address=http" in log:
                 self.url = log.split("address=")[-1].split()[0]
                 return
             if self.proc.poll() is not None:

@@ -32,6 +32,8 @@ public final class Gateway: Sendable {
     /// previous life held while it may still be running somewhere), with the host's name for
     /// whoever reads the audit log.
     let replicaID = String(ProcessInfo.processInfo.hostName.prefix(64)) + "/" + Tokens.identifier("replica_")
+    /// The listener's TLS contexts (reloaded on SIGHUP), if it speaks TLS.
+    let tlsContexts: TLSContexts?
     /// Ids of submitted re-key jobs, for the job service.
     let jobQueue = AsyncStream.makeStream(of: String.self)
     /// Set by ``prepare()``: signs audit checkpoints.
@@ -69,6 +71,9 @@ public final class Gateway: Sendable {
         upstreams = UpstreamClient(traces: traces)
         if storage.blobs == nil, storage.changes != nil {
             logger.warning("file blobs are kept in this replica's data folder, where other replicas cannot read them: give every replica the same S3-compatible blob store (\"blobs\" in the config)")
+        }
+        do { tlsContexts = try configuration.tls.map(TLSContexts.init) } catch {
+            throw GatewayError.config("cannot load the TLS certificate, key or client CA (\(error))")
         }
         files = Files(store: store, blobs: try storage.blobs ?? FolderBlobStore(root: configuration.dataFolder + "/blobs"), vault: vault,
                       audit: audit, sizeLimit: configuration.fileSizeLimit)
@@ -159,8 +164,11 @@ public final class Gateway: Sendable {
         // errors included. No header is recorded, so no token reaches a span.
         if configuration.tracing { router.middlewares.add(TracingMiddleware()) }
         router.middlewares.add(GatewayMiddleware(metrics: metrics))
+        let adminCertificates = configuration.tls.map { $0.clientCAFile != nil && $0.clientCertificates == .admin } ?? false
         func group(_ path: RouterPath = "", _ role: TokenRecord.Role) -> RouterGroup<GatewayContext> {
-            router.group(path).add(middleware: Authenticate(authenticator: authenticator, role: role))
+            let group = router.group(path)
+            if adminCertificates && role != .app { group.add(middleware: RequireClientCertificate()) }
+            return group.add(middleware: Authenticate(authenticator: authenticator, role: role))
         }
         HealthController(store: store, keyStores: keyStores, audit: audit, vault: vault, hasChangeFeed: storage.changes != nil,
                          metrics: metrics).addRoutes(to: router)
@@ -220,9 +228,11 @@ public final class Gateway: Sendable {
             // Last, so stopped first: its lines in flight finish while the upstream client still runs.
             BatchService(runner: batchRunner),
         ]
+        if let tlsContexts { services.append(TLSReloadService(contexts: tlsContexts, logger: logger)) }
         return Application(
             router: router(),
-            server: .http1(configuration: configuration.listener.http1(metrics: metrics)),
+            server: tlsContexts.map { $0.server(configuration.listener.http1(metrics: metrics)) }
+                ?? .http1(configuration: configuration.listener.http1(metrics: metrics)),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             services: services,
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },

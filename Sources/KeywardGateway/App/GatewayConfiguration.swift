@@ -84,6 +84,8 @@ public struct GatewayConfiguration: Sendable {
     public var batches = BatchesConfiguration()
     /// The listener's limits against slow or greedy clients (`"listener"`).
     public var listener = ListenerConfiguration()
+    /// The listener's TLS, if it speaks TLS (`--tls-cert`, `--tls-key`, `--tls-client-ca`, or `"tls"`).
+    public var tls: TLSSettings?
     /// Whether requests, key-store calls, upstream calls and storage writes are traced (the
     /// OpenTelemetry exporter is then set up by `keyward serve`); off, no span is made.
     public var tracing = false
@@ -130,7 +132,8 @@ public struct GatewayConfiguration: Sendable {
     /// `KEYWARD_UPSTREAM_URL` and `KEYWARD_UPSTREAM_API_KEY` add a pass-through OpenAI-compatible
     /// upstream for every model no configured upstream claims.
     public static func load(dataFolder: String?, listen: String?, configFile: String?, database: String? = nil,
-                            rootKeyFile: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> GatewayConfiguration {
+                            rootKeyFile: String? = nil, tlsCertificate: String? = nil, tlsKey: String? = nil, tlsClientCA: String? = nil,
+                            environment: [String: String] = ProcessInfo.processInfo.environment) throws -> GatewayConfiguration {
         var c = GatewayConfiguration()
         if let path = configFile {
             guard let data = FileManager.default.contents(atPath: path) else {
@@ -168,6 +171,17 @@ public struct GatewayConfiguration: Sendable {
             guard c.rootKeyFile != nil || !(environment["KEYWARD_ROOT_PASSPHRASE"] ?? "").isEmpty else {
                 throw GatewayError.config("with a database, give every replica the same root key: --root-key-file FILE (or KEYWARD_ROOT_KEY_FILE)")
             }
+        }
+        // The command line's TLS files win over the config file's.
+        if tlsCertificate != nil || tlsKey != nil || tlsClientCA != nil || c.tls != nil {
+            var t = c.tls ?? TLSSettings(certificateFile: "", keyFile: "")
+            if let tlsCertificate { t.certificateFile = tlsCertificate }
+            if let tlsKey { t.keyFile = tlsKey }
+            if let tlsClientCA { t.clientCAFile = tlsClientCA }
+            guard !t.certificateFile.isEmpty, !t.keyFile.isEmpty else {
+                throw GatewayError.config("TLS needs a certificate and its key: --tls-cert FILE --tls-key FILE (or tls.cert_file and tls.key_file)")
+            }
+            c.tls = t
         }
         return c
     }
@@ -214,6 +228,10 @@ public struct GatewayConfiguration: Sendable {
         if let limit = file.files?.max_bytes {
             guard limit > 0 else { throw GatewayError.config("files.max_bytes must be positive") }
             fileSizeLimit = limit
+        }
+        if let t = file.tls {
+            tls = TLSSettings(certificateFile: t.cert_file ?? "", keyFile: t.key_file ?? "", clientCAFile: t.client_ca_file,
+                              clientCertificates: t.client_certificates ?? .all)
         }
         if let l = file.listener {
             if let v = l.idle_timeout_seconds { listener.idleTimeoutSeconds = v }
@@ -327,6 +345,13 @@ public struct GatewayConfiguration: Sendable {
             var max_connections_per_address: Int?
         }
         var listener: Listener?
+        struct TLS: Decodable {
+            var cert_file: String?
+            var key_file: String?
+            var client_ca_file: String?
+            var client_certificates: TLSSettings.ClientCertificates?
+        }
+        var tls: TLS?
         var data_key_cache: Cache?
         var purge_interval_seconds: Double?
         struct Audit: Decodable {

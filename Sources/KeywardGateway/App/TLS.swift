@@ -1,0 +1,126 @@
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOSSL
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
+/// The listener's TLS (`keyward serve --tls-cert FILE --tls-key FILE [--tls-client-ca FILE]`, or
+/// `"tls"` in the config file).
+public struct TLSSettings: Sendable, Equatable {
+    /// Where client certificates are required, when a client CA is given.
+    public enum ClientCertificates: String, Sendable, Decodable {
+        /// On every connection: a client without one does not complete the handshake.
+        case all
+        /// On `/admin` routes only: a connection may go without one (app routes), and an admin
+        /// request without one is 403 `client_certificate_required`.
+        case admin
+    }
+
+    public var certificateFile: String
+    public var keyFile: String
+    public var clientCAFile: String?
+    public var clientCertificates = ClientCertificates.all
+
+    public init(certificateFile: String, keyFile: String, clientCAFile: String? = nil, clientCertificates: ClientCertificates = .all) {
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+        self.clientCAFile = clientCAFile
+        self.clientCertificates = clientCertificates
+    }
+
+    /// A server context from the files as they are now: TLS 1.2 or later; with a client CA, a
+    /// client certificate is verified against it (required, or only checked if offered).
+    func context() throws -> NIOSSLContext {
+        var c = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem)))
+        c.minimumTLSVersion = .tlsv12
+        if let clientCAFile {
+            c.trustRoots = .file(clientCAFile)
+            c.certificateVerification = clientCertificates == .all ? .noHostnameVerification : .optionalVerification
+        }
+        return try NIOSSLContext(configuration: c)
+    }
+}
+
+/// The server's TLS context, replaced on SIGHUP: connections accepted afterwards get the new
+/// certificate, those already open keep theirs (nothing is dropped).
+final class TLSContexts: Sendable {
+    let settings: TLSSettings
+    private let current: Mutex<NIOSSLContext>
+
+    init(settings: TLSSettings) throws {
+        self.settings = settings
+        current = Mutex(try settings.context())
+    }
+
+    var context: NIOSSLContext { current.withLock { $0 } }
+
+    /// Reads the files again; on failure the previous context stays.
+    func reload() throws {
+        let fresh = try settings.context()
+        current.withLock { $0 = fresh }
+    }
+
+    /// Hummingbird's HTTP/1.1 channel behind TLS with the current context.
+    func server(_ http1: HTTP1Channel.Configuration) -> HTTPServerBuilder {
+        HTTPServerBuilder { responder in ReloadingTLSChannel(base: HTTP1Channel(responder: responder, configuration: http1), contexts: self) }
+    }
+}
+
+/// Hummingbird's `TLSChannel`, but taking the context current when each connection is accepted.
+struct ReloadingTLSChannel<Base: ServerChildChannel & HTTPChannelHandler>: ServerChildChannel, HTTPChannelHandler {
+    typealias Value = Base.Value
+    let base: Base
+    let contexts: TLSContexts
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        let context = contexts.context
+        return channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+        }.flatMap {
+            base.setup(channel: channel, logger: logger)
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
+    }
+
+    var responder: HTTPChannelHandler.Responder { base.responder }
+}
+
+/// Reloads the certificate, key and client CA on SIGHUP.
+struct TLSReloadService: Service, CustomStringConvertible {
+    var description: String { "TLSReloadService" }
+    let contexts: TLSContexts
+    let logger: Logger
+
+    func run() async throws {
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            do {
+                try contexts.reload()
+                logger.notice("TLS certificate reloaded")
+            } catch {
+                logger.error("TLS certificate not reloaded: the previous one stays", metadata: ["error": "\(type(of: error))"])
+            }
+        }
+    }
+}
+
+/// Admin routes of a listener that takes client certificates on admin routes only: a request
+/// whose connection presented none (verified against the client CA during the handshake) is 403.
+struct RequireClientCertificate: RouterMiddleware {
+    typealias Context = GatewayContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let channel = context.channel, (try? await channel.nioSSL_peerCertificate().get()) != nil else {
+            throw GatewayError(.forbidden, type: "permission_error", code: "client_certificate_required",
+                               "admin routes need a client certificate signed by the gateway's client CA")
+        }
+        return try await next(request, context)
+    }
+}
