@@ -9,6 +9,8 @@ let package = Package(
     products: [
         .executable(name: "keyward", targets: ["keyward"]),
         .library(name: "KeywardCrypto", targets: ["KeywardCrypto"]),
+        // For the fuzz targets (Fuzz/), which build against the library as users do.
+        .library(name: "KeywardJSON", targets: ["KeywardJSON"]),
         .library(name: "KeywardTesting", targets: ["KeywardTesting"]),
     ],
     dependencies: [

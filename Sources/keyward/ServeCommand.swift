@@ -39,6 +39,9 @@ struct ServeCommand: AsyncParsableCommand {
         // Tasks run on the NIO event loops that also serve the sockets: no hop between Swift's
         // cooperative pool and the loops on every request (measured: the largest per-request cost).
         NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        // SIGHUP reloads the TLS files once the server runs; before that (migrations, a slow
+        // database) it must not end the process, as its default action would.
+        signal(SIGHUP, SIG_IGN)
         if kw_disable_core_dumps() != 0 {
             throw CLIError(exitCode: 1, description: "cannot disable core dumps (errno \(errno)); refusing to hold plaintext in a dumpable process")
         }

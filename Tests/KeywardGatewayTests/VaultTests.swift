@@ -135,6 +135,9 @@ struct VaultTests {
             try GatewayConfiguration.load(dataFolder: nil, listen: nil, configFile: nil, tlsCertificate: "c.pem", environment: [:])
         }
         #expect(try GatewayConfiguration.load(dataFolder: nil, listen: nil, configFile: nil, environment: [:]).tls == nil)
+        // Client certificates asked for without the CA that signs them: an error, not silently none.
+        try Data(#"{"tls":{"cert_file":"c.pem","key_file":"k.pem","client_certificates":"admin"}}"#.utf8).write(to: URL(fileURLWithPath: path))
+        #expect(throws: GatewayError.self) { try GatewayConfiguration.load(dataFolder: nil, listen: nil, configFile: path, environment: [:]) }
         try Data(#"{"listener":{"max_header_count":3}}"#.utf8).write(to: URL(fileURLWithPath: path))
         #expect(throws: GatewayError.self) { try GatewayConfiguration.load(dataFolder: nil, listen: nil, configFile: path, environment: [:]) }
     }

@@ -35,7 +35,7 @@ import Testing
         let dir = try TemporaryDirectory()
         let path = dir.file("keyward.sqlite3")
         let length = Int(SQLiteRecordStore.logFileBytes(besides: path))
-        #expect(length == Int(SQLiteRecordStore.maxLogFileBytes), "this machine's /tmp has 512 MiB free")
+        #expect(length > 0 && length <= Int(SQLiteRecordStore.maxLogFileBytes))
         var store: SQLiteRecordStore? = try SQLiteRecordStore(path: path)
         try await store!.migrate()
         #expect(store!.residentLog != nil)

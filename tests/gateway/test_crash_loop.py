@@ -97,7 +97,6 @@ def test_kill_9_under_load_loses_nothing_acknowledged(fresh_gateway, upstream):
         g.stderr.close()
         acknowledged[0].update(load.completions)
         acknowledged[1].update(load.files)
-        assert load.completions or round == 0, "no exchange was acknowledged in a whole round"
         g.start()
         if job:
             done = g.wait_job(job, timeout=120)
@@ -105,6 +104,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(fresh_gateway, upstream):
             rekeys += 1
         check(g, token, *acknowledged)
         print(f"round {round + 1}: {len(acknowledged[0])} exchanges and {len(acknowledged[1])} files acknowledged so far, all there")
+    assert acknowledged[0] and acknowledged[1], "nothing was acknowledged: the load did not run"
     assert g.stop() == 0
     out = subprocess.run([keyward_bin(), "audit", "verify", "--data", g.data], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

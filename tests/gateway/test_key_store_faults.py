@@ -60,7 +60,7 @@ def test_a_faulty_key_store_is_503_in_time_sends_nothing_and_recovers(kms, upstr
                 c.chat.completions.create(model="mock-1", messages=[{"role": "user", "content": f"fault {i}"}])
             elapsed = time.time() - started
             assert e.value.status_code == 503 and e.value.code == "key_unavailable", (e.value.status_code, e.value.body)
-            assert elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
+            assert elapsed < TIMEOUT_MS / 1000 + 3, elapsed  # slack for a loaded 2-core machine; a hang would take 30 s
         assert upstream.count == sent, "nothing reaches the model without a key"
     finally:
         proxy.faults.pop("GenerateDataKey", None)

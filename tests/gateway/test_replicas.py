@@ -511,7 +511,7 @@ def test_a_replica_cut_off_from_the_database_for_10_s_answers_503_and_recovers(c
                 assert status == 503, (status, answer)
                 refused += 1
             longest = max(longest, time.time() - t0)
-            assert time.time() - t0 < 12, "a request waited on the partition past the database's deadline"
+            assert time.time() - t0 < 9, "a request waited on the partition well past the database's 5 s deadline"
             # The other replica is not affected.
             acknowledged.append(chat(b, token, "elsewhere"))
         assert refused > 0

@@ -94,10 +94,11 @@ def test_a_10_mib_error_body_is_a_short_502_and_the_connection_is_not_reused(g):
 def test_an_anthropic_stream_reset_mid_answer_ends_with_an_error_event(g, upstream):
     token = g.new_tenant("cut-claude", store="always")
     client = anthropic.Anthropic(base_url=g.url, api_key=token, max_retries=0, timeout=20)
-    with pytest.raises(anthropic.APIError):
+    with pytest.raises(anthropic.APIError) as e:
         with client.messages.stream(model="claude-cut", max_tokens=50, messages=[{"role": "user", "content": "one two three"}]) as s:
             for _ in s:
                 pass
+    assert "broke off" in str(e.value)
     assert client.messages.create(model="claude-1", max_tokens=50, messages=[{"role": "user", "content": "x"}]).content
 
 

@@ -86,6 +86,8 @@ public struct GatewayConfiguration: Sendable {
     public var listener = ListenerConfiguration()
     /// The listener's TLS, if it speaks TLS (`--tls-cert`, `--tls-key`, `--tls-client-ca`, or `"tls"`).
     public var tls: TLSSettings?
+    /// Whether the config file named `tls.client_certificates` (which needs a client CA).
+    private var tlsAsksForClientCertificates = false
     /// Whether requests, key-store calls, upstream calls and storage writes are traced (the
     /// OpenTelemetry exporter is then set up by `keyward serve`); off, no span is made.
     public var tracing = false
@@ -181,6 +183,10 @@ public struct GatewayConfiguration: Sendable {
             guard !t.certificateFile.isEmpty, !t.keyFile.isEmpty else {
                 throw GatewayError.config("TLS needs a certificate and its key: --tls-cert FILE --tls-key FILE (or tls.cert_file and tls.key_file)")
             }
+            // Asked for client certificates without saying whose: refused, not silently none.
+            guard t.clientCAFile != nil || !c.tlsAsksForClientCertificates else {
+                throw GatewayError.config("tls.client_certificates needs the CA that signs them: --tls-client-ca FILE (or tls.client_ca_file)")
+            }
             c.tls = t
         }
         return c
@@ -230,6 +236,7 @@ public struct GatewayConfiguration: Sendable {
             fileSizeLimit = limit
         }
         if let t = file.tls {
+            tlsAsksForClientCertificates = t.client_certificates != nil
             tls = TLSSettings(certificateFile: t.cert_file ?? "", keyFile: t.key_file ?? "", clientCAFile: t.client_ca_file,
                               clientCertificates: t.client_certificates ?? .all)
         }
@@ -239,8 +246,8 @@ public struct GatewayConfiguration: Sendable {
             if let v = l.max_header_count { listener.maxHeaderCount = v }
             if let v = l.max_connections_per_address { listener.maxConnectionsPerAddress = v }
             let c = listener
-            guard c.idleTimeoutSeconds > 0, c.maxHeaderBytes >= 1024, c.maxHeaderCount >= 16, c.maxConnectionsPerAddress >= 0 else {
-                throw GatewayError.config("listener: idle_timeout_seconds must be positive, max_header_bytes at least 1024, max_header_count at least 16, max_connections_per_address 0 (none) or more")
+            guard c.idleTimeoutSeconds > 0, c.idleTimeoutSeconds <= 86_400, c.maxHeaderBytes >= 1024, c.maxHeaderCount >= 16, c.maxConnectionsPerAddress >= 0 else {
+                throw GatewayError.config("listener: idle_timeout_seconds must be from 0 to 86400 (excluded 0), max_header_bytes at least 1024, max_header_count at least 16, max_connections_per_address 0 (none) or more")
             }
         }
         if let b = file.batches {

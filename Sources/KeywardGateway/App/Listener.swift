@@ -76,7 +76,7 @@ final class ConnectionLimitHandler: ChannelInboundHandler, RemovableChannelHandl
 
     func channelActive(context: ChannelHandlerContext) {
         admit(context)
-        context.fireChannelActive()
+        if !refused { context.fireChannelActive() }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -105,7 +105,8 @@ struct TLSReloadService: Service, CustomStringConvertible {
                 try contexts.reload()
                 logger.notice("TLS certificate reloaded")
             } catch {
-                logger.error("TLS certificate not reloaded: the previous one stays", metadata: ["error": "\(type(of: error))"])
+                // NIOSSL's and BoringSSL's reasons name files and formats, never key material.
+                logger.error("TLS certificate not reloaded: the previous one stays", metadata: ["error": "\(error)"])
             }
         }
     }

@@ -222,7 +222,9 @@ struct BatchRunner: Sendable {
                 batch.dispatched = n + 1
                 try await save(batch)
                 let (id, endpoint, t, p, line_n) = (batch.id, batch.endpoint, tenant, principal, n)
-                group.addTask { .some(await send(line, n: line_n, batch: id, endpoint: endpoint, tenant: t, principal: p, sealer: sealer, scope: scope)) }
+                group.addTask {
+                    .some(await send(line, n: line_n, batch: id, endpoint: endpoint, tenant: t, principal: p, sealer: sealer, watch: watch, scope: scope))
+                }
                 inFlight += 1
             }
             sending.set()
@@ -243,7 +245,7 @@ struct BatchRunner: Sendable {
 
     /// Sends one line (again after 429, 5xx or no answer, with back-off) and stores its result.
     private func send(_ line: BatchLine, n: Int64, batch: String, endpoint: String, tenant: Tenant, principal: Principal,
-                      sealer: RecordSealer, scope: AuditScope) async -> LineOutcome {
+                      sealer: RecordSealer, watch: Watch, scope: AuditScope) async -> LineOutcome {
         let permit = upstreams.first { $0.serves(line.model) }?.name ?? "keyward"
         var attempt = 0
         do {
@@ -270,6 +272,8 @@ struct BatchRunner: Sendable {
             // The answer is in hand (and maybe paid for): a database or audit log that fails for a
             // moment does not lose it.
             for attempt in 1... {
+                // A replica that lost the batch writes nothing of it (another may have ended it).
+                guard watch.holds(for: .zero) else { return .stopped(Stop.leaseLost) }
                 do {
                     try await audit.insert([record], events: [AuditLog.event(.encryptRecord, key: tenant.key, record: id, scope: scope)])
                     break

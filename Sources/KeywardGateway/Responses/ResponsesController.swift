@@ -324,8 +324,11 @@ struct ResponsesController {
                 for event in splitter.feed(buffer.readableBytesView) { try await forward(event) }
             }) {
                 logger.warning("an upstream broke off a streamed response", metadata: ["upstream": "\(configuration.name)", "error": "\(e.code)"])
-                let body: [String: Any] = ["type": "error", "code": e.code, "message": e.message]
-                try await writer.write(ByteBuffer(bytes: SSEEvent(name: "error", data: Array(try JSONSerialization.data(withJSONObject: body))).bytes))
+                // After the final event the turn is whole (and stored): nothing more to say.
+                if !stored {
+                    let body: [String: Any] = ["type": "error", "code": e.code, "message": e.message]
+                    try await writer.write(ByteBuffer(bytes: SSEEvent(name: "error", data: Array(try JSONSerialization.data(withJSONObject: body))).bytes))
+                }
                 try await writer.finish(nil)
                 return
             }

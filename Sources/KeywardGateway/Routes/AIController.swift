@@ -229,8 +229,11 @@ struct AIController {
                 for event in splitter.feed(buffer.readableBytesView) { try await forward(event) }
             }) {
                 logger.warning("an upstream broke off a streamed answer", metadata: ["upstream": "\(upstream.name)", "error": "\(e.code)"])
-                await store(status: Int(e.status.code))
-                try await writer.write(ByteBuffer(bytes: Self.errorEvent(e, protocol: p)))
+                // After the final event the answer is whole (and stored): nothing more to say.
+                if !stored {
+                    await store(status: Int(e.status.code))
+                    try await writer.write(ByteBuffer(bytes: Self.errorEvent(e, protocol: p)))
+                }
                 try await writer.finish(nil)
                 return
             }
