@@ -38,6 +38,8 @@ public struct AuditOperation: RawRepresentable, Hashable, Sendable, CustomString
     public static let tenantUpdate = Self(rawValue: "tenant_update")
     public static let tokenCreate = Self(rawValue: "token_create")
     public static let tokenDelete = Self(rawValue: "token_delete")
+    /// A change of an app token's rate limits; the detail names the new values.
+    public static let tokenUpdate = Self(rawValue: "token_update")
     public static let tokenSuspend = Self(rawValue: "token_suspend")
     public static let tokenResume = Self(rawValue: "token_resume")
     public static let policyChange = Self(rawValue: "policy_change")
@@ -59,6 +61,8 @@ public struct AuditResult: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let ok = Self(rawValue: "ok")
     /// Refused by a role or a key policy.
     public static let denied = Self(rawValue: "denied")
+    /// Over a tenant's or token's rate limit (the first refusal of a minute; the detail names the limit).
+    public static let rateLimited = Self(rawValue: "rate_limited")
     /// An alert suspended the token that raised it.
     public static let tokenSuspended = Self(rawValue: "token_suspended")
     /// Failed with an error code (a `CodedError`'s code, never its reason).

@@ -1,6 +1,39 @@
 import Foundation
 import KeywardJSON
 
+/// How many model requests, and model tokens (as upstreams count them), a tenant or an app token
+/// may use per minute; nil: no limit of that kind (a tenant's: the configured default's).
+public struct RateLimits: Sendable, Hashable, Codable {
+    public var requestsPerMinute: Int64?
+    public var tokensPerMinute: Int64?
+
+    public init(requestsPerMinute: Int64? = nil, tokensPerMinute: Int64? = nil) {
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
+    }
+
+    /// The largest limit accepted: counts far from overflow.
+    public static let maximum: Int64 = 1 << 40
+
+    /// Whether each limit given is from 1 to ``maximum``.
+    public var isValid: Bool {
+        [requestsPerMinute, tokensPerMinute].allSatisfy { $0.map { (1...Self.maximum).contains($0) } ?? true }
+    }
+
+    public var isEmpty: Bool { requestsPerMinute == nil && tokensPerMinute == nil }
+
+    /// `requests_per_minute=… tokens_per_minute=…`, the limits given, for audit details and logs.
+    public var summary: String {
+        [requestsPerMinute.map { "requests_per_minute=\($0)" }, tokensPerMinute.map { "tokens_per_minute=\($0)" }]
+            .compactMap { $0 }.joined(separator: " ")
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case requestsPerMinute = "requests_per_minute"
+        case tokensPerMinute = "tokens_per_minute"
+    }
+}
+
 /// A tenant: a team or customer whose stored data is encrypted under its own master key.
 public struct Tenant: Sendable, Hashable, Codable {
     /// When the gateway keeps a tenant's exchanges.
@@ -32,10 +65,13 @@ public struct Tenant: Sendable, Hashable, Codable {
     /// under it. nil when no move is under way.
     public var previousKey: String?
     public var encryptedRequests: EncryptedRequests
+    /// The tenant's own limits, for all its tokens together; a limit left nil is the configured default's.
+    public var rateLimits: RateLimits
 
     public init(name: String, key: String, store: StorePolicy = .always, retentionDays: Int = 30, createdAt: Int64,
-                previousKey: String? = nil, encryptedRequests: EncryptedRequests = .allowed) {
+                previousKey: String? = nil, encryptedRequests: EncryptedRequests = .allowed, rateLimits: RateLimits = RateLimits()) {
         self.name = name
+        self.rateLimits = rateLimits
         self.encryptedRequests = encryptedRequests
         self.key = key
         self.previousKey = previousKey
@@ -51,9 +87,13 @@ public struct TenantSettingsChange: Sendable, Hashable {
     public var store: Tenant.StorePolicy?
     public var retentionDays: Int?
     public var encryptedRequests: Tenant.EncryptedRequests?
+    /// Replaces both of the tenant's limits (a limit left nil in it: the configured default's).
+    public var rateLimits: RateLimits?
 
-    public init(store: Tenant.StorePolicy? = nil, retentionDays: Int? = nil, encryptedRequests: Tenant.EncryptedRequests? = nil) {
+    public init(store: Tenant.StorePolicy? = nil, retentionDays: Int? = nil, encryptedRequests: Tenant.EncryptedRequests? = nil,
+                rateLimits: RateLimits? = nil) {
         self.store = store
+        self.rateLimits = rateLimits
         self.retentionDays = retentionDays
         self.encryptedRequests = encryptedRequests
     }
@@ -81,9 +121,13 @@ public struct TokenRecord: Sendable, Hashable {
     public var createdAt: Int64
     /// Set by the anomaly detector (or an admin): the token authenticates nothing until cleared.
     public var suspended: Bool
+    /// An app token's own limits, within its tenant's; nil limits: none of its own.
+    public var rateLimits: RateLimits
 
-    public init(id: String, tenant: String?, role: Role, hash: [UInt8], createdAt: Int64, suspended: Bool = false) {
+    public init(id: String, tenant: String?, role: Role, hash: [UInt8], createdAt: Int64, suspended: Bool = false,
+                rateLimits: RateLimits = RateLimits()) {
         self.id = id
+        self.rateLimits = rateLimits
         self.suspended = suspended
         self.tenant = tenant
         self.role = role

@@ -6,7 +6,7 @@ import KeywardAudit
 ///
 /// Records are opaque ciphertext to a store: it never sees a key or a plaintext byte.
 public protocol RecordStore: TenantRepository, TokenRepository, PolicyRepository, KeyStateRepository, RecordRepository,
-    JobRepository, BatchRepository, AuditChainStore, SettingsStore
+    JobRepository, BatchRepository, RateCountRepository, AuditChainStore, SettingsStore
 {
     /// Creates the schema if needed, or brings it to ``Schema/version``; safe to call on every start.
     func migrate() async throws
@@ -40,6 +40,8 @@ public protocol TokenRepository: Sendable {
     func deleteToken(id: String) async throws -> Bool
     /// - Returns: whether the token exists.
     func setTokenSuspended(id: String, _ suspended: Bool) async throws -> Bool
+    /// Replaces an app token's own rate limits; false if there is no app token `id`.
+    func setTokenRateLimits(id: String, _ limits: RateLimits) async throws -> Bool
 }
 
 public protocol PolicyRepository: Sendable {

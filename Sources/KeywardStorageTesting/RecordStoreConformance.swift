@@ -16,7 +16,49 @@ public enum RecordStoreConformance {
         StoreConformanceCase("purgeRemovesOnlyExpired", purgeRemovesOnlyExpired),
         StoreConformanceCase("keyStatesAreReplacedAndComeDueOnce", keyStatesAreReplacedAndComeDueOnce),
         StoreConformanceCase("batchesAreLeasedCancelledAndHoldTheirResults", batchesAreLeasedCancelledAndHoldTheirResults),
+        StoreConformanceCase("rateLimitsAndCountsRoundTrip", rateLimitsAndCountsRoundTrip),
     ]
+
+    /// Tenants' and tokens' limits are kept and replaced whole; each replica's counts are
+    /// replaced (not added to), summed over the other replicas, and deleted by minute.
+    private static func rateLimitsAndCountsRoundTrip(_ engine: any StoreEngine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        let big: Int64 = 1 << 40
+        try await store.createTenant(Tenant(name: "acme", key: "local:acme", createdAt: 1, rateLimits: RateLimits(requestsPerMinute: 60)))
+        #expect(try await store.tenant(named: "acme")?.rateLimits == RateLimits(requestsPerMinute: 60))
+        try await store.updateTenantSettings("acme", TenantSettingsChange(retentionDays: 3))
+        #expect(try await store.tenant(named: "acme")?.rateLimits == RateLimits(requestsPerMinute: 60), "a change without limits keeps them")
+        try await store.updateTenantSettings("acme", TenantSettingsChange(rateLimits: RateLimits(tokensPerMinute: big)))
+        #expect(try await store.tenant(named: "acme")?.rateLimits == RateLimits(tokensPerMinute: big), "limits are replaced whole")
+        try await store.updateTenantSettings("acme", TenantSettingsChange(rateLimits: RateLimits()))
+        #expect(try await store.tenant(named: "acme")?.rateLimits == RateLimits())
+        #expect(try await store.tenant(named: "acme")?.retentionDays == 3)
+
+        let app = TokenRecord(id: "tok_1", tenant: "acme", role: .app, hash: [1], createdAt: 5, rateLimits: RateLimits(requestsPerMinute: 2))
+        try await store.insertToken(app)
+        try await store.insertToken(TokenRecord(id: "tok_2", tenant: nil, role: .admin, hash: [2], createdAt: 6))
+        #expect(try await store.token(id: "tok_1") == app)
+        #expect(try await store.setTokenRateLimits(id: "tok_1", RateLimits(requestsPerMinute: 3, tokensPerMinute: 4)))
+        #expect(try await store.token(id: "tok_1")?.rateLimits == RateLimits(requestsPerMinute: 3, tokensPerMinute: 4))
+        #expect(try await !store.setTokenRateLimits(id: "tok_2", RateLimits(requestsPerMinute: 3)), "only app tokens have limits")
+        #expect(try await !store.setTokenRateLimits(id: "tok_9", RateLimits(requestsPerMinute: 3)))
+
+        // 450 rows: more than one statement's worth.
+        let many = (0..<450).map { RateCount(scope: "token:t\($0)", minute: 100, requests: Int64($0), tokens: 1) }
+        try await store.saveRateCounts(many, replica: "a")
+        try await store.saveRateCounts([RateCount(scope: "tenant:acme", minute: 100, requests: 5, tokens: 50),
+                                        RateCount(scope: "tenant:acme", minute: 101, requests: 1, tokens: 0)], replica: "a")
+        try await store.saveRateCounts([RateCount(scope: "tenant:acme", minute: 100, requests: 7, tokens: 70)], replica: "a")
+        try await store.saveRateCounts([RateCount(scope: "tenant:acme", minute: 100, requests: 2, tokens: big)], replica: "b")
+        let seenByC = try await store.rateCounts(since: 100, excluding: "c").filter { $0.scope == "tenant:acme" }
+        #expect(Set(seenByC) == [RateCount(scope: "tenant:acme", minute: 100, requests: 9, tokens: 70 + big),
+                                 RateCount(scope: "tenant:acme", minute: 101, requests: 1, tokens: 0)])
+        #expect(try await store.rateCounts(since: 100, excluding: "a") == [RateCount(scope: "tenant:acme", minute: 100, requests: 2, tokens: big)])
+        #expect(try await store.rateCounts(since: 101, excluding: "b") == [RateCount(scope: "tenant:acme", minute: 101, requests: 1, tokens: 0)])
+        #expect(try await store.rateCounts(since: 0, excluding: "b").count == 452)
+        try await store.deleteRateCounts(before: 101)
+        #expect(try await store.rateCounts(since: 0, excluding: "c").map(\.minute) == [101])
+    }
 
     private static func batchesAreLeasedCancelledAndHoldTheirResults(_ engine: any StoreEngine) async throws {
         let (store, _dir) = try await engine.make(); _ = _dir

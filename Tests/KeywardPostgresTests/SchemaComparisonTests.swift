@@ -143,7 +143,7 @@ struct SchemaComparisonTests {
         #expect(machinery.allSatisfy { pg.tables[$0] != nil })
         for name in machinery { pg.tables[name] = nil }
         let lite = try await SchemaDescription.of(sqlite)
-        #expect(lite.tables.count == 11, "\(lite.tables.keys.sorted())")
+        #expect(lite.tables.count == 12, "\(lite.tables.keys.sorted())")
         #expect(lite == pg, "SQLite:\n\(lite)\nPostgreSQL:\n\(pg)")
     }
 

@@ -101,7 +101,7 @@ def check_serves(u):
     # with the settings added since at their defaults.
     status, body, _ = g.admin("GET", "/admin/v1/tenants")
     assert status == 200, body
-    assert body["data"] == [{**t, "encrypted_requests": "allowed"} for t in m["tenants"]]
+    assert body["data"] == [{**t, "encrypted_requests": "allowed", "rate_limits": {}} for t in m["tenants"]]
 
     # Tokens: each authenticates as its role; the suspended one is still suspended, the deleted one gone.
     for name in ("acme_app", "acme_exporter", "globex_app"):

@@ -27,6 +27,7 @@ public final class Gateway: Sendable {
     let providerKeys: ProviderKeys
     let replication: Replication
     let files: Files
+    let limiter: RateLimiter
     /// This process's name in the leases of the batches it runs: new at each start (replicas may
     /// share a data folder, and a restarted process must not take for its own a lease that its
     /// previous life held while it may still be running somewhere), with the host's name for
@@ -69,6 +70,7 @@ public final class Gateway: Sendable {
         replication = Replication(feed: storage.changes, vault: vault, authenticator: authenticator, policies: policies,
                                   providerKeys: providerKeys, jobs: jobQueue.continuation, metrics: metrics, logger: logger)
         upstreams = UpstreamClient(traces: traces)
+        limiter = RateLimiter(defaults: configuration.rateLimits, audit: audit, metrics: metrics)
         if storage.blobs == nil, storage.changes != nil {
             logger.warning("file blobs are kept in this replica's data folder, where other replicas cannot read them: give every replica the same S3-compatible blob store (\"blobs\" in the config)")
         }
@@ -191,12 +193,14 @@ public final class Gateway: Sendable {
     var conversations: Conversations { Conversations(store: store, vault: vault, audit: audit) }
     var batches: Batches { Batches(files: files) }
 
-    /// The routes that call models: the app group's, and those a batch's lines are sent through.
+    /// The routes that call models, under the rate limits: the app group's, and those a batch's
+    /// lines are sent through (a batch's lines count against its token's and tenant's limits).
     private func addModelRoutes(to group: RouterGroup<GatewayContext>) {
+        let group = group.group().add(middleware: RateLimit(limiter: limiter))
         AIController(configuration: configuration, vault: vault, audit: audit, policies: policies, providerKeys: providerKeys,
-                     upstreams: upstreams, metrics: metrics, logger: logger).addRoutes(to: group)
+                     upstreams: upstreams, limiter: limiter, metrics: metrics, logger: logger).addRoutes(to: group)
         ResponsesController(configuration: configuration, conversations: conversations, policies: policies, providerKeys: providerKeys,
-                            upstreams: upstreams, metrics: metrics, logger: logger).addRoutes(to: group)
+                            upstreams: upstreams, limiter: limiter, metrics: metrics, logger: logger).addRoutes(to: group)
     }
 
     /// Runs batches (the batch service's): their lines go through the model routes, without
@@ -213,7 +217,11 @@ public final class Gateway: Sendable {
     /// then drains in-flight requests and stops the services.
     public func application(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         guard let signer = signer.withLock({ $0 }) else { preconditionFailure("Gateway.prepare() must run before application()") }
-        var services: [any Service] = storage.changes == nil ? [] : [ChangeFeedService(replication: replication)]
+        // Storage with a change feed is shared by replicas: so are their rate counts.
+        var services: [any Service] = storage.changes == nil ? [] : [
+            ChangeFeedService(replication: replication),
+            RateCountSyncService(limiter: limiter, store: store, replica: replicaID, logger: logger),
+        ]
         services += [
             AuditCheckpointService(store: store, signer: signer, every: configuration.auditCheckpointEvery, logger: logger, now: Self.nowMs),
             AuditResumeService(audit: audit),

@@ -2,6 +2,7 @@ import Foundation
 import KeywardCrypto
 import KeywardHTTP
 import KeywardKeyStores
+import KeywardStorage
 
 /// One model provider the gateway forwards to.
 public struct UpstreamConfiguration: Sendable {
@@ -82,6 +83,9 @@ public struct GatewayConfiguration: Sendable {
     public var fileSizeLimit = 512 << 20
     /// How batches run (`"batches"` in the config file).
     public var batches = BatchesConfiguration()
+    /// Each tenant's requests and model tokens per minute, unless the tenant has its own
+    /// (`"rate_limits"`); none by default.
+    public var rateLimits = RateLimits()
     /// The listener's limits against slow or greedy clients (`"listener"`).
     public var listener = ListenerConfiguration()
     /// The listener's TLS, if it speaks TLS (`--tls-cert`, `--tls-key`, `--tls-client-ca`, or `"tls"`).
@@ -240,6 +244,10 @@ public struct GatewayConfiguration: Sendable {
             tls = TLSSettings(certificateFile: t.cert_file ?? "", keyFile: t.key_file ?? "", clientCAFile: t.client_ca_file,
                               clientCertificates: t.client_certificates ?? .all)
         }
+        if let r = file.rate_limits {
+            guard r.isValid else { throw GatewayError.config("rate_limits: each limit must be from 1 to \(RateLimits.maximum), or left out") }
+            rateLimits = r
+        }
         if let l = file.listener {
             if let v = l.idle_timeout_seconds { listener.idleTimeoutSeconds = v }
             if let v = l.max_header_bytes { listener.maxHeaderBytes = v }
@@ -352,6 +360,7 @@ public struct GatewayConfiguration: Sendable {
             var max_connections_per_address: Int?
         }
         var listener: Listener?
+        var rate_limits: RateLimits?
         struct TLS: Decodable {
             var cert_file: String?
             var key_file: String?

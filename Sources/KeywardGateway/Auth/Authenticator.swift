@@ -61,7 +61,7 @@ final class Authenticator: Sendable {
                 guard let t = try await store.tenant(named: name) else { throw GatewayError.unauthorized }
                 tenant = t
             }
-            principal = Principal(tokenID: token.id, role: token.role, tenant: tenant, suspended: token.suspended)
+            principal = Principal(tokenID: token.id, role: token.role, tenant: tenant, suspended: token.suspended, rateLimits: token.rateLimits)
             principals.withLock { $0.insert(principal, for: hash, now: Gateway.clock(), ifGeneration: generation) }
         }
         guard !principal.suspended else {
@@ -87,7 +87,7 @@ extension Authenticator {
             throw GatewayError.forbidden("the token that made this batch was deleted", code: "token_revoked")
         }
         guard !token.suspended else { throw GatewayError.forbidden("the token that made this batch is suspended", code: "token_suspended") }
-        return Principal(tokenID: token.id, role: token.role, tenant: tenant)
+        return Principal(tokenID: token.id, role: token.role, tenant: tenant, rateLimits: token.rateLimits)
     }
 }
 

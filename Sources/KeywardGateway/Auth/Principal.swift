@@ -7,6 +7,8 @@ struct Principal: Sendable {
     let role: TokenRecord.Role
     let tenant: Tenant?
     var suspended = false
+    /// The token's own rate limits (its tenant's are the tenant's).
+    var rateLimits = RateLimits()
 }
 
 extension Principal {

@@ -252,6 +252,12 @@ struct BatchRunner: Sendable {
             var answer: LineSender.Answer
             while true {
                 answer = try await permits.withPermit(permit) { await sender.send(line.body, to: endpoint, as: principal) }
+                // Over its tenant's or token's rate limit: nothing was sent; wait as told, without
+                // spending a try (a batch goes at the pace its limits allow, until it expires).
+                if answer.code == "rate_limited" {
+                    try await Task.sleep(for: .seconds(min(60, max(1, answer.retryAfter ?? 1))))
+                    continue
+                }
                 attempt += 1
                 // Keyward's own refusals (an upstream's errors never come as 403 or 410).
                 if let code = answer.code, answer.status == 403 && (code == "key_revoked" || code == "token_suspended")

@@ -20,6 +20,14 @@ public final class GatewayMetrics: Sendable {
         ]
         self.factory = factory
         recordsStoredCounter = Metrics.Counter(label: "keyward_records_stored_total", dimensions: [], factory: factory)
+        var rateLimited: [String: Metrics.Counter] = [:]
+        for scope in ["tenant", "token"] {
+            for limit in ["requests", "tokens"] {
+                rateLimited[scope + "/" + limit] = Metrics.Counter(label: "keyward_rate_limited_total",
+                                                                   dimensions: [("scope", scope), ("limit", limit)], factory: factory)
+            }
+        }
+        rateLimitedCounters = rateLimited
         auditAppendCounters = ["ok", "error"].map {
             Metrics.Counter(label: "keyward_audit_appends_total", dimensions: [("result", $0)], factory: factory)
         }
@@ -122,6 +130,13 @@ public final class GatewayMetrics: Sendable {
     func accessDenied(_ purpose: String) {
         counter("access_denied", [("purpose", purpose)]).increment()
     }
+
+    /// A request refused by a rate limit: `scope` tenant or token, `limit` requests or tokens.
+    func rateLimited(scope: String, limit: String) {
+        rateLimitedCounters[scope + "/" + limit]?.increment()
+    }
+    /// Built once: refusals come fastest when a client floods.
+    private let rateLimitedCounters: [String: Metrics.Counter]
 
     func headersRewrapped(_ count: Int) {
         counter("headers_rewrapped", []).increment(by: count)

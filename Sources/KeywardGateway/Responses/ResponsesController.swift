@@ -19,6 +19,7 @@ struct ResponsesController {
     let policies: KeyPolicies
     let providerKeys: ProviderKeys
     let upstreams: UpstreamClient
+    let limiter: RateLimiter
     let metrics: GatewayMetrics
     let logger: Logger
     var store: any RecordStore { conversations.store }
@@ -121,7 +122,7 @@ struct ResponsesController {
             conversation = (conversationID, lastSeq)
         }
         let inputJSON = Array(try JSONSerialization.data(withJSONObject: input))
-        let turn = Turn(started: started, tenant: tenant, id: Tokens.identifier("resp_"), previous: previous, conversation: conversation,
+        let turn = Turn(started: started, principal: principal, tenant: tenant, id: Tokens.identifier("resp_"), previous: previous, conversation: conversation,
                         input: inputJSON, chain: chain, model: model, storing: storing, sealer: sealer, keyTime: keyTime, scope: scope)
 
         let parts = context + [ResponseItems.arrayContents(inputJSON[...]) ?? []]
@@ -195,6 +196,7 @@ struct ResponsesController {
     /// What a turn carries from its start to its records.
     struct Turn {
         let started: ContinuousClock.Instant
+        let principal: Principal
         let tenant: Tenant
         let id: String
         let previous: String?
@@ -235,8 +237,9 @@ struct ResponsesController {
     /// Seals and stores the turn's two records (if it is stored) and, for a turn of a conversation,
     /// its input and output items as the conversation's next items: all or none, with its event.
     private func save(_ turn: Turn, _ answer: [String: Any], upstreamTime: Duration, streamed: Bool) async throws {
-        guard turn.storing || turn.conversation != nil else { return }
         let usage = answer["usage"] as? [String: Any]
+        limiter.used(tokens: ((usage?["input_tokens"] as? Int) ?? 0) + ((usage?["output_tokens"] as? Int) ?? 0), by: turn.principal)
+        guard turn.storing || turn.conversation != nil else { return }
         let metadata = RecordMetadata(model: turn.model, status: 200, promptTokens: usage?["input_tokens"] as? Int,
                                       completionTokens: usage?["output_tokens"] as? Int, upstreamMs: upstreamTime.milliseconds,
                                       streamed: streamed, chain: turn.chain.isEmpty ? nil : turn.chain)

@@ -10,6 +10,7 @@ import Logging
 /// One exchange between an app and a model: who asked, what, and the data key that will seal it.
 struct Exchange {
     let started: ContinuousClock.Instant
+    let principal: Principal
     let tenant: Tenant
     /// The request body, to seal, and the buffer it came in, to forward.
     let body: [UInt8]
@@ -34,10 +35,11 @@ struct AIController {
     let policies: KeyPolicies
     let providerKeys: ProviderKeys
     let upstreams: UpstreamClient
+    let limiter: RateLimiter
     let metrics: GatewayMetrics
     let logger: Logger
 
-    /// Routes of a group that authenticates app tokens.
+    /// Routes of a group that authenticates app tokens (and admits requests under the rate limits).
     func addRoutes(to router: RouterGroup<GatewayContext>) {
         router.post("/v1/chat/completions") { request, context in
             try await proxy(request, context, protocol: .openAI)
@@ -94,15 +96,16 @@ struct AIController {
         case .onRequest: store = head.store == true
         case .never: store = false
         }
-        return Exchange(started: started, tenant: tenant, body: body, bodyBuffer: bodyBuffer, model: head.model, stream: head.stream == true,
+        return Exchange(started: started, principal: principal, tenant: tenant, body: body, bodyBuffer: bodyBuffer, model: head.model, stream: head.stream == true,
                         recordID: store ? Tokens.identifier(p.idPrefix) : nil, sealer: sealer, keyTime: keyTime, upstream: upstream,
                         scope: scope)
     }
 
-    /// Seals and stores the two records of an exchange.
+    /// Counts the exchange's model tokens against the rate limits, then seals and stores its two records.
     /// `status`: 200, or the error of an answer that broke off (what was received is kept).
     func storeExchange(_ x: Exchange, protocol p: APIProtocol, response: [UInt8], usage: (Int?, Int?),
                        upstreamTime: Duration, status: Int = 200) async throws {
+        limiter.used(tokens: (usage.0 ?? 0) + (usage.1 ?? 0), by: x.principal)
         guard let id = x.recordID else { return }
         let now = Gateway.nowMs()
         let metadata = RecordMetadata(model: x.model, status: status, promptTokens: usage.0, completionTokens: usage.1,
@@ -296,6 +299,7 @@ struct AIController {
         let response = try await upstreams.send(upstream, path: "/embeddings", body: bodyBuffer, apiKey: key)
         let answer = try await UpstreamClient.collect(response, upTo: 256 << 20, from: upstream)
         metrics.upstream(upstream.name, status: Int(response.status.code), duration: ContinuousClock.now - start)
+        limiter.used(tokens: JSONScanner.integer(at: ["usage", "total_tokens"], in: Array(buffer: answer)), by: principal)
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: answer))
     }
 

@@ -19,6 +19,8 @@ struct TenantBody: Encodable {
     let store: String
     let retention_days: Int
     let encrypted_requests: String
+    /// The tenant's own limits (a limit left out: the configured default's).
+    let rate_limits: RateLimits
     /// Seconds since 1970.
     let created_at: Int64
 
@@ -28,6 +30,7 @@ struct TenantBody: Encodable {
         store = t.store.rawValue
         retention_days = t.retentionDays
         encrypted_requests = t.encryptedRequests.rawValue
+        rate_limits = t.rateLimits
         created_at = t.createdAt / 1000
     }
 }
@@ -38,6 +41,13 @@ struct TokenCreatedBody: Encodable {
     let token: String
     let role: String
     let tenant: String?
+    /// An app token's own limits.
+    let rate_limits: RateLimits?
+}
+
+struct TokenLimitsBody: Encodable {
+    let id: String
+    let rate_limits: RateLimits
 }
 
 struct TokenDeletedBody: Encodable {

@@ -26,13 +26,22 @@ struct AdminController {
         var store: Tenant.StorePolicy?
         var retention_days: Int?
         var encrypted_requests: Tenant.EncryptedRequests?
+        var rate_limits: RateLimits?
     }
 
-    /// A partial tenant: the settings given change, the others stay.
+    /// A partial tenant: the settings given change, the others stay (`rate_limits` replaces both
+    /// limits: `{}` returns the tenant to the configured defaults).
     private struct UpdateTenant: Decodable {
         var store: Tenant.StorePolicy?
         var retention_days: Int?
         var encrypted_requests: Tenant.EncryptedRequests?
+        var rate_limits: RateLimits?
+    }
+
+    private static func checkLimits(_ limits: RateLimits?) throws {
+        if let limits, !limits.isValid {
+            throw GatewayError.invalidRequest("each rate limit must be from 1 to \(RateLimits.maximum), or left out", code: "invalid_field")
+        }
     }
 
     private static func checkRetention(_ days: Int?) throws {
@@ -44,6 +53,11 @@ struct AdminController {
     private struct CreateToken: Decodable {
         var tenant: String?
         var role: TokenRecord.Role?
+        var rate_limits: RateLimits?
+    }
+
+    private struct UpdateToken: Decodable {
+        var rate_limits: RateLimits
     }
 
     private struct ProviderKey: Decodable {
@@ -61,6 +75,7 @@ struct AdminController {
                 throw GatewayError.invalidRequest("a tenant name is 1-63 lowercase letters, digits, '-' or '_'", code: "invalid_name")
             }
             try Self.checkRetention(input.retention_days)
+            try Self.checkLimits(input.rate_limits)
             guard try await store.tenant(named: input.name) == nil else {
                 throw GatewayError(.conflict, type: "invalid_request_error", code: "already_exists", "tenant \(input.name) exists")
             }
@@ -81,7 +96,7 @@ struct AdminController {
             }
             let tenant = Tenant(name: input.name, key: key, store: input.store ?? .always,
                                 retentionDays: input.retention_days ?? 30, createdAt: Gateway.nowMs(),
-                                encryptedRequests: input.encrypted_requests ?? .allowed)
+                                encryptedRequests: input.encrypted_requests ?? .allowed, rateLimits: input.rate_limits ?? RateLimits())
             do { try await store.createTenant(tenant) } catch let e as StorageError where e.code == .alreadyExists {
                 throw GatewayError(.conflict, type: "invalid_request_error", code: "already_exists", "tenant \(input.name) exists")
             }
@@ -107,12 +122,15 @@ struct AdminController {
             let name = try context.parameters.require("name")
             let input = try JSONBody.decode(UpdateTenant.self, from: try await request.bodyBytes(limit: bodyLimit))
             try Self.checkRetention(input.retention_days)
+            try Self.checkLimits(input.rate_limits)
             guard let before = try await store.tenant(named: name) else { throw GatewayError.notFound("no tenant \(name)") }
-            let change = TenantSettingsChange(store: input.store, retentionDays: input.retention_days, encryptedRequests: input.encrypted_requests)
+            let change = TenantSettingsChange(store: input.store, retentionDays: input.retention_days, encryptedRequests: input.encrypted_requests,
+                                              rateLimits: input.rate_limits)
             let given = [input.store.map { "store=\($0.rawValue)" }, input.retention_days.map { "retention_days=\($0)" },
-                         input.encrypted_requests.map { "encrypted_requests=\($0.rawValue)" }].compactMap { $0 }
+                         input.encrypted_requests.map { "encrypted_requests=\($0.rawValue)" },
+                         input.rate_limits.map { "rate_limits={\($0.summary)}" }].compactMap { $0 }
             guard !given.isEmpty else {
-                throw GatewayError.invalidRequest("give any of store, retention_days, encrypted_requests", code: "missing_field")
+                throw GatewayError.invalidRequest("give any of store, retention_days, encrypted_requests, rate_limits", code: "missing_field")
             }
             // Logged first: a setting is in force only if its change is in the log.
             try await audit.append(AuditLog.event(.tenantUpdate, key: before.key, detail: given.joined(separator: " "),
@@ -155,6 +173,10 @@ struct AdminController {
             let principal = try context.requirePrincipal()
             let input = try JSONBody.decode(CreateToken.self, from: try await request.bodyBytes(limit: bodyLimit))
             let role = input.role ?? .app
+            try Self.checkLimits(input.rate_limits)
+            if input.rate_limits != nil, role != .app {
+                throw GatewayError.invalidRequest("only app tokens have rate limits", code: "invalid_field")
+            }
             switch (role, input.tenant) {
             case (.app, nil): throw GatewayError.invalidRequest("an app token needs a tenant", code: "missing_field")
             case (.app, let name?):
@@ -164,12 +186,30 @@ struct AdminController {
             }
             let (token, id) = Tokens.generate()
             // Logged first: a token exists only if its creation is in the log.
-            try await audit.append(AuditLog.event(.tokenCreate, detail: "id=\(id) role=\(role.rawValue)",
+            let limits = input.rate_limits ?? RateLimits()
+            try await audit.append(AuditLog.event(.tokenCreate, detail: (["id=\(id) role=\(role.rawValue)"] + (limits.isEmpty ? [] : [limits.summary])).joined(separator: " "),
                                                        scope: AuditScope(actor: principal.tokenID, tenant: input.tenant)))
-            try await store.insertToken(TokenRecord(id: id, tenant: input.tenant, role: role, hash: Tokens.hash(token), createdAt: Gateway.nowMs()))
+            try await store.insertToken(TokenRecord(id: id, tenant: input.tenant, role: role, hash: Tokens.hash(token), createdAt: Gateway.nowMs(),
+                                                    rateLimits: limits))
             logger.notice("token issued", metadata: ["token_id": "\(id)", "tenant": "\(input.tenant ?? "-")", "role": "\(role.rawValue)"])
             // The token is shown once, in this answer.
-            return JSONBody.encoded(TokenCreatedBody(id: id, token: token.exposed(), role: role.rawValue, tenant: input.tenant), status: .created)
+            return JSONBody.encoded(TokenCreatedBody(id: id, token: token.exposed(), role: role.rawValue, tenant: input.tenant,
+                                                         rate_limits: role == .app ? limits : nil), status: .created)
+        }
+
+        // An app token's own limits, replaced whole (`{}`: none of its own).
+        admin.patch("tokens/:id") { request, context -> Response in
+            let principal = try context.requirePrincipal()
+            let id = try context.parameters.require("id")
+            let input = try JSONBody.decode(UpdateToken.self, from: try await request.bodyBytes(limit: bodyLimit))
+            try Self.checkLimits(input.rate_limits)
+            guard let token = try await store.token(id: id), token.role == .app else { throw GatewayError.notFound("no app token \(id)") }
+            // Logged first: a limit is in force only if its change is in the log.
+            try await audit.append(AuditLog.event(.tokenUpdate, detail: "id=\(id) rate_limits={\(input.rate_limits.summary)}",
+                                                  scope: AuditScope(actor: principal.tokenID, tenant: token.tenant)))
+            guard try await store.setTokenRateLimits(id: id, input.rate_limits) else { throw GatewayError.notFound("no app token \(id)") }
+            await replication.changed(.tokens)
+            return JSONBody.encoded(TokenLimitsBody(id: id, rate_limits: input.rate_limits))
         }
 
         admin.delete("tokens/:id") { request, context -> Response in

@@ -45,6 +45,8 @@ enum OpenAPIDocument {
         static let store = Schema.oneOf(Tenant.StorePolicy.allCases.map(\.rawValue))
         static let retention = Schema.integer(0...36500)
         static let encryptedRequests = Schema.oneOf(Tenant.EncryptedRequests.allCases.map(\.rawValue))
+        static let rateLimits = Schema.object(["requests_per_minute": .integer(1...Int(RateLimits.maximum)),
+                                               "tokens_per_minute": .integer(1...Int(RateLimits.maximum))], closed: true)
     }
 
     struct Operation: Sendable {
@@ -65,13 +67,13 @@ enum OpenAPIDocument {
     static let operations: [Operation] = [
         Operation(method: "post", path: "/admin/v1/tenants", role: "admin", summary: "Create a tenant (with a new local key unless one is named)",
                   body: .object(["name": .tenantName, "key": .keyReference, "store": .store, "retention_days": .retention,
-                                 "encrypted_requests": .encryptedRequests], required: ["name"]),
+                                 "encrypted_requests": .encryptedRequests, "rate_limits": .rateLimits], required: ["name"]),
                   success: "201", errors: [400, 404, 409, 413]),
         Operation(method: "get", path: "/admin/v1/tenants", role: "admin", summary: "List tenants"),
         Operation(method: "patch", path: "/admin/v1/tenants/{name}", role: "admin",
-                  summary: "Change a tenant's settings (any of store, retention_days, encrypted_requests)",
-                  body: .object(["store": .store, "retention_days": .retention, "encrypted_requests": .encryptedRequests], minProperties: 1,
-                                closed: true),
+                  summary: "Change a tenant's settings (any of store, retention_days, encrypted_requests, rate_limits)",
+                  body: .object(["store": .store, "retention_days": .retention, "encrypted_requests": .encryptedRequests,
+                                 "rate_limits": .rateLimits], minProperties: 1, closed: true),
                   errors: [400, 404, 413]),
         Operation(method: "put", path: "/admin/v1/tenants/{name}/provider-keys/{upstream}", role: "admin",
                   summary: "Store the tenant's own provider API key, encrypted under its key",
@@ -83,10 +85,13 @@ enum OpenAPIDocument {
                   body: .object(["key": .keyReference], required: ["key"]), success: "202", errors: [400, 404, 409, 410, 413]),
         Operation(method: "post", path: "/admin/v1/tokens", role: "admin", summary: "Issue a token (shown once)",
                   // An app token (the default role) belongs to a tenant; no other does.
-                  body: .either([.object(["tenant": .tenantName, "role": .oneOf([TokenRecord.Role.app.rawValue])], required: ["tenant"], closed: true),
+                  body: .either([.object(["tenant": .tenantName, "role": .oneOf([TokenRecord.Role.app.rawValue]), "rate_limits": .rateLimits],
+                                         required: ["tenant"], closed: true),
                                  .object(["role": .oneOf(TokenRecord.Role.allCases.filter { $0 != .app }.map(\.rawValue))], required: ["role"],
                                          closed: true)]),
                   success: "201", errors: [400, 404, 413]),
+        Operation(method: "patch", path: "/admin/v1/tokens/{id}", role: "admin", summary: "Replace an app token's own rate limits",
+                  body: .object(["rate_limits": .rateLimits], required: ["rate_limits"], closed: true), errors: [400, 404, 413]),
         Operation(method: "delete", path: "/admin/v1/tokens/{id}", role: "admin", summary: "Delete a token", errors: [404, 409]),
         Operation(method: "post", path: "/admin/v1/tokens/{id}/suspend", role: "admin", summary: "Suspend a token", errors: [404, 409]),
         Operation(method: "post", path: "/admin/v1/tokens/{id}/resume", role: "admin", summary: "Lift a token's suspension", errors: [404, 409]),

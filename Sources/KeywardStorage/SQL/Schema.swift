@@ -154,6 +154,19 @@ public enum Schema {
             all("CREATE INDEX batches_by_tenant ON batches(tenant, created_at, id)"),
             all("CREATE INDEX batches_by_status ON batches(status)"),
         ]),
+        // Rate limits (issue 24): tenants' and tokens' own, and each replica's counts per minute,
+        // which the others add to theirs.
+        Migration(version: 9, statements: [
+            all("ALTER TABLE tenants ADD COLUMN requests_per_minute BIGINT"),
+            all("ALTER TABLE tenants ADD COLUMN tokens_per_minute BIGINT"),
+            all("ALTER TABLE tokens ADD COLUMN requests_per_minute BIGINT"),
+            all("ALTER TABLE tokens ADD COLUMN tokens_per_minute BIGINT"),
+            all("""
+                CREATE TABLE rate_counts(
+                    scope TEXT NOT NULL, minute BIGINT NOT NULL, replica TEXT NOT NULL,
+                    requests BIGINT NOT NULL, tokens BIGINT NOT NULL, PRIMARY KEY (scope, minute, replica))
+                """),
+        ]),
     ]
 
     private static func all(_ sql: String) -> Statement { Statement(sql: sql, only: nil) }
