@@ -11,6 +11,9 @@ let package = Package(
         .library(name: "KeywardCrypto", targets: ["KeywardCrypto"]),
         // For the fuzz targets (Fuzz/), which build against the library as users do.
         .library(name: "KeywardJSON", targets: ["KeywardJSON"]),
+        .library(name: "KeywardStorage", targets: ["KeywardStorage"]),
+        .library(name: "KeywardKeyStores", targets: ["KeywardKeyStores"]),
+        .library(name: "KeywardGateway", targets: ["KeywardGateway"]),
         .library(name: "KeywardTesting", targets: ["KeywardTesting"]),
     ],
     dependencies: [

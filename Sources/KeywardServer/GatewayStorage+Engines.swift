@@ -39,7 +39,9 @@ extension GatewayStorage {
             guard let loop = MultiThreadedEventLoopGroup.currentEventLoop else { return nil }
             return { work in if loop.inEventLoop { work() } else { loop.execute(work) } }
         })
-        return GatewayStorage(records: store, description: path)
+        var storage = GatewayStorage(records: store, description: path)
+        storage.memoryInUse = { SQLiteRecordStore.memoryInUse }
+        return storage
     }
 
     /// A PostgreSQL database shared by every replica: records, change notifications, settings and

@@ -44,6 +44,19 @@ struct StreamingTests {
         #expect(SSEEvent(Array("event: a\ndata: x\ndata: y".utf8)).bytes == Array("event: a\ndata: x\ndata: y\n\n".utf8))
     }
 
+    /// A large event in small pieces is scanned once: each piece used to rescan everything held
+    /// (4 MiB in 1-KiB pieces: some 8 billion byte visits, minutes; now 4 million).
+    @Test func aLargeEventInSmallPiecesIsScannedOnce() {
+        var s = SSEEventSplitter()
+        let piece = [UInt8](repeating: 0x61, count: 1024)
+        let start = ContinuousClock.now
+        var events: [SSEEvent] = s.feed(Array("data: ".utf8))
+        for _ in 0..<4096 { events += s.feed(piece) }
+        events += s.feed(Array("\n\n".utf8))
+        #expect(events.count == 1 && events.first?.data.count == 4 << 20)
+        #expect(ContinuousClock.now - start < .seconds(10))
+    }
+
     @Test func assemblesAChatStreamWithToolCalls() throws {
         var a = ChatStreamAssembler()
         let chunks = [

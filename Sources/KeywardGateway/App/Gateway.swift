@@ -60,6 +60,7 @@ public final class Gateway: Sendable {
         // Every store is seen through Keyward's own key states, kept in the database.
         self.keyStores.govern(by: StoredKeyStates(store: store))
         metrics = GatewayMetrics()
+        metrics.storageMemory = storage.memoryInUse
         alerts = AlertCenter(configuration: configuration.alerts)
         let traces = Traces(enabled: configuration.tracing)
         audit = AuditLog(store: store, metrics: metrics, logger: logger, alerts: alerts, traces: traces)

@@ -147,6 +147,18 @@ public final class GatewayMetrics: Sendable {
         counter("change_feed_events", [("event", listening ? "listening" : "lost")]).increment()
     }
 
+    /// Read each time `/metrics` is: the storage engine's memory in this process, if it has any there.
+    var storageMemory: (@Sendable () -> Int64)? {
+        get { storageMemorySampler.withLock { $0 } }
+        set { storageMemorySampler.withLock { $0 = newValue } }
+    }
+    private let storageMemorySampler = Mutex<(@Sendable () -> Int64)?>(nil)
+
     /// The exposition text for `/metrics`.
-    public func exposition() -> [UInt8] { registry.emitToBuffer() }
+    public func exposition() -> [UInt8] {
+        if let read = storageMemory {
+            Metrics.Gauge(label: "keyward_storage_memory_bytes", dimensions: [], factory: factory).record(read())
+        }
+        return registry.emitToBuffer()
+    }
 }

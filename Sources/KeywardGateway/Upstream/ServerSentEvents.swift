@@ -4,13 +4,16 @@ import Foundation
 /// cut them. Pure: no I/O.
 struct SSEEventSplitter {
     private var buffer: [UInt8] = []
+    /// Where the search for a blank line goes on: the bytes before it hold none (an event that
+    /// comes in many pieces is scanned once, not once per piece).
+    private var scanned = 0
 
     /// The events completed by `bytes`, each without its terminating blank line.
     mutating func feed(_ bytes: some Sequence<UInt8>) -> [SSEEvent] {
         buffer.append(contentsOf: bytes.lazy.filter { $0 != 13 })  // CRLF → LF
         var events: [SSEEvent] = []
         var start = 0
-        var i = 0
+        var i = scanned
         while i + 1 < buffer.count {
             if buffer[i] == 10 && buffer[i + 1] == 10 {
                 events.append(SSEEvent(Array(buffer[start..<i])))
@@ -21,12 +24,13 @@ struct SSEEventSplitter {
             }
         }
         buffer.removeFirst(start)
+        scanned = i - start
         return events
     }
 
     /// What is left at the end of the stream, as a last event if it holds anything.
     mutating func finish() -> SSEEvent? {
-        defer { buffer = [] }
+        defer { buffer = []; scanned = 0 }
         let rest = buffer.drop { $0 == 10 }
         return rest.isEmpty ? nil : SSEEvent(Array(rest))
     }

@@ -1,3 +1,4 @@
+import CSQLite
 import Dispatch
 import Foundation
 import KeywardAudit
@@ -10,6 +11,9 @@ import Synchronization
 /// to a thread pool. A crash of the process loses nothing committed; a power loss may lose the
 /// last transactions since the last checkpoint.
 public final class SQLiteRecordStore: SQLStore {
+    /// Bytes SQLite's allocator holds in this process, every connection's page cache included.
+    public static var memoryInUse: Int64 { sqlite3_memory_used() }
+
     private let connection: Mutex<SQLiteConnection>
     /// Checkpoints run on their own connection, off the request path: a checkpoint syncs the
     /// database file, which would stall every writer if it ran inside a commit.
