@@ -5,9 +5,7 @@ import FuzzSupport
 /// body before anything else: on any bytes it is a head or a clear error, never a trap.
 func fuzz(_ data: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     let body = Array(UnsafeBufferPointer(start: data, count: count))
-    if let head = try? RequestHead.parse(body) {
-        precondition(!head.model.isEmpty, "a head without a model")
-    }
+    _ = try? RequestHead.parse(body)
     return 0
 }
 

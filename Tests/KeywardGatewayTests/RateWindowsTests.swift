@@ -99,6 +99,30 @@ struct RateWindowsTests {
         #expect(w.scopeCount == 0)
     }
 
+    /// Without replicas to sync with, nothing else prunes: requests do, once a minute.
+    @Test func requestsAloneForgetOldMinutes() {
+        var w = RateWindows()
+        for i in 0..<100 { _ = w.admit([(scope: "token:\(i)", limits: RateLimits(requestsPerMinute: 5))], nowMs: at(1)) }
+        #expect(w.scopeCount == 100)
+        _ = w.admit([(scope: "tenant:a", limits: RateLimits(requestsPerMinute: 5))], nowMs: at(1, minute: 1002))
+        #expect(w.scopeCount == 1)
+    }
+
+    /// The wait given is the longest of the refusing scopes': after it, every one has room.
+    @Test func theLongestWaitOfEveryRefusingScopeIsGiven() {
+        var w = RateWindows()
+        let tenant = (scope: "tenant:a", limits: RateLimits(requestsPerMinute: 3, tokensPerMinute: 10))
+        let token = (scope: "token:1", limits: RateLimits(requestsPerMinute: 2))
+        #expect(w.admit([tenant, token], nowMs: at(10)) == nil)
+        #expect(w.admit([tenant, token], nowMs: at(11)) == nil)
+        w.use(tokens: 1000, [tenant, token], nowMs: at(12))
+        let r = w.admit([token, tenant], nowMs: at(13))
+        // The token refuses first (room in 47 s + 30 s); the tenant's tokens need longer:
+        // 1000 × (1 − t) ≤ 9 in the next minute, t ≥ 0.991: 47 s + 59.5 s.
+        #expect(r?.scope == "tenant:a" && r?.limit == .tokens)
+        #expect(r.map { (106...108).contains($0.retryAfterSeconds) } == true)
+    }
+
     @Test func theWaitIsBoundedAndAtLeastASecond() {
         #expect(RateWindows.wait(previous: 0, current: 1, ceiling: 0, elapsed: 0.5) == 90)
         #expect(RateWindows.wait(previous: 1_000_000, current: 0, ceiling: 0, elapsed: 0) == 60)

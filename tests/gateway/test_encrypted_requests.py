@@ -422,3 +422,18 @@ def test_a_file_upload_encrypted_by_the_app_is_opened_as_it_streams_and_its_down
     plaintext, _ = ESDK.decrypt(source=sealed_answer, key_provider=provider(arn))
     assert json.loads(plaintext)["bytes"] == 200_000
 
+
+
+def test_a_rate_limit_refuses_an_encrypted_request_before_it_is_opened(enc, upstream):
+    token, arn = enc.tenant("limited-e2e")
+    status, body, _ = enc.admin("PATCH", "/admin/v1/tenants/limited-e2e", {"rate_limits": {"requests_per_minute": 1}})
+    assert status == 200, body
+    message, _ = sealed_request({"model": "mock-1", "messages": [{"role": "user", "content": "one"}]}, "limited-e2e", arn)
+    assert post(enc, "/v1/chat/completions", token, message)[0] == 200
+    enc.proxy.reset()
+    before = upstream.count
+    message, _ = sealed_request({"model": "mock-1", "messages": [{"role": "user", "content": "two"}]}, "limited-e2e", arn)
+    status, body, headers = post(enc, "/v1/chat/completions", token, message)
+    assert status == 429 and body["error"]["code"] == "rate_limited", body
+    assert 1 <= int(headers["retry-after"]) <= 120
+    assert "Decrypt" not in enc.proxy.calls and upstream.count == before, enc.proxy.calls

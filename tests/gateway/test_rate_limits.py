@@ -11,10 +11,10 @@ import pytest
 CHAT = "/v1/chat/completions"
 
 
-def chat(g, token, model="mock-gpt", stream=False):
+def chat(g, token, model="mock-gpt", stream=False, usage=True):
     body = {"model": model, "messages": [{"role": "user", "content": "hello there"}]}
     if stream:
-        body |= {"stream": True, "stream_options": {"include_usage": True}}
+        body |= {"stream": True} | ({"stream_options": {"include_usage": True}} if usage else {})
     return g.request("POST", CHAT, body, token=token)
 
 
@@ -23,6 +23,8 @@ def refused(status, body, headers, limit, perMinute):
     assert body["error"]["code"] == "rate_limited" and body["error"]["type"] == "rate_limit_error", body
     assert f"limit of {perMinute} {limit}" in body["error"]["message"], body
     assert 1 <= int(headers["retry-after"]) <= 120, headers["retry-after"]
+    kind = "tokens" if limit == "model tokens" else "requests"
+    assert headers["x-keyward-rate-limit"].endswith(f" {kind}_per_minute={perMinute}"), headers["x-keyward-rate-limit"]
     return int(headers["retry-after"])
 
 
@@ -104,6 +106,15 @@ def test_model_tokens_are_counted_from_the_upstreams_usage(g, upstream):
     assert metric(g, "tenant", "tokens") >= 1
     events = audited(g, "wordy")
     assert events and events[0]["detail"] == "tenant tokens_per_minute=25", events
+
+
+def test_a_stream_without_usage_is_counted_from_its_bytes(g, upstream):
+    """A streamed chat whose client did not ask for usage carries no counts: a quarter of its
+    request's and answer's bytes is counted instead, so a stream cannot pass a tokens limit."""
+    token = g.new_tenant("quiet", rate_limits={"tokens_per_minute": 40, "requests_per_minute": 100})
+    status, body, _ = chat(g, token, stream=True, usage=False)
+    assert status == 200 and b"data: [DONE]" in body and b'"usage"' not in body, body
+    refused(*chat(g, token), "model tokens", 40)
 
 
 def test_anthropic_messages_and_responses_are_limited_too(g, upstream):

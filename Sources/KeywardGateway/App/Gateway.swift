@@ -181,9 +181,12 @@ public final class Gateway: Sendable {
         KeyLifecycleController(lifecycle: keyLifecycle, bodyLimit: configuration.bodyLimit)
             .addRoutes(to: group("admin/v1", .keyAdmin))
         AuditController(store: store, audit: audit).addRoutes(to: group("admin/v1", .auditor))
-        // Requests the app encrypted are opened before, and answers sealed after, every app route.
-        let apps = group("", .app).add(middleware: EncryptedExchanges(vault: vault, policies: policies, bodyLimit: configuration.bodyLimit))
-        addModelRoutes(to: apps)
+        // Requests the app encrypted are opened before, and answers sealed after, every app route
+        // (on the model routes, once the rate limits let the request through).
+        let opening = EncryptedExchanges(vault: vault, policies: policies, bodyLimit: configuration.bodyLimit)
+        let authenticated = group("", .app)
+        addModelRoutes(to: authenticated, opening: opening)
+        let apps = authenticated.group().add(middleware: opening)
         StoredCompletionsController(store: store, vault: vault, audit: audit, policies: policies, logger: logger).addRoutes(to: apps)
         ConversationsController(conversations: conversations, policies: policies, bodyLimit: configuration.bodyLimit).addRoutes(to: apps)
         FilesController(files: files, policies: policies).addRoutes(to: apps)
@@ -196,8 +199,10 @@ public final class Gateway: Sendable {
 
     /// The routes that call models, under the rate limits: the app group's, and those a batch's
     /// lines are sent through (a batch's lines count against its token's and tenant's limits).
-    private func addModelRoutes(to group: RouterGroup<GatewayContext>) {
+    /// - Parameter opening: what follows the limits (the app group's encrypted exchanges).
+    private func addModelRoutes(to group: RouterGroup<GatewayContext>, opening: EncryptedExchanges? = nil) {
         let group = group.group().add(middleware: RateLimit(limiter: limiter))
+        if let opening { group.add(middleware: opening) }
         AIController(configuration: configuration, vault: vault, audit: audit, policies: policies, providerKeys: providerKeys,
                      upstreams: upstreams, limiter: limiter, metrics: metrics, logger: logger).addRoutes(to: group)
         ResponsesController(configuration: configuration, conversations: conversations, policies: policies, providerKeys: providerKeys,

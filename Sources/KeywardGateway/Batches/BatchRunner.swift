@@ -252,10 +252,13 @@ struct BatchRunner: Sendable {
             var answer: LineSender.Answer
             while true {
                 answer = try await permits.withPermit(permit) { await sender.send(line.body, to: endpoint, as: principal) }
-                // Over its tenant's or token's rate limit: nothing was sent; wait as told, without
-                // spending a try (a batch goes at the pace its limits allow, until it expires).
-                if answer.code == "rate_limited" {
+                // Over its tenant's or token's rate limit (Keyward's own refusal: nothing was
+                // sent): wait as told, without spending a try, so that a batch goes at the pace
+                // its limits allow, until it expires or the replica stops.
+                if answer.rateLimitedHere {
+                    if let reason = watch.reason { return .stopped(reason) }
                     try await Task.sleep(for: .seconds(min(60, max(1, answer.retryAfter ?? 1))))
+                    if let reason = watch.reason { return .stopped(reason) }
                     continue
                 }
                 attempt += 1

@@ -21,6 +21,8 @@ struct LineSender: Sendable {
         var message = ""
         /// An upstream's `retry-after`, in seconds.
         var retryAfter: Double?
+        /// Refused by a rate limit of Keyward's, before anything was sent.
+        var rateLimitedHere = false
 
         /// Worth another try: throttled, or an upstream (or the gateway's key store) failing.
         var retryable: Bool { status == 429 || (500...599).contains(status) && status != 501 }
@@ -39,7 +41,7 @@ struct LineSender: Sendable {
         } catch {
             let e = GatewayError.from(error)
             return Answer(status: Int(e.status.code), body: e.body, requestID: requestID, code: e.code, message: e.message,
-                          retryAfter: e.headers[.retryAfter].flatMap(Double.init))
+                          retryAfter: e.headers[.retryAfter].flatMap(Double.init), rateLimitedHere: e.headers[.keywardRateLimit] != nil)
         }
     }
 

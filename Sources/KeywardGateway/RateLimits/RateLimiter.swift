@@ -58,15 +58,22 @@ final class RateLimiter: Sendable {
         var e = GatewayError(.tooManyRequests, type: "rate_limit_error", code: "rate_limited",
                              "the \(kind)'s limit of \(refusal.perMinute) \(refusal.limit == .requests ? "requests" : "model tokens") a minute is reached; retry after \(refusal.retryAfterSeconds) s")
         e.headers[.retryAfter] = String(refusal.retryAfterSeconds)
+        e.headers[.keywardRateLimit] = "\(kind) \(limit)"
         throw e
     }
 
-    /// Counts the model tokens (input and output) an answer to `principal` used.
-    func used(tokens: Int?, by principal: Principal) {
-        guard let tokens, tokens > 0 else { return }
+    /// Counts the model tokens an answer to `principal` used: the upstream's counts, each held to
+    /// ``RateLimits/maximum`` (an upstream's number is not trusted to be sane). An answer without
+    /// counts (a stream the client did not ask usage for, an upstream that reports none) is
+    /// counted as a quarter of its request's and answer's bytes, about a token each for English.
+    func used(_ counts: [Int?], orBytes bytes: Int, by principal: Principal) {
+        let given = counts.compactMap { $0 }
+        let tokens = given.isEmpty ? Int64(bytes / 4)
+            : given.reduce(Int64(0)) { $0 + Int64(clamping: min(max($1, 0), Int(RateLimits.maximum))) }
+        guard tokens > 0 else { return }
         let checks = checks(principal)
         guard !checks.isEmpty else { return }
-        windows.withLock { $0.use(tokens: Int64(tokens), checks, nowMs: Gateway.nowMs()) }
+        windows.withLock { $0.use(tokens: tokens, checks, nowMs: Gateway.nowMs()) }
     }
 
     /// Writes this replica's changed counts and reads the others' (the sync service's pass).

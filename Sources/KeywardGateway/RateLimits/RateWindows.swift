@@ -42,14 +42,19 @@ struct RateWindows {
     }
 
     private var scopes: [String: Scope] = [:]
+    /// The minute of the last ``prune(nowMs:)``: every count is pruned once a minute, by whatever
+    /// comes first (a request, or the replicas' sync where there is one).
+    private var prunedIn: Int64 = .min
 
     static let minuteMs: Int64 = 60_000
 
     /// Admits a request if every scope is under its limits, and then counts it in each; else
-    /// the first scope's refusal, counting nothing.
+    /// the refusal with the longest wait (the one after which every limit has room), counting nothing.
     mutating func admit(_ checks: [(scope: String, limits: RateLimits)], nowMs: Int64) -> Refusal? {
         let minute = nowMs / Self.minuteMs
+        if prunedIn != minute { prune(nowMs: nowMs) }
         let elapsed = Double(nowMs % Self.minuteMs) / Double(Self.minuteMs)
+        var refusal: Refusal?
         for (name, limits) in checks {
             let s = scopes[name] ?? Scope()
             let previous = s.total(minute - 1), current = s.total(minute)
@@ -63,12 +68,17 @@ struct RateWindows {
                 let ceiling = Double(perMinute) - room  // the estimate must be at most this (tokens: below it)
                 let estimate = Double(prev) * (1 - elapsed) + Double(cur)
                 guard room > 0 ? estimate > ceiling : estimate >= ceiling else { continue }
-                let first = s.refusedIn != minute
-                scopes[name, default: Scope()].refusedIn = minute
-                return Refusal(scope: name, limit: limit, perMinute: perMinute,
-                               retryAfterSeconds: Self.wait(previous: Double(prev), current: Double(cur), ceiling: ceiling, elapsed: elapsed),
-                               firstThisMinute: first)
+                // Tokens need the estimate below the limit: aim a token under it.
+                let wait = Self.wait(previous: Double(prev), current: Double(cur), ceiling: room > 0 ? ceiling : ceiling - 1, elapsed: elapsed)
+                if wait > refusal?.retryAfterSeconds ?? 0 {
+                    refusal = Refusal(scope: name, limit: limit, perMinute: perMinute, retryAfterSeconds: wait,
+                                      firstThisMinute: s.refusedIn != minute)
+                }
             }
+        }
+        if let refusal {
+            scopes[refusal.scope, default: Scope()].refusedIn = minute
+            return refusal
         }
         for (name, limits) in checks where !limits.isEmpty {
             scopes[name, default: Scope()].own[minute, default: Count()].requests += 1
@@ -126,11 +136,13 @@ struct RateWindows {
 
     /// Forgets minutes before the previous one, and scopes with nothing left.
     mutating func prune(nowMs: Int64) {
-        let oldest = nowMs / Self.minuteMs - 1
+        prunedIn = nowMs / Self.minuteMs
+        let oldest = prunedIn - 1
         for (name, var s) in scopes {
             s.own = s.own.filter { $0.key >= oldest }
             s.others = s.others.filter { $0.key >= oldest }
-            if s.own.isEmpty && s.others.isEmpty && !s.changed && (s.refusedIn ?? .min) < oldest { scopes[name] = nil } else { scopes[name] = s }
+            // Counts of older minutes are not worth sharing either: a scope left with none goes.
+            if s.own.isEmpty && s.others.isEmpty && (s.refusedIn ?? .min) < oldest { scopes[name] = nil } else { scopes[name] = s }
         }
     }
 

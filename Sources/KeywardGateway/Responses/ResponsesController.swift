@@ -238,7 +238,8 @@ struct ResponsesController {
     /// its input and output items as the conversation's next items: all or none, with its event.
     private func save(_ turn: Turn, _ answer: [String: Any], upstreamTime: Duration, streamed: Bool) async throws {
         let usage = answer["usage"] as? [String: Any]
-        limiter.used(tokens: ((usage?["input_tokens"] as? Int) ?? 0) + ((usage?["output_tokens"] as? Int) ?? 0), by: turn.principal)
+        limiter.used([usage?["input_tokens"] as? Int, usage?["output_tokens"] as? Int],
+                     orBytes: turn.input.count + ((try? JSONSerialization.data(withJSONObject: answer).count) ?? 0), by: turn.principal)
         guard turn.storing || turn.conversation != nil else { return }
         let metadata = RecordMetadata(model: turn.model, status: 200, promptTokens: usage?["input_tokens"] as? Int,
                                       completionTokens: usage?["output_tokens"] as? Int, upstreamMs: upstreamTime.milliseconds,

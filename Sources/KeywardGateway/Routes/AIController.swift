@@ -105,7 +105,7 @@ struct AIController {
     /// `status`: 200, or the error of an answer that broke off (what was received is kept).
     func storeExchange(_ x: Exchange, protocol p: APIProtocol, response: [UInt8], usage: (Int?, Int?),
                        upstreamTime: Duration, status: Int = 200) async throws {
-        limiter.used(tokens: (usage.0 ?? 0) + (usage.1 ?? 0), by: x.principal)
+        limiter.used([usage.0, usage.1], orBytes: x.body.count + response.count, by: x.principal)
         guard let id = x.recordID else { return }
         let now = Gateway.nowMs()
         let metadata = RecordMetadata(model: x.model, status: status, promptTokens: usage.0, completionTokens: usage.1,
@@ -199,6 +199,10 @@ struct AIController {
             var chat = ChatStreamAssembler()
             var messages = AnthropicStreamAssembler()
             var stored = false
+            var forwarded = 0
+            // A client that leaves mid-answer ends this early, before the answer is stored (and
+            // its tokens counted there): count what was sent.
+            defer { if !stored { limiter.used([], orBytes: x.body.count + forwarded, by: x.principal) } }
             let start = ContinuousClock.now
             func store(status: Int = 200) async {
                 guard !stored, chat.chunks > 0 || messages.started else { return }
@@ -226,7 +230,9 @@ struct AIController {
                     messages.add(e.data)
                     if e.name == "message_stop" { await store() }
                 }
-                try await writer.write(ByteBuffer(bytes: e.bytes))
+                let bytes = e.bytes
+                forwarded += bytes.count
+                try await writer.write(ByteBuffer(bytes: bytes))
             }
             if let e = try await UpstreamClient.forEachChunk(of: response, from: upstream, { buffer in
                 for event in splitter.feed(buffer.readableBytesView) { try await forward(event) }
@@ -299,7 +305,7 @@ struct AIController {
         let response = try await upstreams.send(upstream, path: "/embeddings", body: bodyBuffer, apiKey: key)
         let answer = try await UpstreamClient.collect(response, upTo: 256 << 20, from: upstream)
         metrics.upstream(upstream.name, status: Int(response.status.code), duration: ContinuousClock.now - start)
-        limiter.used(tokens: JSONScanner.integer(at: ["usage", "total_tokens"], in: Array(buffer: answer)), by: principal)
+        limiter.used([JSONScanner.integer(at: ["usage", "total_tokens"], in: Array(buffer: answer))], orBytes: body.count, by: principal)
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: answer))
     }
 

@@ -105,4 +105,6 @@ extension HTTPField.Name {
     static let keywardRecordID = HTTPField.Name("x-keyward-record-id")!
     static let keywardOverhead = HTTPField.Name("x-keyward-overhead-ms")!
     static let keywardKey = HTTPField.Name("x-keyward-key-ms")!
+    /// On a 429 of Keyward's own rate limits: which limit (`tenant requests_per_minute=60`).
+    static let keywardRateLimit = HTTPField.Name("x-keyward-rate-limit")!
 }

@@ -286,7 +286,9 @@ struct EncryptedExchanges: RouterMiddleware {
     /// An error answering an encrypted request, with its status, type and code but without its
     /// message, which may quote the request (a model's name) or the upstream's reply to it.
     static func withheld(_ e: GatewayError) -> GatewayError {
-        GatewayError(e.status, type: e.type, code: e.code, "the request failed (\(e.code)); details are withheld since the request was encrypted")
+        var withheld = GatewayError(e.status, type: e.type, code: e.code, "the request failed (\(e.code)); details are withheld since the request was encrypted")
+        withheld.headers = e.headers  // retry-after and the like say nothing of the request
+        return withheld
     }
 
     /// The answer as one message (JSON, or a file's bytes as they stream), or each event's data as
