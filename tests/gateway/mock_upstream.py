@@ -9,7 +9,7 @@ nothing reached it), and has models that misbehave on purpose:
   mock-redirect -> 307 elsewhere, mock-drip -> streams slowly (0.4 s between chunks), mock-tools -> answers with a tool call,
   mock-cut -> resets the connection mid-answer (streamed or not), mock-stall -> stops sending mid-answer for 30 s,
   mock-huge-error -> 500 with a 10 MiB error body; claude-cut and resp-cut -> reset a streamed
-  Messages or Responses answer midway.
+  Messages or Responses answer midway; claude-cached -> usage with prompt-cache token counts.
 
 Its Responses API (`/v1/responses`) is stateless, as Keyward calls it: it answers from the input it
 is given (`resp-*` models; `resp-tools` calls a function when given tools, `resp-reason` adds an
@@ -275,6 +275,8 @@ def make_handler(state):
             msg = {"id": "msg_upstream", "type": "message", "role": "assistant", "model": model,
                    "content": content, "stop_reason": "end_turn",
                    "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 7}}
+            if model == "claude-cached":  # a prompt read from Anthropic's cache: counted apart from input_tokens
+                msg["usage"] |= {"cache_read_input_tokens": 40, "cache_creation_input_tokens": 8}
             if not body.get("stream"):
                 return self.send_json(200, msg)
             self.start_sse()

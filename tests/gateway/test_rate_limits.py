@@ -117,6 +117,15 @@ def test_a_stream_without_usage_is_counted_from_its_bytes(g, upstream):
     refused(*chat(g, token), "model tokens", 40)
 
 
+def test_anthropic_prompt_cache_tokens_are_counted(g):
+    # 5 input + 7 output + 40 read from the cache + 8 written to it = 60 of a limit of 50.
+    token = g.new_tenant("cached", rate_limits={"tokens_per_minute": 50, "requests_per_minute": 100})
+    status, body, _ = g.request("POST", "/v1/messages", {"model": "claude-cached", "max_tokens": 10,
+                                                         "messages": [{"role": "user", "content": "hi"}]}, token=token)
+    assert status == 200 and body["usage"]["cache_read_input_tokens"] == 40, body
+    refused(*chat(g, token), "model tokens", 50)
+
+
 def test_anthropic_messages_and_responses_are_limited_too(g, upstream):
     token = g.new_tenant("mixed", rate_limits={"requests_per_minute": 2})
     status, body, _ = g.request("POST", "/v1/messages", {"model": "claude-x", "max_tokens": 10,

@@ -105,7 +105,10 @@ struct AIController {
     /// `status`: 200, or the error of an answer that broke off (what was received is kept).
     func storeExchange(_ x: Exchange, protocol p: APIProtocol, response: [UInt8], usage: (Int?, Int?),
                        upstreamTime: Duration, status: Int = 200) async throws {
-        limiter.used([usage.0, usage.1], orBytes: x.body.count + response.count, by: x.principal)
+        // Anthropic counts a prompt read from or written to its cache apart from input_tokens.
+        let cached = p == .anthropic
+            ? ["cache_creation_input_tokens", "cache_read_input_tokens"].map { JSONScanner.integer(at: ["usage", $0], in: response) } : []
+        limiter.used([usage.0, usage.1] + cached, orBytes: x.body.count + response.count, by: x.principal)
         guard let id = x.recordID else { return }
         let now = Gateway.nowMs()
         let metadata = RecordMetadata(model: x.model, status: status, promptTokens: usage.0, completionTokens: usage.1,
