@@ -28,9 +28,27 @@ public struct RateLimits: Sendable, Hashable, Codable {
             .compactMap { $0 }.joined(separator: " ")
     }
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case requestsPerMinute = "requests_per_minute"
         case tokensPerMinute = "tokens_per_minute"
+    }
+
+    /// Refuses a member it does not know: a misspelt limit would otherwise be no limit.
+    public init(from decoder: any Decoder) throws {
+        struct AnyKey: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+        let known = Set(CodingKeys.allCases.map(\.rawValue))
+        if let unknown = try decoder.container(keyedBy: AnyKey.self).allKeys.first(where: { !known.contains($0.stringValue) }) {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [unknown],
+                                                    debugDescription: "unknown rate limit \(unknown.stringValue): requests_per_minute or tokens_per_minute"))
+        }
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        requestsPerMinute = try c.decodeIfPresent(Int64.self, forKey: .requestsPerMinute)
+        tokensPerMinute = try c.decodeIfPresent(Int64.self, forKey: .tokensPerMinute)
     }
 }
 

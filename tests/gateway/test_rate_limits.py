@@ -171,7 +171,7 @@ def test_tenant_limits_are_changed_returned_to_the_defaults_and_checked(g):
     status, body, _ = g.admin("PATCH", "/admin/v1/tenants/grows", {"retention_days": 3})
     assert body["rate_limits"] == {"tokens_per_minute": 9}, body
     for bad in ({"requests_per_minute": 0}, {"requests_per_minute": -1}, {"tokens_per_minute": 2 ** 41},
-                {"requests_per_minute": "many"}):
+                {"requests_per_minute": "many"}, {"request_per_minute": 5}):
         status, body, _ = g.admin("PATCH", "/admin/v1/tenants/grows", {"rate_limits": bad})
         assert status == 400, (bad, body)
         status, body, _ = g.admin("POST", "/admin/v1/tenants", {"name": "never", "rate_limits": bad})
@@ -182,3 +182,6 @@ def test_a_bad_configured_limit_stops_the_server_at_start(fresh_gateway):
     with pytest.raises(RuntimeError) as raised:
         fresh_gateway(config_extra={"rate_limits": {"requests_per_minute": 0}})
     assert "exited" in str(raised.value) and "rate_limits: each limit must be from 1" in str(raised.value)
+    with pytest.raises(RuntimeError) as raised:  # a misspelt limit is not no limit
+        fresh_gateway(config_extra={"rate_limits": {"request_per_minute": 10}})
+    assert "exited" in str(raised.value) and "unknown rate limit request_per_minute" in str(raised.value)
