@@ -1,7 +1,8 @@
 """The listener over TLS (issue 24): HTTPS with a test CA made by the openssl tool, TLS 1.2 or later
-only, the certificate reloaded on SIGHUP without dropping an open connection, and client
-certificates required on every connection or on admin routes only. Peers: curl, `openssl
-s_client`, Python's ssl module and the official openai SDK."""
+only, the certificate reloaded on SIGHUP without dropping an open connection, client certificates
+required on every connection or on admin routes only, and HTTP/2 beside HTTP/1.1 as the client
+chooses by ALPN. Peers: curl (with nghttp2), `openssl s_client`, Python's ssl module, httpx over
+the h2 library, and the official openai SDK."""
 import http.client
 import json
 import os
@@ -11,6 +12,12 @@ import subprocess
 import time
 import urllib.parse
 
+import concurrent.futures
+import socket
+
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import pytest
 
@@ -47,17 +54,19 @@ def tls_gateway(fresh_gateway, pki, **tls):
     return g
 
 
-def client(pki, cert=None):
-    """An httpx client that trusts the test CA, presenting `cert` (certificate, key) if given."""
+def client(pki, cert=None, http2=False):
+    """An httpx client that trusts the test CA, presenting `cert` (certificate, key) if given, and
+    offering HTTP/2 by ALPN (then only HTTP/2: httpx offers h2 alone) if `http2`."""
     ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
     if cert:
         ctx.load_cert_chain(*cert)
-    return httpx.Client(verify=ctx)
+    return httpx.Client(verify=ctx, http2=http2, http1=not http2, timeout=30)
 
 
-def admin(g, pki, method, path, body=None, cert=None):
-    with client(pki, cert) as c:
+def admin(g, pki, method, path, body=None, cert=None, http2=False):
+    with client(pki, cert, http2) as c:
         r = c.request(method, g.url + path, json=body, headers={"authorization": f"Bearer {g.admin_token}"})
+        assert r.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
         return r.status_code, r.json()
 
 
@@ -129,17 +138,127 @@ def test_client_certificates_on_every_connection(fresh_gateway, pki):
     assert out.stdout == "200", out.stderr
 
 
-def test_client_certificates_on_admin_routes_only(fresh_gateway, pki):
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
+def test_client_certificates_on_admin_routes_only(fresh_gateway, pki, http2):
+    # Over HTTP/2 the request is a stream whose connection (its parent) holds the certificate.
     g = tls_gateway(fresh_gateway, pki, client_ca_file=str(pki / "client-ca.pem"), client_certificates="admin")
     certificate = (str(pki / "client.pem"), str(pki / "client.key"))
-    status, body = admin(g, pki, "POST", "/admin/v1/tenants", {"name": "nocert"})
+    status, body = admin(g, pki, "POST", "/admin/v1/tenants", {"name": "nocert"}, http2=http2)
     assert status == 403 and body["error"]["code"] == "client_certificate_required", body
-    status, body = admin(g, pki, "POST", "/admin/v1/tenants", {"name": "withcert"}, cert=certificate)
+    status, body = admin(g, pki, "POST", "/admin/v1/tenants", {"name": "withcert"}, cert=certificate, http2=http2)
     assert status == 201, body
-    status, token = admin(g, pki, "POST", "/admin/v1/tokens", {"tenant": "withcert"}, cert=certificate)
+    status, token = admin(g, pki, "POST", "/admin/v1/tokens", {"tenant": "withcert"}, cert=certificate, http2=http2)
     assert status == 201, token
     # App routes need no client certificate.
     import openai
     c = openai.OpenAI(base_url=g.url + "/v1", api_key=token["token"], max_retries=0,
-                      http_client=client(pki))
+                      http_client=client(pki, http2=http2))
     assert c.chat.completions.create(model="mock-1", messages=[{"role": "user", "content": "app"}]).choices[0].message.content == "echo: app"
+
+
+def test_http2_by_alpn_beside_http1(fresh_gateway, pki):
+    g = tls_gateway(fresh_gateway, pki)
+    curl = ["curl", "-sS", "--cacert", str(pki / "ca.pem"), "-o", "/dev/null", "-w", "%{http_version} %{http_code}"]
+    assert subprocess.run(curl + ["--http2", g.url + "/healthz"], capture_output=True, text=True).stdout == "2 200"
+    assert subprocess.run(curl + ["--http1.1", g.url + "/healthz"], capture_output=True, text=True).stdout == "1.1 200"
+    status, _ = admin(g, pki, "POST", "/admin/v1/tenants", {"name": "h2"}, http2=True)
+    assert status == 201
+    status, token = admin(g, pki, "POST", "/admin/v1/tokens", {"tenant": "h2"}, http2=True)
+    import openai
+    h2client = client(pki, http2=True)
+    c = openai.OpenAI(base_url=g.url + "/v1", api_key=token["token"], max_retries=0, http_client=h2client)
+    # Answers whole and streamed, and many streams at once on the one connection.
+    raw = c.chat.completions.with_raw_response.create(model="mock-1", messages=[{"role": "user", "content": "over h2"}])
+    assert raw.http_response.http_version == "HTTP/2"
+    assert raw.parse().choices[0].message.content == "echo: over h2"
+    stream = c.chat.completions.create(model="mock-1", stream=True, messages=[{"role": "user", "content": "streamed h2"}])
+    assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices) == "echo: streamed h2"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: c.chat.completions.create(
+            model="mock-1", messages=[{"role": "user", "content": f"n{i}"}]).choices[0].message.content, range(24)))
+    assert answers == [f"echo: n{i}" for i in range(24)]
+    # A file in and out (the upload's connection-level read size is not touched on a stream).
+    data = os.urandom(3 << 20)
+    f = c.files.create(file=("h2.bin", data), purpose="user_data")
+    assert c.files.content(f.id).read() == data
+    # The stored answer is read back over HTTP/2 too.
+    stored = c.chat.completions.create(model="mock-1", store=True, messages=[{"role": "user", "content": "kept"}])
+    assert c.chat.completions.retrieve(stored.id).choices[0].message.content == "echo: kept"
+    # A body past the limit is refused at once, its stream reset, the connection kept.
+    started = time.time()
+    r = h2client.post(g.url + "/v1/chat/completions", content=b"x" * (8 << 20),
+                      headers={"authorization": f"Bearer {token['token']}", "content-type": "application/json"})
+    assert r.status_code == 413 and time.time() - started < 10
+    assert c.models.list().data
+    # The server stops promptly although the client keeps its idle connection (and, reading nothing
+    # between requests, never answers the server's PING).
+    started = time.time()
+    assert g.stop() == 0
+    assert time.time() - started < 6  # PING 2 s, TLS close 1 s
+    h2client.close()
+
+
+def h2_connection(g, pki):
+    """A TLS socket that negotiated h2, and an h2 client connection whose preface was sent."""
+    u = urllib.parse.urlparse(g.url)
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    ctx.set_alpn_protocols(["h2"])
+    s = ctx.wrap_socket(socket.create_connection((u.hostname, u.port), timeout=10), server_hostname=u.hostname)
+    assert s.selected_alpn_protocol() == "h2"
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    s.sendall(conn.data_to_send())
+    return s, conn
+
+
+def h2_events_until_closed(s, conn, seconds):
+    """The h2 events the server sends until it closes the connection; fails past `seconds`."""
+    s.settimeout(seconds)
+    events = []
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            data = s.recv(65536)
+        except (ConnectionResetError, ssl.SSLError):
+            return events
+        if not data:
+            return events
+        if any(isinstance(e, h2.events.ConnectionTerminated) for e in events):
+            continue  # after GOAWAY the server may still PING, which the h2 library refuses to read
+        events += conn.receive_data(data)
+        s.sendall(conn.data_to_send())
+    raise AssertionError(f"connection still open after {seconds} s: {events}")
+
+
+def test_http2_connections_keep_the_listener_limits(fresh_gateway, pki):
+    g = tls_gateway(fresh_gateway, pki)
+    g.stop()
+    with open(g.config) as f:
+        config = json.load(f)
+    config["listener"] = {"idle_timeout_seconds": 1, "max_connections_per_address": 3}
+    with open(g.config, "w") as f:
+        json.dump(config, f)
+    g.start()
+    # An HTTP/2 connection without a stream is closed when idle: GOAWAY and a PING, then the close
+    # once the PING goes unanswered (this client reads nothing after GOAWAY, as a dead one).
+    s, conn = h2_connection(g, pki)
+    started = time.time()
+    events = h2_events_until_closed(s, conn, 10)
+    assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events), events
+    assert time.time() - started < 5
+    # A header block past swift-nio-http2's 16 KiB is refused; the connection does not serve it.
+    s, conn = h2_connection(g, pki)
+    conn.send_headers(1, [(":method", "GET"), (":path", "/healthz"), (":scheme", "https"), (":authority", "keyward"),
+                          ("x-big", "a" * (20 << 10))], end_stream=True)
+    s.sendall(conn.data_to_send())
+    events = h2_events_until_closed(s, conn, 10)
+    assert not any(isinstance(e, h2.events.ResponseReceived) for e in events), events
+    assert any(isinstance(e, (h2.events.ConnectionTerminated, h2.events.StreamReset)) for e in events), events
+    # Connections past the address's limit are closed before their TLS handshake.
+    held = [h2_connection(g, pki) for _ in range(3)]
+    u = urllib.parse.urlparse(g.url)
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)):
+        ctx.wrap_socket(socket.create_connection((u.hostname, u.port), timeout=10), server_hostname=u.hostname)
+    for s, _ in held:
+        s.close()

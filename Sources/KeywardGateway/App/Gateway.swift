@@ -245,8 +245,7 @@ public final class Gateway: Sendable {
         if let tlsContexts { services.append(TLSReloadService(contexts: tlsContexts, logger: logger)) }
         return Application(
             router: router(),
-            server: tlsContexts.map { $0.server(configuration.listener.http1(metrics: metrics)) }
-                ?? .http1(configuration: configuration.listener.http1(metrics: metrics)),
+            server: configuration.listener.server(tls: tlsContexts, metrics: metrics),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             services: services,
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },

@@ -13,6 +13,14 @@ public struct GatewayContext: RequestContext {
     /// The request's connection (a file upload reads it in larger pieces); nil for a request the
     /// gateway makes of itself (a batch's line).
     let channel: (any Channel)?
+    /// ``channel`` when it is a connection of its own (HTTP/1.1); nil for an HTTP/2 stream,
+    /// whose connection's options are shared with other streams (and swift-nio-http2 traps on
+    /// the ones a stream lacks). A connection's parent is the listening socket, which has none.
+    var connection: (any Channel)? {
+        guard let channel, channel.parent?.parent == nil else { return nil }
+        return channel
+    }
+
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         channel = source.channel

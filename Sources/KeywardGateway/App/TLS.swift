@@ -2,6 +2,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOHTTP2
 import NIOSSL
 import ServiceLifecycle
 import Synchronization
@@ -38,6 +39,11 @@ public struct TLSSettings: Sendable, Equatable {
             certificateChain: try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) },
             privateKey: .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem)))
         c.minimumTLSVersion = .tlsv12
+        c.applicationProtocols = NIOHTTP2SupportedALPNProtocols  // h2, then http/1.1
+        // After its own close_notify the server waits this long for the client's before closing
+        // (NIOSSL's default is 5 s): an idle pooled client reads nothing, so each of its
+        // connections held a stopping server 5 s.
+        c.shutdownTimeout = .seconds(1)
         if let clientCAFile {
             c.trustRoots = .file(clientCAFile)
             c.certificateVerification = clientCertificates == .all ? .noHostnameVerification : .optionalVerification
@@ -64,33 +70,6 @@ final class TLSContexts: Sendable {
         let fresh = try settings.context()
         current.withLock { $0 = fresh }
     }
-
-    /// Hummingbird's HTTP/1.1 channel behind TLS with the current context.
-    func server(_ http1: HTTP1Channel.Configuration) -> HTTPServerBuilder {
-        HTTPServerBuilder { responder in ReloadingTLSChannel(base: HTTP1Channel(responder: responder, configuration: http1), contexts: self) }
-    }
-}
-
-/// Hummingbird's `TLSChannel`, but taking the context current when each connection is accepted.
-struct ReloadingTLSChannel<Base: ServerChildChannel & HTTPChannelHandler>: ServerChildChannel, HTTPChannelHandler {
-    typealias Value = Base.Value
-    let base: Base
-    let contexts: TLSContexts
-
-    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        let context = contexts.context
-        return channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
-        }.flatMap {
-            base.setup(channel: channel, logger: logger)
-        }
-    }
-
-    func handle(value: Value, logger: Logger) async {
-        await base.handle(value: value, logger: logger)
-    }
-
-    var responder: HTTPChannelHandler.Responder { base.responder }
 }
 
 /// Reloads the certificate, key and client CA on SIGHUP.
@@ -118,10 +97,19 @@ struct RequireClientCertificate: RouterMiddleware {
     typealias Context = GatewayContext
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let channel = context.channel, (try? await channel.nioSSL_peerCertificate().get()) != nil else {
+        guard let channel = context.channel, await Self.hasPeerCertificate(channel) else {
             throw GatewayError(.forbidden, type: "permission_error", code: "client_certificate_required",
                                "admin routes need a client certificate signed by the gateway's client CA")
         }
         return try await next(request, context)
+    }
+
+    /// Whether the TLS connection under `channel` carries a verified client certificate. An HTTP/2
+    /// stream has no TLS handler of its own: its connection, the stream's parent, has it.
+    static func hasPeerCertificate(_ channel: any Channel) async -> Bool {
+        for candidate in [channel, channel.parent].compactMap({ $0 }) {
+            do { return try await candidate.nioSSL_peerCertificate().get() != nil } catch { continue }  // no TLS handler here
+        }
+        return false
     }
 }

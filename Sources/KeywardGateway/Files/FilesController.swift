@@ -18,8 +18,9 @@ struct FilesController {
             let (tenant, scope) = try await caller(context, .inference)
             let boundary = try MultipartReader.boundary(contentType: request.headers[.contentType])
             // Reads of up to 1 MiB instead of 64 KiB while the file streams in: a sixteenth of the
-            // per-read work. The connection's own allocator is put back after.
-            let channel = context.channel
+            // per-read work. The connection's own allocator is put back after. Not on an HTTP/2
+            // stream: its connection carries other streams, and the stream has no allocator.
+            let channel = context.connection
             let before = try? await channel?.getOption(ChannelOptions.recvAllocator)
             if let channel, before != nil {
                 try? await channel.setOption(ChannelOptions.recvAllocator,
