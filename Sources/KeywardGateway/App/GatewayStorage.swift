@@ -17,7 +17,7 @@ public struct GatewayStorage: Sendable {
     public var blobs: (any BlobStore)?
     /// Where the records are, for logs (never a password).
     public var description: String
-    /// Bytes the engine holds in this process (SQLite: its page cache, up to 64 MiB, and
+    /// Bytes the engine holds in this process (SQLite: its page cache, up to 16 MiB, and
     /// statements), for `/metrics`; nil for an engine whose memory is its server's.
     public var memoryInUse: (@Sendable () -> Int64)?
     /// What must run while the storage is used (a database's connection pool and health
