@@ -39,7 +39,8 @@ public struct ListenerConfiguration: Sendable, Equatable {
         return HTTPServerBuilder { responder in
             ListenerChannel(http1: HTTP1Channel(responder: responder, configuration: http1),
                             http2: tls.map { _ in HTTP2Channel(responder: responder, configuration: http2) },
-                            tls: tls, counts: counts, metrics: metrics, pingTimeout: .nanoseconds(Int64(min(idleTimeoutSeconds, 2) * 1e9)))
+                            tls: tls, counts: counts, metrics: metrics, handshakeTimeout: .nanoseconds(Int64(idleTimeoutSeconds * 1e9)),
+                            pingTimeout: .nanoseconds(Int64(min(idleTimeoutSeconds, 2) * 1e9)))
         }
     }
 }
@@ -58,6 +59,8 @@ struct ListenerChannel: ServerChildChannel, HTTPChannelHandler {
     let tls: TLSContexts?
     let counts: ConnectionCounts?
     let metrics: GatewayMetrics
+    /// How long a TLS client has to complete its handshake (the idle timeout).
+    let handshakeTimeout: TimeAmount
     /// How long an HTTP/2 client has to answer the server's PING: a live client that reads its
     /// connection answers within a round trip. Idle pooled connections of clients that read only
     /// while a request is in flight (httpx) never do: they are closed after this, also when the
@@ -69,7 +72,10 @@ struct ListenerChannel: ServerChildChannel, HTTPChannelHandler {
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             if let counts { try channel.pipeline.syncOperations.addHandler(ConnectionLimitHandler(counts: counts, metrics: metrics)) }
-            if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context)) }
+            if let tls {
+                try channel.pipeline.syncOperations.addHandlers(HandshakeDeadline(timeout: handshakeTimeout),
+                                                                NIOSSLServerHandler(context: tls.context))
+            }
         }.flatMap {
             guard let http2 else {
                 return http1.setup(channel: channel, logger: logger).map {
@@ -81,10 +87,19 @@ struct ListenerChannel: ServerChildChannel, HTTPChannelHandler {
             } http2ConnectionInitializer: { channel in
                 http2.setup(channel: channel, logger: logger).flatMapThrowing { value in
                     let frames = try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self)
-                    try channel.pipeline.syncOperations.addHandler(UnansweredPingClose(timeout: pingTimeout), position: .after(frames))
+                    try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionGuard(timeout: pingTimeout, drainTimeout: handshakeTimeout),
+                                                                   position: .after(frames))
                     return value
                 }
-            }.map { Value(negotiated: $0, channel: channel) }
+            }.map { negotiated in
+                // Either protocol's own timers watch the connection from here on.
+                negotiated.whenComplete { _ in
+                    if let deadline = try? channel.pipeline.syncOperations.handler(type: HandshakeDeadline.self) {
+                        channel.pipeline.syncOperations.removeHandler(deadline, promise: nil)
+                    }
+                }
+                return Value(negotiated: negotiated, channel: channel)
+            }
         }
     }
 
@@ -101,33 +116,128 @@ struct ListenerChannel: ServerChildChannel, HTTPChannelHandler {
     }
 }
 
-/// Closes an HTTP/2 connection whose client leaves the server's PING unanswered for `timeout`.
-/// Hummingbird sends GOAWAY and a PING to an idle connection, and closes it only once the PING is
-/// answered: a client that never answers (gone, or a slowloris) would hold it for ever.
-final class UnansweredPingClose: ChannelDuplexHandler, RemovableChannelHandler {
+/// Guards an HTTP/2 connection where Hummingbird's connection manager does not:
+/// - Hummingbird sends GOAWAY and a PING to a connection that was idle or when the server stops,
+///   and closes it only once that PING is answered. A client that never answers (gone, a
+///   slowloris, an idle pooled client that reads nothing) would hold it for ever, so while that
+///   PING is unanswered and no stream is open, the connection is closed after `timeout`. Open
+///   streams are waited for, as HTTP/1.1 waits for requests in progress; only an answer carrying
+///   the PING's own data counts.
+/// - swift-nio-http2 reports a stream closed when its last frame is encoded, before it is written,
+///   and Hummingbird closes the connection right then, which drops what is still queued: a
+///   stopping server cut the end off its last answers. So a close first sends a PING of its own
+///   and waits until that is written (writes complete in order: all before it are out too), for at
+///   most `drainTimeout`.
+final class HTTP2ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTP2Frame
     typealias InboundOut = HTTP2Frame
     typealias OutboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
     private let timeout: TimeAmount
+    private let drainTimeout: TimeAmount
+    private var unanswered: HTTP2PingData?
+    private var openStreams = Set<HTTP2StreamID>()
     private var deadline: Scheduled<Void>?
+    private var drain: Scheduled<Void>?
+    private var closing = false
 
-    init(timeout: TimeAmount) { self.timeout = timeout }
+    init(timeout: TimeAmount, drainTimeout: TimeAmount) {
+        self.timeout = timeout
+        self.drainTimeout = drainTimeout
+    }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .ping(_, ack: false) = unwrapOutboundIn(data).payload, deadline == nil {
-            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            deadline = context.eventLoop.scheduleTask(in: timeout) { loopBound.value.close(promise: nil) }
+        if case .ping(let ping, ack: false) = unwrapOutboundIn(data).payload {
+            unanswered = ping
+            update(context)
         }
         context.write(data, promise: promise)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .ping(_, ack: true) = unwrapInboundIn(data).payload {
+        if case .ping(let ping, ack: true) = unwrapInboundIn(data).payload, ping == unanswered {
+            unanswered = nil
+            update(context)
+        }
+        context.fireChannelRead(data)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let created = event as? NIOHTTP2StreamCreatedEvent {
+            openStreams.insert(created.streamID)
+            update(context)
+        } else if let closed = event as? StreamClosedEvent {
+            openStreams.remove(closed.streamID)
+            update(context)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        guard mode == .all, !closing else {
+            context.close(mode: mode, promise: promise)
+            return
+        }
+        closing = true
+        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        // Armed first: the write below may complete before it returns.
+        drain = context.eventLoop.scheduleTask(in: drainTimeout) { this.value.finishClose(loopBound.value, promise: promise) }
+        let written = context.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenComplete { _ in this.value.finishClose(loopBound.value, promise: promise) }
+        // Written from this handler's context, so it does not pass this handler's own write().
+        context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .ping(HTTP2PingData(), ack: false))),
+                              promise: written)
+    }
+
+    private func finishClose(_ context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        guard let drain else { return }  // closed already
+        drain.cancel()
+        self.drain = nil
+        context.close(mode: .all, promise: promise)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        drain?.cancel()
+    }
+
+    /// The deadline runs exactly while a PING is unanswered and no stream is open.
+    private func update(_ context: ChannelHandlerContext) {
+        if unanswered != nil && openStreams.isEmpty {
+            guard deadline == nil else { return }
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            deadline = context.eventLoop.scheduleTask(in: timeout) { loopBound.value.close(promise: nil) }
+        } else {
             deadline?.cancel()
             deadline = nil
         }
-        context.fireChannelRead(data)
+    }
+}
+
+/// Closes a TLS connection that has not completed its handshake within `timeout`, or when the
+/// server stops before it has: until the handshake chose HTTP/1.1 or HTTP/2, no HTTP idle timer
+/// watches the connection (a client that connects and sends nothing held it, and a stopping
+/// server, for ever). Removed once the protocol is chosen.
+final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    private let timeout: TimeAmount
+    private var deadline: Scheduled<Void>?
+
+    init(timeout: TimeAmount) { self.timeout = timeout }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        deadline = context.eventLoop.scheduleTask(in: timeout) { loopBound.value.close(promise: nil) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
