@@ -21,6 +21,10 @@ public struct GatewayContext: RequestContext {
         return channel
     }
 
+    /// The connection the request's bytes travel on, TLS and all: ``channel`` itself, or an
+    /// HTTP/2 stream's parent.
+    var transport: (any Channel)? { connection ?? channel?.parent }
+
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         channel = source.channel

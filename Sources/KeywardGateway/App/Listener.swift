@@ -29,18 +29,17 @@ public struct ListenerConfiguration: Sendable, Equatable {
     /// decompressed) and on concurrent streams (100): Hummingbird's HTTP/2 channel takes no others.
     func server(tls: TLSContexts?, metrics: GatewayMetrics) -> HTTPServerBuilder {
         let counts = maxConnectionsPerAddress > 0 ? ConnectionCounts(limit: maxConnectionsPerAddress) : nil
-        let idle = Duration.nanoseconds(Int64(idleTimeoutSeconds * 1e9))
+        let idle = TimeAmount.nanoseconds(Int64(idleTimeoutSeconds * 1e9))
         let http1 = HTTP1Channel.Configuration(
-            idleTimeout: .nanoseconds(Int64(idleTimeoutSeconds * 1e9)),
+            idleTimeout: idle,
             httpDecoderConfiguration: .init(maxHeaderFieldSize: maxHeaderBytes, maxHeaderListSize: maxHeaderBytes,
                                             maxHeaderFieldCount: maxHeaderCount))
         // The connection is idle when it has no open stream; a stream, until its request head is in.
-        let http2 = HTTP2ChannelConfiguration(idleTimeout: idle, streamConfiguration: .init(idleTimeout: .nanoseconds(Int64(idleTimeoutSeconds * 1e9))))
+        let http2 = HTTP2ChannelConfiguration(idleTimeout: .nanoseconds(idle.nanoseconds), streamConfiguration: .init(idleTimeout: idle))
         return HTTPServerBuilder { responder in
             ListenerChannel(http1: HTTP1Channel(responder: responder, configuration: http1),
                             http2: tls.map { _ in HTTP2Channel(responder: responder, configuration: http2) },
-                            tls: tls, counts: counts, metrics: metrics, handshakeTimeout: .nanoseconds(Int64(idleTimeoutSeconds * 1e9)),
-                            pingTimeout: .nanoseconds(Int64(min(idleTimeoutSeconds, 2) * 1e9)))
+                            tls: tls, counts: counts, metrics: metrics, idleTimeout: idle, pingTimeout: min(idle, .seconds(2)))
         }
     }
 }
@@ -59,8 +58,9 @@ struct ListenerChannel: ServerChildChannel, HTTPChannelHandler {
     let tls: TLSContexts?
     let counts: ConnectionCounts?
     let metrics: GatewayMetrics
-    /// How long a TLS client has to complete its handshake (the idle timeout).
-    let handshakeTimeout: TimeAmount
+    /// How long a TLS client has to complete its handshake, and an HTTP/2 connection being closed
+    /// to write out what it has queued.
+    let idleTimeout: TimeAmount
     /// How long an HTTP/2 client has to answer the server's PING: a live client that reads its
     /// connection answers within a round trip. Idle pooled connections of clients that read only
     /// while a request is in flight (httpx) never do: they are closed after this, also when the
@@ -73,7 +73,7 @@ struct ListenerChannel: ServerChildChannel, HTTPChannelHandler {
         channel.eventLoop.makeCompletedFuture {
             if let counts { try channel.pipeline.syncOperations.addHandler(ConnectionLimitHandler(counts: counts, metrics: metrics)) }
             if let tls {
-                try channel.pipeline.syncOperations.addHandlers(HandshakeDeadline(timeout: handshakeTimeout),
+                try channel.pipeline.syncOperations.addHandlers(HandshakeDeadline(timeout: idleTimeout),
                                                                 NIOSSLServerHandler(context: tls.context))
             }
         }.flatMap {
@@ -87,7 +87,7 @@ struct ListenerChannel: ServerChildChannel, HTTPChannelHandler {
             } http2ConnectionInitializer: { channel in
                 http2.setup(channel: channel, logger: logger).flatMapThrowing { value in
                     let frames = try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self)
-                    try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionGuard(timeout: pingTimeout, drainTimeout: handshakeTimeout),
+                    try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionGuard(timeout: pingTimeout, drainTimeout: idleTimeout),
                                                                    position: .after(frames))
                     return value
                 }

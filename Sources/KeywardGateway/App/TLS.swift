@@ -97,19 +97,11 @@ struct RequireClientCertificate: RouterMiddleware {
     typealias Context = GatewayContext
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let channel = context.channel, await Self.hasPeerCertificate(channel) else {
+        // An HTTP/2 stream has no TLS handler of its own: its connection (the transport) has it.
+        guard let transport = context.transport, (try? await transport.nioSSL_peerCertificate().get()) != nil else {
             throw GatewayError(.forbidden, type: "permission_error", code: "client_certificate_required",
                                "admin routes need a client certificate signed by the gateway's client CA")
         }
         return try await next(request, context)
-    }
-
-    /// Whether the TLS connection under `channel` carries a verified client certificate. An HTTP/2
-    /// stream has no TLS handler of its own: its connection, the stream's parent, has it.
-    static func hasPeerCertificate(_ channel: any Channel) async -> Bool {
-        for candidate in [channel, channel.parent].compactMap({ $0 }) {
-            do { return try await candidate.nioSSL_peerCertificate().get() != nil } catch { continue }  // no TLS handler here
-        }
-        return false
     }
 }
