@@ -113,10 +113,14 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The web console's files (plain HTML, CSS and ES modules), compiled in as byte arrays: a
+        // module of its own, so that editing one rebuilds this table and not the gateway.
+        .target(name: "KeywardConsole", resources: [.embedInCode("web")], swiftSettings: strict),
         .target(
             name: "KeywardGateway",
             dependencies: [
                 "KeywardErrors", "KeywardCrypto", "KeywardKeyStores", "KeywardAudit", "KeywardStorage", "KeywardHTTP", "KeywardJSON",
+                "KeywardConsole",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -236,7 +240,7 @@ let package = Package(
             name: "KeywardGatewayTests",
             dependencies: [
                 "KeywardGateway", "KeywardServer", "KeywardAudit", "KeywardStorage", "KeywardKeyStores", "KeywardCrypto", "KeywardTesting",
-                "KeywardJSON",
+                "KeywardJSON", "KeywardConsole",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],

@@ -168,7 +168,7 @@ public final class Gateway: Sendable {
         if configuration.tracing { router.middlewares.add(TracingMiddleware()) }
         router.middlewares.add(GatewayMiddleware(metrics: metrics))
         let adminCertificates = configuration.tls.map { $0.clientCAFile != nil && $0.clientCertificates == .admin } ?? false
-        func group(_ path: RouterPath = "", _ role: TokenRecord.Role) -> RouterGroup<GatewayContext> {
+        func group(_ path: RouterPath = "", _ role: TokenRecord.Role?) -> RouterGroup<GatewayContext> {
             let group = router.group(path)
             if adminCertificates && role != .app { group.add(middleware: RequireClientCertificate()) }
             return group.add(middleware: Authenticate(authenticator: authenticator, role: role))
@@ -176,11 +176,14 @@ public final class Gateway: Sendable {
         HealthController(store: store, keyStores: keyStores, audit: audit, vault: vault, hasChangeFeed: storage.changes != nil,
                          metrics: metrics).addRoutes(to: router)
         AdminController(store: store, keyStores: keyStores, vault: vault, audit: audit, policies: policies, replication: replication,
-                        upstreams: configuration.upstreams.map(\.name), bodyLimit: configuration.bodyLimit, logger: logger)
+                        upstreams: configuration.upstreams, bodyLimit: configuration.bodyLimit, logger: logger)
             .addRoutes(to: group("admin/v1", .admin))
         KeyLifecycleController(lifecycle: keyLifecycle, bodyLimit: configuration.bodyLimit)
             .addRoutes(to: group("admin/v1", .keyAdmin))
-        AuditController(store: store, audit: audit).addRoutes(to: group("admin/v1", .auditor))
+        AuditController(store: store, audit: audit, publicKey: { [unowned self] in signer.withLock { $0?.publicKey } })
+            .addRoutes(to: group("admin/v1", .auditor))
+        SessionController(metrics: metrics).addRoutes(to: group("admin/v1", nil))
+        ConsoleController().addRoutes(to: router)
         // Requests the app encrypted are opened before, and answers sealed after, every app route
         // (on the model routes, once the rate limits let the request through).
         let opening = EncryptedExchanges(vault: vault, policies: policies, bodyLimit: configuration.bodyLimit)

@@ -38,10 +38,11 @@ final class Authenticator: Sendable {
         return String(decoding: u[start..<end], as: UTF8.self)
     }
 
-    /// Verifies the bearer token (or `x-api-key`, as Anthropic clients send it) for `role`: 401
-    /// without a known token, 403 for a suspended one, 403 and an audit event for another role.
+    /// Verifies the bearer token (or `x-api-key`, as Anthropic clients send it) for `role` (nil:
+    /// any role): 401 without a known token, 403 for a suspended one, 403 and an audit event for
+    /// another role.
     /// - Parameter route: the matched route's template, for the audit event of a refusal.
-    func authenticate(_ request: Request, role: TokenRecord.Role, route: String?) async throws -> Principal {
+    func authenticate(_ request: Request, role: TokenRecord.Role?, route: String?) async throws -> Principal {
         var value: String?
         if let header = request.headers[.authorization], let token = Self.bearerToken(header) {
             value = token
@@ -67,7 +68,7 @@ final class Authenticator: Sendable {
         guard !principal.suspended else {
             throw GatewayError.forbidden("this token is suspended", code: "token_suspended")
         }
-        guard principal.role == role else {
+        if let role, principal.role != role {
             metrics.accessDenied("role")
             try await audit.append(AuditLog.event(
                 .access, result: .denied, detail: "\(request.method.rawValue) \(route ?? "other") needs role \(role.rawValue)",
@@ -91,12 +92,12 @@ extension Authenticator {
     }
 }
 
-/// Authenticates every request of a route group for one role and puts the ``Principal`` in the
-/// request context, before the handler reads a byte of the body.
+/// Authenticates every request of a route group for one role (nil: any) and puts the
+/// ``Principal`` in the request context, before the handler reads a byte of the body.
 struct Authenticate: RouterMiddleware {
     typealias Context = GatewayContext
     let authenticator: Authenticator
-    let role: TokenRecord.Role
+    let role: TokenRecord.Role?
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context

@@ -1,7 +1,7 @@
 import Hummingbird
 
-/// Answers every error in OpenAI's shape, counts requests by route and status, and logs one line
-/// per request (never a body or a header value).
+/// Answers every error in OpenAI's shape, counts requests by route and status, marks every answer
+/// `cache-control: no-store`, and logs one line per request (never a body or a header value).
 struct GatewayMiddleware: RouterMiddleware {
     typealias Context = GatewayContext
     let metrics: GatewayMetrics
@@ -11,6 +11,7 @@ struct GatewayMiddleware: RouterMiddleware {
         var context = context
         context.started = start
         var response: Response
+        var refusal: String?
         do {
             response = try await AuditScope.$requestID.withValue(context.id) { try await next(request, context) }
         } catch {
@@ -19,12 +20,16 @@ struct GatewayMiddleware: RouterMiddleware {
                 context.logger.error("unhandled error", metadata: ["error_type": "\(type(of: error))"])
             }
             response = try e.response(from: request, context: context)
+            refusal = e.code
             context.logger.info("refused", metadata: ["code": "\(e.code)"])
         }
         // The matched route's template (Hummingbird's), so that ids never become metric labels.
         let route = context.endpointPath.flatMap { $0 == "NotFound" ? nil : $0 }
         let elapsed = ContinuousClock.now - start
-        metrics.request(route: route, method: request.method.rawValue, status: response.status.code, duration: elapsed)
+        if refusal == nil, response.status.code >= 400 { refusal = "http_\(response.status.code)" }
+        // Nothing an API answers is for a cache (the console's assets included: they are small).
+        if response.headers[.cacheControl] == nil { response.headers[.cacheControl] = "no-store" }
+        metrics.request(route: route, method: request.method.rawValue, status: response.status.code, duration: elapsed, refusal: refusal)
         context.logger.info("request", metadata: [
             "method": "\(request.method.rawValue)", "route": "\(route ?? "other")", "status": "\(response.status.code)",
             "ms": "\((elapsed.milliseconds * 1000).rounded() / 1000)",

@@ -1,3 +1,4 @@
+import Foundation
 import Metrics
 import struct Prometheus.PrometheusMetricsFactory
 import class Prometheus.PrometheusCollectorRegistry
@@ -11,7 +12,8 @@ public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     let factory: PrometheusMetricsFactory
 
-    public init() {
+    public init(now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
+        self.now = now
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.defaultDurationHistogramBuckets = [
             .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
@@ -54,8 +56,26 @@ public final class GatewayMetrics: Sendable {
     private let upstreamHandles = Mutex<[Labels: (Metrics.Counter, Metrics.Timer)]>([:])
     private let dataKeyHandles = Mutex<[Labels: Metrics.Counter]>([:])
 
+    /// The last hour per minute, for the console (``Dashboard``).
+    private let dashboard = Mutex(Dashboard())
+    /// Seconds since 1970 (tests set another clock).
+    let now: @Sendable () -> Int64
+
+    private func note(_ event: Dashboard.Event) {
+        let second = now()
+        dashboard.withLock { $0.record(event, atSecond: second) }
+    }
+
+    /// The dashboard's last hour, ending now.
+    var lastHour: DashboardBody {
+        let second = now()
+        return DashboardBody(dashboard.withLock { $0.lastHour(atSecond: second) })
+    }
+
     /// A request answered. `route` is the matched route's template; nil for a path no route matches.
-    func request(route: String?, method: String, status: Int, duration: Duration) {
+    /// `refusal`: the error code of a refused request.
+    func request(route: String?, method: String, status: Int, duration: Duration, refusal: String? = nil) {
+        note(.request(refusal: refusal))
         let route = route ?? "other"
         let key = Labels(a: route, b: method, status: status)
         let handles = requestHandles.withLock { $0[key] } ?? {
@@ -80,9 +100,12 @@ public final class GatewayMetrics: Sendable {
         handles.0.increment()
     }
 
-    /// A call that reached a key store (a data-key cache miss), with its outcome.
-    func keyStoreCall(_ operation: String, ok: Bool) {
+    /// A call that reached a key store (a data-key cache miss), with its outcome and how long it took.
+    func keyStoreCall(_ operation: String, ok: Bool, duration: Duration) {
         counter("keystore_calls", [("operation", operation), ("result", ok ? "ok" : "error")]).increment()
+        timer("keystore_call_duration", [("operation", operation)]).record(duration: duration)
+        let (seconds, attoseconds) = duration.components
+        note(.keyStoreCall(microseconds: seconds * 1_000_000 + attoseconds / 1_000_000_000_000))
     }
 
     /// A request for data-key materials; a miss is followed by a key-store call.
@@ -92,6 +115,7 @@ public final class GatewayMetrics: Sendable {
 
     /// Data-key cache lookups of many records at once.
     func dataKeyCache(_ direction: String, hits: Int, misses: Int) {
+        note(.cache(hits: hits, misses: misses))
         for (hit, n) in [(true, hits), (false, misses)] where n > 0 {
             let key = Labels(a: direction, b: "", status: hit ? 1 : 0)
             let c = dataKeyHandles.withLock { $0[key] } ?? {
@@ -106,6 +130,7 @@ public final class GatewayMetrics: Sendable {
     /// Stored records decrypted for a reader.
     func unwrap(kind: String, count: Int = 1) {
         counter("record_unwraps", [("kind", kind)]).increment(by: count)
+        note(.unwraps(count))
     }
 
     func recordsStored(_ count: Int) { recordsStoredCounter.increment(by: count) }
@@ -120,6 +145,7 @@ public final class GatewayMetrics: Sendable {
 
     func alert(_ reason: String) {
         counter("alerts", [("reason", reason)]).increment()
+        note(.alert)
     }
 
     func keyEvent(_ operation: String) {

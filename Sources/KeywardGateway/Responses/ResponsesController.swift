@@ -33,6 +33,23 @@ struct ResponsesController {
     func addRoutes(to router: RouterGroup<GatewayContext>) {
         router.post("/v1/responses") { request, context in try await create(request, context) }
 
+        // Keyward's own (OpenAI has no list of responses): the tenant's stored responses, newest
+        // first, in the shape of OpenAI's other lists; every one read is in the audit log.
+        router.get("/v1/responses") { request, context -> Response in
+            let (principal, tenant) = try await reader(context)
+            let page = try ListPage(request, defaultOrder: .descending)
+            let records: [Record]
+            do {
+                records = try await store.records(RecordQuery(tenant: tenant.name, kind: Self.responseKind, after: page.after,
+                                                              limit: page.limit + 1, order: page.order))
+            } catch let e as StorageError where e.code == .notFound {
+                throw GatewayError.invalidRequest("no stored response \(page.after ?? "") to list after", code: "invalid_cursor")
+            }
+            let shown = Array(records.prefix(page.limit))
+            let items = try await vault.read(shown, of: tenant, scope: principal.scope(.retrieval))
+            return JSONBody.bytes(ListPage.encoded(items, ids: shown.map(\.id), hasMore: records.count > page.limit))
+        }
+
         router.get("/v1/responses/:id") { _, context -> Response in
             let (principal, tenant) = try await reader(context)
             let record = try await stored(tenant, try context.parameters.require("id"), kind: Self.responseKind)

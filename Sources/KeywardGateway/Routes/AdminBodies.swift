@@ -68,6 +68,8 @@ struct PurgedBody: Encodable {
 /// A master key's state in its store (times in seconds since 1970).
 struct KeyBody: Encodable {
     let key: String
+    /// The key store: the reference's scheme.
+    let store: String
     let state: String
     let versions: Int?
     let created_at: Int?
@@ -76,12 +78,21 @@ struct KeyBody: Encodable {
     let min_decryption_version: Int?
     /// The store's own state, where Keyward's differs (a key Keyward revoked that its store has enabled).
     let store_state: String?
-    /// The tenants on the key (its own description only).
+    /// The tenants on the key (its own description and the list only).
     let tenants: [String]?
+    /// Why the key could not be described (the list only: its store did not answer).
+    let error: ErrorBody?
+
+    struct ErrorBody: Encodable {
+        let code: String
+        let message: String
+    }
 
     init(_ d: KeyDescription, tenants: [String]? = nil) {
         self.tenants = tenants
         key = d.reference
+        store = KeyReference(parsing: d.reference)?.scheme ?? ""
+        error = nil
         state = d.state.rawValue
         versions = d.versions
         created_at = d.created.map { Int($0.timeIntervalSince1970) }
@@ -89,6 +100,60 @@ struct KeyBody: Encodable {
         rotation_enabled = d.rotationEnabled
         min_decryption_version = d.minDecryptionVersion
         store_state = d.storeState?.rawValue
+    }
+
+    /// A key whose store did not describe it: state `unavailable`, and why.
+    init(unavailable reference: String, tenants: [String], error: GatewayError) {
+        key = reference
+        store = KeyReference(parsing: reference)?.scheme ?? ""
+        state = "unavailable"
+        self.tenants = tenants
+        self.error = ErrorBody(code: error.code, message: error.message)
+        versions = nil
+        created_at = nil
+        deletion_date = nil
+        rotation_enabled = nil
+        min_decryption_version = nil
+        store_state = nil
+    }
+}
+
+/// A token as the admin API lists it: never its value (which is not kept) nor its hash.
+struct TokenBody: Encodable {
+    let id: String
+    let role: String
+    let tenant: String?
+    let suspended: Bool
+    /// Seconds since 1970.
+    let created_at: Int64
+    let rate_limits: RateLimits?
+
+    init(_ t: TokenRecord) {
+        id = t.id
+        role = t.role.rawValue
+        tenant = t.tenant
+        suspended = t.suspended
+        created_at = t.createdAt / 1000
+        rate_limits = t.role == .app ? t.rateLimits : nil
+    }
+}
+
+/// A configured upstream as the admin API shows it: never its API key, only whether it has one.
+struct UpstreamBody: Encodable {
+    let name: String
+    let kind: String
+    let api: String
+    let url: String
+    let models: [String]
+    let has_api_key: Bool
+
+    init(_ u: UpstreamConfiguration) {
+        name = u.name
+        kind = u.kind.rawValue
+        api = u.api.rawValue
+        url = u.url
+        models = u.models
+        has_api_key = u.apiKey != nil
     }
 }
 

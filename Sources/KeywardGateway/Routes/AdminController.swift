@@ -15,8 +15,8 @@ struct AdminController {
     let audit: AuditLog
     let policies: KeyPolicies
     let replication: Replication
-    /// The configured upstreams' names: a provider key is for one of them.
-    let upstreams: [String]
+    /// The configured upstreams: a provider key is for one of them; the API lists them (without keys).
+    let upstreams: [UpstreamConfiguration]
     let bodyLimit: Int
     let logger: Logger
 
@@ -149,7 +149,7 @@ struct AdminController {
             let name = try context.parameters.require("name")
             let upstreamName = try context.parameters.require("upstream")
             guard let tenant = try await store.tenant(named: name) else { throw GatewayError.notFound("no tenant \(name)") }
-            guard upstreams.contains(upstreamName) else {
+            guard upstreams.contains(where: { $0.name == upstreamName }) else {
                 throw GatewayError.notFound("no upstream \(upstreamName)")
             }
             let input = try JSONBody.decode(ProviderKey.self, from: try await request.bodyBytes(limit: bodyLimit))
@@ -168,6 +168,14 @@ struct AdminController {
             logger.notice("provider key stored", metadata: ["tenant": "\(name)", "upstream": "\(upstreamName)"])
             return Response(status: .noContent)
         }
+
+        admin.get("tokens") { _, _ -> Response in
+            var tokens: [TokenRecord] = []
+            for role in TokenRecord.Role.allCases { tokens += try await store.tokens(role: role) }
+            return JSONBody.encoded(ListBody(data: tokens.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }.map(TokenBody.init)))
+        }
+
+        admin.get("upstreams") { _, _ -> Response in JSONBody.encoded(ListBody(data: upstreams.map(UpstreamBody.init))) }
 
         admin.post("tokens") { request, context -> Response in
             let principal = try context.requirePrincipal()

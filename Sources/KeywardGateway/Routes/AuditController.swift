@@ -5,10 +5,22 @@ import KeywardCrypto
 import KeywardStorage
 
 /// `GET /admin/v1/audit`, for auditor tokens: the audit log in chain order, with each event's
-/// position and hash, so a reader can follow and check the chain. Reading it is itself logged.
+/// position and hash, so a reader can follow and check the chain; `POST /admin/v1/audit/verify`:
+/// the whole chain and its signed checkpoints checked by the server. Reading it is itself logged.
 struct AuditController {
     let store: any RecordStore
     let audit: AuditLog
+    /// The audit signing key's public half, which checkpoints must be signed with.
+    let publicKey: @Sendable () -> [UInt8]?
+
+    struct VerifiedBody: Encodable {
+        let intact: Bool
+        let events: Int64?
+        let signed_through: Int64?
+        /// The first position that does not verify, and why.
+        let position: Int64?
+        let reason: String?
+    }
 
     /// Routes of a group under `admin/v1` that authenticates auditors.
     func addRoutes(to group: RouterGroup<GatewayContext>) {
@@ -32,6 +44,19 @@ struct AuditController {
             let events = try await store.auditEvents(query)
             return JSONBody.encoded(AuditPageBody(data: events.map(AuditEventBody.init), last_seq: events.last?.seq ?? query.afterSeq,
                                                   head_seq: try await store.auditHead().seq))
+        }
+
+        // A POST: it reads the whole log, and is logged itself.
+        group.post("audit/verify") { _, context -> Response in
+            let principal = try context.requirePrincipal()
+            guard let key = publicKey() else { throw GatewayError.internalError }
+            try await audit.append(AuditLog.event(.auditRead, detail: "verify", scope: AuditScope(actor: principal.tokenID)))
+            do {
+                let (events, signed) = try await AuditVerifier.verify(store, trustedKeys: [key])
+                return JSONBody.encoded(VerifiedBody(intact: true, events: events, signed_through: signed, position: nil, reason: nil))
+            } catch let e as AuditVerifier.Failure {
+                return JSONBody.encoded(VerifiedBody(intact: false, events: nil, signed_through: nil, position: e.position, reason: e.reason))
+            }
         }
     }
 }

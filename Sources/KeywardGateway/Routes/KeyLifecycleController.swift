@@ -17,6 +17,15 @@ struct KeyLifecycleController {
 
     /// Routes of a group under `admin/v1` that authenticates key admins.
     func addRoutes(to admin: RouterGroup<GatewayContext>) {
+        admin.get("keys") { _, _ -> Response in JSONBody.encoded(ListBody(data: try await keys())) }
+
+        admin.get("jobs") { _, _ -> Response in
+            var jobs: [Job] = []
+            for status in [Job.Status.running, .failed, .done] { jobs += try await store.jobs(status: status) }
+            // Newest first, and no more than a screen's worth: finished jobs stay in the database.
+            return JSONBody.encoded(ListBody(data: jobs.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(100).map(JobBody.init)))
+        }
+
         admin.get("keys/:ref") { request, context -> Response in
             let ref = try context.keyReference()
             let reference = try KeyReference.parse(ref)
@@ -53,5 +62,33 @@ struct KeyLifecycleController {
             guard let job = try await store.job(id: id) else { throw GatewayError.notFound("no job \(id)") }
             return JSONBody.encoded(JobBody(job))
         }
+    }
+
+    /// Every key Keyward knows of: the tenants' (current, and previous during a re-key) and those
+    /// with a state of Keyward's own, each described by its store, with the tenants on it. A key
+    /// whose store does not answer is listed as `unavailable` with the reason, not left out.
+    func keys() async throws -> [KeyBody] {
+        var spelling: [String: String] = [:]  // canonical → the reference as tenants spell it
+        var tenants: [String: [String]] = [:]  // canonical → tenants on it
+        func add(_ ref: String, tenant: String?) {
+            let canonical = KeyReference(parsing: ref)?.canonical ?? ref
+            if spelling[canonical] == nil { spelling[canonical] = ref }
+            if let tenant { tenants[canonical, default: []].append(tenant) }
+        }
+        for t in try await store.tenants() {
+            add(t.key, tenant: t.name)
+            if let previous = t.previousKey { add(previous, tenant: nil) }
+        }
+        for state in try await store.keyStates() { add(state.key, tenant: nil) }
+        var out: [KeyBody] = []
+        for (canonical, ref) in spelling.sorted(by: { $0.value < $1.value }) {
+            let on = (tenants[canonical] ?? []).sorted()
+            do {
+                out.append(KeyBody(try await lifecycle.describe(try KeyReference.parse(ref), ref), tenants: on))
+            } catch {
+                out.append(KeyBody(unavailable: ref, tenants: on, error: GatewayError.from(error)))
+            }
+        }
+        return out
     }
 }

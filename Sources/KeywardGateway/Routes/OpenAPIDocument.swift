@@ -59,6 +59,11 @@ enum OpenAPIDocument {
         var success = "200"
         /// The error statuses it answers with, beside 401 and 403 (every operation's).
         var errors: [Int] = []
+
+        /// The role of an operation any token may call.
+        static let anyRole = "any"
+        /// The roles whose tag it has: those that may call it (an app token too, for `any`).
+        var tags: [String] { role == Self.anyRole ? TokenRecord.Role.allCases.map(\.rawValue) : [role] }
     }
 
     /// Statuses any operation may answer with: the audit log or the database unavailable.
@@ -70,6 +75,16 @@ enum OpenAPIDocument {
                                  "encrypted_requests": .encryptedRequests, "rate_limits": .rateLimits], required: ["name"]),
                   success: "201", errors: [400, 404, 409, 413]),
         Operation(method: "get", path: "/admin/v1/tenants", role: "admin", summary: "List tenants"),
+        Operation(method: "get", path: "/admin/v1/session", role: Operation.anyRole, summary: "The calling token: its id, role and tenant"),
+        Operation(method: "get", path: "/admin/v1/dashboard", role: Operation.anyRole,
+                  summary: "The last hour of the server's own counters, per minute (requests, refusals by code, unwraps, data-key cache, key-store calls and latency, alerts)"),
+        Operation(method: "get", path: "/admin/v1/tokens", role: "admin", summary: "List tokens (never their values)"),
+        Operation(method: "get", path: "/admin/v1/upstreams", role: "admin", summary: "List the configured upstreams (never their API keys)"),
+        Operation(method: "get", path: "/admin/v1/keys", role: "key-admin",
+                  summary: "List the keys in use (each described by its store, with the tenants on it; a store that does not answer: state unavailable)"),
+        Operation(method: "get", path: "/admin/v1/jobs", role: "key-admin", summary: "List re-key jobs, newest first (at most 100)"),
+        Operation(method: "post", path: "/admin/v1/audit/verify", role: "auditor",
+                  summary: "Verify the whole audit chain and its signed checkpoints; names the first position that does not verify"),
         Operation(method: "patch", path: "/admin/v1/tenants/{name}", role: "admin",
                   summary: "Change a tenant's settings (any of store, retention_days, encrypted_requests, rate_limits)",
                   body: .object(["store": .store, "retention_days": .retention, "encrypted_requests": .encryptedRequests,
@@ -135,10 +150,10 @@ enum OpenAPIDocument {
             }
             var operation: [String: Any] = [
                 "summary": op.summary,
-                "description": "Requires a token with role \(op.role).",
+                "description": op.role == Operation.anyRole ? "Requires a token of any role." : "Requires a token with role \(op.role).",
                 "operationId": op.method + op.path.replacingOccurrences(of: "/admin/v1", with: "")
                     .split(whereSeparator: { "/{}-".contains($0) }).map { $0.prefix(1).uppercased() + $0.dropFirst() }.joined(),
-                "tags": [op.role],
+                "tags": op.tags,
                 "security": [["bearer": [] as [String]]],
                 "responses": ([op.success: ["description": "success"]] as [String: Any]).merging(
                     Set([401, 403] + op.errors + unavailable).map { (String($0), ["$ref": "#/components/responses/Error"] as Any) },

@@ -218,18 +218,19 @@ struct CountingMaterialsManager: CryptographicMaterialsManager {
     private func call<T>(_ operation: AuditOperation, _ body: () async throws -> T) async throws -> T {
         try audit.requireAvailable()
         MissFlag.current?.set()
+        let started = ContinuousClock.now
         do {
             let result = try await traces.span("keystore \(operation.rawValue)", kind: .client) { span in
                 span?.attributes["keyward.keystore.scheme"] = scheme
                 return try await body()
             }
-            metrics.keyStoreCall(operation.rawValue, ok: true)
+            metrics.keyStoreCall(operation.rawValue, ok: true, duration: ContinuousClock.now - started)
             try await audit.append(AuditLog.event(operation, key: key))
             return result
         } catch let e as GatewayError {
             throw e
         } catch {
-            metrics.keyStoreCall(operation.rawValue, ok: false)
+            metrics.keyStoreCall(operation.rawValue, ok: false, duration: ContinuousClock.now - started)
             let code = (error as? any CodedError).map { "\($0.code)" } ?? "error"
             try await audit.append(AuditLog.event(operation, key: key, result: .error(code)))
             throw error
