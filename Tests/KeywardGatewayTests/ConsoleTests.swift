@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdTesting
 import HTTPTypes
 import KeywardConsole
+import KeywardStorage
 @testable import KeywardGateway
 import Testing
 
@@ -46,6 +47,46 @@ struct ConsoleTests {
                 }
             }
         }
+    }
+}
+
+@Suite("Console's read endpoints")
+struct ConsoleEndpointTests {
+    /// The key list names a re-keying tenant on both its keys (its old key still opens the records
+    /// not yet moved: disabling it is not harmless), and lists a key whose store is not configured
+    /// as unavailable with the reason instead of failing the whole list.
+    @Test func theKeyListNamesEveryTenantThatNeedsAKey() async throws {
+        try await TestGateway.with { g in
+            var a = try await g.tenant("acme")
+            _ = try await g.tenant("beta")
+            a.previousKey = "local:beta"
+            try await g.gateway.store.updateTenantKeys(a)
+            try await g.gateway.store.insertKeyState(KeyStateRecord(key: "vault-transit:gone", state: .disabled, updatedAt: 0))
+            let token = try await g.token(.keyAdmin)
+            let app = Application(router: g.gateway.router())
+            try await app.test(.router) { client in
+                try await client.execute(uri: "/admin/v1/keys", method: .get, headers: [.authorization: "Bearer \(token.exposed())"]) { r in
+                    #expect(r.status == .ok)
+                    let keys = try #require(try JSONSerialization.jsonObject(with: Data(r.body.readableBytesView)) as? [String: Any])["data"] as? [[String: Any]]
+                    let byKey = Dictionary(uniqueKeysWithValues: (keys ?? []).map { ($0["key"] as? String ?? "", $0) })
+                    #expect(Set(byKey.keys) == ["local:acme", "local:beta", "vault-transit:gone"])
+                    #expect(byKey["local:acme"]?["tenants"] as? [String] == ["acme"])
+                    #expect(byKey["local:beta"]?["tenants"] as? [String] == ["acme", "beta"])
+                    #expect(byKey["local:beta"]?["store"] as? String == "local" && byKey["local:beta"]?["state"] as? String == "enabled")
+                    #expect(byKey["vault-transit:gone"]?["state"] as? String == "unavailable")
+                    #expect((byKey["vault-transit:gone"]?["error"] as? [String: Any])?["code"] != nil)
+                }
+            }
+        }
+    }
+
+    /// An upstream's URL is listed without its query (some providers take their key there).
+    @Test func anUpstreamsURLIsListedWithoutItsQuery() throws {
+        let u = try UpstreamConfiguration(name: "q", kind: .openAICompatible, url: "https://llm.example.com:8443/v1?api-key=SECRET",
+                                          apiKey: nil, models: ["*"])
+        let body = UpstreamBody(u)
+        #expect(body.url == "https://llm.example.com:8443/v1")
+        #expect(!body.has_api_key)
     }
 }
 

@@ -154,6 +154,16 @@ def test_client_certificates_on_admin_routes_only(fresh_gateway, pki, http2):
     c = openai.OpenAI(base_url=g.url + "/v1", api_key=token["token"], max_retries=0,
                       http_client=client(pki, http2=http2))
     assert c.chat.completions.create(model="mock-1", messages=[{"role": "user", "content": "app"}]).choices[0].message.content == "echo: app"
+    # The console's first calls (who am I, the dashboard) need none either, for an app token or
+    # an admin one; every other admin route still does.
+    with client(pki, None, http2) as h:
+        for path in ["/admin/v1/session", "/admin/v1/dashboard"]:
+            for bearer in [token["token"], g.admin_token]:
+                r = h.get(g.url + path, headers={"authorization": f"Bearer {bearer}"})
+                assert r.status_code == 200, (path, r.text)
+        assert h.get(g.url + "/admin/v1/session", headers={"authorization": f"Bearer {token['token']}"}).json()["role"] == "app"
+        r = h.get(g.url + "/admin/v1/tenants", headers={"authorization": f"Bearer {g.admin_token}"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "client_certificate_required", r.text
 
 
 def test_http2_by_alpn_beside_http1(fresh_gateway, pki):

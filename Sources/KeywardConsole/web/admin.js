@@ -72,12 +72,17 @@ export async function tenants(section) {
 
   async function settings(tenant) {
     const s = select(STORE, {value: tenant.store});
-    const r = h('input', {type: 'number', min: 0, value: tenant.retention_days});
+    const r = h('input', {type: 'number', min: 0, max: 36500, required: true, value: tenant.retention_days});
     const e = select(ENCRYPTED, {value: tenant.encrypted_requests});
     const change = await dialog({
       title: `Settings of ${tenant.name}`, confirm: 'Save',
-      body: [field('Store exchanges', s), field('Retention (days)', r), field('Encrypted requests', e)],
-      collect: () => ({store: s.value, retention_days: Number(r.value), encrypted_requests: e.value}),
+      body: [field('Store exchanges', s), field('Retention (days)', r, '0 keeps records for ever'), field('Encrypted requests', e)],
+      collect: () => {
+        // An empty field is not 0: 0 means "keep for ever", the opposite of what clearing it suggests.
+        const days = r.value.trim() === '' ? NaN : Number(r.value);
+        if (!Number.isInteger(days) || days < 0 || days > 36500) throw new Error('retention is a whole number of days from 0 (keep for ever) to 36500');
+        return {store: s.value, retention_days: days, encrypted_requests: e.value};
+      },
     });
     if (!change) return;
     await api('PATCH', `/admin/v1/tenants/${seg(tenant.name)}`, change);
@@ -109,7 +114,7 @@ export async function tenants(section) {
       ['Name', (t) => h('strong', {}, t.name)],
       ['Master key', (t) => h('a', {href: `#/policies/${encodeURIComponent(t.key)}`, title: 'Edit the key\'s policy', class: 'mono'}, t.key)],
       ['Store', (t) => t.store],
-      ['Retention', (t) => `${t.retention_days} days`],
+      ['Retention', (t) => (t.retention_days === 0 ? 'kept for ever' : `${t.retention_days} days`)],
       ['Encrypted requests', (t) => t.encrypted_requests],
       ['Rate limits', (t) => limits(t.rate_limits)],
       ['Created', (t) => when(t.created_at), 'nowrap'],

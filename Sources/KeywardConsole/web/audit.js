@@ -102,8 +102,12 @@ export async function auditLog(section, {signal}) {
     const answer = await post('/admin/v1/audit/verify');
     if (answer.intact) {
       broken = null;
+      // Events past the last signed checkpoint are chained but not yet signed: cutting them off the
+      // end would not be detected until the next checkpoint, so the verdict says where that is.
+      const unsigned = answer.events - answer.signed_through;
       replace(verdict, h('p', {class: 'ok verdict'}, `Intact: ${answer.events} events, each linked to the one before; `
-        + `signed through position ${answer.signed_through}.`));
+        + (answer.signed_through > 0 ? `signed through position ${answer.signed_through}` : 'no signed checkpoint yet')
+        + (unsigned > 0 ? `; the last ${unsigned} not yet covered by a signed checkpoint.` : '.')));
       render();
       return;
     }

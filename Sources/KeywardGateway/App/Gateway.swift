@@ -170,7 +170,8 @@ public final class Gateway: Sendable {
         let adminCertificates = configuration.tls.map { $0.clientCAFile != nil && $0.clientCertificates == .admin } ?? false
         func group(_ path: RouterPath = "", _ role: TokenRecord.Role?) -> RouterGroup<GatewayContext> {
             let group = router.group(path)
-            if adminCertificates && role != .app { group.add(middleware: RequireClientCertificate()) }
+            // The any-role group (session, dashboard) is the console's first call for app tokens too.
+            if adminCertificates, let role, role != .app { group.add(middleware: RequireClientCertificate()) }
             return group.add(middleware: Authenticate(authenticator: authenticator, role: role))
         }
         HealthController(store: store, keyStores: keyStores, audit: audit, vault: vault, hasChangeFeed: storage.changes != nil,

@@ -138,7 +138,8 @@ struct TokenBody: Encodable {
     }
 }
 
-/// A configured upstream as the admin API shows it: never its API key, only whether it has one.
+/// A configured upstream as the admin API shows it: never its API key, only whether it has one,
+/// and its URL without a query (some providers take a key there) or user information.
 struct UpstreamBody: Encodable {
     let name: String
     let kind: String
@@ -151,7 +152,11 @@ struct UpstreamBody: Encodable {
         name = u.name
         kind = u.kind.rawValue
         api = u.api.rawValue
-        url = u.url
+        url = URLComponents(string: u.url).map { c in
+            var shown = URLComponents()
+            (shown.scheme, shown.host, shown.port, shown.path) = (c.scheme, c.host, c.port, c.path)
+            return shown.string ?? ""
+        } ?? ""
         models = u.models
         has_api_key = u.apiKey != nil
     }

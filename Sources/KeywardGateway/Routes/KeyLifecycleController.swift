@@ -64,9 +64,11 @@ struct KeyLifecycleController {
         }
     }
 
-    /// Every key Keyward knows of: the tenants' (current, and previous during a re-key) and those
-    /// with a state of Keyward's own, each described by its store, with the tenants on it. A key
-    /// whose store does not answer is listed as `unavailable` with the reason, not left out.
+    /// Every key Keyward knows of: the tenants' (current, and previous during a re-key: its tenant
+    /// still needs it for the records not yet moved) and those with a state of Keyward's own, each
+    /// described by its store (all at once: a store that does not answer costs one time-out, not
+    /// one per key), with the tenants on it. A key whose store does not answer is listed as
+    /// `unavailable` with the reason, not left out.
     func keys() async throws -> [KeyBody] {
         var spelling: [String: String] = [:]  // canonical → the reference as tenants spell it
         var tenants: [String: [String]] = [:]  // canonical → tenants on it
@@ -77,18 +79,23 @@ struct KeyLifecycleController {
         }
         for t in try await store.tenants() {
             add(t.key, tenant: t.name)
-            if let previous = t.previousKey { add(previous, tenant: nil) }
+            if let previous = t.previousKey { add(previous, tenant: t.name) }
         }
         for state in try await store.keyStates() { add(state.key, tenant: nil) }
-        var out: [KeyBody] = []
-        for (canonical, ref) in spelling.sorted(by: { $0.value < $1.value }) {
-            let on = (tenants[canonical] ?? []).sorted()
-            do {
-                out.append(KeyBody(try await lifecycle.describe(try KeyReference.parse(ref), ref), tenants: on))
-            } catch {
-                out.append(KeyBody(unavailable: ref, tenants: on, error: GatewayError.from(error)))
+        let keys = spelling.sorted(by: { $0.value < $1.value }).map { (ref: $0.value, tenants: Array(Set(tenants[$0.key] ?? [])).sorted()) }
+        return await withTaskGroup(of: (Int, KeyBody).self) { group in
+            for (i, key) in keys.enumerated() {
+                group.addTask {
+                    do {
+                        return (i, KeyBody(try await lifecycle.describe(try KeyReference.parse(key.ref), key.ref), tenants: key.tenants))
+                    } catch {
+                        return (i, KeyBody(unavailable: key.ref, tenants: key.tenants, error: GatewayError.from(error)))
+                    }
+                }
             }
+            var out = [KeyBody?](repeating: nil, count: keys.count)
+            for await (i, body) in group { out[i] = body }
+            return out.compactMap { $0 }
         }
-        return out
     }
 }
