@@ -526,10 +526,32 @@ def test_a_prompt_holding_markup_is_shown_as_text_everywhere(tabs, gw, state):
     row.get_by_role("button", name="Open").click()
     expect(app.page.locator("#record-detail p.answer")).to_have_text("echo: " + CANARY)
     app.shot("app-responses")
+    # Deleted from its row, as a completion is.
+    row.get_by_role("button", name=f"Delete {created['id']}").click()
+    app.confirm("deleted for ever", "Delete")
+    expect(section.locator(f"tr[data-id='{created['id']}']")).to_have_count(0)
+    assert gw.request("GET", f"/v1/responses/{created['id']}", token=token)[0] == 404
     assert app.page.locator("img").count() == 0
     assert app.page.evaluate("typeof window.__pwned") == "undefined"
     assert not app.dialogs
     assert not [url for _, url in app.requests if re.search(r"/x(\?|$)", url)]
+
+    # In the audit log: a policy naming the markup as a model (a grant for nobody, beside acme's
+    # own) is logged with the policy in its detail, which the auditor's table shows as text.
+    status, policy, _ = gw.admin("GET", "/admin/v1/keys/local%3Aacme/policy")
+    assert status == 200, policy
+    marked = {"grants": policy["grants"] + [{"principals": ["tenant:nobody"], "purposes": ["inference"], "models": [CANARY]}]}
+    status, body, _ = gw.admin("PUT", "/admin/v1/keys/local%3Aacme/policy", marked)
+    assert status == 200, body
+    auditor = tabs()
+    auditor.sign_in(gw.role_token("auditor"))
+    section = auditor.view("Audit log")
+    section.get_by_label("Operation").fill("policy_change")
+    section.get_by_role("button", name="Apply").click()
+    auditor.settle()
+    expect(section.locator("td .detail").filter(has_text=CANARY)).to_have_count(1)
+    assert auditor.page.locator("#main img").count() == 0
+    assert not [url for _, url in auditor.requests if re.search(r"/x(\?|$)", url)]
 
 
 # MARK: the page's own guarantees
