@@ -47,6 +47,16 @@ APP_OPERATIONS = [("post", "/v1/chat/completions"), ("get", "/v1/chat/completion
                   ("get", "/v1/responses")]
 
 
+def test_a_list_cursor_that_names_no_record_is_refused(gateway):
+    token = gateway.new_tenant("cursor")
+    for path, cursor in [("/v1/chat/completions", "chatcmpl-nosuch"), ("/v1/responses", "resp_nosuch"), ("/v1/files", "file-nosuch")]:
+        status, body, _ = gateway.request("GET", f"{path}?after={cursor}", token=token)
+        assert status == 400 and body["error"]["code"] == "invalid_cursor", (path, body)
+        assert cursor in body["error"]["message"], (path, body)
+        status, body, _ = gateway.request("GET", path, token=token)
+        assert status == 200 and body["data"] == [] and body["has_more"] is False, (path, body)
+
+
 def test_openapi_document_is_valid_and_matches_the_router(gateway):
     from openapi_spec_validator import validate
     status, doc, _ = gateway.request("GET", "/admin/v1/openapi.json")

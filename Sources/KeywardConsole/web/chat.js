@@ -176,6 +176,9 @@ function messageList(messages) {
   return h('ol', {class: 'transcript'}, messages.map((m) => bubble(m.role, contentText(m)).item));
 }
 
+/** A stored completion's answer message, if it has one. */
+const answerOf = (c) => c.choices?.[0]?.message;
+
 export function completions(section, {signal}) {
   return storedList(section, {
     title: 'Stored completions', path: '/v1/chat/completions', noun: 'completion', signal,
@@ -183,12 +186,12 @@ export function completions(section, {signal}) {
       ['Id', (c) => short(c.id, 20)],
       ['Created', (c) => when(c.created), 'nowrap'],
       ['Model', (c) => c.model],
-      ['Answer', (c) => h('span', {class: 'answer'}, contentText((c.choices && c.choices[0] && c.choices[0].message) || {}))],
+      ['Answer', (c) => h('span', {class: 'answer'}, contentText(answerOf(c) || {}))],
       ['Tokens', (c) => (c.usage ? String(c.usage.total_tokens) : '—')],
     ],
     async detail(c) {
       const {data} = await get(`/v1/chat/completions/${seg(c.id)}/messages?limit=100`, {signal});
-      const answer = (c.choices && c.choices[0] && c.choices[0].message) || {role: 'assistant', content: ''};
+      const answer = answerOf(c) || {role: 'assistant', content: ''};
       return h('div', {class: 'card'}, h('h2', {}, `${c.id}`),
         h('p', {class: 'muted'}, `${c.model} · ${when(c.created)}`), messageList([...data, answer]));
     },

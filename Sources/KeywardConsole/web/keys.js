@@ -186,7 +186,6 @@ export async function jobs(section, {params, every, signal}) {
       return 5000;
     }
     if (one) replace(card, jobCard(one));
-    else if (one) replace(card, jobCard(one));
     replace(list, table([
       ['Job', (j) => h('a', {href: `#/jobs/${encodeURIComponent(j.id)}`, class: 'mono'}, j.id)],
       ['Tenant', (j) => j.tenant],

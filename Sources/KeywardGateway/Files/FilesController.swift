@@ -34,13 +34,7 @@ struct FilesController {
             let (tenant, scope) = try await caller(context, .retrieval)
             let page = try ListPage(request, defaultOrder: .descending)
             let purpose = request.uri.queryParameters.get("purpose")
-            let records: [Record]
-            do {
-                records = try await store.records(RecordQuery(tenant: tenant.name, kind: Files.kind, after: page.after,
-                                                              limit: page.limit + 1, order: page.order, label: purpose))
-            } catch let e as StorageError where e.code == .notFound {
-                throw GatewayError.invalidRequest("no file \(page.after ?? "") to list after", code: "invalid_cursor")
-            }
+            let records = try await page.records(of: tenant.name, kind: Files.kind, label: purpose, noun: "file", in: store)
             // An expired file is gone for its tenant before the purge deletes it.
             let now = Gateway.nowMs()
             let live = records.filter { !Files.expired($0, now: now) }

@@ -38,13 +38,7 @@ struct ResponsesController {
         router.get("/v1/responses") { request, context -> Response in
             let (principal, tenant) = try await reader(context)
             let page = try ListPage(request, defaultOrder: .descending)
-            let records: [Record]
-            do {
-                records = try await store.records(RecordQuery(tenant: tenant.name, kind: Self.responseKind, after: page.after,
-                                                              limit: page.limit + 1, order: page.order))
-            } catch let e as StorageError where e.code == .notFound {
-                throw GatewayError.invalidRequest("no stored response \(page.after ?? "") to list after", code: "invalid_cursor")
-            }
+            let records = try await page.records(of: tenant.name, kind: Self.responseKind, noun: "stored response", in: store)
             let shown = Array(records.prefix(page.limit))
             let items = try await vault.read(shown, of: tenant, scope: principal.scope(.retrieval))
             return JSONBody.bytes(ListPage.encoded(items, ids: shown.map(\.id), hasMore: records.count > page.limit))

@@ -19,14 +19,8 @@ struct StoredCompletionsController {
         router.get("/v1/chat/completions") { request, context -> Response in
             let (principal, tenant) = try await reader(context, .retrieval)
             let page = try ListPage(request, defaultOrder: .ascending)
-            let records: [Record]
-            do {
-                records = try await store.records(RecordQuery(
-                    tenant: tenant.name, kind: "chat.response", after: page.after, limit: page.limit + 1,
-                    order: page.order, label: request.uri.queryParameters.get("model")))
-            } catch let e as StorageError where e.code == .notFound {
-                throw GatewayError.invalidRequest("no stored completion \(page.after ?? "") to list after", code: "invalid_cursor")
-            }
+            let records = try await page.records(of: tenant.name, kind: "chat.response", label: request.uri.queryParameters.get("model"),
+                                                 noun: "stored completion", in: store)
             let items = try await open(Array(records.prefix(page.limit)), of: tenant, by: principal, .retrieval)
             return JSONBody.bytes(ListPage.encoded(items, ids: records.prefix(page.limit).map(\.id), hasMore: records.count > page.limit))
         }
