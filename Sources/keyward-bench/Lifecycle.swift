@@ -223,3 +223,31 @@ func storeExchange(_ n: Int) async throws {
     line("insert with its event", insertTimes)
     try await gateway.upstreams.shutdown()
 }
+
+/// What opening a stored record costs, as a Responses turn opens the 98 records of a 50-turn
+/// context (cached data key; one turn's input and answer): CPU per record, N contexts.
+func openRecords(_ n: Int) async throws {
+    let folder = NSTemporaryDirectory() + "keyward-bench-open-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    let gateway = try await benchGateway(folder)
+    try await seed(gateway, tenant: "acme", exchanges: 1)
+    guard let tenant = try await gateway.store.tenant(named: "acme") else { throw GatewayError.internalError }
+    let input = Array(#"[{"role":"user","content":"turn 7: Summarise the state of the deployment and list what changed since the previous turn. Summarise the state of the deployment and list what changed since the previous turn. "}]"#.utf8)
+    let answer = Array(#"{"id":"resp_0VcaXXXXXXXXXXXXXXXXXXXXXXXX","object":"response","created_at":1,"status":"completed","model":"resp-1","output":[{"type":"message","id":"msg_up3","status":"completed","role":"assistant","content":[{"type":"output_text","text":"echo: turn 7: Summarise the state of the deployment and list what changed since the previous turn.","annotations":[]}]}],"parallel_tool_calls":true,"tool_choice":"auto","tools":[],"store":false,"usage":{"input_tokens":9,"output_tokens":5,"total_tokens":14}}"#.utf8)
+    let sealer = try await gateway.vault.sealer(for: tenant, plaintextLength: answer.count)
+    var records: [Record] = []
+    for t in 0..<49 {
+        let id = "resp_bench\(t)"
+        records.append(try sealer.seal(input, id: id, kind: "response.input", createdAt: 1, metadata: RecordMetadata(model: "resp-1")))
+        records.append(try sealer.seal(answer, id: id, kind: "response", createdAt: 1, metadata: RecordMetadata(model: "resp-1")))
+    }
+    _ = try await gateway.vault.open(records, of: tenant)
+    let clock = ContinuousClock(), cpu0 = cpuSeconds()
+    let elapsed = try await clock.measure {
+        for _ in 0..<n { _ = try await gateway.vault.open(records, of: tenant) }
+    }
+    let cpu = cpuSeconds() - cpu0, opened = Double(n * records.count)
+    print(String(format: "open-records: %d contexts of %d records: %.2f µs wall, %.2f µs CPU per record", n, records.count,
+                 seconds(elapsed) / opened * 1e6, cpu / opened * 1e6))
+    try await gateway.upstreams.shutdown()
+}

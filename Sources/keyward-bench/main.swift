@@ -130,6 +130,7 @@ while i < tasks.count {
     case "audit-append": try await auditAppend(max(n, 1000))
     case "rewrap": try await rewrap(max(n, 1000))
     case "store-exchange": try await storeExchange(max(n, 1000))
+    case "open-records": try await openRecords(max(n, 100))
     case "machine-noise": machineNoise(seconds: max(n, 1))
     default: print("unknown benchmark \(tasks[i])")
     }

@@ -84,6 +84,42 @@ struct VaultTests {
         #expect(events.allSatisfy { $0.key == "local:a" && $0.result == .ok })
     }
 
+    /// A long read (two halves at once, each remembering its last data key's materials) returns
+    /// every record in order across a change of data key, a re-key's previous key included, and
+    /// refuses the whole read for one record moved or of another tenant.
+    @Test func aLongReadOpensEveryRecordInOrderAcrossDataKeys() async throws {
+        let a = tenant("a")
+        var records: [Record] = []
+        for i in 0..<(Vault.splitReadsFrom * 3) {
+            // A new data key at 20 (inside the first half) and at 70 (inside the second).
+            if i == 20 || i == 70 { vault.purge(key: "local:a") }
+            let sealer = try await vault.sealer(for: a, plaintextLength: 10)
+            records.append(try sealer.seal(Array("record \(i)".utf8), id: "r\(i)", kind: i.isMultiple(of: 2) ? "response" : "response.input",
+                                           createdAt: 0, metadata: RecordMetadata()))
+        }
+        // From 80 on, sealed under key b: a tenant moving from a to b reads both.
+        for i in 80..<records.count {
+            let sealer = try await vault.sealer(for: Tenant(name: "a", key: "local:b", createdAt: 0), plaintextLength: 10)
+            records[i] = try sealer.seal(Array("record \(i)".utf8), id: "r\(i)", kind: records[i].kind, createdAt: 0, metadata: RecordMetadata())
+        }
+        let moving = Tenant(name: "a", key: "local:b", createdAt: 0, previousKey: "local:a")
+        let opened = try await vault.open(records, of: moving)
+        #expect(opened == (0..<records.count).map { Array("record \($0)".utf8) })
+        // Short reads (one half) give the same.
+        #expect(try await vault.open(Array(records[15...30]), of: moving) == (15...30).map { Array("record \($0)".utf8) })
+        await #expect(throws: (any Error).self) { _ = try await vault.open(records, of: a) }  // b's records need b
+        for bad in [5, 60] {
+            var moved = records
+            moved[bad].id = "elsewhere"
+            await expectError(.encryptionContextMismatch, as: KeywardCryptoError.self) { _ = try await vault.open(moved, of: moving) }
+            // Tenant b's record of the same id and kind, among a's.
+            let sealer = try await vault.sealer(for: tenant("b"), plaintextLength: 10)
+            moved = records
+            moved[bad] = try sealer.seal(Array("record \(bad)".utf8), id: records[bad].id, kind: records[bad].kind, createdAt: 0, metadata: RecordMetadata())
+            await expectError(.encryptionContextMismatch, as: KeywardCryptoError.self) { _ = try await vault.open(moved, of: moving) }
+        }
+    }
+
     @Test func disablingAndPurgingStopsUseAtOnce() async throws {
         let sealer = try await vault.sealer(for: tenant("b"), plaintextLength: 1)
         let record = try sealer.seal([1], id: "r", kind: "k", createdAt: 0, metadata: RecordMetadata())

@@ -248,6 +248,37 @@ def test_a_deleted_turn_is_left_out_of_later_contexts(fresh_gateway, upstream):
     assert texts == ["second", "echo: second", "third"]
 
 
+def test_a_turn_logs_one_event_for_the_context_it_read(fresh_gateway, upstream):
+    """A continued turn's context (every earlier turn's two records, or a conversation's items) is
+    read after one `decrypt_record` event naming what was continued and every turn it read, not
+    one event per record; a client's own reads keep one event per record."""
+    g = fresh_gateway()
+    client = g.openai(g.new_tenant("deep"))
+    ids = []
+    for i in range(4):
+        ids.append(turn(client, f"turn {i}", ids[-1] if ids else None).id)
+    client.responses.delete(ids[1])
+    ids.append(turn(client, "after a deletion", ids[3]).id)
+    client.responses.retrieve(ids[4])
+    conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": "one"},
+                                              {"type": "message", "role": "user", "content": "two"}])
+    client.responses.create(model="resp-1", conversation=conv.id, input="three")
+    db = sqlite3.connect(f"file:{g.data}/keyward.sqlite3?mode=ro", uri=True)
+    reads = db.execute("SELECT record, detail, purpose, key, actor FROM audit_events WHERE operation = 'decrypt_record' "
+                       "AND tenant = 'deep' ORDER BY seq").fetchall()
+    assert [(r[0], r[1], r[2]) for r in reads] == [
+        (f"{ids[0]}/context", f"2 records of 1 turns: {ids[0]}", "inference"),
+        (f"{ids[1]}/context", f"4 records of 2 turns: {ids[0]} {ids[1]}", "inference"),
+        (f"{ids[2]}/context", f"6 records of 3 turns: {ids[0]} {ids[1]} {ids[2]}", "inference"),
+        # The deleted turn is not read, and not named.
+        (f"{ids[3]}/context", f"6 records of 3 turns: {ids[0]} {ids[2]} {ids[3]}", "inference"),
+        (f"{ids[4]}/response", None, "retrieval"),
+        (f"{conv.id}/context", "2 items, to position 2", "inference"),
+    ]
+    assert all(r[3] == "local:deep" and r[4].startswith("tok_") for r in reads)
+    g.stop()
+
+
 def test_a_chat_completions_upstream_serves_the_responses_api(fresh_gateway, upstream):
     """mock-* models go to an upstream that speaks chat completions only: Keyward translates each
     turn (its whole context) into a chat request and the answer back, streamed and not, function

@@ -55,13 +55,15 @@ struct Conversations {
         }
     }
 
-    /// Every item of a conversation, in order, and the last one's position: one query, each
-    /// record opened after its audit event.
+    /// Every item of a conversation, in order, and the last one's position, for a response that
+    /// continues it: one query, the records opened after one audit event for the whole context.
     func allItems(_ tenant: Tenant, _ id: String, scope: AuditScope) async throws -> (items: [[String: Any]], lastSeq: Int) {
         let records = try await store.records(tenant: tenant.name, ids: [id])
             .filter { $0.kind.hasPrefix(Self.itemPrefix) }
             .sorted { $0.kind < $1.kind }
-        return (try await open(records, of: tenant, scope: scope), records.last.flatMap { Self.entry($0.kind)?.seq } ?? 0)
+        let lastSeq = records.last.flatMap { Self.entry($0.kind)?.seq } ?? 0
+        let events = Vault.ReadEvents.context(record: "\(id)/context", detail: "\(records.count) items, to position \(lastSeq)")
+        return (try await open(records, of: tenant, scope: scope, events: events), lastSeq)
     }
 
     /// Some items, as stored, each read after its own audit event.
@@ -74,9 +76,9 @@ struct Conversations {
         return try await open(records, of: tenant, scope: scope)
     }
 
-    /// The items in `records`, each read after its audit event.
-    private func open(_ records: [Record], of tenant: Tenant, scope: AuditScope) async throws -> [[String: Any]] {
-        try await vault.read(records, of: tenant, scope: scope).map {
+    /// The items in `records`, read after their audit events.
+    private func open(_ records: [Record], of tenant: Tenant, scope: AuditScope, events: Vault.ReadEvents = .perRecord) async throws -> [[String: Any]] {
+        try await vault.read(records, of: tenant, scope: scope, events: events).map {
             guard let item = try JSONSerialization.jsonObject(with: Data($0)) as? [String: Any] else { throw GatewayError.internalError }
             return item
         }

@@ -225,8 +225,8 @@ struct ResponsesController {
     }
 
     /// The turns a new one continues: `previous` and the chain it continued, read in one query
-    /// and opened with the tenant's cached data keys, each record after its audit event. A turn
-    /// the tenant deleted meanwhile is left out of the context.
+    /// and opened with the tenant's cached data keys, after one audit event naming every turn
+    /// read. A turn the tenant deleted meanwhile is left out of the context.
     private func turns(before previous: String, of tenant: Tenant, scope: AuditScope) async throws -> ([String], [ResponseItems.Turn]) {
         guard let last = try await store.record(tenant: tenant.name, id: previous, kind: Self.inputKind) else {
             throw GatewayError.notFound("no stored response \(previous) to continue")
@@ -234,7 +234,11 @@ struct ResponsesController {
         let chain = (last.metadata.chain ?? []) + [previous]
         let records = try await store.records(tenant: tenant.name, ids: chain).filter { $0.kind == Self.inputKind || $0.kind == Self.responseKind }
         var opened: [String: ResponseItems.Turn] = [:]
-        for (record, plaintext) in zip(records, try await vault.read(records, of: tenant, scope: scope)) {
+        let present = Set(records.map(\.id))
+        let read = chain.filter(present.contains)
+        let events = Vault.ReadEvents.context(record: "\(previous)/context",
+                                              detail: "\(records.count) records of \(read.count) turns: \(read.joined(separator: " "))")
+        for (record, plaintext) in zip(records, try await vault.read(records, of: tenant, scope: scope, events: events)) {
             if record.kind == Self.inputKind {
                 opened[record.id, default: ResponseItems.Turn(input: [], response: [])].input = plaintext
             } else {

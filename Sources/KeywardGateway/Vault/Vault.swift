@@ -76,59 +76,95 @@ public final class Vault: Sendable {
     /// Decrypts a stored record of `tenant`; nothing is returned unless it authenticates as this
     /// tenant's record with this id and kind.
     public func open(_ record: Record, of tenant: Tenant) async throws -> [UInt8] {
-        let (plaintext, hit) = try await opened(record, of: tenant)
-        metrics.dataKeyCache("decrypt", hit: hit)
-        metrics.unwrap(kind: record.kind)
-        return plaintext
+        try await open([record], of: tenant)[0]
     }
 
-    /// A record's plaintext, and whether its data key came from the cache. While a re-key job
+    /// Decrypts stored records of `tenant`, each only if it authenticates as this tenant's record
+    /// with its id and kind; the metrics are counted once (a long context is many records). The
+    /// records of one read that share a data key (an exchange's, a cache period's) are opened with
+    /// the materials the first of them got, without asking the cache again. While a re-key job
     /// moves the tenant, a record not yet re-wrapped is opened with the key it is moving from.
-    private func opened(_ record: Record, of tenant: Tenant) async throws -> ([UInt8], hit: Bool) {
-        do {
-            return try await opened(record, of: tenant, key: tenant.key)
-        } catch let e as KeywardCryptoError where e.code == .noDecryptableKey {
-            guard let previous = tenant.previousKey, previous != tenant.key else { throw e }
-            return try await opened(record, of: tenant, key: previous)
+    public func open(_ records: [Record], of tenant: Tenant) async throws -> [[UInt8]] {
+        // A long context (a deep agent turn) is opened in two halves at once, one on another core.
+        guard records.count >= Self.splitReadsFrom, let other = SiblingLoop.other() else {
+            return try await openInOrder(records[...], of: tenant)
+        }
+        let half = records.count / 2
+        return try await withThrowingTaskGroup(of: [[UInt8]].self) { group in
+            group.addTask(executorPreference: other) { try await self.openInOrder(records[..<half], of: tenant) }
+            let second = try await openInOrder(records[half...], of: tenant)
+            guard let first = try await group.next() else { throw GatewayError.internalError }
+            return first + second
         }
     }
 
-    private func opened(_ record: Record, of tenant: Tenant, key: String) async throws -> ([UInt8], hit: Bool) {
-        let manager = TenantScopedManager(tenant: tenant.name, inner: try manager(forKey: key))
-        let required = RecordSealer.context(tenant: tenant.name, id: record.id, kind: record.kind)
-        let miss = MissFlag()
-        // Header and body as stored, without joining them into one more copy.
-        var source = ArraySource(parts: [record.header, record.body])
-        var sink = ArraySink()
-        try await MissFlag.$current.withValue(miss) {
-            _ = try await Message.decrypt(from: &source, to: &sink, materialsManager: manager,
-                                          options: DecryptionOptions(requiredContext: required, maxEncryptedDataKeys: 4))
-        }
-        return (sink.bytes, !miss.value)
-    }
+    /// The number of records from which ``open(_:of:)`` opens two halves concurrently.
+    static let splitReadsFrom = 32
 
-    /// Decrypts records for a reader, after logging one `decrypt_record` event per record, all in
-    /// one append: nothing is read without its event. The metrics are counted once per read (a
-    /// long context is many records).
-    func read(_ records: [Record], of tenant: Tenant, scope: AuditScope) async throws -> [[UInt8]] {
-        try await audit.append(records.map { AuditLog.event(.decryptRecord, key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
+    private func openInOrder(_ records: ArraySlice<Record>, of tenant: Tenant) async throws -> [[UInt8]] {
         var out: [[UInt8]] = []
         out.reserveCapacity(records.count)
-        var hits = 0
+        var managers: [String: TenantScopedManager] = [:]
         var kinds: [String: Int] = [:]
+        var misses = 0
         defer {
-            metrics.dataKeyCache("decrypt", hits: hits, misses: out.count - hits)
+            metrics.dataKeyCache("decrypt", hits: out.count - misses, misses: misses)
             for (kind, n) in kinds { metrics.unwrap(kind: kind, count: n) }
         }
-        try await AuditScope.$current.withValue(scope) {
-            for r in records {
-                let (plaintext, hit) = try await opened(r, of: tenant)
-                out.append(plaintext)
-                if hit { hits += 1 }
-                kinds[r.kind, default: 0] += 1
+        func opened(_ record: Record, key: String) async throws -> [UInt8] {
+            let manager: TenantScopedManager
+            if let m = managers[key] {
+                manager = m
+            } else {
+                manager = TenantScopedManager(tenant: tenant.name, inner: try self.manager(forKey: key))
+                managers[key] = manager
             }
+            let miss = MissFlag()
+            // Header and body as stored, without joining them into one more copy.
+            var source = ArraySource(parts: [record.header, record.body])
+            var sink = ArraySink()
+            try await MissFlag.$current.withValue(miss) {
+                _ = try await Message.decrypt(from: &source, to: &sink, materialsManager: manager, options: DecryptionOptions(
+                    requiredContext: RecordSealer.context(tenant: tenant.name, id: record.id, kind: record.kind), maxEncryptedDataKeys: 4))
+            }
+            if miss.value { misses += 1 }
+            return sink.bytes
+        }
+        for record in records {
+            do {
+                out.append(try await opened(record, key: tenant.key))
+            } catch let e as KeywardCryptoError where e.code == .noDecryptableKey {
+                guard let previous = tenant.previousKey, previous != tenant.key else { throw e }
+                out.append(try await opened(record, key: previous))
+            }
+            kinds[record.kind, default: 0] += 1
         }
         return out
+    }
+
+    /// How a read is logged, before anything is decrypted.
+    enum ReadEvents {
+        /// One `decrypt_record` event per record (`id/kind`): records a client retrieves.
+        case perRecord
+        /// One `decrypt_record` event for the context a turn rebuilds from earlier records, which
+        /// go to the upstream and not to the reader: `record` names what was continued and
+        /// `detail` every id read. Per-record events made the log grow with the square of a
+        /// chain's length (a 50th turn wrote 98) and a long agent chain look like a bulk read
+        /// to the anomaly detector.
+        case context(record: String, detail: String)
+    }
+
+    /// Decrypts records for a reader, after logging their `decrypt_record` events in one append:
+    /// nothing is read without its event.
+    func read(_ records: [Record], of tenant: Tenant, scope: AuditScope, events: ReadEvents = .perRecord) async throws -> [[UInt8]] {
+        switch events {
+        case .perRecord:
+            try await audit.append(records.map { AuditLog.event(.decryptRecord, key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
+        case .context(let record, let detail):
+            guard !records.isEmpty else { return [] }
+            try await audit.append(AuditLog.event(.decryptRecord, key: tenant.key, record: record, detail: detail, scope: scope))
+        }
+        return try await AuditScope.$current.withValue(scope) { try await open(records, of: tenant) }
     }
 
     /// Forgets every cached data key of `key` (revocation takes effect at once).
@@ -168,10 +204,17 @@ public struct RecordSealer: Sendable {
 }
 
 /// Narrows a record's context to the tenant scope for the data-key cache and the key store, after
-/// checking that the record claims the expected tenant.
-struct TenantScopedManager: CryptographicMaterialsManager {
+/// checking that the record claims the expected tenant. Used for one read: it keeps the last
+/// materials it got, for the next record under the same data key.
+final class TenantScopedManager: CryptographicMaterialsManager {
     let tenant: String
     let inner: any CryptographicMaterialsManager
+    private let last = Mutex<(request: DecryptionMaterialsRequest, materials: DecryptionMaterials)?>(nil)
+
+    init(tenant: String, inner: any CryptographicMaterialsManager) {
+        self.tenant = tenant
+        self.inner = inner
+    }
 
     func encryptionMaterials(for request: EncryptionMaterialsRequest) async throws -> EncryptionMaterials {
         throw KeywardCryptoError(.internalError, "records are sealed through RecordSealer")
@@ -183,7 +226,13 @@ struct TenantScopedManager: CryptographicMaterialsManager {
         }
         var scoped = request
         scoped.encryptionContext = Vault.scope(tenant)
-        return try await inner.decryptionMaterials(for: scoped)
+        if let last = last.withLock({ $0 }), last.request.suite == scoped.suite, last.request.commitmentPolicy == scoped.commitmentPolicy,
+           last.request.encryptedDataKeys == scoped.encryptedDataKeys {
+            return last.materials
+        }
+        let materials = try await inner.decryptionMaterials(for: scoped)
+        last.withLock { $0 = (scoped, materials) }
+        return materials
     }
 }
 
