@@ -85,6 +85,19 @@ import Testing
         }
     }
 
+    @Test func deserializationAcceptsUTF8AndRefusesAnythingElse() throws {
+        let context: EncryptionContext = ["tenant": "zürich-東京", "ascii": "plain"]
+        #expect(try context.serialized().withUnsafeBytes { try EncryptionContext(deserializing: $0) } == context)
+        // 0xC3 0x28: a lead byte without its continuation; 0xFF: never in UTF-8; in a key, then a value.
+        for bad in [[0xC3, 0x28], [0xFF], [0x61, 0xE2, 0x82]] as [[UInt8]] {
+            for asKey in [true, false] {
+                let (k, v): ([UInt8], [UInt8]) = asKey ? (bad, [0x76]) : ([0x6b], bad)
+                let bytes = hex("0001") + [0, UInt8(k.count)] + k + [0, UInt8(v.count)] + v
+                #expect(throws: KeywardCryptoError(.malformedMessage, "")) { try bytes.withUnsafeBytes { try EncryptionContext(deserializing: $0) } }
+            }
+        }
+    }
+
     @Test func oversizedContextIsRefused() {
         let context: EncryptionContext = ["k": String(repeating: "v", count: 70_000)]
         #expect(throws: KeywardCryptoError(.limitExceeded, "")) { try context.serialized() }

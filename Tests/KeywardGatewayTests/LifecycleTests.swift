@@ -294,6 +294,16 @@ struct LifecycleTests {
 struct AnomalyDetectorTests {
     let config = AnomalyDetector.Configuration(window: 60, ceiling: 500, ratio: 5, baselineWindows: 5, minimum: 20)
 
+    /// A turn's context is one audit event for many records: each record counts.
+    @Test func oneObservationCanCountManyRecords() {
+        // The ceiling alone (no baseline alert: its minimum is out of reach).
+        var d = AnomalyDetector(configuration: .init(window: 60, ceiling: 500, ratio: 5, baselineWindows: 5, minimum: 1_000_000))
+        #expect(d.observe(principal: "tok_w", key: "k", at: 10, count: 490) == nil)
+        #expect(d.observe(principal: "tok_w", key: "k", at: 11, count: 10) == nil)
+        let alert = d.observe(principal: "tok_w", key: "k", at: 12, count: 98)
+        #expect(alert?.reason == "ceiling" && alert?.count == 598)
+    }
+
     @Test func aBurstRaisesExactlyOneAlertPerWindow() {
         var d = AnomalyDetector(configuration: config)
         var alerts: [AnomalyDetector.Alert] = []

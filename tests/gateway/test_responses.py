@@ -5,6 +5,7 @@ and never a `previous_response_id`."""
 import json
 import sqlite3
 import subprocess
+import time
 import urllib.parse
 import uuid
 
@@ -276,6 +277,28 @@ def test_a_turn_logs_one_event_for_the_context_it_read(fresh_gateway, upstream):
         (f"{conv.id}/context", "2 items, to position 2", "inference"),
     ]
     assert all(r[3] == "local:deep" and r[4].startswith("tok_") for r in reads)
+    g.stop()
+
+
+def test_context_reads_count_every_record_towards_the_read_ceiling(fresh_gateway, upstream):
+    """One event for a context, but the anomaly detector counts its records: a token re-reading a
+    deep chain reaches the ceiling as one reading its records one by one would."""
+    g = fresh_gateway(config_extra={"alerts": {"window_seconds": 60, "minimum": 100000, "ratio": 1000, "ceiling": 100,
+                                               "baseline_windows": 5}})
+    client = g.openai(g.new_tenant("exfil"))
+    ids = []
+    for i in range(8):
+        ids.append(turn(client, f"turn {i}", ids[-1] if ids else None).id)
+    for _ in range(3):
+        turn(client, "repeat everything above", ids[-1])
+    db = sqlite3.connect(f"file:{g.data}/keyward.sqlite3?mode=ro", uri=True)
+    events = db.execute("SELECT detail FROM audit_events WHERE operation = 'decrypt_record' AND tenant = 'exfil'").fetchall()
+    # 2 + 4 + … + 14 records for the chain, then 16 three times: 104 records in 10 events.
+    assert len(events) == 10 and sum(int(d.split(" ")[0]) for (d,) in events) == 104
+    deadline = time.time() + 10
+    while not db.execute("SELECT count(*) FROM audit_events WHERE operation = 'alert'").fetchone()[0]:
+        assert time.time() < deadline, "no alert for 104 records read against a ceiling of 100"
+        time.sleep(0.1)
     g.stop()
 
 

@@ -90,6 +90,11 @@ public struct EncryptionContext: Hashable, Sendable, Sequence, ExpressibleByDict
         return out
     }
 
+    /// Whether `bytes` are UTF-8; ASCII (ids, names, kinds) without building a String.
+    private static func isUTF8(_ bytes: [UInt8]) -> Bool {
+        bytes.allSatisfy { $0 < 0x80 } || String(validating: bytes, as: UTF8.self) != nil
+    }
+
     /// Parses a serialized context, refusing duplicates, unsorted keys are accepted (the spec asks
     /// readers to be lenient about order) but invalid UTF-8 is not.
     init(deserializing bytes: UnsafeRawBufferPointer) throws {
@@ -103,7 +108,7 @@ public struct EncryptionContext: Hashable, Sendable, Sequence, ExpressibleByDict
             for _ in 0..<n {
                 let k = try r.readBytes(Int(try r.readUInt16()))
                 let v = try r.readBytes(Int(try r.readUInt16()))
-                guard String(validating: k, as: UTF8.self) != nil, String(validating: v, as: UTF8.self) != nil else {
+                guard Self.isUTF8(k), Self.isUTF8(v) else {
                     throw KeywardCryptoError(.malformedMessage, "encryption context is not valid UTF-8")
                 }
                 guard value(forKey: k) == nil else {

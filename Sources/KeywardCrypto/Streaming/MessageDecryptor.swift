@@ -52,7 +52,9 @@ public struct MessageDecryptor {
     private let carry = GrowableBuffer(capacity: 4096, holdsSecrets: false)
     /// Bytes `carry` must hold before parsing again; nil while the needed amount is unknown.
     private var carryNeeded: Int?
-    private let output = GrowableBuffer(capacity: 64 * 1024, holdsSecrets: true)
+    /// Starts small (a stored record is a few hundred bytes, and a 64 KiB buffer per record cost
+    /// more to allocate than to fill); a stream's first frames grow it once to their length.
+    private let output = GrowableBuffer(capacity: 4096, holdsSecrets: true)
     private let withheld = GrowableBuffer(capacity: 16, holdsSecrets: true)
     private var sawAnyInput = false
 

@@ -46,9 +46,10 @@ public final class AlertCenter: Sendable {
         self.handler.withLock { $0 = handler }
     }
 
-    func observe(_ event: AuditEvent) {
+    /// Counts a logged use: `count` records for an event that stands for several (a turn's context).
+    func observe(_ event: AuditEvent, count: Int = 1) {
         let now = Gateway.clock()
-        guard let alert = detector.withLock({ $0.observe(principal: event.actor, key: event.key ?? "-", at: now) }) else { return }
+        guard let alert = detector.withLock({ $0.observe(principal: event.actor, key: event.key ?? "-", at: now, count: count) }) else { return }
         raise.yield((alert, event))
     }
 

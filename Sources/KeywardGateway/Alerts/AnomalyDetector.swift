@@ -57,9 +57,9 @@ public struct AnomalyDetector: Sendable {
 
     public init(configuration: Configuration) { self.configuration = configuration }
 
-    /// Counts one use of `key` by `principal` at `time` (seconds); returns an alert if that use
+    /// Counts `count` uses of `key` by `principal` at `time` (seconds); returns an alert if they
     /// made a principal or key anomalous that has not alerted within the last window.
-    public mutating func observe(principal: String, key: String, at time: Double) -> Alert? {
+    public mutating func observe(principal: String, key: String, at time: Double, count: Int = 1) -> Alert? {
         let step = Int64((time * Double(Self.steps) / configuration.window).rounded(.down))
         let kept = Self.steps * (configuration.baselineWindows + 1)
         lastStep = max(lastStep, step)
@@ -75,7 +75,7 @@ public struct AnomalyDetector: Sendable {
                 c.counts.removeFirst(max(0, c.counts.count - kept))
                 c.step = step
             }
-            c.counts[c.counts.count - 1] += 1
+            c.counts[c.counts.count - 1] += count
             let current = c.counts.suffix(Self.steps).reduce(0, +)
             let history = c.counts.dropLast(Self.steps)
             // The rate seen before the current window, per window; while the subject is new, over

@@ -57,13 +57,14 @@ public final class AuditLog: Sendable {
                    purpose: scope?.purpose?.rawValue, requestID: scope?.requestID, record: record, result: result, detail: detail)
     }
 
-    /// Appends events durably, or throws ``GatewayError/auditUnavailable``.
+    /// Appends events durably, or throws ``GatewayError/auditUnavailable``. `reads`: how many
+    /// records a single `decrypt_record` event stands for, as the anomaly detector counts them.
     @discardableResult
-    func append(_ events: [AuditEvent]) async throws -> [AuditEvent] {
+    func append(_ events: [AuditEvent], reads: Int = 1) async throws -> [AuditEvent] {
         guard !events.isEmpty else { return [] }
         do {
             let appended = try await store.appendAudit(events)
-            succeeded(appended)
+            succeeded(appended, reads: reads)
             return appended
         } catch {
             failed(error)
@@ -92,11 +93,11 @@ public final class AuditLog: Sendable {
         }
     }
 
-    private func succeeded(_ events: [AuditEvent]) {
+    private func succeeded(_ events: [AuditEvent], reads: Int = 1) {
         metrics.auditAppend(ok: true)
         if failing.exchange(false, ordering: .relaxed) { logger.notice("audit log writable again") }
         for e in events where e.operation == .decryptRecord || e.operation == .unwrap {
-            alerts.observe(e)
+            alerts.observe(e, count: e.operation == .decryptRecord ? reads : 1)
         }
     }
 

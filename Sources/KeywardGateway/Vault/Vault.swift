@@ -116,7 +116,10 @@ public final class Vault: Sendable {
             if let m = managers[key] {
                 manager = m
             } else {
-                manager = TenantScopedManager(tenant: tenant.name, inner: try self.manager(forKey: key))
+                // Materials are remembered only while the cache is trusted: otherwise every data
+                // key comes from the key store.
+                manager = TenantScopedManager(tenant: tenant.name, inner: try self.manager(forKey: key),
+                                              remembers: cachesTrusted.load(ordering: .relaxed))
                 managers[key] = manager
             }
             let miss = MissFlag()
@@ -130,12 +133,19 @@ public final class Vault: Sendable {
             if miss.value { misses += 1 }
             return sink.bytes
         }
+        // While a re-key moves the tenant, the key that opened the last record is tried first:
+        // each failed try is a key-store call and an audit event, and a context's records were
+        // mostly written under one key.
+        var keys = [tenant.key] + [tenant.previousKey].compactMap { $0 }.filter { $0 != tenant.key }
         for record in records {
-            do {
-                out.append(try await opened(record, key: tenant.key))
-            } catch let e as KeywardCryptoError where e.code == .noDecryptableKey {
-                guard let previous = tenant.previousKey, previous != tenant.key else { throw e }
-                out.append(try await opened(record, key: previous))
+            for (i, key) in keys.enumerated() {
+                do {
+                    out.append(try await opened(record, key: key))
+                    if i > 0 { keys.swapAt(0, i) }
+                    break
+                } catch let e as KeywardCryptoError where e.code == .noDecryptableKey && i + 1 < keys.count {
+                    continue
+                }
             }
             kinds[record.kind, default: 0] += 1
         }
@@ -148,9 +158,9 @@ public final class Vault: Sendable {
         case perRecord
         /// One `decrypt_record` event for the context a turn rebuilds from earlier records, which
         /// go to the upstream and not to the reader: `record` names what was continued and
-        /// `detail` every id read. Per-record events made the log grow with the square of a
-        /// chain's length (a 50th turn wrote 98) and a long agent chain look like a bulk read
-        /// to the anomaly detector.
+        /// `detail` every id read (about 30 bytes a turn, where a per-record event was about
+        /// 500 bytes a record: a 50th turn wrote 98). The anomaly detector still counts each
+        /// record.
         case context(record: String, detail: String)
     }
 
@@ -162,12 +172,14 @@ public final class Vault: Sendable {
             try await audit.append(records.map { AuditLog.event(.decryptRecord, key: tenant.key, record: "\($0.id)/\($0.kind)", scope: scope) })
         case .context(let record, let detail):
             guard !records.isEmpty else { return [] }
-            try await audit.append(AuditLog.event(.decryptRecord, key: tenant.key, record: record, detail: detail, scope: scope))
+            try await audit.append([AuditLog.event(.decryptRecord, key: tenant.key, record: record, detail: detail, scope: scope)],
+                                   reads: records.count)
         }
         return try await AuditScope.$current.withValue(scope) { try await open(records, of: tenant) }
     }
 
-    /// Forgets every cached data key of `key` (revocation takes effect at once).
+    /// Forgets every cached data key of `key`: revocation takes effect at once (a read in
+    /// progress ends with the materials it had).
     public func purge(key: String) {
         managers.withLock { $0[key] }?.cached.purge()
     }
@@ -205,15 +217,18 @@ public struct RecordSealer: Sendable {
 
 /// Narrows a record's context to the tenant scope for the data-key cache and the key store, after
 /// checking that the record claims the expected tenant. Used for one read: it keeps the last
-/// materials it got, for the next record under the same data key.
+/// materials it got, for the next record under the same data key (so a purge or a revocation
+/// takes effect from the next read: one in progress, milliseconds long, ends as it began).
 final class TenantScopedManager: CryptographicMaterialsManager {
     let tenant: String
     let inner: any CryptographicMaterialsManager
+    let remembers: Bool
     private let last = Mutex<(request: DecryptionMaterialsRequest, materials: DecryptionMaterials)?>(nil)
 
-    init(tenant: String, inner: any CryptographicMaterialsManager) {
+    init(tenant: String, inner: any CryptographicMaterialsManager, remembers: Bool = true) {
         self.tenant = tenant
         self.inner = inner
+        self.remembers = remembers
     }
 
     func encryptionMaterials(for request: EncryptionMaterialsRequest) async throws -> EncryptionMaterials {
@@ -231,7 +246,7 @@ final class TenantScopedManager: CryptographicMaterialsManager {
             return last.materials
         }
         let materials = try await inner.decryptionMaterials(for: scoped)
-        last.withLock { $0 = (scoped, materials) }
+        if remembers { last.withLock { $0 = (scoped, materials) } }
         return materials
     }
 }
