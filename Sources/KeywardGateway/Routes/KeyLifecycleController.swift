@@ -20,10 +20,15 @@ struct KeyLifecycleController {
         admin.get("keys") { _, _ -> Response in JSONBody.encoded(ListBody(data: try await keys())) }
 
         admin.get("jobs") { _, _ -> Response in
-            var jobs: [Job] = []
-            for status in [Job.Status.running, .failed, .done] { jobs += try await store.jobs(status: status) }
+            // Three reads, not one snapshot: a job that ends between them is read twice (running,
+            // then done or failed), and only the later read, its state now, is listed.
+            var jobs: [String: Job] = [:]
+            for status in [Job.Status.running, .failed, .done] {
+                for job in try await store.jobs(status: status) { jobs[job.id] = job }
+            }
             // Newest first, and no more than a screen's worth: finished jobs stay in the database.
-            return JSONBody.encoded(ListBody(data: jobs.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(100).map(JobBody.init)))
+            return JSONBody.encoded(ListBody(data: jobs.values.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(100)
+                .map(JobBody.init)))
         }
 
         admin.get("keys/:ref") { request, context -> Response in
