@@ -90,6 +90,23 @@ struct ConsoleEndpointTests {
     }
 }
 
+@Suite("Jobs list")
+struct JobsListTests {
+    /// A job that ended between the list's reads by status is listed once, as last read.
+    @Test func aJobReadTwiceIsListedOnceAsLastRead() {
+        func job(_ id: String, _ status: Job.Status, at time: Int64) -> Job {
+            var j = Job(id: id, tenant: "t", fromKey: "local:a", toKey: "local:b", total: 10, createdAt: time)
+            j.status = status
+            return j
+        }
+        let listed = KeyLifecycleController.listed([[job("j2", .running, at: 2)], [job("j1", .failed, at: 1)],
+                                                    [job("j2", .done, at: 2), job("j0", .done, at: 0)]])
+        #expect(listed.map(\.id) == ["j2", "j1", "j0"])
+        #expect(listed.map(\.status) == [.done, .failed, .done])
+        #expect(KeyLifecycleController.listed([(0..<150).map { job("j\($0)", .done, at: Int64($0)) }]).count == 100)
+    }
+}
+
 @Suite("Dashboard")
 struct DashboardTests {
     let t0: Int64 = 1_800_000_000 - 1_800_000_000 % 60  // a minute's start

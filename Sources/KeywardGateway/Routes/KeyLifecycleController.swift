@@ -20,15 +20,9 @@ struct KeyLifecycleController {
         admin.get("keys") { _, _ -> Response in JSONBody.encoded(ListBody(data: try await keys())) }
 
         admin.get("jobs") { _, _ -> Response in
-            // Three reads, not one snapshot: a job that ends between them is read twice (running,
-            // then done or failed), and only the later read, its state now, is listed.
-            var jobs: [String: Job] = [:]
-            for status in [Job.Status.running, .failed, .done] {
-                for job in try await store.jobs(status: status) { jobs[job.id] = job }
-            }
-            // Newest first, and no more than a screen's worth: finished jobs stay in the database.
-            return JSONBody.encoded(ListBody(data: jobs.values.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(100)
-                .map(JobBody.init)))
+            var reads: [[Job]] = []
+            for status in [Job.Status.running, .failed, .done] { reads.append(try await store.jobs(status: status)) }
+            return JSONBody.encoded(ListBody(data: Self.listed(reads).map(JobBody.init)))
         }
 
         admin.get("keys/:ref") { request, context -> Response in
@@ -102,5 +96,16 @@ struct KeyLifecycleController {
             for await (i, body) in group { out[i] = body }
             return out.compactMap { $0 }
         }
+    }
+}
+
+extension KeyLifecycleController {
+    /// The jobs of reads made status by status, newest first and no more than a screen's worth
+    /// (finished jobs stay in the database). The reads are not one snapshot: a job that ended
+    /// between them was read twice (running, then done or failed), and is listed once, as last read.
+    static func listed(_ reads: [[Job]]) -> [Job] {
+        var jobs: [String: Job] = [:]
+        for read in reads { for job in read { jobs[job.id] = job } }
+        return Array(jobs.values.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(100))
     }
 }
