@@ -80,7 +80,7 @@ public final class Vault: Sendable {
     }
 
     /// Decrypts stored records of `tenant`, each only if it authenticates as this tenant's record
-    /// with its id and kind; the metrics are counted once (a long context is many records). The
+    /// with its id and kind; the metrics are counted once per read, or per half of a long one. The
     /// records of one read that share a data key (an exchange's, a cache period's) are opened with
     /// the materials the first of them got, without asking the cache again. While a re-key job
     /// moves the tenant, a record not yet re-wrapped is opened with the key it is moving from.
