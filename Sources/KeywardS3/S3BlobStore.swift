@@ -130,8 +130,11 @@ final class S3Upload: BlobUpload, @unchecked Sendable {
         self.key = key
     }
 
-    func write(_ bytes: [UInt8]) async throws {
-        buffer += bytes
+    func append(_ bytes: UnsafeRawBufferPointer) throws {
+        buffer.append(contentsOf: bytes)
+    }
+
+    func flush() async throws {
         let part = store.configuration.partSize
         while buffer.count >= part {
             try await send(Array(buffer[..<part]))

@@ -1,4 +1,5 @@
 import Hummingbird
+import KeywardGateway
 import NIOCore
 import NIOPosix
 
@@ -18,6 +19,8 @@ func bareFiles(port: Int) async throws {
         }
     }
     let router = Router(context: Context.self)
+    // As `keyward serve` does: curl sends `Expect: 100-continue` with an upload and waits a second for it.
+    router.middlewares.add(ExpectContinue { $0.channel })
     router.post("/v1/files") { request, context -> Response in
         try await context.channel.setOption(ChannelOptions.recvAllocator,
                                             value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1 << 20, maximum: 1 << 20))

@@ -68,6 +68,31 @@ struct MultipartReaderTests {
         }
     }
 
+    /// File content is handed out up to what could begin the delimiter and no further, so that the
+    /// next chunk is used as it is (a kept tail means copying the whole next chunk behind it).
+    @Test func contentKeepsOnlyWhatCouldBeginTheDelimiter() throws {
+        let boundary = "b0und"
+        var reader = MultipartReader(boundary: boundary)
+        reader.append(ByteBuffer(bytes: Array("--b0und\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n".utf8)))
+        #expect(try reader.next() == .head(.init(name: "file")))
+        var content: [UInt8] = []
+        func feed(_ text: String) throws -> Int {
+            reader.append(ByteBuffer(bytes: Array(text.utf8)))
+            while case .content(let b)? = try reader.next() { content += b.readableBytesView }
+            return reader.keptBytes
+        }
+        #expect(try feed("plain content, no CR at its end") == 0)
+        #expect(try feed("ends with\r") == 1)
+        #expect(try feed("\n--b0u") == 7)  // CR LF -- b0u: all could begin the delimiter
+        #expect(try feed("x\r\n-") == 3)  // the kept prefix was not one after all; a new one starts
+        #expect(try feed("-") == 4)
+        #expect(try feed("--b0und") == 0)  // `\r\n---b0und`: the delimiter is not where it seemed
+        reader.append(ByteBuffer(bytes: Array("\r\n--b0und--".utf8)))
+        #expect(try reader.next() == .end)
+        #expect(try reader.next() == nil && reader.isComplete)
+        #expect(content == Array("plain content, no CR at its endends with\r\n--b0ux\r\n----b0und".utf8))
+    }
+
     @Test func largeRandomContentPassesThroughInAnyChunking() throws {
         var rng = SplitMix(seed: 7)
         let boundary = "----WebKitFormBoundary7MA4YWxkTrZu0gW"

@@ -4,9 +4,11 @@ it streams out; a KMS-keyed tenant's blob is opened by aws-encryption-cli (moto'
 Keyward."""
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -145,7 +147,7 @@ def test_a_chunked_upload_without_a_length(gateway, tmp_path):
                         "-H", "transfer-encoding: chunked", "-F", "purpose=assistants", "-F", f"file=@{src}"],
                        capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    fid = __import__("json").loads(r.stdout)["id"]
+    fid = json.loads(r.stdout)["id"]
     assert gateway.openai(token).files.content(fid).read() == src.read_bytes()
 
 
@@ -267,7 +269,7 @@ def test_an_upload_streaming_through_a_whole_rekey_is_moved_before_its_record_is
     r = conn.getresponse()
     answer = r.read()
     assert r.status == 200, answer
-    fid = __import__("json").loads(answer)["id"]
+    fid = json.loads(answer)["id"]
     status, _, _ = g.as_role("key-admin", "POST", f"/admin/v1/keys/{urllib.parse.quote('local:files-moving', safe='')}/disable")
     assert status == 200
     assert g.openai(token).files.content(fid).read() == data
@@ -372,3 +374,64 @@ def test_the_s3_blob_store_on_moto_and_the_exit_door_in_the_bucket(upstream, tmp
             g.stop()
     finally:
         moto.stop()
+
+
+def read_head(s, buf=b""):
+    """One response head (status line and headers) from a raw socket (after `buf`, already read), and what followed it."""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        assert chunk, f"connection closed after {buf!r}"
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    return head.decode("latin-1"), rest
+
+
+def test_expect_100_continue_is_answered_when_the_upload_is_read_and_not_for_a_refused_one(gateway):
+    # curl sends `Expect: 100-continue` with any body over 1 MiB and waits a second for the answer
+    # before sending the body; without one, every such upload stood still for that second.
+    token = gateway.new_tenant("files-expect")
+    u = urllib.parse.urlparse(gateway.url)
+    data = os.urandom(200_000)
+    body, content_type = multipart([("purpose", None, b"batch"), ("file", "e.bin", data)])
+
+    def head(bearer):
+        return (f"POST /v1/files HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {bearer}\r\ncontent-type: {content_type}\r\n"
+                f"content-length: {len(body)}\r\nexpect: 100-continue\r\n\r\n").encode()
+
+    with socket.create_connection((u.hostname, u.port), timeout=5) as s:
+        s.sendall(head(token))
+        interim, rest = read_head(s)  # within the timeout, before any byte of the body is sent
+        assert interim.startswith("HTTP/1.1 100 Continue"), interim
+        s.sendall(body)
+        final, rest = read_head(s, rest)
+        assert final.startswith("HTTP/1.1 200"), final
+        length = int(next(line.split(":")[1] for line in final.split("\r\n") if line.lower().startswith("content-length")))
+        while len(rest) < length:
+            rest += s.recv(65536)
+        fid = json.loads(rest)["id"]
+        # The connection stays usable: a second request on it.
+        s.sendall(f"GET /v1/files/{fid} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\r\n".encode())
+        again, _ = read_head(s)
+        assert again.startswith("HTTP/1.1 200"), again
+    assert gateway.openai(token).files.content(fid).read() == data
+
+    # Refused before the body is read: the final answer comes at once, and no 100.
+    with socket.create_connection((u.hostname, u.port), timeout=5) as s:
+        s.sendall(head("kw-not-a-token"))
+        refused, _ = read_head(s)
+        assert refused.startswith("HTTP/1.1 401"), refused
+
+
+def test_curl_uploads_without_waiting_for_a_continue_that_never_comes(gateway, tmp_path):
+    token = gateway.new_tenant("files-curl-expect")
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    start = time.monotonic()
+    r = subprocess.run(["curl", "-sS", "-v", "-X", "POST", gateway.url + "/v1/files", "-H", f"authorization: Bearer {token}",
+                        "-F", "purpose=batch", "-F", f"file=@{src}"], capture_output=True, timeout=60)
+    elapsed = time.monotonic() - start
+    assert r.returncode == 0, r.stderr
+    assert b"Expect: 100-continue" in r.stderr and b"HTTP/1.1 100 Continue" in r.stderr, r.stderr[-2000:]
+    assert b"Done waiting for 100-continue" not in r.stderr
+    # curl waits 1 s for the interim answer; a 3 MiB upload takes far less than that here.
+    assert elapsed < 0.9, elapsed

@@ -221,6 +221,38 @@ def h2_connection(g, pki):
     return s, conn
 
 
+def test_http2_expect_100_continue_gets_an_interim_answer_before_the_body(fresh_gateway, pki):
+    # The HTTP/1.1 side is tested in test_files; on HTTP/2 the interim answer is a HEADERS frame of
+    # its own (`:status 100`) on the request's stream, then the final one.
+    g = tls_gateway(fresh_gateway, pki)
+    _, token = admin(g, pki, "POST", "/admin/v1/tenants", {"name": "h2-expect"})
+    _, token = admin(g, pki, "POST", "/admin/v1/tokens", {"tenant": "h2-expect"})
+    body = (b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--b\r\n'
+            b'Content-Disposition: form-data; name="file"; filename="x"\r\n\r\nhello h2\r\n--b--\r\n')
+    s, conn = h2_connection(g, pki)
+    conn.send_headers(1, [(":method", "POST"), (":path", "/v1/files"), (":scheme", "https"), (":authority", "x"),
+                          ("authorization", f"Bearer {token['token']}"), ("content-type", "multipart/form-data; boundary=b"),
+                          ("content-length", str(len(body))), ("expect", "100-continue")])
+    s.sendall(conn.data_to_send())
+    seen, answer = [], b""
+    while not any(isinstance(e, h2.events.StreamEnded) for e in seen):
+        data = s.recv(65536)
+        assert data, seen
+        for e in conn.receive_data(data):
+            seen.append(e)
+            if isinstance(e, h2.events.InformationalResponseReceived):
+                conn.send_data(1, body, end_stream=True)  # the body only now
+            if isinstance(e, h2.events.DataReceived):
+                answer += e.data
+                conn.acknowledge_received_data(e.flow_controlled_length, 1)
+        s.sendall(conn.data_to_send())
+    heads = [dict(e.headers)[":status"] for e in seen
+             if isinstance(e, (h2.events.InformationalResponseReceived, h2.events.ResponseReceived))]
+    assert heads == ["100", "200"], seen
+    assert json.loads(answer)["bytes"] == len(b"hello h2")
+    s.close()
+
+
 def h2_connection_when_free(g, pki, seconds=10):
     """h2_connection, once the server has counted closed connections of this address out."""
     deadline = time.time() + seconds

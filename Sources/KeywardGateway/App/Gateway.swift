@@ -167,6 +167,7 @@ public final class Gateway: Sendable {
         // errors included. No header is recorded, so no token reaches a span.
         if configuration.tracing { router.middlewares.add(TracingMiddleware()) }
         router.middlewares.add(GatewayMiddleware(metrics: metrics))
+        router.middlewares.add(ExpectContinue { $0.channel })
         let adminCertificates = configuration.tls.map { $0.clientCAFile != nil && $0.clientCertificates == .admin } ?? false
         func group(_ path: RouterPath = "", _ role: TokenRecord.Role?) -> RouterGroup<GatewayContext> {
             let group = router.group(path)

@@ -5,6 +5,8 @@ import KeywardAudit
 import KeywardCrypto
 import KeywardStorage
 import Logging
+import NIOCore
+import NIOPosix
 
 /// Files (OpenAI's Files API) under the tenant's master key. A file's content is one ESDK message
 /// in the blob store (64 KiB frames, committed suite), encrypted frame by frame as the upload
@@ -180,7 +182,16 @@ struct Files: Sendable {
         let (reading, download) = try await open(record, of: tenant, scope: scope)
         return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: ResponseBody { writer in
             defer { download.close() }
-            while let plaintext = try await reading.next() { try await writer.write(plaintext) }
+            // The next chunk is decrypted on the blocking pool while the loop writes this one: one
+            // child at a time, so the reading is never shared; a failed write leaves the group
+            // only once the chunk ahead is done with the blob.
+            try await withThrowingTaskGroup(of: ByteBuffer?.self) { ahead in
+                ahead.addTask { try await reading.next(decryptingOn: .singleton) }
+                while let plaintext = try await ahead.next() ?? nil {
+                    ahead.addTask { try await reading.next(decryptingOn: .singleton) }
+                    try await writer.write(plaintext)
+                }
+            }
             try await writer.finish(nil)
         })
     }
@@ -197,7 +208,7 @@ struct Files: Sendable {
         }
         let reading = StreamingDecryption(options: DecryptionOptions(
             requiredContext: Self.context(tenant: tenant.name, id: record.id, purpose: purpose), maxEncryptedDataKeys: 4)) {
-            try await download.next(limit: Self.readSize).map { ByteBuffer(bytes: $0) }
+            try await download.next(limit: Self.readSize)
         }
         do {
             let request = try await reading.header()
@@ -237,7 +248,15 @@ struct Files: Sendable {
 }
 
 /// One file being uploaded: its encryptor and its blob.
-final class FileUpload {
+///
+/// Chunks are gathered (not copied) to a batch of 1 MiB, which is encrypted and appended to the
+/// blob on a thread of NIO's blocking pool while the request's event loop reads the next (a
+/// two-stage pipeline, one batch in flight): the loop's thread had done the receiving, the
+/// parsing, the encryption and the blob's file writes one after another, and was an upload's
+/// bottleneck (and a hop per chunk, tens of KiB as they arrive, would cost more than it frees).
+/// Only one stage touches the encryptor and the blob at a time: each call awaits the batch in
+/// flight before handing over the next.
+final class FileUpload: @unchecked Sendable {
     let id: String
     let purpose: String
     let filename: String
@@ -247,7 +266,14 @@ final class FileUpload {
     let blob: any BlobUpload
     private var encryptor: MessageEncryptor
     private var size = 0
-    private var out: [UInt8] = []
+    /// Chunks received, not yet handed over.
+    private var gathered: [ByteBuffer] = []
+    private var gatheredBytes = 0
+    /// The batch being sealed on the blocking pool.
+    private var inFlight: EventLoopFuture<Void>?
+
+    /// Bytes handed to the pool at a time.
+    static let batchBytes = 1 << 20
 
     /// Takes the file's own data key (one key-store call, audited) and starts its blob.
     init(id: String, purpose: String, filename: String, tenant: Tenant, scope: AuditScope, files: Files) async throws {
@@ -263,7 +289,6 @@ final class FileUpload {
         }
         encryptor = try MessageEncryptor(materials: materials, frameLength: Files.frameLength)
         blob = try await files.blobs.upload(Files.blobKey(tenant: tenant.name, id: id))
-        out.reserveCapacity(Files.readSize)
     }
 
     func write(_ bytes: ByteBuffer) async throws {
@@ -272,24 +297,50 @@ final class FileUpload {
             throw GatewayError(.contentTooLarge, type: "invalid_request_error", code: "request_too_large",
                                "the file is larger than the gateway's limit of \(limit) bytes")
         }
-        try bytes.withUnsafeReadableBytes { try encryptor.update($0) }
-        try await flush()
+        gathered.append(bytes)
+        gatheredBytes += bytes.readableBytes
+        guard gatheredBytes >= Self.batchBytes else { return }
+        try await settle()
+        let batch = gathered
+        gathered.removeAll(keepingCapacity: true)
+        gatheredBytes = 0
+        inFlight = NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.any()) { [self] in
+            try seal(batch)
+        }
     }
 
     /// Ends the message and commits the blob; returns the file's size.
     func commit() async throws -> Int {
+        try await settle()
+        try seal(gathered)
+        gathered = []
         try encryptor.finish()
-        try await flush()
+        try encryptor.drain { try blob.append($0) }
+        try await blob.flush()
         try await blob.commit()
         return size
     }
 
-    func abort() async { await blob.abort() }
+    func abort() async {
+        // The pool's thread may be writing to the blob: it finishes first.
+        _ = try? await inFlight?.get()
+        inFlight = nil
+        gathered = []
+        await blob.abort()
+    }
 
-    private func flush() async throws {
-        out.removeAll(keepingCapacity: true)
-        encryptor.drain { out.append(contentsOf: $0) }
-        if !out.isEmpty { try await blob.write(out) }
+    /// Encrypts chunks and appends their ciphertext to the blob (blocking).
+    private func seal(_ chunks: [ByteBuffer]) throws {
+        for bytes in chunks { try bytes.withUnsafeReadableBytes { try encryptor.update($0) } }
+        try encryptor.drain { try blob.append($0) }
+    }
+
+    /// Waits for the batch in flight, then sends what it completed (S3's whole parts).
+    private func settle() async throws {
+        guard let pending = inFlight else { return }
+        inFlight = nil
+        try await pending.get()
+        try await blob.flush()
     }
 }
 

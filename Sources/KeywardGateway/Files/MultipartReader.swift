@@ -43,6 +43,9 @@ struct MultipartReader {
     /// Whether the closing delimiter has been read.
     var isComplete: Bool { state == .done }
 
+    /// Bytes read and kept for the next chunk (internal, for a test).
+    var keptBytes: Int { buffer.readableBytes }
+
     /// The boundary of a `multipart/form-data` content type, or a 400 that says what is wrong.
     static func boundary(contentType: String?) throws -> String {
         guard let contentType else { throw malformed("the upload must be multipart/form-data") }
@@ -139,8 +142,9 @@ struct MultipartReader {
                     state = .afterDelimiter
                     return .end
                 }
-                // All but a tail that may be the start of a delimiter.
-                let safe = buffer.readableBytes - (delimiter.count - 1)
+                // All but a tail that may be the start of a delimiter: usually none, so that the
+                // next chunk is taken as it is rather than copied behind a kept tail.
+                let safe = buffer.readableBytes - pendingDelimiterPrefix()
                 guard safe > 0 else { return nil }
                 return .content(buffer.readSlice(length: safe)!)
             }
@@ -152,21 +156,39 @@ struct MultipartReader {
         guard state == .done else { throw Self.malformed("the multipart body ends before its closing boundary") }
     }
 
-    /// Where `needle` first starts in the readable bytes.
+    /// Where `needle` (at least two bytes) first starts in the readable bytes.
     private func find(_ needle: [UInt8]) -> Int? {
         buffer.withUnsafeReadableBytes { hay in
             needle.withUnsafeBytes { n -> Int? in
                 guard hay.count >= n.count, let base = hay.baseAddress else { return nil }
-                // memchr for the first byte (a CR, rare in most content), then compare.
+                // memchr for the first byte (a CR, rare in most content), the second byte checked
+                // before the whole needle is compared (random bytes hold a CR every 256).
                 var at = 0
                 let last = hay.count - n.count
                 while at <= last {
                     guard let p = memchr(base + at, Int32(n[0]), last - at + 1) else { return nil }
                     at = base.distance(to: UnsafeRawPointer(p))
-                    if memcmp(base + at, n.baseAddress!, n.count) == 0 { return at }
+                    if hay[at + 1] == n[1], memcmp(base + at, n.baseAddress!, n.count) == 0 { return at }
                     at += 1
                 }
                 return nil
+            }
+        }
+    }
+
+    /// The length of the longest end of the readable bytes that begins the delimiter (which the
+    /// readable bytes do not hold whole): what must wait for the next chunk.
+    private func pendingDelimiterPrefix() -> Int {
+        buffer.withUnsafeReadableBytes { hay in
+            delimiter.withUnsafeBytes { d in
+                var start = max(0, hay.count - (d.count - 1))
+                while start < hay.count {
+                    guard let p = memchr(hay.baseAddress! + start, Int32(d[0]), hay.count - start) else { return 0 }
+                    start = hay.baseAddress!.distance(to: UnsafeRawPointer(p))
+                    if memcmp(hay.baseAddress! + start, d.baseAddress!, hay.count - start) == 0 { return hay.count - start }
+                    start += 1
+                }
+                return 0
             }
         }
     }

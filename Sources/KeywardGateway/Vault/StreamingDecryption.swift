@@ -1,5 +1,20 @@
 import KeywardCrypto
 import NIOCore
+import NIOPosix
+
+/// Ciphertext as it arrives: a request body's buffers, or a blob's reads (taken as they are, not
+/// copied into a buffer of another kind).
+protocol CiphertextChunk: Sendable {
+    func withCiphertext<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R
+}
+
+extension ByteBuffer: CiphertextChunk {
+    func withCiphertext<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R { try withUnsafeReadableBytes(body) }
+}
+
+extension Array: CiphertextChunk where Element == UInt8 {
+    func withCiphertext<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R { try withUnsafeBytes(body) }
+}
 
 /// One ESDK message decrypted as its bytes arrive (an upload, a blob being read): its header first,
 /// for the caller to unwrap the data key, then each frame's plaintext once that frame
@@ -9,9 +24,9 @@ import NIOCore
 final class StreamingDecryption: @unchecked Sendable {
     private var decryptor: MessageDecryptor
     /// The next ciphertext, nil at the end.
-    private let read: () async throws -> ByteBuffer?
+    private let read: () async throws -> (any CiphertextChunk)?
 
-    init(options: DecryptionOptions, read: @escaping () async throws -> ByteBuffer?) {
+    init(options: DecryptionOptions, read: @escaping () async throws -> (any CiphertextChunk)?) {
         decryptor = MessageDecryptor(options: options)
         self.read = read
     }
@@ -24,7 +39,7 @@ final class StreamingDecryption: @unchecked Sendable {
                 try decryptor.finish()
                 throw KeywardCryptoError(.truncatedMessage, "the message ends before its header")
             }
-            try chunk.withUnsafeReadableBytes { try decryptor.update($0) }
+            try chunk.withCiphertext { try decryptor.update($0) }
         }
     }
 
@@ -36,17 +51,31 @@ final class StreamingDecryption: @unchecked Sendable {
     }
 
     /// The next authenticated plaintext, or nil at the end of a complete message.
-    func next() async throws -> ByteBuffer? {
-        var out = ByteBuffer()
+    ///
+    /// - Parameter pool: where to decrypt, if not on the calling thread: a download decrypts its
+    ///   next chunk on NIO's blocking pool while its event loop writes the one before to the socket.
+    func next(decryptingOn pool: NIOThreadPool? = nil) async throws -> ByteBuffer? {
         while true {
-            decryptor.drain { out.writeBytes($0) }
-            if out.readableBytes > 0 { return out }
             guard let chunk = try await read() else {
                 try decryptor.finish()
-                decryptor.drain { out.writeBytes($0) }
+                let out = drained()
                 return out.readableBytes > 0 ? out : nil
             }
-            try chunk.withUnsafeReadableBytes { try decryptor.update($0) }
+            let out: ByteBuffer
+            if let pool { out = try await pool.runIfActive { try self.open(chunk) } } else { out = try open(chunk) }
+            if out.readableBytes > 0 { return out }
         }
+    }
+
+    /// The plaintext of the frames a chunk completes.
+    private func open(_ chunk: any CiphertextChunk) throws -> ByteBuffer {
+        try chunk.withCiphertext { try decryptor.update($0) }
+        return drained()
+    }
+
+    private func drained() -> ByteBuffer {
+        var out = ByteBuffer()
+        decryptor.drain { out.writeBytes($0) }
+        return out
     }
 }

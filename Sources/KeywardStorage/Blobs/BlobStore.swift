@@ -19,14 +19,26 @@ public protocol BlobStore: Sendable {
     func sweepable(under prefix: String, before time: Int64, abandoned: Int64) async throws -> [String]
 }
 
-/// One blob being written.
+/// One blob being written, by one caller at a time.
 public protocol BlobUpload: AnyObject, Sendable {
-    /// Appends bytes.
-    func write(_ bytes: [UInt8]) async throws
+    /// Appends bytes. It may block (a local file is written here), so a caller that streams runs
+    /// it off the event loops; a store that sends in pieces (S3's parts) keeps them for ``flush()``.
+    func append(_ bytes: UnsafeRawBufferPointer) throws
+    /// Sends what ``append(_:)`` kept, as far as whole pieces allow; nothing where appends write
+    /// through. Never called while an append runs.
+    func flush() async throws
     /// Makes the whole blob readable under its key, durably.
     func commit() async throws
     /// Discards what was written.
     func abort() async
+}
+
+extension BlobUpload {
+    /// Appends bytes and sends what whole pieces they complete.
+    public func write(_ bytes: [UInt8]) async throws {
+        try bytes.withUnsafeBytes { try append($0) }
+        try await flush()
+    }
 }
 
 /// One blob being read.
@@ -130,19 +142,19 @@ final class FolderUpload: BlobUpload, @unchecked Sendable {
 
     deinit { if fd >= 0 { Glibc.close(fd); unlink(partial) } }
 
-    func write(_ bytes: [UInt8]) async throws {
-        try bytes.withUnsafeBytes { b in
-            var at = 0
-            while at < b.count {
-                let n = Glibc.write(fd, b.baseAddress! + at, b.count - at)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw StorageError(.unavailable, "cannot write a blob: \(String(cString: strerror(errno)))")
-                }
-                at += n
+    func append(_ b: UnsafeRawBufferPointer) throws {
+        var at = 0
+        while at < b.count {
+            let n = Glibc.write(fd, b.baseAddress! + at, b.count - at)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw StorageError(.unavailable, "cannot write a blob: \(String(cString: strerror(errno)))")
             }
+            at += n
         }
     }
+
+    func flush() async throws {}
 
     func commit() async throws {
         guard fsync(fd) == 0 else { throw StorageError(.unavailable, "cannot sync a blob: \(String(cString: strerror(errno)))") }
