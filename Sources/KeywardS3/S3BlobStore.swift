@@ -116,8 +116,9 @@ public struct S3BlobStore: BlobStore {
     }
 }
 
-/// One blob being written: whole parts are sent as they fill; the last part (or, for a small
-/// blob, the whole of it) at commit. Used by one request at a time.
+/// One blob being written: appends are kept, and each ``flush()`` sends the whole parts they
+/// fill; the last part (or, for a small blob, the whole of it) goes at commit. Used by one
+/// request at a time.
 final class S3Upload: BlobUpload, @unchecked Sendable {
     let store: S3BlobStore
     let key: String

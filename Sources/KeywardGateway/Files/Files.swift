@@ -41,6 +41,19 @@ struct Files: Sendable {
 
     static func blobKey(tenant: String, id: String) -> String { "files/\(tenant)/\(id)" }
 
+    static func tooLarge(_ limit: Int) -> GatewayError {
+        GatewayError(.contentTooLarge, type: "invalid_request_error", code: "request_too_large",
+                     "the file is larger than the gateway's limit of \(limit) bytes")
+    }
+
+    /// The longest body an upload within the limit can have: the file, 64 KiB of fields, and at
+    /// most 64 parts' delimiters (padding included) and headers after a 16 KiB preamble. A longer
+    /// `Content-Length` is refused before the body is read (no `100 Continue` for it either).
+    /// Only an epilogue after the closing delimiter, which no client sends, could exceed it.
+    var maxBodyBytes: Int {
+        sizeLimit + (64 << 10) + MultipartReader.maxParts * (MultipartReader.maxHeaderBytes + 512) + MultipartReader.maxHeaderBytes
+    }
+
     static func context(tenant: String, id: String, purpose: String) -> EncryptionContext {
         ["keyward:tenant": tenant, "keyward:file": id, "keyward:purpose": purpose]
     }
@@ -249,13 +262,15 @@ struct Files: Sendable {
 
 /// One file being uploaded: its encryptor and its blob.
 ///
-/// Chunks are gathered (not copied) to a batch of 1 MiB, which is encrypted and appended to the
-/// blob on a thread of NIO's blocking pool while the request's event loop reads the next (a
-/// two-stage pipeline, one batch in flight): the loop's thread had done the receiving, the
-/// parsing, the encryption and the blob's file writes one after another, and was an upload's
-/// bottleneck (and a hop per chunk, tens of KiB as they arrive, would cost more than it frees).
-/// Only one stage touches the encryptor and the blob at a time: each call awaits the batch in
-/// flight before handing over the next.
+/// Chunks are copied into a batch of 1 MiB, which is encrypted and appended to the blob on a
+/// thread of NIO's blocking pool while the request's event loop reads the next (a two-stage
+/// pipeline, one batch in flight): the loop's thread had done the receiving, the parsing, the
+/// encryption and the blob's file writes one after another, and was an upload's bottleneck (and
+/// a hop per chunk, tens of KiB as they arrive, would cost more than it frees). Copied, not kept
+/// as they are: a chunk is a slice of a read buffer of up to 1 MiB, and a slow client's small
+/// reads would otherwise pin a MiB each. Only one stage touches the encryptor and the blob at a
+/// time: each call awaits the batch in flight before handing over the next, and the last one (and
+/// the message's end) is sealed on the pool too.
 final class FileUpload: @unchecked Sendable {
     let id: String
     let purpose: String
@@ -266,9 +281,8 @@ final class FileUpload: @unchecked Sendable {
     let blob: any BlobUpload
     private var encryptor: MessageEncryptor
     private var size = 0
-    /// Chunks received, not yet handed over.
-    private var gathered: [ByteBuffer] = []
-    private var gatheredBytes = 0
+    /// Bytes received, not yet handed over.
+    private var gathered = ByteBuffer()
     /// The batch being sealed on the blocking pool.
     private var inFlight: EventLoopFuture<Void>?
 
@@ -293,17 +307,13 @@ final class FileUpload: @unchecked Sendable {
 
     func write(_ bytes: ByteBuffer) async throws {
         size += bytes.readableBytes
-        guard size <= limit else {
-            throw GatewayError(.contentTooLarge, type: "invalid_request_error", code: "request_too_large",
-                               "the file is larger than the gateway's limit of \(limit) bytes")
-        }
-        gathered.append(bytes)
-        gatheredBytes += bytes.readableBytes
-        guard gatheredBytes >= Self.batchBytes else { return }
+        guard size <= limit else { throw Files.tooLarge(limit) }
+        if gathered.capacity == 0 { gathered.reserveCapacity(Self.batchBytes) }
+        gathered.writeImmutableBuffer(bytes)
+        guard gathered.readableBytes >= Self.batchBytes else { return }
         try await settle()
         let batch = gathered
-        gathered.removeAll(keepingCapacity: true)
-        gatheredBytes = 0
+        gathered = ByteBuffer()
         inFlight = NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.any()) { [self] in
             try seal(batch)
         }
@@ -312,10 +322,13 @@ final class FileUpload: @unchecked Sendable {
     /// Ends the message and commits the blob; returns the file's size.
     func commit() async throws -> Int {
         try await settle()
-        try seal(gathered)
-        gathered = []
-        try encryptor.finish()
-        try encryptor.drain { try blob.append($0) }
+        let last = gathered
+        gathered = ByteBuffer()
+        try await NIOThreadPool.singleton.runIfActive { [self] in
+            try seal(last)
+            try encryptor.finish()
+            try encryptor.drain { try blob.append($0) }
+        }
         try await blob.flush()
         try await blob.commit()
         return size
@@ -325,13 +338,13 @@ final class FileUpload: @unchecked Sendable {
         // The pool's thread may be writing to the blob: it finishes first.
         _ = try? await inFlight?.get()
         inFlight = nil
-        gathered = []
+        gathered = ByteBuffer()
         await blob.abort()
     }
 
-    /// Encrypts chunks and appends their ciphertext to the blob (blocking).
-    private func seal(_ chunks: [ByteBuffer]) throws {
-        for bytes in chunks { try bytes.withUnsafeReadableBytes { try encryptor.update($0) } }
+    /// Encrypts a batch and appends its ciphertext to the blob (blocking).
+    private func seal(_ batch: ByteBuffer) throws {
+        try batch.withUnsafeReadableBytes { try encryptor.update($0) }
         try encryptor.drain { try blob.append($0) }
     }
 

@@ -17,6 +17,15 @@ struct FilesController {
         router.post("/v1/files") { request, context -> Response in
             let (tenant, scope) = try await caller(context, .inference)
             let boundary = try MultipartReader.boundary(contentType: request.headers[.contentType])
+            if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > files.maxBodyBytes {
+                // A client waiting for `100 Continue` has sent nothing; any other may be sending
+                // the whole body before it reads (drained as any refused body is).
+                if request.headers[.expect]?.lowercased() != "100-continue" {
+                    var chunks = request.body.makeAsyncIterator()
+                    await Request.drain(&chunks)
+                }
+                throw Files.tooLarge(files.sizeLimit)
+            }
             // Reads of up to 1 MiB instead of 64 KiB while the file streams in: a sixteenth of the
             // per-read work. The connection's own allocator is put back after. Not on an HTTP/2
             // stream: its connection carries other streams, and the stream has no allocator.

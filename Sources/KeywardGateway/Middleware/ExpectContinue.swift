@@ -9,8 +9,12 @@ import NIOHTTPTypes
 /// after a while and sends it anyway: curl sends it with every body over 1 MiB and waits a second,
 /// so each file upload through Keyward stood still for a second (a 1 GiB upload took 2.4 s, of
 /// which 1.0 s waiting). The interim answer goes out when the route first reads the body: a
-/// request refused before that (no token, a route that does not exist, too large by its length)
-/// gets its final answer instead, and its client need not send the body at all.
+/// request refused before that (no token, a route that does not exist, an upload too large by its
+/// length) gets its final answer without one, and a client such as curl then stops sending. (The
+/// connection stays open and Hummingbird reads and drops a body that still comes; a client that
+/// neither sends it nor closes waits for the idle timeout.) An HTTP/1.0 request's expectation
+/// should be ignored (RFC 9110), but Hummingbird's request does not carry its version; HTTP/1.0
+/// clients do not send it.
 public struct ExpectContinue<Context: RequestContext>: RouterMiddleware {
     /// The request's channel (an HTTP/1.1 connection or an HTTP/2 stream); nil for a request
     /// that did not come over one.

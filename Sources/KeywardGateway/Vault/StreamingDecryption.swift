@@ -55,6 +55,9 @@ final class StreamingDecryption: @unchecked Sendable {
     /// - Parameter pool: where to decrypt, if not on the calling thread: a download decrypts its
     ///   next chunk on NIO's blocking pool while its event loop writes the one before to the socket.
     func next(decryptingOn pool: NIOThreadPool? = nil) async throws -> ByteBuffer? {
+        // Frames that authenticated already (those the header's chunk held) go out before more is read.
+        let ready = drained()
+        if ready.readableBytes > 0 { return ready }
         while true {
             guard let chunk = try await read() else {
                 try decryptor.finish()

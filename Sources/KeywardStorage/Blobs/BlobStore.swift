@@ -21,8 +21,9 @@ public protocol BlobStore: Sendable {
 
 /// One blob being written, by one caller at a time.
 public protocol BlobUpload: AnyObject, Sendable {
-    /// Appends bytes. It may block (a local file is written here), so a caller that streams runs
-    /// it off the event loops; a store that sends in pieces (S3's parts) keeps them for ``flush()``.
+    /// Appends bytes. It may block (a local file is written here: an upload's batches are
+    /// appended from NIO's blocking pool); a store that sends in pieces (S3's parts) keeps them
+    /// for ``flush()``.
     func append(_ bytes: UnsafeRawBufferPointer) throws
     /// Sends what ``append(_:)`` kept, as far as whole pieces allow; nothing where appends write
     /// through. Never called while an append runs.
