@@ -20,7 +20,7 @@ struct FilesController {
             if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > files.maxBodyBytes {
                 // A client waiting for `100 Continue` has sent nothing; any other may be sending
                 // the whole body before it reads (drained as any refused body is).
-                if request.headers[.expect]?.lowercased() != "100-continue" {
+                if !request.expectsContinue {
                     var chunks = request.body.makeAsyncIterator()
                     await Request.drain(&chunks)
                 }

@@ -25,16 +25,18 @@ public struct ExpectContinue<Context: RequestContext>: RouterMiddleware {
     }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let expect = request.headers[.expect], let channel = channel(context) else {
-            return try await next(request, context)
-        }
         // Only `100-continue` is defined; any other expectation is ignored (as most servers do)
         // rather than refused with 417.
-        guard expect.lowercased() == "100-continue" else { return try await next(request, context) }
+        guard request.expectsContinue, let channel = channel(context) else { return try await next(request, context) }
         var request = request
         request.body = RequestBody(asyncSequence: ContinuingBody(body: request.body, channel: channel))
         return try await next(request, context)
     }
+}
+
+extension Request {
+    /// Whether the client waits for `100 Continue` before it sends the body.
+    var expectsContinue: Bool { headers[.expect]?.lowercased() == "100-continue" }
 }
 
 /// A request body that sends `100 Continue` on its channel before the first read.
