@@ -195,16 +195,7 @@ struct Files: Sendable {
         let (reading, download) = try await open(record, of: tenant, scope: scope)
         return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: ResponseBody { writer in
             defer { download.close() }
-            // The next chunk is decrypted on the blocking pool while the loop writes this one: one
-            // child at a time, so the reading is never shared; a failed write leaves the group
-            // only once the chunk ahead is done with the blob.
-            try await withThrowingTaskGroup(of: ByteBuffer?.self) { ahead in
-                ahead.addTask { try await reading.next(decryptingOn: .singleton) }
-                while let plaintext = try await ahead.next() ?? nil {
-                    ahead.addTask { try await reading.next(decryptingOn: .singleton) }
-                    try await writer.write(plaintext)
-                }
-            }
+            try await reading.forEachChunk(decryptingOn: .singleton, ahead: 2) { try await writer.write($0) }
             try await writer.finish(nil)
         })
     }
@@ -220,9 +211,8 @@ struct Files: Sendable {
             throw GatewayError.notFound("no file \(record.id)")
         }
         let reading = StreamingDecryption(options: DecryptionOptions(
-            requiredContext: Self.context(tenant: tenant.name, id: record.id, purpose: purpose), maxEncryptedDataKeys: 4)) {
-            try await download.next(limit: Self.readSize)
-        }
+            requiredContext: Self.context(tenant: tenant.name, id: record.id, purpose: purpose), maxEncryptedDataKeys: 4),
+            blob: download, size: Self.readSize)
         do {
             let request = try await reading.header()
             let materials = try await AuditScope.$current.withValue(scope) { try await vault.fileMaterials(for: request, of: tenant) }

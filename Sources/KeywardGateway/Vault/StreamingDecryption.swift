@@ -1,6 +1,8 @@
 import KeywardCrypto
+import KeywardStorage
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// Ciphertext as it arrives: a request body's buffers, or a blob's reads (taken as they are, not
 /// copied into a buffer of another kind).
@@ -23,23 +25,46 @@ extension Array: CiphertextChunk where Element == UInt8 {
 /// final chunk). Used by one task at a time.
 final class StreamingDecryption: @unchecked Sendable {
     private var decryptor: MessageDecryptor
-    /// The next ciphertext, nil at the end.
-    private let read: () async throws -> (any CiphertextChunk)?
+    private let source: Source
+    /// A local blob's reads land here, one at a time (ciphertext: nothing to zeroize).
+    private var scratch = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+    /// Set while a thread reads and decrypts a local blob: two at once would corrupt the message.
+    private let busy = Atomic<Bool>(false)
 
+    private enum Source {
+        /// The next chunk, nil at the end.
+        case chunks(() async throws -> (any CiphertextChunk)?)
+        /// A local blob, read by the thread that decrypts, `size` bytes at a time.
+        case local(any LocalBlobDownload, size: Int)
+    }
+
+    /// Decrypts chunks as `read` gives them, nil at the end.
     init(options: DecryptionOptions, read: @escaping () async throws -> (any CiphertextChunk)?) {
         decryptor = MessageDecryptor(options: options)
-        self.read = read
+        source = .chunks(read)
     }
+
+    /// Decrypts a blob, read `size` bytes at a time: a local one by the thread that decrypts
+    /// (a blocking pool's, for ``forEachChunk(decryptingOn:ahead:_:)``), into one buffer kept for its reads.
+    init(options: DecryptionOptions, blob: any BlobDownload, size: Int) {
+        decryptor = MessageDecryptor(options: options)
+        if let local = blob as? any LocalBlobDownload {
+            source = .local(local, size: size)
+        } else {
+            source = .chunks { try await blob.next(limit: size) }
+        }
+    }
+
+    deinit { scratch.deallocate() }
 
     /// Reads until the header is in; returns the request for its data key.
     func header() async throws -> DecryptionMaterialsRequest {
         while true {
             if let request = decryptor.materialsRequest { return request }
-            guard let chunk = try await read() else {
+            guard try await feed() else {
                 try decryptor.finish()
                 throw KeywardCryptoError(.truncatedMessage, "the message ends before its header")
             }
-            try chunk.withCiphertext { try decryptor.update($0) }
         }
     }
 
@@ -50,24 +75,109 @@ final class StreamingDecryption: @unchecked Sendable {
         try decryptor.begin(with: materials)
     }
 
-    /// The next authenticated plaintext, or nil at the end of a complete message.
+    /// The next authenticated plaintext, or nil at the end of a complete message. Decrypts (and
+    /// reads a local blob) on the calling thread.
+    func next() async throws -> ByteBuffer? {
+        if case .local = source { return try readLocal() }
+        return try await nextChunk(decryptingOn: nil)
+    }
+
+    /// Hands each authenticated plaintext to `body`, in order, decrypted on `pool` while `body`
+    /// takes the ones before (a download: its event loop writes to the socket meanwhile).
     ///
-    /// - Parameter pool: where to decrypt, if not on the calling thread: a download decrypts its
-    ///   next chunk on NIO's blocking pool while its event loop writes the one before to the socket.
-    func next(decryptingOn pool: NIOThreadPool? = nil) async throws -> ByteBuffer? {
+    /// A local blob is read and decrypted up to `ahead` chunks ahead of `body`, each chunk a job on
+    /// the pool chained after the one before (so one runs at a time). With one chunk ahead, a write
+    /// that took longer than a decryption left the pool idle, and one that took less left the
+    /// socket idle: a 1 GiB download took 0.39–0.49 s so, 0.33–0.38 s with two ahead (and the
+    /// read on the pool, into one buffer), alternated in one run. Chunks that arrive (an object
+    /// store's) are decrypted one ahead, as they come. Returns at the end of a complete message;
+    /// throws at a fault, or what `body` throws, once no job is running.
+    func forEachChunk(decryptingOn pool: NIOThreadPool, ahead: Int, _ body: (ByteBuffer) async throws -> Void) async throws {
+        guard case .local = source else {
+            // One child at a time, so the decryptor is never shared; a failed `body` leaves the
+            // group only once the chunk ahead is done with the blob.
+            try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+                group.addTask { try await self.nextChunk(decryptingOn: pool) }
+                while let plaintext = try await group.next() ?? nil {
+                    group.addTask { try await self.nextChunk(decryptingOn: pool) }
+                    try await body(plaintext)
+                }
+            }
+            return
+        }
+        let loop = MultiThreadedEventLoopGroup.singleton.any()
+        var steps: [EventLoopFuture<ByteBuffer?>] = []
+        func step() {
+            let run: @Sendable () -> EventLoopFuture<ByteBuffer?> = { pool.runIfActive(eventLoop: loop) { try self.readLocal() } }
+            steps.append(steps.last.map { $0.flatMap { $0 == nil ? loop.makeSucceededFuture(nil) : run() } } ?? run())
+        }
+        do {
+            for _ in 0..<max(1, ahead) { step() }
+            while let plaintext = try await steps.removeFirst().get() {
+                step()
+                try await body(plaintext)
+            }
+        } catch {
+            for s in steps { _ = try? await s.get() }
+            throw error
+        }
+        for s in steps { _ = try? await s.get() }
+    }
+
+    /// The next plaintext of arriving chunks, each decrypted on `pool` (nil: the calling thread).
+    private func nextChunk(decryptingOn pool: NIOThreadPool?) async throws -> ByteBuffer? {
+        guard case .chunks(let read) = source else { return nil }
         // Frames that authenticated already (those the header's chunk held) go out before more is read.
         let ready = drained()
         if ready.readableBytes > 0 { return ready }
         while true {
-            guard let chunk = try await read() else {
-                try decryptor.finish()
-                let out = drained()
-                return out.readableBytes > 0 ? out : nil
-            }
-            let out: ByteBuffer
-            if let pool { out = try await pool.runIfActive { try self.open(chunk) } } else { out = try open(chunk) }
+            guard let chunk = try await read() else { return try end() }
+            let out = if let pool { try await pool.runIfActive { try self.open(chunk) } } else { try open(chunk) }
             if out.readableBytes > 0 { return out }
         }
+    }
+
+    /// Reads and decrypts a local blob until a frame's plaintext is out (or gives the frames that
+    /// authenticated already), or the end.
+    private func readLocal() throws -> ByteBuffer? {
+        precondition(!busy.exchange(true, ordering: .acquiring), "a blob's decryption ran on two threads at once")
+        defer { busy.store(false, ordering: .releasing) }
+        let ready = drained()
+        if ready.readableBytes > 0 { return ready }
+        while true {
+            guard let bytes = try readLocalChunk() else { return try end() }
+            try decryptor.update(bytes)
+            let out = drained()
+            if out.readableBytes > 0 { return out }
+        }
+    }
+
+    /// The next chunk of ciphertext into the decryptor; false at the end.
+    private func feed() async throws -> Bool {
+        switch source {
+        case .local:
+            guard let bytes = try readLocalChunk() else { return false }
+            try decryptor.update(bytes)
+        case .chunks(let read):
+            guard let chunk = try await read() else { return false }
+            try chunk.withCiphertext { try decryptor.update($0) }
+        }
+        return true
+    }
+
+    /// A local blob's next read, in `scratch` until the next; nil at the end.
+    private func readLocalChunk() throws -> UnsafeRawBufferPointer? {
+        guard case .local(let blob, let size) = source else { return nil }
+        if scratch.count == 0 { scratch = .allocate(byteCount: size, alignment: 16) }
+        let n = try blob.read(into: scratch)
+        return n == 0 ? nil : UnsafeRawBufferPointer(rebasing: scratch[..<n])
+    }
+
+    /// The message ends: the last plaintext, or nil; throws unless the message was complete.
+    private func end() throws -> ByteBuffer? {
+        try decryptor.finish()
+        let out = drained()
+        return out.readableBytes > 0 ? out : nil
     }
 
     /// The plaintext of the frames a chunk completes.
@@ -78,7 +188,10 @@ final class StreamingDecryption: @unchecked Sendable {
 
     private func drained() -> ByteBuffer {
         var out = ByteBuffer()
-        decryptor.drain { out.writeBytes($0) }
+        decryptor.drain { bytes in
+            out = ByteBufferAllocator().buffer(capacity: bytes.count)
+            out.writeBytes(bytes)
+        }
         return out
     }
 }

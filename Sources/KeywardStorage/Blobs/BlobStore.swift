@@ -52,6 +52,13 @@ public protocol BlobDownload: AnyObject, Sendable {
     func close()
 }
 
+/// A blob whose reads block briefly rather than suspend (a local file): a reader on a blocking
+/// pool's thread reads it there, beside what it does with the bytes, instead of on an event loop.
+public protocol LocalBlobDownload: BlobDownload {
+    /// Reads the next bytes into `buffer`, blocking; returns how many, 0 at the end.
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
+}
+
 /// The embedded blob store: one file per blob under a folder (`blobs/` in the data folder), written
 /// as `NAME.partial-RANDOM` and renamed into place after an fsync, so that a reader never sees a
 /// partial blob. Reads and writes are plain blocking calls on the local disk.
@@ -182,7 +189,7 @@ final class FolderUpload: BlobUpload, @unchecked Sendable {
 }
 
 /// A blob being read from its file.
-final class FolderDownload: BlobDownload, @unchecked Sendable {
+final class FolderDownload: LocalBlobDownload, @unchecked Sendable {
     private var fd: Int32
     let size: Int
 
@@ -194,17 +201,20 @@ final class FolderDownload: BlobDownload, @unchecked Sendable {
     deinit { close() }
 
     func next(limit: Int) async throws -> [UInt8]? {
-        guard fd >= 0 else { return nil }
         let bytes = try [UInt8](unsafeUninitializedCapacity: limit) { b, n in
-            while true {
-                let r = read(fd, b.baseAddress!, limit)
-                if r < 0, errno == EINTR { continue }
-                guard r >= 0 else { throw StorageError(.unavailable, "cannot read a blob: \(String(cString: strerror(errno)))") }
-                n = r
-                return
-            }
+            n = try read(into: UnsafeMutableRawBufferPointer(b))
         }
         return bytes.isEmpty ? nil : bytes
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        guard fd >= 0, buffer.count > 0 else { return 0 }
+        while true {
+            let r = Glibc.read(fd, buffer.baseAddress!, buffer.count)
+            if r < 0, errno == EINTR { continue }
+            guard r >= 0 else { throw StorageError(.unavailable, "cannot read a blob: \(String(cString: strerror(errno)))") }
+            return r
+        }
     }
 
     func close() {
