@@ -11,7 +11,7 @@ import Testing
 /// A file's blob decrypted as a download does (``StreamingDecryption/forEachChunk(decryptingOn:ahead:_:)``):
 /// from the folder store (read and decrypted on the pool, chunks ahead) and from a store whose
 /// reads suspend (an object store's: decrypted one chunk ahead as they arrive).
-@Suite("Streaming decryption of blobs")
+@Suite("Streaming decryption of blobs", .serialized)
 struct StreamingDecryptionTests {
     let dir = try! TemporaryDirectory()
     let keyring = try! RawAESKeyring(namespace: "test", name: "files", key: SecretBytes(randomCount: 32))
@@ -41,11 +41,11 @@ struct StreamingDecryptionTests {
         var bytes: [UInt8] = []
         var chunks = 0
         do {
-            let blob = try await blobs.download(key)
+            let stored = try await blobs.download(key)
+            let blob = local ? watched.map { $0.watching(stored) } ?? stored : Suspending(stored)
             defer { blob.close() }
             let reading = StreamingDecryption(options: DecryptionOptions(requiredContext: Self.context, maxEncryptedDataKeys: 4),
-                                              blob: local ? watched.map { $0.watching(blob) } ?? blob : Suspending(blob),
-                                              size: Self.readSize)
+                                              blob: blob, size: Self.readSize)
             let request = try await reading.header()
             try reading.begin(with: try await DefaultMaterialsManager(keyring: keyring).decryptionMaterials(for: request))
             try await reading.forEachChunk(decryptingOn: .singleton, ahead: 2) { chunk in
@@ -117,6 +117,15 @@ struct StreamingDecryptionTests {
         #expect(error is CancellationError, "\(String(describing: error))")
         let prefix = bytes == Array(plaintext.prefix(bytes.count))
         #expect(chunks == 2 && prefix)
+        // Once it failed, only the job already reading reads (not the one queued behind it: 4 reads
+        // without the stop), and nothing is read after the close.
+        if local {
+            let watched = Watched()
+            let (_, chunks, error) = await download("files/t/f", from: blobs, local: true, failingAfter: 1, watched: watched)
+            #expect(error is CancellationError && chunks == 1)
+            try await Task.sleep(for: .milliseconds(60))  // a job left running would read by then
+            #expect(watched.reads <= 3 && watched.readsAfterClose == 0, "\(watched.reads) reads")
+        }
     }
 }
 
@@ -132,11 +141,13 @@ private final class Suspending: BlobDownload, @unchecked Sendable {
     func close() { inner.close() }
 }
 
-/// Counts a local blob's reads and how many ran at once; each read takes 5 ms.
+/// Counts a local blob's reads, how many ran at once and how many came after its close; each read
+/// takes 20 ms (long beside the microseconds a failing download takes to stop the jobs queued).
 final class Watched: @unchecked Sendable {
-    private let state = Mutex((reads: 0, now: 0, most: 0))
+    private let state = Mutex((reads: 0, now: 0, most: 0, closed: false, afterClose: 0))
     var reads: Int { state.withLock { $0.reads } }
     var mostAtOnce: Int { state.withLock { $0.most } }
+    var readsAfterClose: Int { state.withLock { $0.afterClose } }
 
     func watching(_ blob: any BlobDownload) -> any BlobDownload { Local(blob as! any LocalBlobDownload, self) }
 
@@ -146,7 +157,10 @@ final class Watched: @unchecked Sendable {
         init(_ inner: any LocalBlobDownload, _ watch: Watched) { (self.inner, self.watch) = (inner, watch) }
         var size: Int { inner.size }
         func next(limit: Int) async throws -> [UInt8]? { try await inner.next(limit: limit) }
-        func close() { inner.close() }
+        func close() {
+            watch.state.withLock { $0.closed = true }
+            inner.close()
+        }
         func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
             watch.state.withLock { s in
                 s.reads += 1
@@ -154,7 +168,8 @@ final class Watched: @unchecked Sendable {
                 s.most = max(s.most, s.now)
             }
             defer { watch.state.withLock { $0.now -= 1 } }
-            usleep(5000)
+            usleep(20_000)
+            watch.state.withLock { s in if s.closed { s.afterClose += 1 } }
             return try inner.read(into: buffer)
         }
     }

@@ -188,8 +188,9 @@ struct Files: Sendable {
     }
 
     /// The file's content as a streamed response. The blob's header is read, and its data key
-    /// unwrapped (a revoked key: 403), before anything is sent; then each frame is sent once it
-    /// authenticates. A blob that fails mid-way ends the response without its final chunk, so the
+    /// unwrapped (a revoked key: 403), before anything is sent; then the plaintext goes out about
+    /// 1 MiB at a time, only frames that authenticated, decrypted up to two such chunks ahead of
+    /// the socket. A blob that fails mid-way ends the response without its final chunk, so the
     /// client sees an incomplete body, never a complete-looking wrong one.
     func content(_ record: Record, of tenant: Tenant, scope: AuditScope) async throws -> Response {
         let (reading, download) = try await open(record, of: tenant, scope: scope)

@@ -30,9 +30,12 @@ final class StreamingDecryption: @unchecked Sendable {
     private var scratch = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     /// Set while a thread reads and decrypts a local blob: two at once would corrupt the message.
     private let busy = Atomic<Bool>(false)
+    /// Set once ``forEachChunk(decryptingOn:ahead:_:)`` fails: the jobs still queued read nothing.
+    private let stopped = Atomic<Bool>(false)
 
     private enum Source {
-        /// The next chunk, nil at the end.
+        /// The next chunk, nil at the end. Called by one task at a time, though not always the
+        /// same one (``forEachChunk(decryptingOn:ahead:_:)``'s children).
         case chunks(() async throws -> (any CiphertextChunk)?)
         /// A local blob, read by the thread that decrypts, `size` bytes at a time.
         case local(any LocalBlobDownload, size: Int)
@@ -47,6 +50,7 @@ final class StreamingDecryption: @unchecked Sendable {
     /// Decrypts a blob, read `size` bytes at a time: a local one by the thread that decrypts
     /// (a blocking pool's, for ``forEachChunk(decryptingOn:ahead:_:)``), into one buffer kept for its reads.
     init(options: DecryptionOptions, blob: any BlobDownload, size: Int) {
+        precondition(size > 0, "a blob is read in chunks of at least a byte")
         decryptor = MessageDecryptor(options: options)
         if let local = blob as? any LocalBlobDownload {
             source = .local(local, size: size)
@@ -118,6 +122,7 @@ final class StreamingDecryption: @unchecked Sendable {
                 try await body(plaintext)
             }
         } catch {
+            stopped.store(true, ordering: .relaxed)
             for s in steps { _ = try? await s.get() }
             throw error
         }
@@ -140,8 +145,10 @@ final class StreamingDecryption: @unchecked Sendable {
     /// Reads and decrypts a local blob until a frame's plaintext is out (or gives the frames that
     /// authenticated already), or the end.
     private func readLocal() throws -> ByteBuffer? {
-        precondition(!busy.exchange(true, ordering: .acquiring), "a blob's decryption ran on two threads at once")
+        let alreadyBusy = busy.exchange(true, ordering: .acquiring)
+        precondition(!alreadyBusy, "a blob's decryption ran on two threads at once")
         defer { busy.store(false, ordering: .releasing) }
+        if stopped.load(ordering: .relaxed) { throw CancellationError() }
         let ready = drained()
         if ready.readableBytes > 0 { return ready }
         while true {

@@ -52,8 +52,9 @@ public protocol BlobDownload: AnyObject, Sendable {
     func close()
 }
 
-/// A blob whose reads block briefly rather than suspend (a local file): a reader on a blocking
-/// pool's thread reads it there, beside what it does with the bytes, instead of on an event loop.
+/// A blob whose reads block briefly rather than suspend (a local file), so that a job on a
+/// blocking pool can read it beside what it does with the bytes (a download's decryption). A
+/// caller on an event loop may read it too, as ``BlobDownload/next(limit:)`` does there.
 public protocol LocalBlobDownload: BlobDownload {
     /// Reads the next bytes into `buffer`, blocking; returns how many, 0 at the end.
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
@@ -208,7 +209,9 @@ final class FolderDownload: LocalBlobDownload, @unchecked Sendable {
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        guard fd >= 0, buffer.count > 0 else { return 0 }
+        // A read after close is a caller's fault, not the end: it must not pass for one.
+        guard fd >= 0 else { throw StorageError(.unavailable, "a blob was read after it was closed") }
+        guard buffer.count > 0 else { return 0 }
         while true {
             let r = Glibc.read(fd, buffer.baseAddress!, buffer.count)
             if r < 0, errno == EINTR { continue }
