@@ -190,15 +190,16 @@ func storeExchange(_ n: Int) async throws {
         insertTimes.append(seconds(t3 - t2) * 1e6)
     }
     let wall = seconds(clock.now - started), cpu = cpuSeconds() - cpu0
-    // The same exchanges 32 to a commit, as the group commit takes them under load.
-    do {
-        let sealer = try await gateway.vault.sealer(for: tenant, plaintextLength: request.count)
-        let metadata = RecordMetadata(model: "mock", status: 200, promptTokens: 12, completionTokens: 10, upstreamMs: 0.5)
+    // The same exchanges 4 to a commit (the most 4 connections can bring to one) and 32 to a
+    // commit, as the group commit takes them under load.
+    let sealer = try await gateway.vault.sealer(for: tenant, plaintextLength: request.count)
+    let metadata = RecordMetadata(model: "mock", status: 200, promptTokens: 12, completionTokens: 10, upstreamMs: 0.5)
+    for group in [4, 32] {
         var insertCPU = 0.0
-        for b in 0..<(n / 32) {
+        for b in 0..<(n / group) {
             var records: [Record] = [], events: [AuditEvent] = []
-            for j in 0..<32 {
-                let id = "chatcmpl-batch\(String(b * 32 + j, radix: 36))"
+            for j in 0..<group {
+                let id = "chatcmpl-batch\(group)-\(String(b * group + j, radix: 36))"
                 let now = Int64(Date().timeIntervalSince1970 * 1000)
                 records.append(try sealer.seal(request, id: id, kind: "chat.request", createdAt: now, metadata: metadata))
                 records.append(try sealer.seal(response, id: id, kind: "chat.response", createdAt: now, metadata: metadata))
@@ -209,7 +210,7 @@ func storeExchange(_ n: Int) async throws {
             try await gateway.store.insert(records, audit: events)
             insertCPU += cpuSeconds() - c0
         }
-        print(String(format: "  32 exchanges per commit: %.1f µs of CPU per exchange to insert", insertCPU / Double(n / 32 * 32) * 1e6))
+        print(String(format: "  %d exchanges per commit: %.1f µs of CPU per exchange to insert", group, insertCPU / Double(n / group * group) * 1e6))
     }
     func line(_ name: String, _ s: [Double]) {
         let sorted = s.sorted()
