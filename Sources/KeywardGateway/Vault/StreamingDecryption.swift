@@ -115,6 +115,7 @@ final class StreamingDecryption: @unchecked Sendable {
             let run: @Sendable () -> EventLoopFuture<ByteBuffer?> = { pool.runIfActive(eventLoop: loop) { try self.readLocal() } }
             steps.append(steps.last.map { $0.flatMap { $0 == nil ? loop.makeSucceededFuture(nil) : run() } } ?? run())
         }
+        var failure: (any Error)?
         do {
             for _ in 0..<max(1, ahead) { step() }
             while let plaintext = try await steps.removeFirst().get() {
@@ -123,10 +124,10 @@ final class StreamingDecryption: @unchecked Sendable {
             }
         } catch {
             stopped.store(true, ordering: .relaxed)
-            for s in steps { _ = try? await s.get() }
-            throw error
+            failure = error
         }
         for s in steps { _ = try? await s.get() }
+        if let failure { throw failure }
     }
 
     /// The next plaintext of arriving chunks, each decrypted on `pool` (nil: the calling thread).
@@ -152,8 +153,7 @@ final class StreamingDecryption: @unchecked Sendable {
         let ready = drained()
         if ready.readableBytes > 0 { return ready }
         while true {
-            guard let bytes = try readLocalChunk() else { return try end() }
-            try decryptor.update(bytes)
+            guard try feedLocal() else { return try end() }
             let out = drained()
             if out.readableBytes > 0 { return out }
         }
@@ -161,23 +161,20 @@ final class StreamingDecryption: @unchecked Sendable {
 
     /// The next chunk of ciphertext into the decryptor; false at the end.
     private func feed() async throws -> Bool {
-        switch source {
-        case .local:
-            guard let bytes = try readLocalChunk() else { return false }
-            try decryptor.update(bytes)
-        case .chunks(let read):
-            guard let chunk = try await read() else { return false }
-            try chunk.withCiphertext { try decryptor.update($0) }
-        }
+        guard case .chunks(let read) = source else { return try feedLocal() }
+        guard let chunk = try await read() else { return false }
+        try chunk.withCiphertext { try decryptor.update($0) }
         return true
     }
 
-    /// A local blob's next read, in `scratch` until the next; nil at the end.
-    private func readLocalChunk() throws -> UnsafeRawBufferPointer? {
-        guard case .local(let blob, let size) = source else { return nil }
+    /// A local blob's next read (into `scratch`) into the decryptor; false at the end.
+    private func feedLocal() throws -> Bool {
+        guard case .local(let blob, let size) = source else { return false }
         if scratch.count == 0 { scratch = .allocate(byteCount: size, alignment: 16) }
         let n = try blob.read(into: scratch)
-        return n == 0 ? nil : UnsafeRawBufferPointer(rebasing: scratch[..<n])
+        guard n > 0 else { return false }
+        try decryptor.update(UnsafeRawBufferPointer(rebasing: scratch[..<n]))
+        return true
     }
 
     /// The message ends: the last plaintext, or nil; throws unless the message was complete.
