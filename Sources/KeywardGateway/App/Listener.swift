@@ -87,7 +87,7 @@ struct ListenerChannel: ServerChildChannel, HTTPChannelHandler {
             } http2ConnectionInitializer: { channel in
                 http2.setup(channel: channel, logger: logger).flatMapThrowing { value in
                     let frames = try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self)
-                    try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionGuard(timeout: pingTimeout, drainTimeout: idleTimeout),
+                    try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionGuard(timeout: pingTimeout, drainTimeout: idleTimeout, logger: logger),
                                                                    position: .after(frames))
                     return value
                 }
@@ -140,10 +140,17 @@ final class HTTP2ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler 
     private var deadline: Scheduled<Void>?
     private var drain: Scheduled<Void>?
     private var closing = false
+    private let logger: Logger
 
-    init(timeout: TimeAmount, drainTimeout: TimeAmount) {
+    init(timeout: TimeAmount, drainTimeout: TimeAmount, logger: Logger) {
         self.timeout = timeout
         self.drainTimeout = drainTimeout
+        self.logger = logger
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("HTTP/2 connection error", metadata: ["error": "\(error)"])
+        context.fireErrorCaught(error)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
