@@ -137,11 +137,14 @@ struct Files: Sendable {
 
     /// A re-key that switched the tenant's key while the file streamed in has passed its record
     /// by (there was none yet): the blob is moved to the new key here, before the record is written.
+    /// The blob is copied on the jobs' thread, as a re-key job copies it: not on an event loop.
     private func followRekey(_ upload: FileUpload, tenant: Tenant) async throws {
         guard let current = try await store.tenant(named: tenant.name), current.key != upload.key else { return }
         let scope = AuditScope(actor: "system", tenant: tenant.name, requestID: AuditScope.requestID, purpose: nil)
-        _ = try await rewrapBlob(tenant: tenant.name, id: upload.id, purpose: upload.purpose, from: try keyring(upload.key),
+        _ = try await withTaskExecutorPreference(JobExecutor.shared) {
+            try await rewrapBlob(tenant: tenant.name, id: upload.id, purpose: upload.purpose, from: try keyring(upload.key),
                                  to: try keyring(current.key), fromKey: upload.key, toKey: current.key, scope: scope)
+        }
     }
 
     /// Writes the file's record, with its event, once its blob is committed.

@@ -62,7 +62,8 @@ public protocol LocalBlobDownload: BlobDownload {
 
 /// The embedded blob store: one file per blob under a folder (`blobs/` in the data folder), written
 /// as `NAME.partial-RANDOM` and renamed into place after an fsync, so that a reader never sees a
-/// partial blob. Reads and writes are plain blocking calls on the local disk.
+/// partial blob. Reads and appends are plain blocking calls on the local disk (their callers choose
+/// the thread); a commit's fsync, a delete and the sweep's walk run on ``BlockingIO``'s threads.
 public struct FolderBlobStore: BlobStore {
     public let root: String
     static let partialMarker = ".partial-"
@@ -110,12 +111,21 @@ public struct FolderBlobStore: BlobStore {
     }
 
     public func delete(_ key: String) async throws {
-        guard unlink(try path(key)) == 0 || errno == ENOENT else {
-            throw StorageError(.unavailable, "cannot delete blob \(key): \(String(cString: strerror(errno)))")
+        let path = try path(key)
+        // Freeing a large file's extents takes a while: off the caller's thread.
+        try await BlockingIO.run {
+            guard unlink(path) == 0 || errno == ENOENT else {
+                throw StorageError(.unavailable, "cannot delete blob \(key): \(String(cString: strerror(errno)))")
+            }
         }
     }
 
     public func sweepable(under prefix: String, before time: Int64, abandoned: Int64) async throws -> [String] {
+        try await BlockingIO.run { [root] in Self.walk(root: root, under: prefix, before: time, abandoned: abandoned) }
+    }
+
+    /// ``sweepable(under:before:abandoned:)``'s walk, blocking.
+    private static func walk(root: String, under prefix: String, before time: Int64, abandoned: Int64) -> [String] {
         let base = prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
         guard let walker = FileManager.default.enumerator(atPath: root + "/" + base) else { return [] }
         var keys: [String] = []
@@ -166,6 +176,12 @@ final class FolderUpload: BlobUpload, @unchecked Sendable {
     func flush() async throws {}
 
     func commit() async throws {
+        // The fsync writes out the whole blob (a large one takes a fraction of a second or more):
+        // off the caller's thread, an event loop in the gateway.
+        try await BlockingIO.run { [self] in try commitBlocking() }
+    }
+
+    private func commitBlocking() throws {
         guard fsync(fd) == 0 else { throw StorageError(.unavailable, "cannot sync a blob: \(String(cString: strerror(errno)))") }
         Glibc.close(fd)
         fd = -1
@@ -185,7 +201,7 @@ final class FolderUpload: BlobUpload, @unchecked Sendable {
         guard fd >= 0 else { return }
         Glibc.close(fd)
         fd = -1
-        unlink(partial)
+        _ = try? await BlockingIO.run { [partial] in unlink(partial) }
     }
 }
 
