@@ -45,6 +45,8 @@ let package = Package(
         ),
         // The error shape every module shares; no dependencies, so that any module can use it.
         .target(name: "KeywardErrors", swiftSettings: strict),
+        // Blocking calls (file system, PKCS#11) off the caller's thread; no dependencies either.
+        .target(name: "KeywardBlockingIO", swiftSettings: strict),
         .target(
             name: "KeywardCrypto",
             dependencies: [
@@ -62,6 +64,7 @@ let package = Package(
             name: "KeywardKeyStores",
             dependencies: [
                 "KeywardErrors",
+                "KeywardBlockingIO",
                 "KeywardCrypto",
                 "CPKCS11",
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -87,7 +90,8 @@ let package = Package(
         ),
         // The one JSON reader (a strict single-pass scanner that finds a few values) and string quoting.
         .target(name: "KeywardJSON", swiftSettings: strict),
-        .target(name: "KeywardStorage", dependencies: ["KeywardErrors", "KeywardAudit", "KeywardJSON", "CSQLite"], swiftSettings: strict),
+        .target(name: "KeywardStorage", dependencies: ["KeywardErrors", "KeywardBlockingIO", "KeywardAudit", "KeywardJSON", "CSQLite"],
+                swiftSettings: strict),
         // PostgreSQL for several replicas: the record store, the local key store's key material,
         // and change notifications (LISTEN/NOTIFY) that keep every replica's caches honest.
         .target(
@@ -166,7 +170,7 @@ let package = Package(
         ),
         .target(
             name: "KeywardTesting",
-            dependencies: ["KeywardErrors", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            dependencies: ["KeywardErrors", "KeywardBlockingIO", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: strict
         ),
         // The record-store conformance suites, written once for any engine: KeywardStorageTests runs
@@ -234,7 +238,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KeywardStorageTests",
-            dependencies: ["KeywardStorage", "KeywardAudit", "KeywardStorageTesting", "KeywardTesting"],
+            dependencies: ["KeywardStorage", "KeywardBlockingIO", "KeywardAudit", "KeywardStorageTesting", "KeywardTesting"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -263,7 +267,7 @@ let package = Package(
         // The S3 blob store against a moto server.
         .testTarget(
             name: "KeywardS3Tests",
-            dependencies: ["KeywardS3", "KeywardStorage", "KeywardKeyStores", "KeywardTesting"],
+            dependencies: ["KeywardS3", "KeywardStorage", "KeywardKeyStores", "KeywardBlockingIO", "KeywardTesting"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -274,7 +278,7 @@ let package = Package(
         .testTarget(
             name: "KeywardHTTPTests",
             dependencies: [
-                "KeywardHTTP", "KeywardTesting",
+                "KeywardHTTP", "KeywardBlockingIO", "KeywardTesting",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -284,7 +288,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KeywardKeyStoresTests",
-            dependencies: ["KeywardKeyStores", "KeywardCrypto", "KeywardTesting", .product(name: "PropertyBased", package: "swift-property-based")],
+            dependencies: ["KeywardKeyStores", "KeywardCrypto", "KeywardBlockingIO", "KeywardTesting", .product(name: "PropertyBased", package: "swift-property-based")],
             swiftSettings: strict
         ),
     ]

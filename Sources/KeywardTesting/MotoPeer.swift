@@ -1,3 +1,4 @@
+import KeywardBlockingIO
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -11,7 +12,7 @@ public final class MotoPeer: @unchecked Sendable {
     private let pid: pid_t
 
     /// Starts `moto_server` on a free port and waits until it listens, blocking its thread (moto
-    /// takes seconds to start: call it through ``BlockingWork/run(_:)``).
+    /// takes seconds to start: call it through ``BlockingIO/run(_:)``).
     public init() throws {
         port = Loopback.freePort()
         do { pid = try Spawn.quiet(["moto_server", "-H", "127.0.0.1", "-p", "\(port)"]) } catch {

@@ -1,3 +1,4 @@
+import KeywardBlockingIO
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -11,7 +12,7 @@ public final class NginxPeer: @unchecked Sendable {
     private let pid: pid_t
 
     /// Starts nginx with `servers` (text inside `http { … }`) and waits until every port in
-    /// `ports` accepts connections, blocking its thread (see ``BlockingWork``).
+    /// `ports` accepts connections, blocking its thread (see ``BlockingIO``).
     public init(servers: String, ports: [Int]) throws {
         folder = try TemporaryDirectory(prefix: "keyward-nginx")
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"].first { FileManager.default.isExecutableFile(atPath: $0) }
@@ -74,7 +75,7 @@ public enum Loopback {
     }
 
     /// Waits until something accepts connections on `port`; false after `attempts` tries. It
-    /// blocks its thread: from a test, call it (or what calls it) through ``BlockingWork/run(_:)``.
+    /// blocks its thread: from a test, call it (or what calls it) through ``BlockingIO/run(_:)``.
     public static func waitForPort(_ port: Int, attempts: Int = 200, every interval: useconds_t = 25_000) -> Bool {
         for _ in 0..<attempts {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -1,3 +1,4 @@
+import KeywardBlockingIO
 import Crypto
 import Foundation
 @testable import KeywardHTTP
@@ -81,7 +82,7 @@ final class NginxFixture: Sendable {
     let client = PooledHTTPClient()
 
     // Making certificates and starting nginx block: off the threads the other tests' tasks share.
-    init() async throws { fixture = try await BlockingWork.run { try NginxFixture() } }
+    init() async throws { fixture = try await BlockingIO.run { try NginxFixture() } }
 
     deinit {
         let c = client

@@ -1,3 +1,4 @@
+import KeywardBlockingIO
 import Foundation
 import KeywardCrypto
 import KeywardTesting
@@ -12,7 +13,7 @@ import Testing
 
     init() async throws {
         // moto takes seconds to start: wait off the threads the other tests' tasks run on.
-        moto = try await BlockingWork.run { try MotoPeer() }
+        moto = try await BlockingIO.run { try MotoPeer() }
         store = AWSKMSKeyStore(
             client: AWSKMSClient(credentials: AWSCredentials(accessKeyID: "testing", secretAccessKey: "testing"),
                                  configuration: .init(endpoint: moto.url, timeout: .seconds(20))),

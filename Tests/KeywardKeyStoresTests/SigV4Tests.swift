@@ -1,3 +1,4 @@
+import KeywardBlockingIO
 import Crypto
 import Foundation
 @testable import KeywardKeyStores
@@ -95,7 +96,7 @@ import Testing
     @Test func signaturesEqualBotocores() async throws {
         let cases = Self.corpus()
         // Python and botocore take a second to start: wait for them off the shared test threads.
-        let expected = try await BlockingWork.run { try Self.botocoreSignatures(cases) }
+        let expected = try await BlockingIO.run { try Self.botocoreSignatures(cases) }
         #expect(expected.count == cases.count)
         for (c, want) in zip(cases, expected) {
             let signer = SigV4(credentials: AWSCredentials(accessKeyID: c.access_key, secretAccessKey: c.secret_key, sessionToken: c.token),

@@ -1,3 +1,4 @@
+import KeywardBlockingIO
 import Foundation
 import KeywardKeyStores
 @testable import KeywardS3
@@ -13,7 +14,7 @@ import Testing
     let blobs: S3BlobStore
 
     init() async throws {
-        moto = try await BlockingWork.run { try MotoPeer() }
+        moto = try await BlockingIO.run { try MotoPeer() }
         blobs = try S3BlobStore(configuration: .init(bucket: "keyward-blobs", prefix: "kw/", region: "us-east-1", endpoint: moto.url,
                                                      partSize: 5 << 20),
                                 credentials: AWSCredentials(accessKeyID: "testing", secretAccessKey: "testing"))

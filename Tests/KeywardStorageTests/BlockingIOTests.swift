@@ -1,6 +1,7 @@
 import Dispatch
 import Testing
-@testable import KeywardStorage
+import KeywardBlockingIO
+import KeywardStorage
 
 /// Blocking file-system work leaves the caller's thread free (in the gateway, an event loop).
 @Suite("Blocking I/O off the caller's thread")

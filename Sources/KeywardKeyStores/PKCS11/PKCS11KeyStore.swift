@@ -1,5 +1,6 @@
 import CPKCS11
 import Foundation
+import KeywardBlockingIO
 import KeywardCrypto
 import Synchronization
 
@@ -30,6 +31,14 @@ public final class PKCS11KeyStore: KeyStore {
         return parsed
     }
 
+    /// Runs `body` in a session of `uri`'s token, on a thread of ``BlockingIO``'s: a module's calls
+    /// block (a network HSM's for a round trip or more each, for ever if it hangs), and the caller's
+    /// thread is an event loop in `keyward serve`, serving other connections meanwhile. Loading the
+    /// module and finding the token's slot happen there too.
+    func withSession<R: Sendable>(_ uri: PKCS11URI, _ body: @escaping @Sendable (PKCS11Session) throws -> R) async throws -> R {
+        try await BlockingIO.run { try self.token(uri).withSession(body) }
+    }
+
     private func token(_ uri: PKCS11URI) throws -> PKCS11Token {
         let name = "\(uri.modulePath)\u{0}\(uri.token)"
         if let t = tokens.withLock({ $0[name] }) { return t }
@@ -54,7 +63,7 @@ public final class PKCS11KeyStore: KeyStore {
     public func encrypt(keyID: String, plaintext: SecretBytes, context: EncryptionContext) async throws -> WrappedKey {
         let uri = try uri(keyID)
         let aad = try Self.dataKeyAAD(uri, context)
-        return try token(uri).withSession { s in
+        return try await withSession(uri) { s in
             guard let current = try s.versions(uri).last else {
                 throw KeyStoreError(.keyNotFound, "no PKCS#11 key \(uri)")
             }
@@ -73,7 +82,7 @@ public final class PKCS11KeyStore: KeyStore {
         let id = Array(ciphertext[2..<idEnd])
         let iv = Array(ciphertext[idEnd..<idEnd + 12]), sealed = Array(ciphertext[(idEnd + 12)...])
         let aad = try Self.dataKeyAAD(uri, context)
-        return try token(uri).withSession { s in
+        return try await withSession(uri) { s in
             guard let version = try s.versions(uri, allVersions: true).first(where: { $0.id == id }) else {
                 throw KeyStoreError(.invalidCiphertext, "\(uri) has no version with this CKA_ID")
             }
@@ -85,7 +94,7 @@ public final class PKCS11KeyStore: KeyStore {
 
     public func describe(keyID: String) async throws -> KeyDescription {
         let uri = try uri(keyID)
-        return try token(uri).withSession { s in
+        return try await withSession(uri) { s in
             let versions = try s.versions(uri, allVersions: true)
             guard let current = versions.last else { throw KeyStoreError(.keyNotFound, "no PKCS#11 key \(uri)") }
             return KeyDescription(reference: uri.description, state: try s.bool(current.handle, CKA_DECRYPT) ? .enabled : .disabled,
@@ -96,7 +105,7 @@ public final class PKCS11KeyStore: KeyStore {
     public func createKey(name: String?) async throws -> KeyDescription {
         guard let name else { throw KeyStoreError(.invalidArgument, "a PKCS#11 key needs token= and object=") }
         let uri = try uri(name)
-        try token(uri).withSession { s in
+        try await withSession(uri) { s in
             guard try s.versions(uri, allVersions: true).isEmpty else {
                 throw KeyStoreError(.alreadyExists, "\(uri) already exists")
             }
@@ -107,19 +116,19 @@ public final class PKCS11KeyStore: KeyStore {
 
     public func rotateKey(keyID: String) async throws {
         let uri = try uri(keyID)
-        try token(uri).withSession { s in
+        try await withSession(uri) { s in
             guard let current = try s.versions(uri, allVersions: true).last else { throw KeyStoreError(.keyNotFound, "no PKCS#11 key \(uri)") }
             guard try s.bool(current.handle, CKA_DECRYPT) else { throw KeyStoreError(.keyDisabled, "\(uri) is disabled") }
             try s.generate(label: uri.object, id: PKCS11Session.next(current.id))
         }
     }
 
-    public func enableKey(keyID: String) async throws { try setUsable(keyID, true) }
-    public func disableKey(keyID: String) async throws { try setUsable(keyID, false) }
+    public func enableKey(keyID: String) async throws { try await setUsable(keyID, true) }
+    public func disableKey(keyID: String) async throws { try await setUsable(keyID, false) }
 
-    private func setUsable(_ keyID: String, _ usable: Bool) throws {
+    private func setUsable(_ keyID: String, _ usable: Bool) async throws {
         let uri = try uri(keyID)
-        try token(uri).withSession { s in
+        try await withSession(uri) { s in
             let versions = try s.versions(uri, allVersions: true)
             guard !versions.isEmpty else { throw KeyStoreError(.keyNotFound, "no PKCS#11 key \(uri)") }
             for v in versions { try s.setUsable(v.handle, usable) }

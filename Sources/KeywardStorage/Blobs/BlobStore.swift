@@ -1,4 +1,5 @@
 import Foundation
+import KeywardBlockingIO
 #if canImport(Glibc)
 import Glibc
 #endif
