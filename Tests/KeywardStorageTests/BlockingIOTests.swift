@@ -1,10 +1,12 @@
 import Dispatch
+import Synchronization
 import Testing
 import KeywardBlockingIO
 import KeywardStorage
 
-/// Blocking file-system work leaves the caller's thread free (in the gateway, an event loop).
-@Suite("Blocking I/O off the caller's thread")
+/// Blocking calls run on a pool's own threads, at most its limit at once, and leave the caller's
+/// thread free (in the gateway, an event loop).
+@Suite("Blocking calls off the caller's thread")
 struct BlockingIOTests {
     /// One thread as a task executor: a job that blocks it holds back every other job on it, as a
     /// blocking call holds back an event loop.
@@ -19,15 +21,47 @@ struct BlockingIOTests {
     @Test func theCallersThreadRunsOthersMeanwhile() async throws {
         let thread = OneThread()
         let other = DispatchSemaphore(value: 0)
-        let ran = try await withTaskExecutorPreference(thread) {
-            // The work waits for a task that runs on the caller's thread: it sees it only if it does
+        let (ran, label) = try await withTaskExecutorPreference(thread) {
+            // The call waits for a task that runs on the caller's thread: it sees it only if it does
             // not hold that thread itself (run inline, it would wait out the timeout).
-            async let work = BlockingIO.run { other.wait(timeout: .now() + 2) == .success }
+            async let call = BlockingIO.run { (other.wait(timeout: .now() + 2) == .success, BlockingIO.currentLabel) }
             async let signal: Void = { other.signal() }()
             await signal
-            return try await work
+            return try await call
         }
         #expect(ran)
+        #expect(label == "keyward-io", "the call ran on the shared pool's thread, not elsewhere")
+    }
+
+    final class Count: Sendable {
+        private let value = Mutex(0)
+        func add(_ n: Int) { value.withLock { $0 += n } }
+        var now: Int { value.withLock { $0 } }
+    }
+
+    @Test func atMostTheLimitRunAtOnce() async throws {
+        let pool = BlockingIO(label: "test-two", threads: 2)
+        let running = Count(), release = DispatchSemaphore(value: 0)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    try await pool.run {
+                        running.add(1)
+                        release.wait()
+                        running.add(-1)
+                    }
+                }
+            }
+            let clock = ContinuousClock(), deadline = clock.now + .seconds(5)
+            while running.now < 2, clock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+            #expect(running.now == 2)
+            // A third thread would have started by now: starting one takes well under a millisecond.
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(running.now == 2)
+            for _ in 0..<4 { release.signal() }
+            try await group.waitForAll()
+        }
+        #expect(running.now == 0)
     }
 
     @Test func anErrorReachesTheCaller() async throws {

@@ -214,8 +214,9 @@ struct JobService: Service, CustomStringConvertible {
     }
 }
 
-/// One thread of its own for background jobs, so their CPU work competes with request handling
-/// through the OS scheduler instead of blocking an event loop.
+/// One thread of its own for background jobs (and for a blob rewrapped for a re-key that passed an
+/// upload by, which then waits behind the job's copy), so their CPU work and blocking reads compete
+/// with request handling through the OS scheduler instead of blocking an event loop.
 final class JobExecutor: TaskExecutor {
     static let shared = JobExecutor()
     private let queue = DispatchQueue(label: "keyward.jobs")

@@ -31,13 +31,17 @@ public final class PKCS11KeyStore: KeyStore {
         return parsed
     }
 
-    /// Runs `body` in a session of `uri`'s token, on a thread of ``BlockingIO``'s: a module's calls
+    /// Runs `body` in a session of `uri`'s token, on one of ``calls``' threads: a module's calls
     /// block (a network HSM's for a round trip or more each, for ever if it hangs), and the caller's
     /// thread is an event loop in `keyward serve`, serving other connections meanwhile. Loading the
     /// module and finding the token's slot happen there too.
     func withSession<R: Sendable>(_ uri: PKCS11URI, _ body: @escaping @Sendable (PKCS11Session) throws -> R) async throws -> R {
-        try await BlockingIO.run { try self.token(uri).withSession(body) }
+        try await calls.run { try self.token(uri).withSession(body) }
     }
+
+    /// At most 8 calls to the tokens at once (so at most 8 sessions open per token: HSMs limit
+    /// them); a hung token holds these threads only.
+    private let calls = BlockingIO(label: "keyward-pkcs11", threads: 8)
 
     private func token(_ uri: PKCS11URI) throws -> PKCS11Token {
         let name = "\(uri.modulePath)\u{0}\(uri.token)"

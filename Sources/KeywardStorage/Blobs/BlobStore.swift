@@ -63,8 +63,10 @@ public protocol LocalBlobDownload: BlobDownload {
 
 /// The embedded blob store: one file per blob under a folder (`blobs/` in the data folder), written
 /// as `NAME.partial-RANDOM` and renamed into place after an fsync, so that a reader never sees a
-/// partial blob. Reads and appends are plain blocking calls on the local disk (their callers choose
-/// the thread); a commit's fsync, a delete and the sweep's walk run on ``BlockingIO``'s threads.
+/// partial blob. Opening, reading, appending and closing are plain blocking calls on the caller's
+/// thread (short ones; an upload's appends come from NIO's blocking pool); what can take long (a
+/// commit's fsync, a delete, an aborted upload's unlink, the sweep's walk) runs on ``BlockingIO``'s
+/// threads.
 public struct FolderBlobStore: BlobStore {
     public let root: String
     static let partialMarker = ".partial-"
