@@ -15,7 +15,8 @@ import Glibc
 ///
 /// At most `threads` calls run at once; more wait their turn (a hung HSM holds at most its own
 /// pool's threads, and a burst of calls cannot create threads without bound). Threads are started
-/// as calls need them and then kept (some PKCS#11 clients keep state per thread). If no thread can
+/// as calls need them and then kept for the life of the process (some PKCS#11 clients keep state
+/// per thread), so pools are made once (static), not per request or per object. If no thread can
 /// be started at all, a call runs on the caller's thread rather than never.
 public final class BlockingIO: Sendable {
     /// The file system's (blob commits, deletes, sweeps) and the tests' set-up.

@@ -36,12 +36,13 @@ public final class PKCS11KeyStore: KeyStore {
     /// thread is an event loop in `keyward serve`, serving other connections meanwhile. Loading the
     /// module and finding the token's slot happen there too.
     func withSession<R: Sendable>(_ uri: PKCS11URI, _ body: @escaping @Sendable (PKCS11Session) throws -> R) async throws -> R {
-        try await calls.run { try self.token(uri).withSession(body) }
+        try await Self.calls.run { try self.token(uri).withSession(body) }
     }
 
-    /// At most 8 calls to the tokens at once (so at most 8 sessions open per token: HSMs limit
-    /// them); a hung token holds these threads only.
-    private let calls = BlockingIO(label: "keyward-pkcs11", threads: 8)
+    /// At most 8 calls to the tokens at once in this process (so at most 8 sessions open per token:
+    /// HSMs limit them); a hung token holds these threads only. One pool for every store: a pool's
+    /// threads are kept for the life of the process.
+    private static let calls = BlockingIO(label: "keyward-pkcs11", threads: 8)
 
     private func token(_ uri: PKCS11URI) throws -> PKCS11Token {
         let name = "\(uri.modulePath)\u{0}\(uri.token)"
