@@ -1,4 +1,5 @@
 import Foundation
+import KeywardBlockingIO
 import KeywardStorage
 import KeywardTesting
 import Testing
@@ -70,5 +71,31 @@ struct FolderBlobStoreTests {
             await #expect(throws: StorageError.self, "\(key)") { _ = try await blobs.upload(key) }
             await #expect(throws: StorageError.self, "\(key)") { _ = try await blobs.download(key) }
         }
+    }
+
+    /// A commit and a delete run on the store's pool of blocking threads, not on the caller's:
+    /// with the pool's one thread held, neither is done after 200 ms (run on the caller's thread,
+    /// each would be done at once); released, both are.
+    @Test func commitsAndDeletesWaitForTheBlockingPool() async throws {
+        let pool = BlockingIO(label: "test-blobs", threads: 1)
+        let held = try FolderBlobStore(root: dir.file("held"), blocking: pool)
+        let final = dir.file("held") + "/files/t/h1"
+        let up = try await held.upload("files/t/h1")
+        try await up.write([1, 2, 3])
+        let release = DispatchSemaphore(value: 0)
+        func whileHeld(_ what: String, done: () -> Bool, _ call: @escaping @Sendable () async throws -> Void) async throws {
+            let holding = BlockingIOTests.Count()
+            let holder = Task { try await pool.run { holding.add(1); release.wait() } }
+            while holding.now == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            let running = Task { try await call() }
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(!done(), "\(what) waited for the pool")
+            release.signal()
+            try await holder.value
+            try await running.value
+            #expect(done(), "\(what) done once the pool is free")
+        }
+        try await whileHeld("the commit", done: { FileManager.default.fileExists(atPath: final) }) { try await up.commit() }
+        try await whileHeld("the delete", done: { !FileManager.default.fileExists(atPath: final) }) { try await held.delete("files/t/h1") }
     }
 }

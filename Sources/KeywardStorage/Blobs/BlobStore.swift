@@ -65,14 +65,19 @@ public protocol LocalBlobDownload: BlobDownload {
 /// as `NAME.partial-RANDOM` and renamed into place after an fsync, so that a reader never sees a
 /// partial blob. Opening, reading, appending and closing are plain blocking calls on the caller's
 /// thread (short ones; an upload's appends come from NIO's blocking pool); what can take long (a
-/// commit's fsync, a delete, an aborted upload's unlink, the sweep's walk) runs on ``BlockingIO``'s
-/// threads.
+/// commit's fsync, a delete, an aborted upload's unlink, the sweep's walk) runs on a ``BlockingIO`` pool's
+/// threads (the shared one unless given another).
 public struct FolderBlobStore: BlobStore {
     public let root: String
     static let partialMarker = ".partial-"
 
-    public init(root: String) throws {
+    /// Where the calls that can take long run.
+    let blocking: BlockingIO
+
+    /// - Parameter blocking: where a commit's fsync, deletes and the sweep run (tests pass their own).
+    public init(root: String, blocking: BlockingIO = .shared) throws {
         self.root = root
+        self.blocking = blocking
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     }
 
@@ -96,7 +101,7 @@ public struct FolderBlobStore: BlobStore {
         let partial = final + Self.partialMarker + UUID().uuidString.lowercased()
         let fd = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw StorageError(.unavailable, "cannot create blob \(key): \(String(cString: strerror(errno)))") }
-        return FolderUpload(fd: fd, partial: partial, final: final, folder: folder)
+        return FolderUpload(fd: fd, partial: partial, final: final, folder: folder, blocking: blocking)
     }
 
     public func download(_ key: String) async throws -> any BlobDownload {
@@ -116,7 +121,7 @@ public struct FolderBlobStore: BlobStore {
     public func delete(_ key: String) async throws {
         let path = try path(key)
         // Freeing a large file's extents takes a while: off the caller's thread.
-        try await BlockingIO.run {
+        try await blocking.run {
             guard unlink(path) == 0 || errno == ENOENT else {
                 throw StorageError(.unavailable, "cannot delete blob \(key): \(String(cString: strerror(errno)))")
             }
@@ -124,7 +129,7 @@ public struct FolderBlobStore: BlobStore {
     }
 
     public func sweepable(under prefix: String, before time: Int64, abandoned: Int64) async throws -> [String] {
-        try await BlockingIO.run { [root] in Self.walk(root: root, under: prefix, before: time, abandoned: abandoned) }
+        try await blocking.run { [root] in Self.walk(root: root, under: prefix, before: time, abandoned: abandoned) }
     }
 
     /// ``sweepable(under:before:abandoned:)``'s walk, blocking.
@@ -154,12 +159,14 @@ final class FolderUpload: BlobUpload, @unchecked Sendable {
     let partial: String
     let final: String
     let folder: String
+    let blocking: BlockingIO
 
-    init(fd: Int32, partial: String, final: String, folder: String) {
+    init(fd: Int32, partial: String, final: String, folder: String, blocking: BlockingIO) {
         self.fd = fd
         self.partial = partial
         self.final = final
         self.folder = folder
+        self.blocking = blocking
     }
 
     deinit { if fd >= 0 { Glibc.close(fd); unlink(partial) } }
@@ -181,7 +188,7 @@ final class FolderUpload: BlobUpload, @unchecked Sendable {
     func commit() async throws {
         // The fsync writes out the whole blob (a large one takes a fraction of a second or more):
         // off the caller's thread, an event loop in the gateway.
-        try await BlockingIO.run { [self] in try commitBlocking() }
+        try await blocking.run { [self] in try commitBlocking() }
     }
 
     private func commitBlocking() throws {
@@ -204,7 +211,7 @@ final class FolderUpload: BlobUpload, @unchecked Sendable {
         guard fd >= 0 else { return }
         Glibc.close(fd)
         fd = -1
-        _ = try? await BlockingIO.run { [partial] in unlink(partial) }
+        _ = try? await blocking.run { [partial] in unlink(partial) }
     }
 }
 
