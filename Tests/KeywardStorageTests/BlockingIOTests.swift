@@ -23,8 +23,8 @@ struct BlockingIOTests {
         let other = DispatchSemaphore(value: 0)
         let (ran, label) = try await withTaskExecutorPreference(thread) {
             // The call waits for a task that runs on the caller's thread: it sees it only if it does
-            // not hold that thread itself (run inline, it would wait out the timeout).
-            async let call = BlockingIO.run { (other.wait(timeout: .now() + 2) == .success, BlockingIO.currentLabel) }
+            // not hold that thread itself (run inline, it would wait out the 10 s timeout).
+            async let call = BlockingIO.run { (other.wait(timeout: .now() + 10) == .success, BlockingIO.currentLabel) }
             async let signal: Void = { other.signal() }()
             await signal
             return try await call
@@ -41,10 +41,11 @@ struct BlockingIOTests {
 
     @Test func atMostTheLimitRunAtOnce() async throws {
         let pool = BlockingIO(label: "test-two", threads: 2)
-        let running = Count(), release = DispatchSemaphore(value: 0)
+        let submitted = Count(), running = Count(), release = DispatchSemaphore(value: 0)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<4 {
                 group.addTask {
+                    submitted.add(1)
                     try await pool.run {
                         running.add(1)
                         release.wait()
@@ -52,9 +53,11 @@ struct BlockingIOTests {
                     }
                 }
             }
-            let clock = ContinuousClock(), deadline = clock.now + .seconds(5)
-            while running.now < 2, clock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
-            #expect(running.now == 2)
+            // Every call submitted and two running. The wait is long: the tests share two
+            // cooperative threads, which other suites hold for seconds at a time in CI.
+            let clock = ContinuousClock(), deadline = clock.now + .seconds(60)
+            while submitted.now < 4 || running.now < 2, clock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+            #expect(submitted.now == 4 && running.now == 2)
             // A third thread would have started by now: starting one takes well under a millisecond.
             try await Task.sleep(for: .milliseconds(200))
             #expect(running.now == 2)
