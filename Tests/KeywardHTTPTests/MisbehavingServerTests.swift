@@ -114,11 +114,12 @@ final class ScriptedServer: @unchecked Sendable {
     @Test func noHeadBeforeTheDeadlineFailsInTime() async throws {
         let server = try await ScriptedServer([.pause(.seconds(30))])
         await #expect(throws: HTTPClientError(.deadlineExceeded, "")) { _ = try await request(server, deadline: .milliseconds(300)) }
-        // The client hung up near its deadline, not when the server would have answered (30 s).
-        // Timed where the server saw it: this test's task can resume seconds late when other
-        // suites keep the few shared threads busy (it did, in CI, at 3.4 s).
+        // The client hung up well before the server would have answered (30 s). Timed where the
+        // server saw it; even so its event loop can see the hang-up seconds late while the other
+        // suites load both cores (CI measured 3.4 s once, 7.0 s on 2026-12-06), so the bound is
+        // half the server's pause: a client that ignored its deadline hangs up at 30 s or never.
         let hangUp = try #require(try await server.firstHangUp(within: .seconds(20)))
-        #expect(hangUp < .seconds(3), "hung up \(hangUp) after the request arrived")
+        #expect(hangUp < .seconds(15), "hung up \(hangUp) after the request arrived")
         await server.close()
     }
 
