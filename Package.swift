@@ -76,6 +76,8 @@ let package = Package(
         // The system SQLite (Debian's libsqlite3-dev), reached directly: one writer connection with
         // cached statements and group commit is what the gateway's write rate needs.
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        // The SQLite VFS that writes each commit's log frames with one call instead of two per page.
+        .target(name: "CKeywardSQLiteLog", linkerSettings: [.linkedLibrary("sqlite3")]),
         // The audit chain: events with typed operations, chain hashing, checkpoint signing and
         // verification, and the protocol of the stores that keep it.
         .target(
@@ -90,7 +92,8 @@ let package = Package(
         ),
         // The one JSON reader (a strict single-pass scanner that finds a few values) and string quoting.
         .target(name: "KeywardJSON", swiftSettings: strict),
-        .target(name: "KeywardStorage", dependencies: ["KeywardErrors", "KeywardBlockingIO", "KeywardAudit", "KeywardJSON", "CSQLite"],
+        .target(name: "KeywardStorage", dependencies: ["KeywardErrors", "KeywardBlockingIO", "KeywardAudit", "KeywardJSON", "CSQLite",
+                                                    "CKeywardSQLiteLog"],
                 swiftSettings: strict),
         // PostgreSQL for several replicas: the record store, the local key store's key material,
         // and change notifications (LISTEN/NOTIFY) that keep every replica's caches honest.
@@ -238,7 +241,8 @@ let package = Package(
         ),
         .testTarget(
             name: "KeywardStorageTests",
-            dependencies: ["KeywardStorage", "KeywardBlockingIO", "KeywardAudit", "KeywardStorageTesting", "KeywardTesting"],
+            dependencies: ["KeywardStorage", "KeywardBlockingIO", "KeywardAudit", "KeywardStorageTesting", "KeywardTesting", "CSQLite",
+                           "CKeywardSQLiteLog"],
             swiftSettings: strict
         ),
         .testTarget(

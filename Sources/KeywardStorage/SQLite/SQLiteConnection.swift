@@ -1,3 +1,4 @@
+import CKeywardSQLiteLog
 import CSQLite
 #if canImport(Glibc)
 import Glibc
@@ -44,7 +45,10 @@ final class SQLiteConnection: @unchecked Sendable {
             }
         }
         var handle: OpaquePointer?
-        let rc = sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
+        // The log's frames go out with one write call per commit (see CKeywardSQLiteLog); should the
+        // VFS fail to register, the default one serves.
+        let vfs = kw_sqlite_log_vfs_register() == SQLITE_OK ? kw_sqlite_log_vfs_name : nil
+        let rc = sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, vfs)
         guard rc == SQLITE_OK, let handle else {
             if let handle { sqlite3_close_v2(handle) }
             throw StorageError(.unavailable, "cannot open the database \(path) (sqlite \(rc))")
@@ -53,6 +57,13 @@ final class SQLiteConnection: @unchecked Sendable {
         sqlite3_busy_timeout(db, 5000)
 
         sqlite3_extended_result_codes(db, 1)
+    }
+
+    /// For tests: the write calls this connection's log made, and the calls of SQLite's they
+    /// replaced (nil without a log of the keyward-log VFS).
+    var logWrites: (calls: Int64, replaced: Int64)? {
+        var calls: Int64 = 0, replaced: Int64 = 0
+        return kw_sqlite_log_counts(db, &calls, &replaced) == SQLITE_OK ? (calls, replaced) : nil
     }
 
     deinit {

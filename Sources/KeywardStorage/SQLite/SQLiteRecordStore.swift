@@ -132,7 +132,8 @@ public final class SQLiteRecordStore: SQLStore {
         }
     }
 
-    private func run<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+    /// Runs `body` with the connection, under its lock.
+    func run<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
         try connection.withLock { try body($0) }
     }
 
