@@ -4,16 +4,17 @@ import CKeywardOpenSSL
 /// reused for the life of a stream. A buffer that may hold plaintext is wiped whole before its
 /// memory is freed or moved; between uses it is simply overwritten, since wiping every drain would
 /// cost a full extra pass over the data and hide nothing from a process that still holds the key.
-final class GrowableBuffer {
+/// Public for streams outside this module that hold plaintext (a file upload's batches).
+public final class GrowableBuffer {
     private var storage: UnsafeMutableRawPointer
-    private(set) var capacity: Int
-    private(set) var count: Int = 0
+    public private(set) var capacity: Int
+    public private(set) var count: Int = 0
     /// The end of the region ever handed out for writing: only it can hold anything to wipe (a
     /// short message's buffer is not wiped over its whole capacity).
     private var touched = 0
     private let holdsSecrets: Bool
 
-    init(capacity: Int = 64 * 1024, holdsSecrets: Bool) {
+    public init(capacity: Int = 64 * 1024, holdsSecrets: Bool) {
         self.capacity = max(capacity, 16)
         self.holdsSecrets = holdsSecrets
         storage = .allocate(byteCount: self.capacity, alignment: 16)
@@ -28,8 +29,8 @@ final class GrowableBuffer {
         if holdsSecrets { kw_cleanse(p, n) }
     }
 
-    var isEmpty: Bool { count == 0 }
-    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: storage, count: count) }
+    public var isEmpty: Bool { count == 0 }
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: storage, count: count) }
 
     /// Room for `n` more bytes at the end; write them, then ``commit(_:)``.
     func reserveTail(_ n: Int) -> UnsafeMutableRawPointer {
@@ -43,7 +44,7 @@ final class GrowableBuffer {
         count += n
     }
 
-    func append(_ bytes: UnsafeRawBufferPointer) {
+    public func append(_ bytes: UnsafeRawBufferPointer) {
         guard !bytes.isEmpty else { return }
         reserveTail(bytes.count).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
         count += bytes.count
@@ -59,7 +60,7 @@ final class GrowableBuffer {
         count -= n
     }
 
-    func clear() {
+    public func clear() {
         count = 0
     }
 

@@ -257,14 +257,16 @@ struct Files: Sendable {
 /// One file being uploaded: its encryptor and its blob.
 ///
 /// Chunks are copied into a batch of 1 MiB, which is encrypted and appended to the blob on a
-/// thread of NIO's blocking pool while the request's event loop reads the next (a two-stage
+/// thread of NIO's blocking pool while the request's event loop fills the other batch (a two-stage
 /// pipeline, one batch in flight): the loop's thread had done the receiving, the parsing, the
 /// encryption and the blob's file writes one after another, and was an upload's bottleneck (and
 /// a hop per chunk, tens of KiB as they arrive, would cost more than it frees). Copied, not kept
 /// as they are: a chunk is a slice of a read buffer of up to 1 MiB, and a slow client's small
-/// reads would otherwise pin a MiB each. Only one stage touches the encryptor and the blob at a
-/// time: each call awaits the batch in flight before handing over the next, and the last one (and
-/// the message's end) is sealed on the pool too.
+/// reads would otherwise pin a MiB each. The two batches are the upload's own, reused from start
+/// to end and wiped when it ends: a new buffer per MiB cost a page fault per 4 KiB of the file
+/// (about half of an upload's faults). Only one stage touches the encryptor, the blob and a batch
+/// at a time: each hand-over awaits the batch in flight first, and the last batch (and the
+/// message's end) is sealed on the pool too.
 final class FileUpload: @unchecked Sendable {
     let id: String
     let purpose: String
@@ -275,8 +277,10 @@ final class FileUpload: @unchecked Sendable {
     let blob: any BlobUpload
     private var encryptor: MessageEncryptor
     private var size = 0
-    /// Bytes received, not yet handed over.
-    private var gathered = ByteBuffer()
+    /// The two batches; `gathering` receives, the other may be in flight.
+    private let batches = [GrowableBuffer(capacity: FileUpload.batchBytes, holdsSecrets: true),
+                           GrowableBuffer(capacity: FileUpload.batchBytes, holdsSecrets: true)]
+    private var gathering = 0
     /// The batch being sealed on the blocking pool.
     private var inFlight: EventLoopFuture<Void>?
 
@@ -302,22 +306,26 @@ final class FileUpload: @unchecked Sendable {
     func write(_ bytes: ByteBuffer) async throws {
         size += bytes.readableBytes
         guard size <= limit else { throw Files.tooLarge(limit) }
-        if gathered.capacity == 0 { gathered.reserveCapacity(Self.batchBytes) }
-        gathered.writeImmutableBuffer(bytes)
-        guard gathered.readableBytes >= Self.batchBytes else { return }
-        try await settle()
-        let batch = gathered
-        gathered = ByteBuffer()
-        inFlight = NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.any()) { [self] in
-            try seal(batch)
+        var rest = bytes
+        while rest.readableBytes > 0 {
+            let batch = batches[gathering]
+            let n = min(rest.readableBytes, Self.batchBytes - batch.count)
+            rest.withUnsafeReadableBytes { batch.append(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+            rest.moveReaderIndex(forwardBy: n)
+            guard batch.count == Self.batchBytes else { continue }
+            try await settle()
+            let full = gathering
+            gathering ^= 1
+            inFlight = NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.any()) { [self] in
+                try seal(full)
+            }
         }
     }
 
     /// Ends the message and commits the blob; returns the file's size.
     func commit() async throws -> Int {
         try await settle()
-        let last = gathered
-        gathered = ByteBuffer()
+        let last = gathering
         try await NIOThreadPool.singleton.runIfActive { [self] in
             try seal(last)
             try encryptor.finish()
@@ -332,13 +340,14 @@ final class FileUpload: @unchecked Sendable {
         // The pool's thread may be writing to the blob: it finishes first.
         _ = try? await inFlight?.get()
         inFlight = nil
-        gathered = ByteBuffer()
         await blob.abort()
     }
 
-    /// Encrypts a batch and appends its ciphertext to the blob (blocking).
-    private func seal(_ batch: ByteBuffer) throws {
-        try batch.withUnsafeReadableBytes { try encryptor.update($0) }
+    /// Encrypts a batch, appends its ciphertext to the blob (blocking) and empties the batch.
+    private func seal(_ index: Int) throws {
+        let batch = batches[index]
+        defer { batch.clear() }
+        try encryptor.update(batch.bytes)
         try encryptor.drain { try blob.append($0) }
     }
 
