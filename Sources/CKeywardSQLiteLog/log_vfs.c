@@ -7,20 +7,26 @@
    calls against 4.3 µs for one call with the same bytes; in keyward-bench store-exchange, 78 against
    69 µs of CPU per exchange committed one at a time.
 
-   Correctness rests on one rule: everything a reader can find is in the file before SQLite tells
-   readers about it. SQLite publishes a commit by writing the shared log index's header, after the
-   commit's frames are written. So the buffer is written out:
+   Correctness rests on two rules. First, everything a reader can find is in the file before SQLite
+   tells readers about it: SQLite publishes a commit by writing the shared log index's header after
+   the commit's frames are written. So the buffer is written out:
      - when the page of a commit frame (a frame whose header names the database size) is appended:
        that is the last write of a commit, so a failed write is still reported to SQLite, which
        then rolls the transaction back;
      - before anything else touches the log through this handle (a read, sync, size, truncate,
-       file control, fetch or close), and before a write that does not continue the buffer;
+       file control or fetch), and before a write that does not continue the buffer;
      - when the database file's shared-memory barrier is called: SQLite calls it between the two
        copies of the index header it writes to publish a commit, so even a write pattern other than
        the one above reaches the file before any reader can take the new header as valid.
-   A write that directly follows a read (SQLite rewriting frame checksums after it has read the
-   frame) goes straight to the file. A failed buffered write drops the buffer: the frames in it
-   belong to the transaction that then fails, never to a published one. */
+   Second, nothing is written to the log once this connection has released the log's write lock:
+   other connections, in this process or another, append where an abandoned transaction's frames
+   were. Whatever is still gathered then (frames of a transaction that spilled its cache and rolled
+   back) belongs to no commit and is dropped, as it is when the log is closed; the buffer is used
+   only when the database file is this VFS's too, so that the release is seen.
+   A header written at the offset just read (SQLite rewriting a frame's checksums after reading
+   it, before it publishes the commit) goes straight to the file. A write that fails drops the
+   buffer, and the log's calls then fail until the write lock is released: the transaction cannot
+   commit with frames missing (nor can one published at the barrier, below). */
 
 #include "CKeywardSQLiteLog.h"
 
@@ -55,8 +61,9 @@ struct LogFile {
     int length;              /* bytes gathered */
     sqlite3_int64 offset;    /* where they go */
     int commitPending;       /* the last gathered write was a commit frame's header */
-    int afterRead;           /* the last call on this handle was a read */
-    long long flushes, gathered;  /* for tests: write calls made, and write calls they replaced */
+    sqlite3_int64 lastRead;  /* the offset of the last call if it was a read, else -1 */
+    int failed;              /* a gathered write failed in this write transaction */
+    long long calls, gathered;  /* for tests: write calls made to the file, and SQLite's gathered */
 };
 
 static sqlite3_vfs logVFS;
@@ -65,7 +72,8 @@ static sqlite3_io_methods dbMethods, logMethods;
 #define REAL(f) (((DbFile *)(f))->real)
 #define ROOT(v) ((sqlite3_vfs *)(v)->pAppData)
 
-/* Writes the gathered bytes; on failure they are dropped (see above) and the error returned. */
+/* Writes the gathered bytes. On failure they are dropped and the log fails until the write lock
+   is released (see above). */
 static int logFlush(LogFile *p) {
     p->commitPending = 0;
     if (p->length == 0) return SQLITE_OK;
@@ -73,29 +81,43 @@ static int logFlush(LogFile *p) {
     for (int at = 0; at < p->length && rc == SQLITE_OK; at += WRITE_CALL) {
         int n = p->length - at < WRITE_CALL ? p->length - at : WRITE_CALL;
         rc = p->real->pMethods->xWrite(p->real, p->buffer + at, n, p->offset + at);
+        p->calls++;
     }
     p->length = 0;
-    p->flushes++;
+    if (rc != SQLITE_OK) p->failed = 1;
     return rc;
+}
+
+/* Drops what is gathered: it belongs to no commit (the write lock is released, or the log closed). */
+static void logDiscard(LogFile *p) {
+    p->length = 0;
+    p->commitPending = 0;
+    p->failed = 0;
+}
+
+/* What a call other than a write does first: the gathered bytes written, or an I/O error. */
+static int logSettle(LogFile *p) {
+    p->lastRead = -1;
+    if (p->failed) return SQLITE_IOERR_WRITE;
+    return logFlush(p) == SQLITE_OK ? SQLITE_OK : SQLITE_IOERR_WRITE;
 }
 
 /* ---- the log's methods ---- */
 
 static int logClose(sqlite3_file *f) {
     LogFile *p = (LogFile *)f;
-    int rc = logFlush(p);
+    logDiscard(p);
     if (p->db) p->db->log = NULL;
     free(p->buffer);
     p->buffer = NULL;
-    int rc2 = p->real->pMethods->xClose(p->real);
-    return rc != SQLITE_OK ? rc : rc2;
+    return p->real->pMethods->xClose(p->real);
 }
 
 static int logRead(sqlite3_file *f, void *out, int amount, sqlite3_int64 offset) {
     LogFile *p = (LogFile *)f;
-    int rc = logFlush(p);
+    int rc = logSettle(p);
     if (rc != SQLITE_OK) return rc;
-    p->afterRead = 1;
+    p->lastRead = offset;
     return p->real->pMethods->xRead(p->real, out, amount, offset);
 }
 
@@ -103,17 +125,21 @@ static int logWrite(sqlite3_file *f, const void *data, int amount, sqlite3_int64
     LogFile *p = (LogFile *)f;
     const unsigned char *h = data;
     int rc;
+    if (p->failed) return SQLITE_IOERR_WRITE;
     /* A frame's header: bytes 4-7 hold the database size in pages after a commit, else 0. */
     int header = amount == FRAME_HEADER;
     int endsCommit = !header && p->commitPending;
-    int direct = p->afterRead;
-    p->afterRead = 0;
+    int direct = !p->db || (header && p->lastRead == offset);
+    p->lastRead = -1;
     if (p->length > 0 && (direct || offset != p->offset + p->length || p->length + amount > LOG_BUFFER)) {
         if ((rc = logFlush(p)) != SQLITE_OK) return rc;
     }
     p->commitPending = header && (h[4] | h[5] | h[6] | h[7]) != 0;
     if (direct || amount > LOG_BUFFER || (!p->buffer && !(p->buffer = malloc(LOG_BUFFER)))) {
-        return p->real->pMethods->xWrite(p->real, data, amount, offset);
+        p->calls++;
+        rc = p->real->pMethods->xWrite(p->real, data, amount, offset);
+        if (rc != SQLITE_OK) p->failed = 1;
+        return rc;
     }
     if (p->length == 0) p->offset = offset;
     memcpy(p->buffer + p->length, data, (size_t)amount);
@@ -124,19 +150,19 @@ static int logWrite(sqlite3_file *f, const void *data, int amount, sqlite3_int64
 
 static int logTruncate(sqlite3_file *f, sqlite3_int64 size) {
     LogFile *p = (LogFile *)f;
-    int rc = logFlush(p);
+    int rc = logSettle(p);
     return rc != SQLITE_OK ? rc : p->real->pMethods->xTruncate(p->real, size);
 }
 
 static int logSync(sqlite3_file *f, int flags) {
     LogFile *p = (LogFile *)f;
-    int rc = logFlush(p);
+    int rc = logSettle(p);
     return rc != SQLITE_OK ? rc : p->real->pMethods->xSync(p->real, flags);
 }
 
 static int logFileSize(sqlite3_file *f, sqlite3_int64 *size) {
     LogFile *p = (LogFile *)f;
-    int rc = logFlush(p);
+    int rc = logSettle(p);
     return rc != SQLITE_OK ? rc : p->real->pMethods->xFileSize(p->real, size);
 }
 
@@ -144,18 +170,18 @@ static int logFileControl(sqlite3_file *f, int op, void *arg) {
     LogFile *p = (LogFile *)f;
     if (op == KW_SQLITE_FCNTL_LOG_COUNTS) {
         long long *out = arg;
-        out[0] = p->flushes;
+        out[0] = p->calls;
         out[1] = p->gathered;
         return SQLITE_OK;
     }
-    int rc = logFlush(p);
+    int rc = logSettle(p);
     return rc != SQLITE_OK ? rc : p->real->pMethods->xFileControl(p->real, op, arg);
 }
 
 static int logFetch(sqlite3_file *f, sqlite3_int64 offset, int amount, void **out) {
     LogFile *p = (LogFile *)f;
     *out = NULL;
-    int rc = logFlush(p);
+    int rc = logSettle(p);
     if (rc != SQLITE_OK) return rc;
     return p->real->pMethods->iVersion >= 3 ? p->real->pMethods->xFetch(p->real, offset, amount, out) : SQLITE_OK;
 }
@@ -203,10 +229,21 @@ static int dbFileControl(sqlite3_file *f, int op, void *arg) { return REAL(f)->p
 static void dbShmBarrier(sqlite3_file *f) {
     DbFile *d = (DbFile *)f;
     /* Publication of a commit: its frames must be in the file first (see the top of this file).
-       Only a write pattern other than SQLite's own leaves anything here; a write that fails here
-       cannot be reported (the buffer is dropped, as after any failed write). */
-    if (d->log) (void)logFlush(d->log);
+       Only a write pattern other than SQLite's own leaves anything here. Should that write fail,
+       the commit would be published without its frames: the process stops instead, before the
+       second copy of the header is written, so that the next connection rebuilds the index from
+       what the log holds (the commit is lost, the database stays whole). */
+    if (d->log && logFlush(d->log) != SQLITE_OK) {
+        sqlite3_log(SQLITE_IOERR_WRITE, "keyward-log: a commit's frames could not be written before it was published");
+        abort();
+    }
     fwdShmBarrier(f);
+}
+static int dbShmLock(sqlite3_file *f, int offset, int n, int flags) {
+    DbFile *d = (DbFile *)f;
+    /* Slot 0 is the log's write lock: released, nothing gathered may reach the log any more. */
+    if (d->log && offset == 0 && flags == (SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE)) logDiscard(d->log);
+    return fwdShmLock(f, offset, n, flags);
 }
 static int dbFetch(sqlite3_file *f, sqlite3_int64 offset, int amount, void **out) {
     *out = NULL;
@@ -220,6 +257,7 @@ static int vfsOpen(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int f
     if (flags & SQLITE_OPEN_WAL) {
         LogFile *p = (LogFile *)file;
         memset(p, 0, sizeof *p);
+        p->lastRead = -1;
         p->real = (sqlite3_file *)((char *)file + ((sizeof(LogFile) + 7) & ~(size_t)7));
         int rc = root->xOpen(root, name, p->real, flags, outFlags);
         if (rc != SQLITE_OK) return rc;
@@ -277,7 +315,8 @@ static void registerOnce(void) {
     dbMethods = common;
     dbMethods.xClose = dbClose; dbMethods.xRead = dbRead; dbMethods.xWrite = dbWrite;
     dbMethods.xTruncate = dbTruncate; dbMethods.xSync = dbSync; dbMethods.xFileSize = dbFileSize;
-    dbMethods.xFileControl = dbFileControl; dbMethods.xShmBarrier = dbShmBarrier; dbMethods.xFetch = dbFetch;
+    dbMethods.xFileControl = dbFileControl; dbMethods.xShmBarrier = dbShmBarrier; dbMethods.xShmLock = dbShmLock;
+    dbMethods.xFetch = dbFetch;
 
     logVFS = (sqlite3_vfs){
         .iVersion = 2, .szOsFile = (int)(header + (size_t)root->szOsFile), .mxPathname = root->mxPathname,
@@ -295,14 +334,14 @@ int kw_sqlite_log_vfs_register(void) {
     return registered;
 }
 
-int kw_sqlite_log_counts(sqlite3 *db, long long *flushes, long long *writes) {
+int kw_sqlite_log_counts(sqlite3 *db, long long *calls, long long *gathered) {
     sqlite3_file *f = NULL;
     if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &f) != SQLITE_OK || !f || f->pMethods != &logMethods) {
         return SQLITE_NOTFOUND;
     }
     long long counts[2];
     logFileControl(f, KW_SQLITE_FCNTL_LOG_COUNTS, counts);
-    *flushes = counts[0];
-    *writes = counts[1];
+    *calls = counts[0];
+    *gathered = counts[1];
     return SQLITE_OK;
 }

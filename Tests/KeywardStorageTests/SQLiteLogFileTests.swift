@@ -98,6 +98,68 @@ import Testing
         #expect(calls >= 300 && replaced >= 8 * calls, "\(replaced) writes gathered into \(calls)")
     }
 
+    /// A connection of our own, through the keyward-log VFS or (nil) SQLite's default one.
+    static func connect(_ path: String, vfs: UnsafePointer<CChar>?) throws -> OpaquePointer {
+        #expect(kw_sqlite_log_vfs_register() == SQLITE_OK)
+        var db: OpaquePointer?
+        try #require(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs) == SQLITE_OK)
+        return try #require(db)
+    }
+
+    static func exec(_ db: OpaquePointer, _ sql: String) throws {
+        let rc = sqlite3_exec(db, sql, nil, nil, nil)
+        try #require(rc == SQLITE_OK, "\(sql): \(String(cString: sqlite3_errmsg(db)))")
+    }
+
+    static func scalar(_ db: OpaquePointer, _ sql: String) throws -> String {
+        var statement: OpaquePointer?
+        try #require(sqlite3_prepare_v2(db, sql, -1, &statement, nil) == SQLITE_OK, "\(String(cString: sqlite3_errmsg(db)))")
+        defer { sqlite3_finalize(statement) }
+        let rc = sqlite3_step(statement)
+        try #require(rc == SQLITE_ROW, "\(sql): \(String(cString: sqlite3_errmsg(db)))")
+        return String(cString: sqlite3_column_text(statement, 0))
+    }
+
+    static func rows(_ n: Int, _ who: String, bytes: Int) -> String {
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < \(n)) INSERT INTO t SELECT '\(who)', randomblob(\(bytes)) FROM n"
+    }
+
+    /// A transaction that spilled its cache into the log (frames gathered, no commit) and rolled
+    /// back leaves nothing to write once its write lock is released: another connection then
+    /// commits where those frames were, and the first one's next read must not write them over
+    /// that commit. Fails (the other commit's rows unreadable or a malformed database) if what was
+    /// gathered is written after the release.
+    @Test func aRolledBackSpillNeverReachesTheLog() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.file("spill.sqlite3")
+        let a = try Self.connect(path, vfs: kw_sqlite_log_vfs_name)
+        defer { sqlite3_close_v2(a) }
+        try Self.exec(a, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; CREATE TABLE t(who TEXT, x BLOB)")
+        let b = try Self.connect(path, vfs: nil)
+        defer { sqlite3_close_v2(b) }
+
+        // An empty log first, so that rolling back reads nothing from it (a read would write
+        // the gathered frames while the lock is still held, which is harmless).
+        try Self.exec(a, "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA cache_size=10; BEGIN; " + Self.rows(30, "a", bytes: 3000))
+        var calls: Int64 = 0, gathered: Int64 = 0
+        try #require(kw_sqlite_log_counts(a, &calls, &gathered) == SQLITE_OK)
+        #expect(gathered > 0, "the transaction spilled frames into the buffer")
+        try Self.exec(a, "ROLLBACK")
+        var callsAfter: Int64 = 0
+        try #require(kw_sqlite_log_counts(a, &callsAfter, &gathered) == SQLITE_OK)
+        #expect(callsAfter == calls, "rolling back wrote nothing: the spilled frames were still gathered at the release")
+        try Self.exec(b, "BEGIN; " + Self.rows(5, "b", bytes: 3000) + "; COMMIT")
+        #expect(try Self.scalar(a, "SELECT count(*) || ' ' || sum(length(x)) FROM t GROUP BY who") == "5 15000")
+        #expect(try Self.scalar(a, "PRAGMA integrity_check") == "ok")
+        #expect(try Self.scalar(b, "SELECT count(*) FROM t WHERE who = 'b'") == "5")
+
+        // One commit larger than the buffer (and than the 128 KiB the default VFS writes in one
+        // call): written in several calls, all before the other connection reads it.
+        try Self.exec(a, "PRAGMA cache_size=2000; INSERT INTO t VALUES ('big', randomblob(300000))")
+        #expect(try Self.scalar(b, "SELECT length(x) FROM t WHERE who = 'big'") == "300000")
+        #expect(try Self.scalar(b, "PRAGMA integrity_check") == "ok")
+    }
+
     @Test func anInMemoryDatabaseHasNoLogToKeep() throws {
         #expect(try SQLiteRecordStore(path: ":memory:").residentLog == nil)
     }
