@@ -23,8 +23,11 @@
    were. Whatever is still gathered then (frames of a transaction that spilled its cache and rolled
    back) belongs to no commit and is dropped, as it is when the log is closed; the buffer is used
    only when the database file is this VFS's too, so that the release is seen.
-   A header written at the offset just read (SQLite rewriting a frame's checksums after reading
-   it, before it publishes the commit) goes straight to the file. A write that fails drops the
+   Straight to the file go: a header written at the offset just read (SQLite rewriting a frame's
+   checksums after reading it, before it publishes the commit); the rest of a write SQLite split at
+   a sync point (synchronous=FULL padding a commit to a sector), up to the next frame header; and
+   every write while the database file is locked EXCLUSIVE (exclusive locking mode takes the log's
+   locks without the shared memory, so the write lock's release would not be seen). A write that fails drops the
    buffer, and the log's calls then fail until the write lock is released: the transaction cannot
    commit with frames missing (nor can one published at the barrier, below). */
 
@@ -45,11 +48,14 @@ enum { WRITE_CALL = 64 * 1024 };
 
 typedef struct LogFile LogFile;
 
-/* A main database file: the default VFS's file (just past this struct), and its open log. */
+/* A main database file: the default VFS's file (just past this struct), its open log, and whether
+   it holds an EXCLUSIVE lock (exclusive locking mode, or the log being closed: the log's own locks
+   are then not taken through the shared memory, so its release would not be seen). */
 typedef struct {
     sqlite3_file base;
     sqlite3_file *real;
     LogFile *log;
+    int exclusive;
 } DbFile;
 
 /* A log file: the default VFS's file (just past this struct) and the gathered writes. */
@@ -63,6 +69,7 @@ struct LogFile {
     int commitPending;       /* the last gathered write was a commit frame's header */
     sqlite3_int64 lastRead;  /* the offset of the last call if it was a read, else -1 */
     int failed;              /* a gathered write failed in this write transaction */
+    int afterSync;           /* a sync came since the last frame header (a write split at a sync point) */
     long long calls, gathered;  /* for tests: write calls made to the file, and SQLite's gathered */
 };
 
@@ -93,6 +100,7 @@ static void logDiscard(LogFile *p) {
     p->length = 0;
     p->commitPending = 0;
     p->failed = 0;
+    p->afterSync = 0;
 }
 
 /* What a call other than a write does first: the gathered bytes written, or an I/O error. */
@@ -129,8 +137,9 @@ static int logWrite(sqlite3_file *f, const void *data, int amount, sqlite3_int64
     /* A frame's header: bytes 4-7 hold the database size in pages after a commit, else 0. */
     int header = amount == FRAME_HEADER;
     int endsCommit = !header && p->commitPending;
-    int direct = !p->db || (header && p->lastRead == offset);
+    int direct = !p->db || p->db->exclusive || (header && p->lastRead == offset) || (p->afterSync && !header);
     p->lastRead = -1;
+    if (header) p->afterSync = 0;
     if (p->length > 0 && (direct || offset != p->offset + p->length || p->length + amount > LOG_BUFFER)) {
         if ((rc = logFlush(p)) != SQLITE_OK) return rc;
     }
@@ -157,6 +166,7 @@ static int logTruncate(sqlite3_file *f, sqlite3_int64 size) {
 static int logSync(sqlite3_file *f, int flags) {
     LogFile *p = (LogFile *)f;
     int rc = logSettle(p);
+    p->afterSync = 1;
     return rc != SQLITE_OK ? rc : p->real->pMethods->xSync(p->real, flags);
 }
 
@@ -172,6 +182,7 @@ static int logFileControl(sqlite3_file *f, int op, void *arg) {
         long long *out = arg;
         out[0] = p->calls;
         out[1] = p->gathered;
+        out[2] = p->length;
         return SQLITE_OK;
     }
     int rc = logSettle(p);
@@ -238,6 +249,24 @@ static void dbShmBarrier(sqlite3_file *f) {
         abort();
     }
     fwdShmBarrier(f);
+}
+static int dbLock(sqlite3_file *f, int level) {
+    DbFile *d = (DbFile *)f;
+    int rc = d->real->pMethods->xLock(d->real, level);
+    if (rc == SQLITE_OK && level == SQLITE_LOCK_EXCLUSIVE && !d->exclusive) {
+        /* From here the log's writes go straight to the file (see DbFile). */
+        if (d->log && logFlush(d->log) != SQLITE_OK) logDiscard(d->log);
+        d->exclusive = 1;
+    }
+    return rc;
+}
+static int dbUnlock(sqlite3_file *f, int level) {
+    DbFile *d = (DbFile *)f;
+    if (level < SQLITE_LOCK_EXCLUSIVE && d->exclusive) {
+        d->exclusive = 0;
+        if (d->log) logDiscard(d->log);
+    }
+    return d->real->pMethods->xUnlock(d->real, level);
 }
 static int dbShmLock(sqlite3_file *f, int offset, int n, int flags) {
     DbFile *d = (DbFile *)f;
@@ -316,6 +345,7 @@ static void registerOnce(void) {
     dbMethods.xClose = dbClose; dbMethods.xRead = dbRead; dbMethods.xWrite = dbWrite;
     dbMethods.xTruncate = dbTruncate; dbMethods.xSync = dbSync; dbMethods.xFileSize = dbFileSize;
     dbMethods.xFileControl = dbFileControl; dbMethods.xShmBarrier = dbShmBarrier; dbMethods.xShmLock = dbShmLock;
+    dbMethods.xLock = dbLock; dbMethods.xUnlock = dbUnlock;
     dbMethods.xFetch = dbFetch;
 
     logVFS = (sqlite3_vfs){
@@ -334,14 +364,15 @@ int kw_sqlite_log_vfs_register(void) {
     return registered;
 }
 
-int kw_sqlite_log_counts(sqlite3 *db, long long *calls, long long *gathered) {
+int kw_sqlite_log_counts(sqlite3 *db, long long *calls, long long *gathered, long long *pending) {
     sqlite3_file *f = NULL;
     if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &f) != SQLITE_OK || !f || f->pMethods != &logMethods) {
         return SQLITE_NOTFOUND;
     }
-    long long counts[2];
+    long long counts[3];
     logFileControl(f, KW_SQLITE_FCNTL_LOG_COUNTS, counts);
     *calls = counts[0];
     *gathered = counts[1];
+    *pending = counts[2];
     return SQLITE_OK;
 }

@@ -13,12 +13,13 @@ int kw_sqlite_log_vfs_register(void);
 /* The VFS's name, for sqlite3_open_v2. */
 extern const char *const kw_sqlite_log_vfs_name;
 
-/* For tests: how many write calls the open log of `db`'s main database made to its file, and how
-   many of SQLite's writes it gathered into them; SQLITE_NOTFOUND if no log of this VFS is open. */
+/* For tests: how many write calls the open log of `db`'s main database made to its file, how many
+   of SQLite's writes it gathered, and how many bytes are gathered now; SQLITE_NOTFOUND if no log of
+   this VFS is open. */
 typedef struct sqlite3 sqlite3;
-int kw_sqlite_log_counts(sqlite3 *db, long long *calls, long long *gathered);
+int kw_sqlite_log_counts(sqlite3 *db, long long *calls, long long *gathered, long long *pending);
 
-/* The file control behind kw_sqlite_log_counts (arg: long long[2]). */
+/* The file control behind kw_sqlite_log_counts (arg: long long[3]). */
 #define KW_SQLITE_FCNTL_LOG_COUNTS 0x4B574C47
 
 #endif

@@ -62,8 +62,8 @@ final class SQLiteConnection: @unchecked Sendable {
     /// For tests: the write calls this connection's log made, and the calls of SQLite's they
     /// replaced (nil without a log of the keyward-log VFS).
     var logWrites: (calls: Int64, replaced: Int64)? {
-        var calls: Int64 = 0, replaced: Int64 = 0
-        return kw_sqlite_log_counts(db, &calls, &replaced) == SQLITE_OK ? (calls, replaced) : nil
+        var calls: Int64 = 0, replaced: Int64 = 0, pending: Int64 = 0
+        return kw_sqlite_log_counts(db, &calls, &replaced, &pending) == SQLITE_OK ? (calls, replaced) : nil
     }
 
     deinit {
