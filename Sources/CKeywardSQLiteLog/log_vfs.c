@@ -110,6 +110,43 @@ static int logSettle(LogFile *p) {
     return logFlush(p) == SQLITE_OK ? SQLITE_OK : SQLITE_IOERR_WRITE;
 }
 
+/* ---- methods forwarded as they are (the log overrides its reads, writes and the like) ---- */
+
+static int fwdRead(sqlite3_file *f, void *out, int amount, sqlite3_int64 offset) {
+    return REAL(f)->pMethods->xRead(REAL(f), out, amount, offset);
+}
+static int fwdWrite(sqlite3_file *f, const void *data, int amount, sqlite3_int64 offset) {
+    return REAL(f)->pMethods->xWrite(REAL(f), data, amount, offset);
+}
+static int fwdTruncate(sqlite3_file *f, sqlite3_int64 size) { return REAL(f)->pMethods->xTruncate(REAL(f), size); }
+static int fwdSync(sqlite3_file *f, int flags) { return REAL(f)->pMethods->xSync(REAL(f), flags); }
+static int fwdFileSize(sqlite3_file *f, sqlite3_int64 *size) { return REAL(f)->pMethods->xFileSize(REAL(f), size); }
+static int fwdFileControl(sqlite3_file *f, int op, void *arg) { return REAL(f)->pMethods->xFileControl(REAL(f), op, arg); }
+static int fwdFetch(sqlite3_file *f, sqlite3_int64 offset, int amount, void **out) {
+    *out = NULL;
+    return REAL(f)->pMethods->iVersion >= 3 ? REAL(f)->pMethods->xFetch(REAL(f), offset, amount, out) : SQLITE_OK;
+}
+static int fwdLock(sqlite3_file *f, int l) { return REAL(f)->pMethods->xLock(REAL(f), l); }
+static int fwdUnlock(sqlite3_file *f, int l) { return REAL(f)->pMethods->xUnlock(REAL(f), l); }
+static int fwdCheckReservedLock(sqlite3_file *f, int *out) { return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out); }
+static int fwdSectorSize(sqlite3_file *f) { return REAL(f)->pMethods->xSectorSize(REAL(f)); }
+static int fwdDeviceCharacteristics(sqlite3_file *f) { return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f)); }
+static int fwdShmMap(sqlite3_file *f, int region, int size, int extend, void volatile **out) {
+    return REAL(f)->pMethods->iVersion >= 2 ? REAL(f)->pMethods->xShmMap(REAL(f), region, size, extend, out) : SQLITE_IOERR_SHMMAP;
+}
+static int fwdShmLock(sqlite3_file *f, int offset, int n, int flags) {
+    return REAL(f)->pMethods->iVersion >= 2 ? REAL(f)->pMethods->xShmLock(REAL(f), offset, n, flags) : SQLITE_IOERR_SHMLOCK;
+}
+static void fwdShmBarrier(sqlite3_file *f) {
+    if (REAL(f)->pMethods->iVersion >= 2) REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+static int fwdShmUnmap(sqlite3_file *f, int deleteFlag) {
+    return REAL(f)->pMethods->iVersion >= 2 ? REAL(f)->pMethods->xShmUnmap(REAL(f), deleteFlag) : SQLITE_OK;
+}
+static int fwdUnfetch(sqlite3_file *f, sqlite3_int64 offset, void *p) {
+    return REAL(f)->pMethods->iVersion >= 3 ? REAL(f)->pMethods->xUnfetch(REAL(f), offset, p) : SQLITE_OK;
+}
+
 /* ---- the log's methods ---- */
 
 static int logClose(sqlite3_file *f) {
@@ -193,31 +230,7 @@ static int logFetch(sqlite3_file *f, sqlite3_int64 offset, int amount, void **ou
     LogFile *p = (LogFile *)f;
     *out = NULL;
     int rc = logSettle(p);
-    if (rc != SQLITE_OK) return rc;
-    return p->real->pMethods->iVersion >= 3 ? p->real->pMethods->xFetch(p->real, offset, amount, out) : SQLITE_OK;
-}
-
-/* ---- methods both kinds of file forward as they are ---- */
-
-static int fwdLock(sqlite3_file *f, int l) { return REAL(f)->pMethods->xLock(REAL(f), l); }
-static int fwdUnlock(sqlite3_file *f, int l) { return REAL(f)->pMethods->xUnlock(REAL(f), l); }
-static int fwdCheckReservedLock(sqlite3_file *f, int *out) { return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out); }
-static int fwdSectorSize(sqlite3_file *f) { return REAL(f)->pMethods->xSectorSize(REAL(f)); }
-static int fwdDeviceCharacteristics(sqlite3_file *f) { return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f)); }
-static int fwdShmMap(sqlite3_file *f, int region, int size, int extend, void volatile **out) {
-    return REAL(f)->pMethods->iVersion >= 2 ? REAL(f)->pMethods->xShmMap(REAL(f), region, size, extend, out) : SQLITE_IOERR_SHMMAP;
-}
-static int fwdShmLock(sqlite3_file *f, int offset, int n, int flags) {
-    return REAL(f)->pMethods->iVersion >= 2 ? REAL(f)->pMethods->xShmLock(REAL(f), offset, n, flags) : SQLITE_IOERR_SHMLOCK;
-}
-static void fwdShmBarrier(sqlite3_file *f) {
-    if (REAL(f)->pMethods->iVersion >= 2) REAL(f)->pMethods->xShmBarrier(REAL(f));
-}
-static int fwdShmUnmap(sqlite3_file *f, int deleteFlag) {
-    return REAL(f)->pMethods->iVersion >= 2 ? REAL(f)->pMethods->xShmUnmap(REAL(f), deleteFlag) : SQLITE_OK;
-}
-static int fwdUnfetch(sqlite3_file *f, sqlite3_int64 offset, void *p) {
-    return REAL(f)->pMethods->iVersion >= 3 ? REAL(f)->pMethods->xUnfetch(REAL(f), offset, p) : SQLITE_OK;
+    return rc != SQLITE_OK ? rc : fwdFetch(f, offset, amount, out);
 }
 
 /* ---- the database file's methods ---- */
@@ -227,16 +240,6 @@ static int dbClose(sqlite3_file *f) {
     if (d->log) d->log->db = NULL;
     return d->real->pMethods->xClose(d->real);
 }
-static int dbRead(sqlite3_file *f, void *out, int amount, sqlite3_int64 offset) {
-    return REAL(f)->pMethods->xRead(REAL(f), out, amount, offset);
-}
-static int dbWrite(sqlite3_file *f, const void *data, int amount, sqlite3_int64 offset) {
-    return REAL(f)->pMethods->xWrite(REAL(f), data, amount, offset);
-}
-static int dbTruncate(sqlite3_file *f, sqlite3_int64 size) { return REAL(f)->pMethods->xTruncate(REAL(f), size); }
-static int dbSync(sqlite3_file *f, int flags) { return REAL(f)->pMethods->xSync(REAL(f), flags); }
-static int dbFileSize(sqlite3_file *f, sqlite3_int64 *size) { return REAL(f)->pMethods->xFileSize(REAL(f), size); }
-static int dbFileControl(sqlite3_file *f, int op, void *arg) { return REAL(f)->pMethods->xFileControl(REAL(f), op, arg); }
 static void dbShmBarrier(sqlite3_file *f) {
     DbFile *d = (DbFile *)f;
     /* Publication of a commit: its frames must be in the file first (see the top of this file).
@@ -254,8 +257,9 @@ static int dbLock(sqlite3_file *f, int level) {
     DbFile *d = (DbFile *)f;
     int rc = d->real->pMethods->xLock(d->real, level);
     if (rc == SQLITE_OK && level == SQLITE_LOCK_EXCLUSIVE && !d->exclusive) {
-        /* From here the log's writes go straight to the file (see DbFile). */
-        if (d->log && logFlush(d->log) != SQLITE_OK) logDiscard(d->log);
+        /* From here the log's writes go straight to the file (see DbFile); what is gathered goes
+           first (a failed write leaves the log failing, as anywhere). */
+        if (d->log) (void)logFlush(d->log);
         d->exclusive = 1;
     }
     return rc;
@@ -273,10 +277,6 @@ static int dbShmLock(sqlite3_file *f, int offset, int n, int flags) {
     /* Slot 0 is the log's write lock: released, nothing gathered may reach the log any more. */
     if (d->log && offset == 0 && flags == (SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE)) logDiscard(d->log);
     return fwdShmLock(f, offset, n, flags);
-}
-static int dbFetch(sqlite3_file *f, sqlite3_int64 offset, int amount, void **out) {
-    *out = NULL;
-    return REAL(f)->pMethods->iVersion >= 3 ? REAL(f)->pMethods->xFetch(REAL(f), offset, amount, out) : SQLITE_OK;
 }
 
 /* ---- the VFS ---- */
@@ -332,21 +332,19 @@ static void registerOnce(void) {
     size_t header = ((sizeof(LogFile) > sizeof(DbFile) ? sizeof(LogFile) : sizeof(DbFile)) + 7) & ~(size_t)7;
 
     sqlite3_io_methods common = {
-        .iVersion = 3, .xLock = fwdLock, .xUnlock = fwdUnlock, .xCheckReservedLock = fwdCheckReservedLock,
-        .xSectorSize = fwdSectorSize, .xDeviceCharacteristics = fwdDeviceCharacteristics,
+        .iVersion = 3, .xRead = fwdRead, .xWrite = fwdWrite, .xTruncate = fwdTruncate, .xSync = fwdSync,
+        .xFileSize = fwdFileSize, .xLock = fwdLock, .xUnlock = fwdUnlock, .xCheckReservedLock = fwdCheckReservedLock,
+        .xFileControl = fwdFileControl, .xSectorSize = fwdSectorSize, .xDeviceCharacteristics = fwdDeviceCharacteristics,
         .xShmMap = fwdShmMap, .xShmLock = fwdShmLock, .xShmBarrier = fwdShmBarrier, .xShmUnmap = fwdShmUnmap,
-        .xUnfetch = fwdUnfetch,
+        .xFetch = fwdFetch, .xUnfetch = fwdUnfetch,
     };
     logMethods = common;
     logMethods.xClose = logClose; logMethods.xRead = logRead; logMethods.xWrite = logWrite;
     logMethods.xTruncate = logTruncate; logMethods.xSync = logSync; logMethods.xFileSize = logFileSize;
     logMethods.xFileControl = logFileControl; logMethods.xFetch = logFetch;
     dbMethods = common;
-    dbMethods.xClose = dbClose; dbMethods.xRead = dbRead; dbMethods.xWrite = dbWrite;
-    dbMethods.xTruncate = dbTruncate; dbMethods.xSync = dbSync; dbMethods.xFileSize = dbFileSize;
-    dbMethods.xFileControl = dbFileControl; dbMethods.xShmBarrier = dbShmBarrier; dbMethods.xShmLock = dbShmLock;
-    dbMethods.xLock = dbLock; dbMethods.xUnlock = dbUnlock;
-    dbMethods.xFetch = dbFetch;
+    dbMethods.xClose = dbClose; dbMethods.xLock = dbLock; dbMethods.xUnlock = dbUnlock;
+    dbMethods.xShmLock = dbShmLock; dbMethods.xShmBarrier = dbShmBarrier;
 
     logVFS = (sqlite3_vfs){
         .iVersion = 2, .szOsFile = (int)(header + (size_t)root->szOsFile), .mxPathname = root->mxPathname,

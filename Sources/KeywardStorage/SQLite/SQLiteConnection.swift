@@ -59,11 +59,11 @@ final class SQLiteConnection: @unchecked Sendable {
         sqlite3_extended_result_codes(db, 1)
     }
 
-    /// For tests: the write calls this connection's log made, and the calls of SQLite's they
-    /// replaced (nil without a log of the keyward-log VFS).
-    var logWrites: (calls: Int64, replaced: Int64)? {
-        var calls: Int64 = 0, replaced: Int64 = 0, pending: Int64 = 0
-        return kw_sqlite_log_counts(db, &calls, &replaced, &pending) == SQLITE_OK ? (calls, replaced) : nil
+    /// For tests: the write calls this connection's log made to its file, and SQLite's writes it
+    /// gathered into them (nil without a log of the keyward-log VFS).
+    var logWrites: (calls: Int64, gathered: Int64)? {
+        var calls: Int64 = 0, gathered: Int64 = 0, pending: Int64 = 0
+        return kw_sqlite_log_counts(db, &calls, &gathered, &pending) == SQLITE_OK ? (calls, gathered) : nil
     }
 
     deinit {
