@@ -6,6 +6,7 @@ import KeywardKeyStores
 import KeywardStorage
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// File blobs in an S3-compatible object store (AWS S3, MinIO, Ceph RGW), for several replicas:
 /// signed with the project's own SigV4 (payload hashed, service `s3`), over async-http-client's
@@ -118,11 +119,13 @@ public struct S3BlobStore: BlobStore {
 
 /// One blob being written: appends are kept, and each ``flush()`` sends the whole parts they
 /// fill; the last part (or, for a small blob, the whole of it) goes at commit. Used by one
-/// request at a time.
+/// request at a time, whose sealer appends while its loop flushes.
 final class S3Upload: BlobUpload, @unchecked Sendable {
     let store: S3BlobStore
     let key: String
-    private var buffer: [UInt8] = []
+    /// What appends kept and flushes have not sent: appends (an upload's sealer, on a pool
+    /// thread) and flushes (its request's loop) run side by side.
+    private let buffer = Mutex<[UInt8]>([])
     private var uploadID: String?
     private var etags: [String] = []
 
@@ -132,24 +135,30 @@ final class S3Upload: BlobUpload, @unchecked Sendable {
     }
 
     func append(_ bytes: UnsafeRawBufferPointer) throws {
-        buffer.append(contentsOf: bytes)
+        buffer.withLock { $0.append(contentsOf: bytes) }
     }
 
     func flush() async throws {
-        let part = store.configuration.partSize
-        while buffer.count >= part {
-            try await send(Array(buffer[..<part]))
-            buffer.removeFirst(part)
+        let size = store.configuration.partSize
+        while let part = buffer.withLock({ b -> [UInt8]? in
+            guard b.count >= size else { return nil }
+            defer { b.removeFirst(size) }
+            return Array(b[..<size])
+        }) {
+            try await send(part)
         }
     }
 
     func commit() async throws {
+        let rest = buffer.withLock { b in
+            defer { b = [] }
+            return b
+        }
         guard let uploadID else {
-            _ = try await store.call.send("PUT", store.url(key), body: buffer, operation: "PutObject")
+            _ = try await store.call.send("PUT", store.url(key), body: rest, operation: "PutObject")
             return
         }
-        if !buffer.isEmpty || etags.isEmpty { try await send(buffer) }
-        buffer = []
+        if !rest.isEmpty || etags.isEmpty { try await send(rest) }
         var xml = "<CompleteMultipartUpload>"
         for (i, etag) in etags.enumerated() { xml += "<Part><PartNumber>\(i + 1)</PartNumber><ETag>\(S3XML.escape(etag))</ETag></Part>" }
         xml += "</CompleteMultipartUpload>"
@@ -163,7 +172,7 @@ final class S3Upload: BlobUpload, @unchecked Sendable {
     }
 
     func abort() async {
-        buffer = []
+        buffer.withLock { $0 = [] }
         guard let uploadID else { return }
         self.uploadID = nil
         // Best effort: one left behind is aborted by the sweep.

@@ -27,7 +27,8 @@ public protocol BlobUpload: AnyObject, Sendable {
     /// for ``flush()``.
     func append(_ bytes: UnsafeRawBufferPointer) throws
     /// Sends what ``append(_:)`` kept, as far as whole pieces allow; nothing where appends write
-    /// through. Never called while an append runs.
+    /// through. It may run while an append runs on another thread (an upload's sealer appends
+    /// while its request's loop flushes), never beside another flush, a commit or an abort.
     func flush() async throws
     /// Makes the whole blob readable under its key, durably.
     func commit() async throws
