@@ -140,12 +140,10 @@ final class S3Upload: BlobUpload, @unchecked Sendable {
 
     func flush() async throws {
         let size = store.configuration.partSize
-        while let part = buffer.withLock({ b -> [UInt8]? in
-            guard b.count >= size else { return nil }
-            defer { b.removeFirst(size) }
-            return Array(b[..<size])
-        }) {
+        // Only flushes take from the front: a part leaves the buffer once it is sent.
+        while let part = buffer.withLock({ $0.count >= size ? Array($0[..<size]) : nil }) {
             try await send(part)
+            buffer.withLock { $0.removeFirst(size) }
         }
     }
 

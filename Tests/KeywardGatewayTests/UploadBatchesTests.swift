@@ -32,17 +32,20 @@ struct UploadBatchesTests {
     }
 
     /// Waiting for the sealer to stop (before the last batch) lasts until every queued batch is
-    /// sealed, not just the one sealing.
+    /// sealed, not just the one sealing: the last batch must not be sealed beside the sealer.
     @Test func theLoopWaitsForEveryQueuedBatch() throws {
-        var b = UploadBatches<String>(count: 2)
-        _ = b.filled(0)
-        #expect(try b.takeEmpty("loop")?.get() == 1)
-        _ = b.filled(1)
-        #expect(b.takeEmpty("loop") == nil)
-        let first = b.sealed(0, failure: nil)
-        #expect(first.next == 1 && first.resume?.waiter == "loop")
+        var b = UploadBatches<String>(count: 3)
+        guard case .seal(0) = b.filled(0) else { Issue.record("the first batch starts the sealer"); return }
+        let one = try #require(try b.takeEmpty("loop")?.get())
+        guard case .queued = b.filled(one) else { Issue.record("queued behind 0"); return }
+        let last = try #require(try b.takeEmpty("loop")?.get())
         #expect(b.awaitIdle("commit") == nil)
-        #expect(b.sealed(1, failure: nil).resume?.waiter == "commit")
+        let first = b.sealed(0, failure: nil)
+        #expect(first.next == one && first.resume == nil, "batch \(one) is still queued: the commit waits on")
+        let second = b.sealed(one, failure: nil)
+        #expect(second.next == nil && second.resume?.waiter == "commit")
+        #expect(try second.resume?.result.get() == .some(nil))
+        #expect(!b.sealing && last != one && last != 0)
     }
 
     /// A failure drops the queued batches, stops the sealer, reaches the waiting loop, and fails
@@ -50,19 +53,33 @@ struct UploadBatchesTests {
     @Test func aFailureStopsEverything() throws {
         var b = UploadBatches<String>(count: 3)
         _ = b.filled(0)
-        _ = try b.takeEmpty("loop")?.get()
-        _ = b.filled(2)
-        _ = try b.takeEmpty("loop")?.get()
-        _ = b.filled(1)
+        let one = try #require(try b.takeEmpty("loop")?.get())
+        _ = b.filled(one)
+        let two = try #require(try b.takeEmpty("loop")?.get())
+        _ = b.filled(two)
         #expect(b.takeEmpty("loop") == nil)
         let step = b.sealed(0, failure: Failed(batch: 0))
-        #expect(step.next == nil && !b.sealing)
+        #expect(step.next == nil && !b.sealing, "the queued batches are not sealed")
         #expect(step.resume?.waiter == "loop")
         #expect(throws: Failed(batch: 0)) { try step.resume?.result.get() }
-        guard case .failed(let e) = b.filled(1) else { Issue.record("a batch after a failure is refused"); return }
-        #expect(e as? Failed == Failed(batch: 0))
         #expect(throws: Failed(batch: 0)) { try b.takeEmpty("loop")?.get() }
         #expect(throws: Failed(batch: 0)) { try b.awaitIdle("abort")?.get() }
+    }
+
+    /// An upload abandoned by its loop (a client gone, a file too large) stops its sealer after
+    /// the batch it is on: what was queued is not encrypted for nothing.
+    @Test func anAbandonedUploadSealsNothingMore() throws {
+        var b = UploadBatches<String>(count: 3)
+        _ = b.filled(0)
+        let one = try #require(try b.takeEmpty("loop")?.get())
+        guard case .queued = b.filled(one) else { Issue.record("queued behind 0"); return }
+        b.abandon(because: Failed(batch: -1))
+        #expect(b.awaitIdle("abort") == nil, "batch 0 is being sealed")
+        let step = b.sealed(0, failure: nil)
+        #expect(step.next == nil && !b.sealing)
+        #expect(step.resume?.waiter == "abort")
+        #expect(throws: Failed(batch: -1)) { try step.resume?.result.get() }
+        #expect(throws: Failed(batch: -1)) { try b.takeEmpty("loop")?.get() }
     }
 
     /// A wait for the sealer to stop gets its failure too (a commit must not write past it).

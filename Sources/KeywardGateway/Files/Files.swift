@@ -351,7 +351,8 @@ final class FileUpload: @unchecked Sendable {
     }
 
     func abort() async {
-        // The sealer may be writing to the blob: it stops first.
+        // The sealer may be writing to the blob: it stops first, after the batch it is on.
+        pipeline.withLock { $0.abandon(because: CancellationError()) }
         _ = try? await untilSealed()
         await blob.abort()
     }

@@ -6,8 +6,9 @@
 /// The sealer goes on with the next full batch as long as there is one, so that a batch filled
 /// while another was being sealed starts without a thread being woken for it: a pool job per
 /// 1 MiB batch, each waking a pool thread, had the sealer waiting 0.16–0.26 s per GiB uploaded
-/// (about 0.2 ms a batch) on this project's 2-core machine. The loop waits only when every batch
-/// is full or being sealed. After a failure nothing more is sealed and every later call fails.
+/// (about 0.2 ms a batch) on this project's 2-core machine. The loop waits for a batch only when
+/// every other is full or being sealed (and, to end or abort, for the sealer to stop). After a
+/// failure, or once the loop abandons the upload, nothing more is sealed and every later call fails.
 struct UploadBatches<Waiter> {
     /// Batches neither filled, queued nor being sealed.
     private var empty: [Int]
@@ -48,6 +49,7 @@ struct UploadBatches<Waiter> {
 
     /// The loop filled batch `index`.
     mutating func filled(_ index: Int) -> Filled {
+        precondition(!empty.contains(index) && !full.contains(index), "a batch the loop holds")
         if let failure {
             empty.append(index)
             return .failed(failure)
@@ -77,6 +79,14 @@ struct UploadBatches<Waiter> {
         guard sealing else { return failure.map { .failure($0) } ?? .success(nil) }
         waiting = .idle(waiter)
         return nil
+    }
+
+    /// The loop gives the upload up (it failed before its end): the queued batches are dropped,
+    /// and the sealer stops after the batch it is on, as after a failure of its own.
+    mutating func abandon(because error: any Error) {
+        failure = failure ?? error
+        empty += full
+        full = []
     }
 
     /// What the sealer does after a batch.

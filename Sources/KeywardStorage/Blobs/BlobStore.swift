@@ -20,7 +20,7 @@ public protocol BlobStore: Sendable {
     func sweepable(under prefix: String, before time: Int64, abandoned: Int64) async throws -> [String]
 }
 
-/// One blob being written, by one caller at a time.
+/// One blob being written, by one upload at a time (see ``flush()`` for what may run side by side).
 public protocol BlobUpload: AnyObject, Sendable {
     /// Appends bytes. It may block (a local file is written here: an upload's batches are
     /// appended from NIO's blocking pool); a store that sends in pieces (S3's parts) keeps them
