@@ -378,7 +378,7 @@ final class FileUpload: @unchecked Sendable {
                     failure = error
                 }
                 let step = pipeline.withLock { $0.sealed(index, failure: failure) }
-                step.resume.map { $0.waiter.resume(with: $0.result) }
+                if let resume = step.resume { resume.waiter.resume(with: resume.result) }
                 next = step.next
                 sealed += 1
                 if let index = next, sealed == Self.batchesPerJob { return seal(from: index) }
