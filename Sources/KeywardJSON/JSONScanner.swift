@@ -307,18 +307,5 @@ public enum JSONString {
         out.append(UInt8(ascii: "\""))
     }
 
-    /// Appends `s` as a JSON string literal to a `String` (plain text, the common case, without a byte copy).
-    public static func append(quoted s: String, to out: inout String) {
-        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
-            out += "\""
-            out += s
-            out += "\""
-            return
-        }
-        var bytes: [UInt8] = []
-        append(quoted: s, to: &bytes)
-        out += String(decoding: bytes, as: UTF8.self)
-    }
-
     private static func hex(_ n: UInt8) -> UInt8 { n < 10 ? 48 + n : 87 + n }
 }

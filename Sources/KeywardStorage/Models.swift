@@ -322,7 +322,7 @@ extension RecordMetadata {
             if out.count > 1 { out.append(UInt8(ascii: ",")) }
             out.append(UInt8(ascii: "\""))
             k.withUTF8Buffer { out.append(contentsOf: $0) }
-            out.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
+            out.append(contentsOf: "\":".utf8)
         }
         func number(_ n: some BinaryInteger) { out.append(contentsOf: String(n).utf8) }
         if let model { key("model"); JSONString.append(quoted: model, to: &out) }
