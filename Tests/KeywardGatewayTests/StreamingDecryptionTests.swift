@@ -86,6 +86,32 @@ struct StreamingDecryptionTests {
         #expect(watched.reads >= 6 && watched.mostAtOnce == 1)
     }
 
+    /// A batch's lines are read with `next()`, from a task on an event loop: the blob's blocking
+    /// reads (and the decryption) go to the blocking pool, the header's as well, so that a slow
+    /// disk does not stall the loop's connections.
+    @Test func aLocalBlobIsNeverReadOnAnEventLoop() async throws {
+        let blobs = try FolderBlobStore(root: dir.file("blobs"))
+        let plaintext = (0..<(Self.readSize * 3 + 99)).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+        try await store(plaintext, as: "files/t/f", in: blobs)
+        let watched = Watched()
+        let blob = watched.watching(try await blobs.download("files/t/f"))
+        defer { blob.close() }
+        let reading = StreamingDecryption(options: DecryptionOptions(requiredContext: Self.context, maxEncryptedDataKeys: 4),
+                                          blob: blob, size: Self.readSize)
+        let materials = try await DefaultMaterialsManager(keyring: keyring)
+        let (bytes, onLoop) = try await withTaskExecutorPreference(EventLoopTaskExecutor(MultiThreadedEventLoopGroup.singleton.next())) {
+            let onLoop = MultiThreadedEventLoopGroup.currentEventLoop != nil
+            try reading.begin(with: try await materials.decryptionMaterials(for: try await reading.header()))
+            var bytes: [UInt8] = []
+            while let chunk = try await reading.next() { bytes += chunk.readableBytesView }
+            return (bytes, onLoop)
+        }
+        #expect(onLoop, "the task did not run on the event loop: the test would prove nothing")
+        let same = bytes == plaintext
+        #expect(same)
+        #expect(watched.reads >= 4 && watched.readsOnEventLoops == 0, "\(watched.readsOnEventLoops) of \(watched.reads) reads on an event loop")
+    }
+
     /// An altered frame in the middle: what came before it is given, nothing from it on, and the
     /// fault is thrown (the server then ends the response without its final chunk).
     @Test(arguments: [true, false])
@@ -141,11 +167,24 @@ private final class Suspending: BlobDownload, @unchecked Sendable {
     func close() { inner.close() }
 }
 
+/// Runs a task's nonisolated code on an event loop's thread, as `keyward serve` does (NIO's loops
+/// are its global executor).
+private final class EventLoopTaskExecutor: TaskExecutor {
+    let loop: any EventLoop
+    init(_ loop: any EventLoop) { self.loop = loop }
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
+
 /// Counts a local blob's reads, how many ran at once and how many came after its close; each read
 /// takes 20 ms (long beside the microseconds a failing download takes to stop the jobs queued).
 final class Watched: @unchecked Sendable {
-    private let state = Mutex((reads: 0, now: 0, most: 0, closed: false, afterClose: 0))
+    private let state = Mutex((reads: 0, now: 0, most: 0, closed: false, afterClose: 0, onLoops: 0))
     var reads: Int { state.withLock { $0.reads } }
+    /// Reads made on an event loop's thread.
+    var readsOnEventLoops: Int { state.withLock { $0.onLoops } }
     var mostAtOnce: Int { state.withLock { $0.most } }
     var readsAfterClose: Int { state.withLock { $0.afterClose } }
 
@@ -164,6 +203,7 @@ final class Watched: @unchecked Sendable {
         func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
             watch.state.withLock { s in
                 s.reads += 1
+                if MultiThreadedEventLoopGroup.currentEventLoop != nil { s.onLoops += 1 }
                 s.now += 1
                 s.most = max(s.most, s.now)
             }

@@ -79,10 +79,11 @@ final class StreamingDecryption: @unchecked Sendable {
         try decryptor.begin(with: materials)
     }
 
-    /// The next authenticated plaintext, or nil at the end of a complete message. Decrypts (and
-    /// reads a local blob) on the calling thread.
+    /// The next authenticated plaintext, or nil at the end of a complete message. A local blob is
+    /// read and decrypted on NIO's blocking pool (its reads block: on an event loop, a slow disk
+    /// would stall every connection of that loop); arriving chunks on the calling thread.
     func next() async throws -> ByteBuffer? {
-        if case .local = source { return try readLocal() }
+        if case .local = source { return try await NIOThreadPool.singleton.runIfActive { try self.readLocal() } }
         return try await nextChunk(decryptingOn: nil)
     }
 
@@ -159,9 +160,10 @@ final class StreamingDecryption: @unchecked Sendable {
         }
     }
 
-    /// The next chunk of ciphertext into the decryptor; false at the end.
+    /// The next chunk of ciphertext into the decryptor; false at the end. A local blob's read runs
+    /// on NIO's blocking pool, as in ``next()``.
     private func feed() async throws -> Bool {
-        guard case .chunks(let read) = source else { return try feedLocal() }
+        guard case .chunks(let read) = source else { return try await NIOThreadPool.singleton.runIfActive { try self.feedLocal() } }
         guard let chunk = try await read() else { return false }
         try chunk.withCiphertext { try decryptor.update($0) }
         return true
