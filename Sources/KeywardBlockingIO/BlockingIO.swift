@@ -43,6 +43,35 @@ public final class BlockingIO: Sendable {
         }
     }
 
+    /// `body`'s result, computed on one of this pool's threads, or `late()` thrown once `limit` has
+    /// passed without it. A call cannot be interrupted (a PKCS#11 module's, blocked on a token that
+    /// does not answer): it goes on, holding its thread, and its result is dropped. A call that
+    /// has not started by then (every thread held) never starts.
+    public func run<T: Sendable>(within limit: Duration, orThrow late: @escaping @Sendable () -> any Error,
+                                 _ body: @escaping @Sendable () throws -> T) async throws -> T {
+        let waiter = Waiter<T>()
+        return try await withCheckedThrowingContinuation { continuation in
+            waiter.wait(continuation)
+            // The timer is not cancelled (a work item is not Sendable): after the call it finds no waiter.
+            let (seconds, attoseconds) = limit.components
+            DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))) {
+                if waiter.isWaiting { waiter.resume(with: .failure(late())) }
+            }
+            submit {
+                guard waiter.isWaiting else { return }
+                waiter.resume(with: Result { try body() })
+            }
+        }
+    }
+
+    /// A continuation resumed once, by whichever comes first: the call or its deadline.
+    private final class Waiter<T: Sendable>: Sendable {
+        private let continuation = Mutex<CheckedContinuation<T, any Error>?>(nil)
+        func wait(_ c: CheckedContinuation<T, any Error>) { continuation.withLock { $0 = c } }
+        var isWaiting: Bool { continuation.withLock { $0 != nil } }
+        func resume(with result: Result<T, any Error>) { continuation.withLock { c in defer { c = nil }; return c }?.resume(with: result) }
+    }
+
     /// The label of the pool whose thread calls this; nil on any other thread. For tests and logs.
     public static var currentLabel: String? { Thread.current.threadDictionary[labelKey] as? String }
     private static let labelKey = "keyward.blocking-io.label"

@@ -67,7 +67,7 @@ public final class KeyStores: Sendable {
         case "aws-kms":
             store = try AWSKMSKeyStore.fromEnvironment(region: configuration.awsRegion)
         case "pkcs11":
-            store = PKCS11KeyStore()
+            store = try PKCS11KeyStore.fromEnvironment()
         case "vault-transit":
             store = try VaultTransitKeyStore.fromEnvironment()
         case "kmip":

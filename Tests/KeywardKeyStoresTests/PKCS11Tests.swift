@@ -1,6 +1,7 @@
 import CPKCS11
 import Foundation
 @testable import KeywardKeyStores
+import KeywardTesting
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -59,5 +60,47 @@ import Glibc
         #expect(PKCS11Session.next([1]) == [2])
         #expect(PKCS11Session.next([0xFF]) == [1, 0])
         #expect(PKCS11Session.next([0, 7]) == [0, 8])
+    }
+}
+
+/// A token that does not answer: OpenSC's `pkcs11-spy` module in front of SoftHSM2, logging to a
+/// FIFO that nobody reads, blocks in loading (its log's open waits for a reader), as a network
+/// HSM's client blocks on a token that is gone. A call fails with `keyUnavailable` at the store's
+/// deadline instead of holding its request for ever, and once the module answers, calls do again.
+@Suite struct PKCS11DeadlineTests {
+    @Test func aTokenThatDoesNotAnswerFailsTheCallAtTheDeadline() async throws {
+        guard let spy = ["x86_64", "aarch64"].map({ "/usr/lib/\($0)-linux-gnu/pkcs11/pkcs11-spy.so" })
+            .first(where: FileManager.default.fileExists(atPath:)), FileManager.default.fileExists(atPath: PKCS11Tests.softHSM) else {
+            Issue.record("OpenSC's pkcs11-spy and SoftHSM2 are not installed (scripts/test installs them)")
+            return
+        }
+        let dir = try TemporaryDirectory(prefix: "keyward-pkcs11-deadline")
+        let fifo = dir.file("spy.log")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        setenv("PKCS11SPY", PKCS11Tests.softHSM, 1)
+        setenv("PKCS11SPY_OUTPUT", fifo, 1)
+        let store = PKCS11KeyStore(timeout: .milliseconds(300))
+        let key = "token=absent;object=k?module-path=\(spy)&pin-value=s3cret"
+        let clock = ContinuousClock(), start = clock.now
+        do {
+            _ = try await store.describe(keyID: key)
+            Issue.record("a module that never loaded answered")
+        } catch let e as KeyStoreError {
+            #expect(e.code == .keyUnavailable && e.reason.contains("did not answer"), "\(e)")
+            #expect(!e.reason.contains("s3cret"))
+        }
+        // Generous (two busy cores); without the deadline the call never returns.
+        #expect(clock.now - start < .seconds(20))
+        // The module answers once its log has a reader (kept reading: the spy logs every call).
+        let reader = FileHandle(forReadingAtPath: fifo)!
+        Thread.detachNewThread { while !reader.availableData.isEmpty {} }
+        var answered: KeyStoreError?
+        for _ in 0..<100 where answered == nil {
+            do { _ = try await store.describe(keyID: key) } catch let e as KeyStoreError where !e.reason.contains("did not answer") {
+                answered = e
+            } catch {}
+        }
+        // SoftHSM2 has no token of that label (its error, whichever configuration it read): an answer.
+        #expect(answered != nil, "the module never answered after its log got a reader")
     }
 }

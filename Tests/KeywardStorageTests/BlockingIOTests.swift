@@ -67,6 +67,37 @@ struct BlockingIOTests {
         #expect(running.now == 0)
     }
 
+    /// A call that outlives its deadline: the caller gets the late error then, while the call
+    /// keeps its thread; a call queued behind it (the pool's one thread held) never starts.
+    @Test func aCallPastItsDeadlineFailsAndOneNotStartedNeverStarts() async throws {
+        struct Late: Error {}
+        let pool = BlockingIO(label: "test-late", threads: 1)
+        let release = DispatchSemaphore(value: 0), started = Count(), finished = Count()
+        let clock = ContinuousClock(), start = clock.now
+        let first = Task {
+            try await pool.run(within: .milliseconds(200), orThrow: { Late() }) {
+                started.add(1)
+                release.wait()
+                finished.add(1)
+            }
+        }
+        while started.now == 0, clock.now - start < .seconds(30) { try await Task.sleep(for: .milliseconds(5)) }
+        let second = Task { try await pool.run(within: .milliseconds(200), orThrow: { Late() }) { started.add(1) } }
+        await #expect(throws: Late.self) { try await first.value }
+        await #expect(throws: Late.self) { try await second.value }
+        // Generous (the tests share two busy cores); without the deadline the call holds on for ever.
+        #expect(clock.now - start < .seconds(30))
+        #expect(started.now == 1 && finished.now == 0)
+        release.signal()
+        let deadline = clock.now + .seconds(30)
+        while finished.now == 0, clock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        // The first call ended; the second, given up while queued, is dropped without running.
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(finished.now == 1 && started.now == 1)
+        // A call within its deadline gives its result.
+        #expect(try await pool.run(within: .seconds(30), orThrow: { Late() }) { 42 } == 42)
+    }
+
     @Test func anErrorReachesTheCaller() async throws {
         await #expect(throws: StorageError.self) {
             try await BlockingIO.run { throw StorageError(.unavailable, "disk full") }

@@ -19,7 +19,22 @@ public final class PKCS11KeyStore: KeyStore {
     /// Parsed URIs by key ID, so the PIN file is read once, not on every wrap and unwrap.
     private let uris = Mutex<[String: PKCS11URI]>([:])
 
-    public init() {}
+    /// How long a call may take (a session's calls together, and loading the module the first
+    /// time): past it the request fails with `keyUnavailable`, as it would for a remote store.
+    public let timeout: Duration
+
+    public init(timeout: Duration = .seconds(10)) {
+        self.timeout = timeout
+    }
+
+    /// `KEYWARD_PKCS11_TIMEOUT_MS` (1 to 3600000; default 10000).
+    public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> PKCS11KeyStore {
+        guard let text = env["KEYWARD_PKCS11_TIMEOUT_MS"] else { return PKCS11KeyStore() }
+        guard let ms = Int(text), (1...3_600_000).contains(ms) else {
+            throw KeyStoreError(.invalidArgument, "KEYWARD_PKCS11_TIMEOUT_MS must be 1 to 3600000 milliseconds")
+        }
+        return PKCS11KeyStore(timeout: .milliseconds(ms))
+    }
 
     /// Encrypted data keys record the key's identity, never the module path or PIN.
     public func providerInfo(forKeyID keyID: String) throws -> String { try uri(keyID).identity }
@@ -34,9 +49,13 @@ public final class PKCS11KeyStore: KeyStore {
     /// Runs `body` in a session of `uri`'s token, on one of ``calls``' threads: a module's calls
     /// block (a network HSM's for a round trip or more each, for ever if it hangs), and the caller's
     /// thread is an event loop in `keyward serve`, serving other connections meanwhile. Loading the
-    /// module and finding the token's slot happen there too.
+    /// module and finding the token's slot happen there too. A call that takes longer than
+    /// ``timeout`` fails (`keyUnavailable`) while its thread stays with the token.
     func withSession<R: Sendable>(_ uri: PKCS11URI, _ body: @escaping @Sendable (PKCS11Session) throws -> R) async throws -> R {
-        try await Self.calls.run { try self.token(uri).withSession(body) }
+        let timeout = timeout
+        return try await Self.calls.run(within: timeout, orThrow: {
+            KeyStoreError(.keyUnavailable, "PKCS#11 token \(uri.token) did not answer within \(timeout)")
+        }) { try self.token(uri).withSession(body) }
     }
 
     /// At most 8 calls to the tokens at once in this process (so at most 8 sessions open per token:
