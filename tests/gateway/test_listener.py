@@ -81,6 +81,27 @@ def test_an_idle_keep_alive_connection_is_closed(g):
     assert 1.5 <= time.time() - started < 6
 
 
+def test_head_is_answered_wherever_get_is_without_a_body(g):
+    """HEAD (RFC 9110: every general-purpose server supports it) gets the GET's status and headers
+    and no body: the next request on the same keep-alive connection is read from a clean start."""
+    s = connect(g)
+    s.settimeout(10)
+    for path, status in [("/healthz", "200 OK"), ("/console/", "200 OK"), ("/v1/models", "401 Unauthorized"),
+                         ("/no/such/route", "404 Not Found")]:
+        s.sendall(b"HEAD " + path.encode() + b" HTTP/1.1\r\nHost: keyward\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            assert chunk, f"closed after HEAD {path}"
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.split(b"\r\n")[0].decode() == "HTTP/1.1 " + status, (path, head)
+        assert rest == b"", f"HEAD {path} sent a body"
+        if path == "/console/":
+            assert b"content-security-policy:" in head.lower() and b"text/html" in head.lower()
+    assert get(s) == "HTTP/1.1 200 OK"
+
+
 @pytest.mark.parametrize("extra", [b"x-big: " + b"a" * 16384 + b"\r\n", b"".join(b"x-h%d: v\r\n" % i for i in range(64))],
                          ids=["too-large", "too-many"])
 def test_a_request_head_past_the_limits_is_refused(g, extra):
