@@ -59,7 +59,7 @@ public struct PostgresKeyBackend: LocalKeyBackend {
 
     /// Reads, changes and writes a key's document holding its row, so that two replicas'
     /// changes apply one after the other.
-    public func update(_ name: String, _ change: (Data) throws -> Data) async throws {
+    public func update(_ name: String, _ change: @escaping @Sendable (Data) throws -> Data) async throws {
         let logger = store.logger
         try await run {
             try await store.transaction { c in

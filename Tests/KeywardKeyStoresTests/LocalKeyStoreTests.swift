@@ -5,6 +5,15 @@ import KeywardTesting
 import Synchronization
 import Testing
 
+/// One thread as a task executor, as an event loop is one thread.
+final class OneThread: TaskExecutor {
+    private let queue = DispatchQueue(label: "test.one-thread")
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
+
 /// A settable clock for waiting periods.
 final class TestClock: Sendable {
     private let date = Mutex(Date(timeIntervalSince1970: 1_800_000_000))
@@ -37,6 +46,42 @@ func expectStoreError(_ code: KeyStoreError.Code, sourceLocation: SourceLocation
         try Data(repeating: 7, count: 32).write(to: URL(fileURLWithPath: dir.file("other.key")))
         #expect(throws: KeyStoreError(.storeCorrupt, "")) { try store(.file(dir.file("other.key"))) }
         #expect(throws: KeyStoreError(.storeCorrupt, "")) { try store(.passphrase(SecretBytes(copying: Array("pw".utf8)))) }
+    }
+
+    /// A write waits for the store's lock (here held by another open file, as another process's
+    /// `keyward keys` would hold it) on a blocking pool's thread: the caller's thread, one only
+    /// (an event loop in `keyward serve`), runs other work meanwhile.
+    @Test(arguments: ["create", "rotate"])
+    func aWriteWaitsForTheLockOffTheCallersThread(_ write: String) async throws {
+        let s = try store()
+        _ = try await s.createKey(name: "existing")
+        let other = open(dir.file("store/.lock"), O_RDWR)
+        #expect(other >= 0 && flock(other, LOCK_EX) == 0)
+        // A backstop: were the caller's thread blocked, nothing on it could release the lock.
+        final class Lock: Sendable {
+            let fd: Int32, released = Mutex(false)
+            init(_ fd: Int32) { self.fd = fd }
+            var held: Bool { released.withLock { !$0 } }
+            func release() { released.withLock { if !$0 { $0 = true; flock(fd, LOCK_UN) } } }
+        }
+        let lock = Lock(other)
+        let release: @Sendable () -> Void = { lock.release() }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 20, execute: release)
+        let ranMeanwhile = try await withTaskExecutorPreference(OneThread()) {
+            async let written: Void = write == "create" ? { _ = try await s.createKey(name: "k") }() : s.rotateKey(keyID: "existing")
+            // Once the write has reached the lock: a sleep does not hold the thread, a blocking wait would.
+            async let meanwhile: Bool = {
+                try? await Task.sleep(for: .milliseconds(300))
+                return lock.held
+            }()
+            let ran = await meanwhile
+            release()
+            try await written
+            return ran
+        }
+        close(other)
+        #expect(ranMeanwhile, "the caller's thread was held while the write waited for the lock")
+        #expect(try await s.describe(keyID: write == "create" ? "k" : "existing").versions == (write == "create" ? 1 : 2))
     }
 
     @Test func passphraseStores() async throws {

@@ -1,4 +1,5 @@
 import Foundation
+import KeywardBlockingIO
 import KeywardCrypto
 
 /// Where the local key store keeps its key documents (material sealed under the root key) and
@@ -16,7 +17,7 @@ public protocol LocalKeyBackend: Sendable {
     func create(_ name: String, _ document: Data) async throws
     /// Reads, changes and writes a key's document under a lock that excludes every other writer,
     /// in this process or another, so none loses another's change.
-    func update(_ name: String, _ change: (Data) throws -> Data) async throws
+    func update(_ name: String, _ change: @escaping @Sendable (Data) throws -> Data) async throws
     /// Every key's name, sorted.
     func names() async throws -> [String]
 }
@@ -49,11 +50,18 @@ public final class FileKeyBackend: LocalKeyBackend {
     public func header() async throws -> Data? { FileManager.default.contents(atPath: headerPath) }
 
     public func createHeader(_ data: Data) async throws -> Data {
-        try lock.withLock {
-            if let existing = FileManager.default.contents(atPath: headerPath) { return existing }
-            try FileSystem.writeAtomically(data, to: headerPath)
+        try await locked {
+            if let existing = FileManager.default.contents(atPath: self.headerPath) { return existing }
+            try FileSystem.writeAtomically(data, to: self.headerPath)
             return data
         }
+    }
+
+    /// Runs `body` under the lock on one of the shared blocking pool's threads: the lock may wait
+    /// for another process (a `keyward keys` command), and a write syncs the file and its folder;
+    /// the caller's thread is an event loop in `keyward serve`, serving other connections meanwhile.
+    private func locked<R: Sendable>(_ body: @escaping @Sendable () throws -> R) async throws -> R {
+        try await BlockingIO.run { try self.lock.withLock(body) }
     }
 
     public func stamp(_ name: String) async throws -> String? {
@@ -67,21 +75,23 @@ public final class FileKeyBackend: LocalKeyBackend {
     }
 
     public func create(_ name: String, _ document: Data) async throws {
-        try lock.withLock {
-            guard FileSystem.stamp(path(name)) == nil else {
+        let path = path(name)
+        try await locked {
+            guard FileSystem.stamp(path) == nil else {
                 throw KeyStoreError(.alreadyExists, "local key \(name) already exists")
             }
-            try FileSystem.writeAtomically(document, to: path(name))
+            try FileSystem.writeAtomically(document, to: path)
         }
     }
 
-    public func update(_ name: String, _ change: (Data) throws -> Data) async throws {
-        try lock.withLock {
-            removeLeftovers(name)
-            guard let data = FileManager.default.contents(atPath: path(name)) else {
+    public func update(_ name: String, _ change: @escaping @Sendable (Data) throws -> Data) async throws {
+        let path = path(name)
+        try await locked {
+            self.removeLeftovers(name)
+            guard let data = FileManager.default.contents(atPath: path) else {
                 throw KeyStoreError(.keyNotFound, "no local key \(name)")
             }
-            try FileSystem.writeAtomically(try change(data), to: path(name))
+            try FileSystem.writeAtomically(try change(data), to: path)
         }
     }
 
@@ -99,3 +109,4 @@ public final class FileKeyBackend: LocalKeyBackend {
         }
     }
 }
+

@@ -144,7 +144,7 @@ public final class LocalKeyStore: KeyStore {
             guard file.state == .enabled else {
                 throw KeyStoreError(file.state == .disabled ? .keyDisabled : .keyPendingDeletion, "local key \(keyID) is \(file.state.rawValue)")
             }
-            try addVersion(&file, at: now())
+            try self.addVersion(&file, at: self.now())
         }
     }
 
@@ -209,7 +209,7 @@ public final class LocalKeyStore: KeyStore {
         }
         let file = try decode(document, name)
         if isDue(file) {
-            try await backend.update(name) { data in
+            try await backend.update(name) { [self] data in
                 var file = try decode(data, name)
                 guard isDue(file) else { return data }
                 file.state = .destroyed
@@ -249,9 +249,9 @@ public final class LocalKeyStore: KeyStore {
 
     /// Read, change and write a key under the backend's lock, so concurrent writers (threads,
     /// processes, replicas) serialise and none loses another's change.
-    private func modify(_ name: String, _ change: (inout LocalKeyFile) throws -> Void) async throws {
+    private func modify(_ name: String, _ change: @escaping @Sendable (inout LocalKeyFile) throws -> Void) async throws {
         _ = try await loaded(name)  // destroys a due key first, and reports a missing one
-        try await backend.update(name) { data in
+        try await backend.update(name) { [self] data in
             var file = try decode(data, name)
             guard file.state != .destroyed else { throw KeyStoreError(.keyDestroyed, "local key \(name) was destroyed") }
             try change(&file)
