@@ -66,7 +66,8 @@ import Glibc
 /// A token that does not answer: OpenSC's `pkcs11-spy` module in front of SoftHSM2, logging to a
 /// FIFO that nobody reads, blocks in loading (its log's open waits for a reader), as a network
 /// HSM's client blocks on a token that is gone. A call fails with `keyUnavailable` at the store's
-/// deadline instead of holding its request for ever, and once the module answers, calls do again.
+/// deadline instead of holding its request for ever, another module answers meanwhile, and once
+/// the module answers, calls do again.
 @Suite struct PKCS11DeadlineTests {
     @Test func aTokenThatDoesNotAnswerFailsTheCallAtTheDeadline() async throws {
         guard let spy = ["x86_64", "aarch64"].map({ "/usr/lib/\($0)-linux-gnu/pkcs11/pkcs11-spy.so" })
@@ -91,6 +92,14 @@ import Glibc
         }
         // Generous (two busy cores); without the deadline the call never returns.
         #expect(clock.now - start < .seconds(20))
+        // Meanwhile another module answers: the hung load holds back the calls to its own module only.
+        let direct = "token=absent;object=k?module-path=\(PKCS11Tests.softHSM)&pin-value=s3cret"
+        do {
+            _ = try await store.describe(keyID: direct)
+            Issue.record("SoftHSM2 has no token labelled absent")
+        } catch let e as KeyStoreError {
+            #expect(!e.reason.contains("did not answer"), "\(e)")
+        }
         // The module answers once its log has a reader (kept reading: the spy logs every call).
         let reader = FileHandle(forReadingAtPath: fifo)!
         Thread.detachNewThread { while !reader.availableData.isEmpty {} }

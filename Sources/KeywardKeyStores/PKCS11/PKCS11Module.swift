@@ -13,14 +13,26 @@ final class PKCS11Module: @unchecked Sendable {
     let functions: UnsafeMutablePointer<CK_FUNCTION_LIST>
     let path: String
 
-    private static let loaded = Mutex<[String: PKCS11Module]>([:])
+    /// Each path's module, loaded under that path's own lock: a module whose load hangs (its
+    /// C_Initialize waiting on a network HSM) holds back the calls to it only, not those to others.
+    private static let loaded = Mutex<[String: Loading]>([:])
+
+    private final class Loading: Sendable {
+        let module = Mutex<PKCS11Module?>(nil)
+    }
 
     static func load(_ path: String) throws -> PKCS11Module {
-        try loaded.withLock { modules in
-            if let module = modules[path] { return module }
-            let module = try PKCS11Module(path: path)
-            modules[path] = module
-            return module
+        let loading = loaded.withLock { all in
+            if let existing = all[path] { return existing }
+            let fresh = Loading()
+            all[path] = fresh
+            return fresh
+        }
+        return try loading.module.withLock { module in
+            if let module { return module }
+            let fresh = try PKCS11Module(path: path)
+            module = fresh
+            return fresh
         }
     }
 
