@@ -162,9 +162,7 @@ public final class Gateway: Sendable {
     /// The router: the error/metrics middleware, then every surface's controller, each behind
     /// the authentication of the role it serves (health, metrics and the OpenAPI document need no token).
     public func router() -> Router<GatewayContext> {
-        // HEAD is answered wherever GET is (RFC 9110 asks it of every general-purpose server): the
-        // GET's status and headers, no body.
-        let router = Router(context: GatewayContext.self, options: .autoGenerateHeadEndpoints)
+        let router = Router(context: GatewayContext.self)
         // Outermost: the request's span (continuing an incoming `traceparent`) covers everything,
         // errors included. No header is recorded, so no token reaches a span.
         if configuration.tracing { router.middlewares.add(TracingMiddleware()) }

@@ -16,10 +16,10 @@ struct ConsoleController {
     func addRoutes(to router: Router<GatewayContext>) {
         // One route to Hummingbird, which ignores a trailing slash; without it the page's relative
         // imports would resolve outside /console/.
-        router.get("/console") { request, _ in
+        router.getAndHead("/console") { request, _ in
             request.uri.path.hasSuffix("/") ? try file("index.html") : Response(status: .movedPermanently, headers: [.location: "/console/"])
         }
-        router.get("/console/:file") { _, context in try file(try context.parameters.require("file")) }
+        router.getAndHead("/console/:file") { _, context in try file(try context.parameters.require("file")) }
     }
 
     func file(_ name: String) throws -> Response {

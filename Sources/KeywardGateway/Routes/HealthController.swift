@@ -20,10 +20,10 @@ struct HealthController {
     }
 
     func addRoutes(to router: Router<GatewayContext>) {
-        router.get("/healthz") { _, _ in JSONBody.encoded(Status(status: "ok")) }
-        router.get("/admin/v1/openapi.json") { _, _ in JSONBody.bytes(Array(OpenAPIDocument.json.utf8)) }
-        router.get("/readyz") { _, _ in await readiness() }
-        router.get("/metrics") { _, _ in
+        router.getAndHead("/healthz") { _, _ in JSONBody.encoded(Status(status: "ok")) }
+        router.getAndHead("/admin/v1/openapi.json") { _, _ in JSONBody.bytes(Array(OpenAPIDocument.json.utf8)) }
+        router.getAndHead("/readyz") { _, _ in await readiness() }
+        router.getAndHead("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                      body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition())))
         }
