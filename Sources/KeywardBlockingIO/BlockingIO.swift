@@ -44,19 +44,19 @@ public final class BlockingIO: Sendable {
     }
 
     /// `body`'s result, computed on one of this pool's threads, or `late()` thrown once `limit` has
-    /// passed without it. A call cannot be interrupted (a PKCS#11 module's, blocked on a token that
-    /// does not answer): it goes on, holding its thread, and its result is dropped. A call that
-    /// has not started by then (every thread held) never starts.
+    /// passed without it (time queued included). A call cannot be interrupted (a PKCS#11 module's,
+    /// blocked on a token that does not answer): it goes on, holding its thread, and its result is
+    /// dropped. A call that has not started by then (every thread held) never starts.
     public func run<T: Sendable>(within limit: Duration, orThrow late: @escaping @Sendable () -> any Error,
                                  _ body: @escaping @Sendable () throws -> T) async throws -> T {
         let waiter = Waiter<T>()
         return try await withCheckedThrowingContinuation { continuation in
-            waiter.wait(continuation)
-            // The timer is not cancelled (a work item is not Sendable): after the call it finds no waiter.
+            let timer = DispatchSource.makeTimerSource(queue: .global())
             let (seconds, attoseconds) = limit.components
-            DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))) {
-                if waiter.isWaiting { waiter.resume(with: .failure(late())) }
-            }
+            timer.schedule(deadline: .now() + .nanoseconds(Int(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)))
+            timer.setEventHandler { if waiter.isWaiting { waiter.resume(with: .failure(late())) } }
+            waiter.wait(continuation, cancelling: Timer(source: timer))
+            timer.resume()
             submit {
                 guard waiter.isWaiting else { return }
                 waiter.resume(with: Result { try body() })
@@ -64,12 +64,24 @@ public final class BlockingIO: Sendable {
         }
     }
 
-    /// A continuation resumed once, by whichever comes first: the call or its deadline.
+    /// A continuation resumed once, by whichever comes first: the call or its deadline (whose timer
+    /// is then cancelled, so that a long deadline does not keep finished calls' timers).
     private final class Waiter<T: Sendable>: Sendable {
-        private let continuation = Mutex<CheckedContinuation<T, any Error>?>(nil)
-        func wait(_ c: CheckedContinuation<T, any Error>) { continuation.withLock { $0 = c } }
-        var isWaiting: Bool { continuation.withLock { $0 != nil } }
-        func resume(with result: Result<T, any Error>) { continuation.withLock { c in defer { c = nil }; return c }?.resume(with: result) }
+        private let state = Mutex<(continuation: CheckedContinuation<T, any Error>, timer: Timer)?>(nil)
+        func wait(_ continuation: CheckedContinuation<T, any Error>, cancelling timer: Timer) {
+            state.withLock { $0 = (continuation, timer) }
+        }
+        var isWaiting: Bool { state.withLock { $0 != nil } }
+        func resume(with result: Result<T, any Error>) {
+            guard let (continuation, timer) = state.withLock({ s in defer { s = nil }; return s }) else { return }
+            timer.source.cancel()
+            continuation.resume(with: result)
+        }
+    }
+
+    /// A deadline's timer; libdispatch's sources may be cancelled from any thread.
+    private struct Timer: @unchecked Sendable {
+        let source: any DispatchSourceTimer
     }
 
     /// The label of the pool whose thread calls this; nil on any other thread. For tests and logs.

@@ -67,19 +67,28 @@ import Glibc
 /// FIFO that nobody reads, blocks in loading (its log's open waits for a reader), as a network
 /// HSM's client blocks on a token that is gone. A call fails with `keyUnavailable` at the store's
 /// deadline instead of holding its request for ever, another module answers meanwhile, and once
-/// the module answers, calls do again.
+/// the module answers, calls do again. `scripts/test` sets the spy's variables (PKCS11SPY,
+/// PKCS11SPY_OUTPUT) before the tests start: set while other tests run, a `setenv` can race their
+/// `getenv`. Run alone, the test sets them itself.
 @Suite struct PKCS11DeadlineTests {
-    @Test func aTokenThatDoesNotAnswerFailsTheCallAtTheDeadline() async throws {
+    @Test(.timeLimit(.minutes(2)))
+    func aTokenThatDoesNotAnswerFailsTheCallAtTheDeadline() async throws {
         guard let spy = ["x86_64", "aarch64"].map({ "/usr/lib/\($0)-linux-gnu/pkcs11/pkcs11-spy.so" })
             .first(where: FileManager.default.fileExists(atPath:)), FileManager.default.fileExists(atPath: PKCS11Tests.softHSM) else {
             Issue.record("OpenSC's pkcs11-spy and SoftHSM2 are not installed (scripts/test installs them)")
             return
         }
         let dir = try TemporaryDirectory(prefix: "keyward-pkcs11-deadline")
-        let fifo = dir.file("spy.log")
+        let env = ProcessInfo.processInfo.environment
+        let fifo = env["PKCS11SPY_OUTPUT"] ?? dir.file("spy.log")
+        if env["PKCS11SPY_OUTPUT"] == nil {
+            setenv("PKCS11SPY", PKCS11Tests.softHSM, 1)
+            setenv("PKCS11SPY_OUTPUT", fifo, 1)
+        }
+        #expect(env["PKCS11SPY"].map { $0 == PKCS11Tests.softHSM } ?? true)
+        unlink(fifo)
         #expect(mkfifo(fifo, 0o600) == 0)
-        setenv("PKCS11SPY", PKCS11Tests.softHSM, 1)
-        setenv("PKCS11SPY_OUTPUT", fifo, 1)
+        defer { unlink(fifo) }  // the spy's descriptor stays open, and read
         let store = PKCS11KeyStore(timeout: .milliseconds(300))
         let key = "token=absent;object=k?module-path=\(spy)&pin-value=s3cret"
         let clock = ContinuousClock(), start = clock.now
@@ -92,17 +101,23 @@ import Glibc
         }
         // Generous (two busy cores); without the deadline the call never returns.
         #expect(clock.now - start < .seconds(20))
-        // Meanwhile another module answers: the hung load holds back the calls to its own module only.
+        // Meanwhile another module answers (a store with a deadline a loaded machine cannot miss):
+        // the hung module holds back the calls to it only.
         let direct = "token=absent;object=k?module-path=\(PKCS11Tests.softHSM)&pin-value=s3cret"
         do {
-            _ = try await store.describe(keyID: direct)
+            _ = try await PKCS11KeyStore(timeout: .seconds(30)).describe(keyID: direct)
             Issue.record("SoftHSM2 has no token labelled absent")
         } catch let e as KeyStoreError {
             #expect(!e.reason.contains("did not answer"), "\(e)")
         }
-        // The module answers once its log has a reader (kept reading: the spy logs every call).
-        let reader = FileHandle(forReadingAtPath: fifo)!
-        Thread.detachNewThread { while !reader.availableData.isEmpty {} }
+        // The module answers once its log has a reader, kept reading (the spy logs every call). The
+        // reader opens without waiting for a writer, should the first call not have reached the spy.
+        let reader = open(fifo, O_RDONLY | O_NONBLOCK)
+        #expect(reader >= 0)
+        Thread.detachNewThread {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true { if read(reader, &buffer, buffer.count) <= 0 { usleep(10_000) } }
+        }
         var answered: KeyStoreError?
         for _ in 0..<100 where answered == nil {
             do { _ = try await store.describe(keyID: key) } catch let e as KeyStoreError where !e.reason.contains("did not answer") {

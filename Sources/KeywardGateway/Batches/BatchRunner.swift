@@ -73,9 +73,10 @@ struct BatchRunner: Sendable {
         } catch let stop as Stop {
             // Another replica has it now, or this one is stopping: then it gives the batch up
             // for the next replica (or its own restart) to go on at once.
-            if stop == .shutdown, (try? await store.saveBatch(batch, owner: owner, now: Gateway.nowMs())) == true {
-                try? await store.releaseBatch(id: batch.id, owner: owner)
-            }
+            if stop == .shutdown { await giveUp(batch) }
+        } catch is CancellationError {
+            // This replica is stopping (its task cancelled, say while a line was read).
+            await giveUp(batch)
         } catch let failure as Failure {
             await fail(&batch, failure, scope: scope)
         } catch {
@@ -86,6 +87,14 @@ struct BatchRunner: Sendable {
                 return
             }
             await fail(&batch, Failure(code: e.code, message: e.message), scope: scope)
+        }
+    }
+
+    /// Saves the batch as it stands and releases its lease, for the next replica (or this one's
+    /// restart) to go on with it at once.
+    private func giveUp(_ batch: Batch) async {
+        if (try? await store.saveBatch(batch, owner: owner, now: Gateway.nowMs())) == true {
+            try? await store.releaseBatch(id: batch.id, owner: owner)
         }
     }
 

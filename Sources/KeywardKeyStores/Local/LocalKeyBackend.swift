@@ -57,12 +57,16 @@ public final class FileKeyBackend: LocalKeyBackend {
         }
     }
 
-    /// Runs `body` under the lock on one of the shared blocking pool's threads: the lock may wait
-    /// for another process (a `keyward keys` command), and a write syncs the file and its folder;
-    /// the caller's thread is an event loop in `keyward serve`, serving other connections meanwhile.
+    /// Runs `body` under the lock on one of ``writers``' threads: the lock may wait for another
+    /// process (a `keyward keys` command), and a write syncs the file and its folder; the caller's
+    /// thread is an event loop in `keyward serve`, serving other connections meanwhile.
     private func locked<R: Sendable>(_ body: @escaping @Sendable () throws -> R) async throws -> R {
-        try await BlockingIO.run { try self.lock.withLock(body) }
+        try await Self.writers.run { try self.lock.withLock(body) }
     }
+
+    /// Writers take the lock one at a time anyway: two threads of their own, so that writers
+    /// waiting for another process's lock never hold the threads blob commits and syncs use.
+    private static let writers = BlockingIO(label: "keyward-keys", threads: 2)
 
     public func stamp(_ name: String) async throws -> String? {
         FileSystem.stamp(path(name)).map { "\($0.device):\($0.inode):\($0.size):\($0.seconds).\($0.nanoseconds)" }
@@ -109,4 +113,3 @@ public final class FileKeyBackend: LocalKeyBackend {
         }
     }
 }
-

@@ -19,8 +19,10 @@ public final class PKCS11KeyStore: KeyStore {
     /// Parsed URIs by key ID, so the PIN file is read once, not on every wrap and unwrap.
     private let uris = Mutex<[String: PKCS11URI]>([:])
 
-    /// How long a call may take (a session's calls together, and loading the module the first
-    /// time): past it the request fails with `keyUnavailable`, as it would for a remote store.
+    /// How long a call may take (waiting for a thread, a session's calls together, and loading the
+    /// module the first time): past it the request fails with `keyUnavailable`, as it would for a
+    /// remote store. As with a remote store, a change that timed out (a rotation, say) may still
+    /// complete on the token.
     public let timeout: Duration
 
     public init(timeout: Duration = .seconds(10)) {
@@ -46,22 +48,32 @@ public final class PKCS11KeyStore: KeyStore {
         return parsed
     }
 
-    /// Runs `body` in a session of `uri`'s token, on one of ``calls``' threads: a module's calls
+    /// Runs `body` in a session of `uri`'s token, on one of its module's threads: a module's calls
     /// block (a network HSM's for a round trip or more each, for ever if it hangs), and the caller's
     /// thread is an event loop in `keyward serve`, serving other connections meanwhile. Loading the
     /// module and finding the token's slot happen there too. A call that takes longer than
-    /// ``timeout`` fails (`keyUnavailable`) while its thread stays with the token.
+    /// ``timeout`` fails (`keyUnavailable`) while its thread stays with the module.
     func withSession<R: Sendable>(_ uri: PKCS11URI, _ body: @escaping @Sendable (PKCS11Session) throws -> R) async throws -> R {
         let timeout = timeout
-        return try await Self.calls.run(within: timeout, orThrow: {
+        return try await Self.calls(to: uri.modulePath).run(within: timeout, orThrow: {
             KeyStoreError(.keyUnavailable, "PKCS#11 token \(uri.token) did not answer within \(timeout)")
         }) { try self.token(uri).withSession(body) }
     }
 
-    /// At most 8 calls to the tokens at once in this process (so at most 8 sessions open per token:
-    /// HSMs limit them); a hung token holds these threads only. One pool for every store: a pool's
+    /// Each module's threads: at most 8 calls to one module at once in this process (so at most 8
+    /// sessions open per token: HSMs limit them); a module that hangs holds its own threads only,
+    /// and the calls to other modules go on. One pool per module path for every store: a pool's
     /// threads are kept for the life of the process.
-    private static let calls = BlockingIO(label: "keyward-pkcs11", threads: 8)
+    private static func calls(to modulePath: String) -> BlockingIO {
+        pools.withLock { pools in
+            if let pool = pools[modulePath] { return pool }
+            let pool = BlockingIO(label: "keyward-pkcs11", threads: 8)
+            pools[modulePath] = pool
+            return pool
+        }
+    }
+
+    private static let pools = Mutex<[String: BlockingIO]>([:])
 
     private func token(_ uri: PKCS11URI) throws -> PKCS11Token {
         let name = "\(uri.modulePath)\u{0}\(uri.token)"
