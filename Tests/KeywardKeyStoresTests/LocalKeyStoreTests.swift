@@ -5,15 +5,6 @@ import KeywardTesting
 import Synchronization
 import Testing
 
-/// One thread as a task executor, as an event loop is one thread.
-final class OneThread: TaskExecutor {
-    private let queue = DispatchQueue(label: "test.one-thread")
-    func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
-    }
-}
-
 /// A settable clock for waiting periods.
 final class TestClock: Sendable {
     private let date = Mutex(Date(timeIntervalSince1970: 1_800_000_000))

@@ -3,21 +3,12 @@ import Synchronization
 import Testing
 import KeywardBlockingIO
 import KeywardStorage
+import KeywardTesting
 
 /// Blocking calls run on a pool's own threads, at most its limit at once, and leave the caller's
 /// thread free (in the gateway, an event loop).
 @Suite("Blocking calls off the caller's thread")
 struct BlockingIOTests {
-    /// One thread as a task executor: a job that blocks it holds back every other job on it, as a
-    /// blocking call holds back an event loop.
-    final class OneThread: TaskExecutor {
-        private let queue = DispatchQueue(label: "test.one-thread")
-        func enqueue(_ job: consuming ExecutorJob) {
-            let job = UnownedJob(job)
-            queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
-        }
-    }
-
     @Test func theCallersThreadRunsOthersMeanwhile() async throws {
         let thread = OneThread()
         let other = DispatchSemaphore(value: 0)

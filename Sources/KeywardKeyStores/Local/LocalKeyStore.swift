@@ -140,11 +140,11 @@ public final class LocalKeyStore: KeyStore {
     }
 
     public func rotateKey(keyID: String) async throws {
-        try await modify(keyID) { file in
+        try await modify(keyID) { [self] file in
             guard file.state == .enabled else {
                 throw KeyStoreError(file.state == .disabled ? .keyDisabled : .keyPendingDeletion, "local key \(keyID) is \(file.state.rawValue)")
             }
-            try self.addVersion(&file, at: self.now())
+            try addVersion(&file, at: now())
         }
     }
 

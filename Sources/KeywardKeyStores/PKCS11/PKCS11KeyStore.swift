@@ -55,25 +55,10 @@ public final class PKCS11KeyStore: KeyStore {
     /// ``timeout`` fails (`keyUnavailable`) while its thread stays with the module.
     func withSession<R: Sendable>(_ uri: PKCS11URI, _ body: @escaping @Sendable (PKCS11Session) throws -> R) async throws -> R {
         let timeout = timeout
-        return try await Self.calls(to: uri.modulePath).run(within: timeout, orThrow: {
+        return try await PKCS11Module.path(uri.modulePath).calls.run(within: timeout, orThrow: {
             KeyStoreError(.keyUnavailable, "PKCS#11 token \(uri.token) did not answer within \(timeout)")
         }) { try self.token(uri).withSession(body) }
     }
-
-    /// Each module's threads: at most 8 calls to one module at once in this process (so at most 8
-    /// sessions open per token: HSMs limit them); a module that hangs holds its own threads only,
-    /// and the calls to other modules go on. One pool per module path for every store: a pool's
-    /// threads are kept for the life of the process.
-    private static func calls(to modulePath: String) -> BlockingIO {
-        pools.withLock { pools in
-            if let pool = pools[modulePath] { return pool }
-            let pool = BlockingIO(label: "keyward-pkcs11", threads: 8)
-            pools[modulePath] = pool
-            return pool
-        }
-    }
-
-    private static let pools = Mutex<[String: BlockingIO]>([:])
 
     private func token(_ uri: PKCS11URI) throws -> PKCS11Token {
         let name = "\(uri.modulePath)\u{0}\(uri.token)"

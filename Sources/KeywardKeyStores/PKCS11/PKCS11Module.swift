@@ -1,5 +1,6 @@
 import CPKCS11
 import Foundation
+import KeywardBlockingIO
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -13,22 +14,30 @@ final class PKCS11Module: @unchecked Sendable {
     let functions: UnsafeMutablePointer<CK_FUNCTION_LIST>
     let path: String
 
-    /// Each path's module, loaded under that path's own lock: a module whose load hangs (its
-    /// C_Initialize waiting on a network HSM) holds back the calls to it only, not those to others.
-    private static let loaded = Mutex<[String: Loading]>([:])
-
-    private final class Loading: Sendable {
-        let module = Mutex<PKCS11Module?>(nil)
+    /// What this process keeps per module path: the threads its calls run on, and the module,
+    /// loaded by the first call under the path's own lock. A module that hangs (a C_Initialize or
+    /// a call waiting on a network HSM) holds back the calls to it only, not those to others.
+    final class Path: Sendable {
+        /// At most 8 calls to one module at once (so at most 8 sessions open per token: HSMs limit
+        /// them); a pool's threads are kept for the life of the process.
+        let calls = BlockingIO(label: "keyward-pkcs11", threads: 8)
+        fileprivate let module = Mutex<PKCS11Module?>(nil)
     }
 
-    static func load(_ path: String) throws -> PKCS11Module {
-        let loading = loaded.withLock { all in
+    private static let paths = Mutex<[String: Path]>([:])
+
+    /// The record of the module at `path`, made on first use.
+    static func path(_ path: String) -> Path {
+        paths.withLock { all in
             if let existing = all[path] { return existing }
-            let fresh = Loading()
+            let fresh = Path()
             all[path] = fresh
             return fresh
         }
-        return try loading.module.withLock { module in
+    }
+
+    static func load(_ path: String) throws -> PKCS11Module {
+        try Self.path(path).module.withLock { module in
             if let module { return module }
             let fresh = try PKCS11Module(path: path)
             module = fresh
