@@ -103,12 +103,17 @@ def test_spans_reach_an_otlp_receiver_in_one_tree_continuing_the_callers_trace(u
         # A traceparent that does not parse: the tracer says so in the log, never with the headers.
         chat(g, token, "hello", "00-not-a-trace-id")
         completion = body["choices"][0]["message"]["content"]
+        # A query's parameters that Keyward does not read reach no span, whatever their form.
+        query_canary = "QUERY-CANARY-" + uuid.uuid4().hex
+        status, listed, _ = g.request("GET", f"/v1/files?limit=2&api_key={query_canary}&{query_canary}-bare&order=desc",
+                                      token=token)
+        assert status == 200, listed
 
         def complete(spans):
             ours = [s for s in spans if s.trace_id.hex() == trace_id]
             names = {s.name for s in ours}
             return "/v1/chat/completions" in names and "upstream mock" in names and "storage insert" in names \
-                and any(n.startswith("keystore ") for n in names)
+                and any(n.startswith("keystore ") for n in names) and any(s.name == "/v1/files" for s in spans)
 
         spans = receiver.wait(complete)
         ours = [s for s in spans if s.trace_id.hex() == trace_id]
@@ -131,6 +136,9 @@ def test_spans_reach_an_otlp_receiver_in_one_tree_continuing_the_callers_trace(u
                 chain, hops = parent, hops + 1
             assert chain.parent_span_id == root.span_id
         assert by_name["upstream mock"].kind == root.SPAN_KIND_CLIENT
+        listing = {a.key: a.value.string_value for a in next(s for s in spans if s.name == "/v1/files").attributes}
+        assert listing["url.path"] == "/v1/files"
+        assert listing["url.query"] == "limit=2&REDACTED&REDACTED&order=desc", listing
         keystore = [s for s in ours if s.name.startswith("keystore ")]
         assert all(s.kind == root.SPAN_KIND_CLIENT for s in keystore)
         assert all(s.end_time_unix_nano >= s.start_time_unix_nano > 0 for s in ours)
@@ -140,7 +148,7 @@ def test_spans_reach_an_otlp_receiver_in_one_tree_continuing_the_callers_trace(u
         service = {a.value.string_value for r in receiver.resources for a in r.attributes if a.key == "service.name"}
         assert service == {"keyward"}
         everything = "\n".join(attribute_text(s) for s in spans)
-        for secret in [prompt, completion, token, g.admin_token, upstream.api_key, "Bearer", "kw_"]:
+        for secret in [prompt, completion, token, g.admin_token, upstream.api_key, "Bearer", "kw_", query_canary]:
             assert secret not in everything, f"a span carries {secret[:12]}…"
         with open(g.stderr_path, errors="replace") as f:
             log = f.read()

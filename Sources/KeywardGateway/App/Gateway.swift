@@ -163,9 +163,8 @@ public final class Gateway: Sendable {
     /// the authentication of the role it serves (health, metrics and the OpenAPI document need no token).
     public func router() -> Router<GatewayContext> {
         let router = Router(context: GatewayContext.self)
-        // Outermost: the request's span (continuing an incoming `traceparent`) covers everything,
-        // errors included. No header is recorded, so no token reaches a span.
-        if configuration.tracing { router.middlewares.add(TracingMiddleware()) }
+        // Outermost: the request's span covers everything, errors included.
+        if configuration.tracing { router.middlewares.add(RequestSpan()) }
         router.middlewares.add(GatewayMiddleware(metrics: metrics))
         router.middlewares.add(ExpectContinue { $0.channel })
         let adminCertificates = configuration.tls.map { $0.clientCAFile != nil && $0.clientCertificates == .admin } ?? false
