@@ -33,7 +33,7 @@ struct FilesController {
             let before = try? await channel?.getOption(ChannelOptions.recvAllocator)
             if let channel, before != nil {
                 try? await channel.setOption(ChannelOptions.recvAllocator,
-                                             value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1 << 20, maximum: 1 << 20))
+                                             value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1 << 20, maximum: 1 << 20)).get()
             }
             defer { if let channel, let before { channel.setOption(ChannelOptions.recvAllocator, value: before).whenComplete { _ in } } }
             return JSONBody.bytes(try await files.ingest(request.body, boundary: boundary, tenant: tenant, scope: scope))
