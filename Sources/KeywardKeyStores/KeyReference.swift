@@ -46,6 +46,14 @@ public struct KeyReference: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { "\(scheme):\(keyID)" }
 
+    /// Whether the reference holds a secret: a `pkcs11:` URI's `pin-value=`. Such a reference
+    /// may be used where it is given (a command's argument) but must not be kept: whatever keeps
+    /// a reference (a tenant's row, key states, audit events, logs, alerts) would keep the PIN.
+    public var holdsSecret: Bool {
+        guard scheme == "pkcs11", let mark = keyID.firstIndex(of: "?") else { return false }
+        return keyID[keyID.index(after: mark)...].split(separator: "&").contains { $0.prefix { $0 != "=" } == "pin-value" }
+    }
+
     /// One spelling of the reference for keys that can be spelt several ways in its syntax
     /// (`vault-transit:K?mount=transit` is `vault-transit:K`), under which Keyward keeps its own
     /// state of the key. Other schemes are kept as written: aliases that only the store resolves

@@ -25,7 +25,7 @@ public final class PostgresChangeFeed: ChangeFeed {
 
     /// Sends `change` to every other listening replica.
     public func publish(_ change: String) async throws {
-        try await store.query(SQLStatement("SELECT pg_notify(?, ?)", [.text(Self.channel), .text(origin + " " + change)])) { _ in }
+        _ = try await store.query(SQLStatement("SELECT pg_notify(?, ?)", [.text(Self.channel), .text(origin + " " + change)])) { _ in }
     }
 
     /// Listens until cancelled, reconnecting with back-off: `onState(true)` once listening (again),

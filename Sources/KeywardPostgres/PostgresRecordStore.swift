@@ -180,10 +180,10 @@ public final class PostgresRecordStore: SQLStore, Service {
     private static func replace(_ changes: [HeaderChange], tenant: String, on c: PostgresConnection, logger: Logger) async throws -> Int {
         guard !changes.isEmpty else { return 0 }
         var binds = PostgresBindings()
-        try binds.append(changes.map(\.id))
-        try binds.append(changes.map(\.kind))
-        try binds.append(changes.map { ByteBuffer(bytes: $0.old) })
-        try binds.append(changes.map { ByteBuffer(bytes: $0.new) })
+        binds.append(changes.map(\.id))
+        binds.append(changes.map(\.kind))
+        binds.append(changes.map { ByteBuffer(bytes: $0.old) })
+        binds.append(changes.map { ByteBuffer(bytes: $0.new) })
         binds.append(tenant)
         let sql = """
             UPDATE records r SET header = ch.new FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[]) AS ch(id, kind, old, new)

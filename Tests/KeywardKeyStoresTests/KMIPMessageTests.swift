@@ -57,7 +57,7 @@ import Testing
                 _ = try KMIPClient.payload(of: try TTLV.decode(bytes), .encrypt)
                 Issue.record("a failed result was taken for a payload")
             } catch let f as KMIPClient.Failure {
-                #expect(KMIPKeyStore.error(f, .encrypt).code == code, "\(f.message)")
+                #expect(f.keyStoreError(.encrypt).code == code, "\(f.message)")
             }
         }
     }

@@ -56,6 +56,20 @@ import Glibc
         #expect(throws: KeyStoreError.self) { try PKCS11URI("token=t;object=k;id=%G1?module-path=/m.so") }
     }
 
+    /// A reference with `pin-value=` holds a secret (the gateway refuses to keep one); with
+    /// `pin-source=`, or an attribute that only looks alike, it does not.
+    @Test func aReferenceWithAPINValueHoldsASecret() throws {
+        for (text, holds) in [("pkcs11:token=t;object=k?module-path=/m.so&pin-value=1234", true),
+                              ("pkcs11:token=t;object=k?pin-value=1234&module-path=/m.so", true),
+                              ("pkcs11:token=t;object=k?module-path=/m.so&pin-value", true),
+                              ("pkcs11:token=t;object=k?module-path=/m.so&pin-source=/etc/pin", false),
+                              ("pkcs11:token=t;object=pin-value?module-path=/m.so", false),
+                              ("pkcs11:token=t;object=k?module-path=/pin-value=1/m.so", false),
+                              ("local:pin-value", false), ("vault-transit:k?mount=pin-value", false)] {
+            #expect(try #require(KeyReference(parsing: text)).holdsSecret == holds, "\(text)")
+        }
+    }
+
     @Test func nextVersionIDs() {
         #expect(PKCS11Session.next([1]) == [2])
         #expect(PKCS11Session.next([0xFF]) == [1, 0])

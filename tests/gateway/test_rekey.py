@@ -231,6 +231,15 @@ def test_rekey_to_an_hsm_and_back(fresh_gateway, tmp_path):
     g = fresh_gateway(extra_env=env)
     c = g.openai(g.new_tenant("vault"))
     ids = [chat(c, f"h{i}").id for i in range(30)]
+    # A reference that carries its PIN would be kept as given (the tenant's row, audit events, logs,
+    # alerts): refused wherever the gateway would keep one, in words that do not repeat it.
+    with_pin = hsm.replace(f"pin-source={tmp_path / 'pin'}", "pin-value=271828")
+    for status, answer, _ in [g.as_role("key-admin", "POST", "/admin/v1/tenants/vault/rekey", {"key": with_pin}),
+                              g.admin("POST", "/admin/v1/tenants", {"name": "pinned", "key": with_pin}),
+                              g.as_role("key-admin", "GET", f"/admin/v1/keys/{ref(with_pin)}"),
+                              g.as_role("key-admin", "POST", f"/admin/v1/keys/{ref(with_pin)}/disable")]:
+        assert status == 400 and answer["error"]["code"] == "invalid_key_reference", answer
+        assert "271828" not in str(answer) and "pin-source=" in answer["error"]["message"]
     status, body, _ = g.as_role("key-admin", "POST", "/admin/v1/tenants/vault/rekey", {"key": hsm})
     assert status == 202, body
     job = g.wait_job(body["job"])
@@ -252,6 +261,10 @@ def test_rekey_to_an_hsm_and_back(fresh_gateway, tmp_path):
     status, _, _ = g.as_role("key-admin", "POST", f"/admin/v1/keys/{ref(hsm)}/disable")
     assert status == 200
     assert all(c.chat.completions.retrieve(i).choices[0].message.content == f"h{n}" for n, i in enumerate(ids))
+    events = g.as_role("auditor", "GET", "/admin/v1/audit?limit=1000")[1]["data"]
+    assert events and "271828" not in str(events)
+    with open(g.stderr_path, errors="replace") as f:
+        assert "271828" not in f.read()
 
 
 def test_rekey_through_transit_and_kmip_and_back(fresh_gateway):

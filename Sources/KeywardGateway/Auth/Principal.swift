@@ -39,6 +39,6 @@ extension GatewayContext {
             throw GatewayError.invalidRequest("the key reference must be percent-encoded local:NAME, aws-kms:ARN or pkcs11:…",
                                               code: "invalid_key_reference")
         }
-        return ref
+        return try KeyStores.kept(ref).description
     }
 }

@@ -61,10 +61,7 @@ struct KeyLifecycle {
     /// Applies `change` to the key `ref`, logged in the audit chain with its outcome (no event, no
     /// change), and drops every replica's cached data keys of it. Returns the key as it is now.
     func change(_ change: KeyChange, key ref: String, actor: String) async throws -> KeyDescription {
-        let reference: KeyReference
-        do { reference = try KeyReference.parse(ref) } catch {
-            throw GatewayError.invalidRequest("\(error)", code: "invalid_key_reference")
-        }
+        let reference = try KeyStores.kept(ref)
         let keyStore = try keyStores.store(for: reference)
         if case .scheduleDeletion(let days) = change {
             // The stores' own rule (AWS KMS's), checked before anything is attempted or logged.
@@ -277,13 +274,25 @@ extension KeyStores {
         }
     }
 
-    /// A key an admin names for a tenant (a new tenant's, a re-key's target): 400 if the reference
-    /// is malformed, 404 if its store has no such key, 409 if the key is not enabled.
-    func enabledKey(_ ref: String) async throws -> KeyReference {
+    /// A reference an admin gives, which the gateway keeps (with a tenant, in key states, audit
+    /// events, logs and alerts): 400 if it is malformed or holds a PIN.
+    static func kept(_ ref: String) throws -> KeyReference {
         let reference: KeyReference
         do { reference = try KeyReference.parse(ref) } catch {
             throw GatewayError.invalidRequest("\(error)", code: "invalid_key_reference")
         }
+        guard !reference.holdsSecret else { throw GatewayError.invalidRequest(KeyStores.pinValueRefused, code: "invalid_key_reference") }
+        return reference
+    }
+
+    /// Why a `pkcs11:` reference with `pin-value=` is refused (the message never repeats it).
+    static let pinValueRefused = "a pkcs11: key the gateway keeps cannot carry its PIN (pin-value=): the reference is stored, "
+        + "audited and logged as given; name a file holding the PIN with pin-source= instead"
+
+    /// A key an admin names for a tenant (a new tenant's, a re-key's target): 400 if the reference
+    /// is malformed or holds a PIN, 404 if its store has no such key, 409 if the key is not enabled.
+    func enabledKey(_ ref: String) async throws -> KeyReference {
+        let reference = try Self.kept(ref)
         let description = try await describe(reference, ref)
         guard description.state == .enabled else {
             throw GatewayError(.conflict, type: "invalid_request_error", code: "key_not_enabled",

@@ -315,3 +315,26 @@ private final class KMIPExchangeHandler: ChannelDuplexHandler {
         while let p = waiting.popFirst() { p.fail(error) }
     }
 }
+
+extension KMIPClient.Failure {
+    /// The failure as a key store's error: the server's reason (and, where PyKMIP gives only a
+    /// generic one, its message) to our codes.
+    func keyStoreError(_ operation: KMIPOperation) -> KeyStoreError {
+        let text = "KMIP \(operation.name): \(message)"
+        let lower = message.lowercased()
+        // A key in the wrong state is refused with Permission Denied (PyKMIP) or Illegal Operation.
+        if lower.contains("active state") || lower.contains("not active") || lower.contains("deactivated") {
+            return KeyStoreError(.keyDisabled, text)
+        }
+        switch reason {
+        case KMIPValue.reasonItemNotFound: return KeyStoreError(.keyNotFound, text)
+        case KMIPValue.reasonPermissionDenied, KMIPValue.reasonAuthenticationNotSuccessful: return KeyStoreError(.accessDenied, text)
+        case KMIPValue.reasonCryptographicFailure: return KeyStoreError(.invalidCiphertext, text)
+        case KMIPValue.reasonObjectAlreadyExists: return KeyStoreError(.alreadyExists, text)
+        // A wrong tag or additional data: PyKMIP says only "Operation failed" (General Failure).
+        case KMIPValue.reasonGeneralFailure where operation == .decrypt: return KeyStoreError(.invalidCiphertext, text)
+        case KMIPValue.reasonGeneralFailure: return KeyStoreError(.keyUnavailable, text)
+        default: return KeyStoreError(.invalidArgument, text)
+        }
+    }
+}

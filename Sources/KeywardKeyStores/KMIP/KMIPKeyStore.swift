@@ -55,26 +55,7 @@ public final class KMIPKeyStore: KeyStore {
         do {
             return try await client.call(operation, payload)
         } catch let f as KMIPClient.Failure {
-            throw Self.error(f, operation)
-        }
-    }
-
-    static func error(_ f: KMIPClient.Failure, _ operation: KMIPOperation) -> KeyStoreError {
-        let reason = "KMIP \(operation.name): \(f.message)"
-        let lower = f.message.lowercased()
-        // A key in the wrong state is refused with Permission Denied (PyKMIP) or Illegal Operation.
-        if lower.contains("active state") || lower.contains("not active") || lower.contains("deactivated") {
-            return KeyStoreError(.keyDisabled, reason)
-        }
-        switch f.reason {
-        case KMIPValue.reasonItemNotFound: return KeyStoreError(.keyNotFound, reason)
-        case KMIPValue.reasonPermissionDenied, KMIPValue.reasonAuthenticationNotSuccessful: return KeyStoreError(.accessDenied, reason)
-        case KMIPValue.reasonCryptographicFailure: return KeyStoreError(.invalidCiphertext, reason)
-        case KMIPValue.reasonObjectAlreadyExists: return KeyStoreError(.alreadyExists, reason)
-        // A wrong tag or additional data: PyKMIP says only "Operation failed" (General Failure).
-        case KMIPValue.reasonGeneralFailure where operation == .decrypt: return KeyStoreError(.invalidCiphertext, reason)
-        case KMIPValue.reasonGeneralFailure: return KeyStoreError(.keyUnavailable, reason)
-        default: return KeyStoreError(.invalidArgument, reason)
+            throw f.keyStoreError(operation)
         }
     }
 
