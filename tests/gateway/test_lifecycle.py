@@ -276,6 +276,50 @@ def test_when_the_audit_log_cannot_be_written_key_operations_are_refused(fresh_g
         "SELECT operation FROM audit_events")])
 
 
+def test_a_streamed_answer_that_cannot_be_stored_does_not_end_as_if_it_were(fresh_gateway, upstream):
+    """The answer's events go out as they come; when its record and audit event cannot be written,
+    the final event ([DONE], message_stop) is replaced by an error event, which the SDKs raise."""
+    import anthropic
+    g = fresh_gateway()
+    token = g.new_tenant("streamer", store="always")
+    c = g.openai(token)
+    chat(c, "the data key, unwrapped and audited before the outage", model="mock-1")
+    db = sqlite3.connect(f"{g.data}/keyward.sqlite3", timeout=10)
+    records = db.execute("SELECT count(*) FROM records").fetchone()[0]
+    with db:
+        db.execute("CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(FAIL, 'disk full'); END")
+    pieces, ids = [], set()
+    with pytest.raises(openai.APIError) as e:
+        for chunk in c.chat.completions.create(model="mock-1", stream=True, messages=[{"role": "user", "content": "one two three"}]):
+            ids.add(chunk.id)
+            pieces += [choice.delta.content or "" for choice in chunk.choices]
+    assert "could not be stored" in str(e.value), e.value
+    assert "".join(pieces) == "echo: one two three"  # every event of the answer but its end
+    # The audit log is down now: Anthropic's stream is refused before it starts, so it is tried
+    # after the recovery with the table refusing again from the first event on.
+    with db:
+        db.execute("DROP TRIGGER audit_down")
+    deadline = time.time() + 10
+    while g.request("GET", "/readyz")[0] != 200:
+        assert time.time() < deadline, "the gateway did not resume after the audit log recovered"
+        time.sleep(0.2)
+    chat(c, "before the second outage", model="mock-1")
+    records = db.execute("SELECT count(*) FROM records").fetchone()[0]
+    with db:
+        db.execute("CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(FAIL, 'disk full'); END")
+    client = anthropic.Anthropic(base_url=g.url, api_key=token, max_retries=0)
+    with pytest.raises(anthropic.APIError) as e:
+        with client.messages.stream(model="claude-test", max_tokens=50, messages=[{"role": "user", "content": "un deux"}]) as stream:
+            "".join(stream.text_stream)
+    assert "could not be stored" in str(e.value), e.value
+    # Nothing of either answer was kept.
+    assert db.execute("SELECT count(*) FROM records").fetchone()[0] == records
+    assert ids and not any(db.execute("SELECT 1 FROM records WHERE id = ?", (i,)).fetchone() for i in ids)
+    with db:
+        db.execute("DROP TRIGGER audit_down")
+    db.close()
+
+
 def test_audit_events_name_who_did_what_and_never_hold_secrets(gateway):
     token = gateway.new_tenant("who")
     c = gateway.openai(token)

@@ -207,8 +207,10 @@ struct AIController {
             // its tokens counted there): count what was sent.
             defer { if !stored { limiter.used([], orBytes: x.body.count + forwarded, by: x.principal) } }
             let start = ContinuousClock.now
-            func store(status: Int = 200) async {
-                guard !stored, chat.chunks > 0 || messages.started else { return }
+            /// Stores the answer once; the error if it could not be (its events were sent, but
+            /// not the end: the client must not take for kept an answer that was not).
+            func store(status: Int = 200) async -> GatewayError? {
+                guard !stored, chat.chunks > 0 || messages.started else { return nil }
                 stored = true
                 let answer = p == .openAI ? chat.assembled(id: x.recordID ?? "") : messages.assembled()
                 let usage = p == .openAI
@@ -217,40 +219,51 @@ struct AIController {
                 do {
                     try await storeExchange(x, protocol: p, response: answer, usage: usage, upstreamTime: ContinuousClock.now - start,
                                             status: status)
+                    return nil
                 } catch {
-                    // The answer has been sent; the operator must know it was not kept.
-                    logger.error("streamed exchange not stored", metadata: ["record": "\(x.recordID ?? "-")", "error": "\(error)"])
+                    let failure = GatewayError.from(error)
+                    logger.error("streamed exchange not stored", metadata: ["record": "\(x.recordID ?? "-")", "error": "\(failure.code)"])
+                    return failure
                 }
+            }
+            /// Ends the answer with an error event in place of its final one.
+            struct NotStored: Error {}
+            func withhold(_ failure: GatewayError) async throws -> Never {
+                let told = GatewayError(failure.status, type: failure.type, code: failure.code, "the answer could not be stored: \(failure.message)")
+                try await writer.write(ByteBuffer(bytes: Self.errorEvent(told, protocol: p)))
+                throw NotStored()
             }
             func forward(_ event: SSEEvent) async throws {
                 var e = event
                 if e.data.elementsEqual("[DONE]".utf8) {
-                    await store()
+                    if let failure = await store() { try await withhold(failure) }
                 } else if p == .openAI {
                     if let id = x.recordID { e.data = JSONScanner.replacingString("id", with: id, in: e.data) }
                     chat.add(e.data)
                 } else {
                     messages.add(e.data)
-                    if e.name == "message_stop" { await store() }
+                    if e.name == "message_stop", let failure = await store() { try await withhold(failure) }
                 }
                 let bytes = e.bytes
                 forwarded += bytes.count
                 try await writer.write(ByteBuffer(bytes: bytes))
             }
-            if let e = try await UpstreamClient.forEachChunk(of: response, from: upstream, { buffer in
-                for event in splitter.feed(buffer.readableBytesView) { try await forward(event) }
-            }) {
-                logger.warning("an upstream broke off a streamed answer", metadata: ["upstream": "\(upstream.name)", "error": "\(e.code)"])
-                // After the final event the answer is whole (and stored): nothing more to say.
-                if !stored {
-                    await store(status: Int(e.status.code))
-                    try await writer.write(ByteBuffer(bytes: Self.errorEvent(e, protocol: p)))
+            do {
+                if let e = try await UpstreamClient.forEachChunk(of: response, from: upstream, { buffer in
+                    for event in splitter.feed(buffer.readableBytesView) { try await forward(event) }
+                }) {
+                    logger.warning("an upstream broke off a streamed answer", metadata: ["upstream": "\(upstream.name)", "error": "\(e.code)"])
+                    // After the final event the answer is whole (and stored): nothing more to say.
+                    if !stored {
+                        _ = await store(status: Int(e.status.code))
+                        try await writer.write(ByteBuffer(bytes: Self.errorEvent(e, protocol: p)))
+                    }
+                    try await writer.finish(nil)
+                    return
                 }
-                try await writer.finish(nil)
-                return
-            }
-            if let last = splitter.finish() { try await forward(last) }
-            await store()
+                if let last = splitter.finish() { try await forward(last) }
+                if let failure = await store() { try await withhold(failure) }
+            } catch is NotStored {}
             try await writer.finish(nil)
         }
     }
