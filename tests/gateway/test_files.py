@@ -76,6 +76,29 @@ def test_upload_list_retrieve_download_and_delete_with_the_openai_sdk(gateway):
     assert f"files/files-basic/{f.id}" not in blobs(gateway)
 
 
+def test_the_files_list_pages_as_openais_and_skips_expired_files_without_a_short_page(gateway):
+    """OpenAI's Files list takes a limit of 1 to 10,000 (default 10,000, so that an SDK's
+    `files.list().data` is every file); a file past its expiry (not yet purged) is skipped, and the
+    page is filled from the files after it."""
+    import sqlite3
+    token = gateway.new_tenant("files-paging")
+    c = gateway.openai(token)
+    ids = [c.files.create(file=(f"f{i}.txt", b"x"), purpose="user_data").id for i in range(25)]
+    assert [x.id for x in c.files.list().data] == ids[::-1]
+    assert len(c.files.list(limit=10_000).data) == 25
+    for limit in ["0", "10001", "x"]:
+        status, body, _ = gateway.request("GET", f"/v1/files?limit={limit}", token=token)
+        assert status == 400 and body["error"]["code"] == "invalid_field", body
+    # The five newest expire: the first page of three is the next three, and more follow.
+    with sqlite3.connect(f"{gateway.data}/keyward.sqlite3", timeout=10) as db:
+        db.executemany("UPDATE records SET expires_at = 1 WHERE tenant = 'files-paging' AND id = ?", [(i,) for i in ids[-5:]])
+    page = c.files.list(limit=3)
+    assert [x.id for x in page.data] == ids[-6:-9:-1] and page.has_more
+    assert [x.id for x in c.files.list(limit=3, order="asc", after=ids[-8])] == ids[-7:-5]
+    assert not c.files.list(limit=3, order="asc", after=ids[-7]).has_more
+    assert [x.id for x in c.files.list(limit=2)] == ids[-6::-1]
+
+
 def test_a_256_mib_file_streams_both_ways_in_bounded_memory(gateway, tmp_path):
     token = gateway.new_tenant("files-big")
     c = gateway.openai(token)

@@ -41,15 +41,22 @@ struct FilesController {
 
         router.get("/v1/files") { request, context -> Response in
             let (tenant, scope) = try await caller(context, .retrieval)
-            let page = try ListPage(request, defaultOrder: .descending)
+            let page = try ListPage(request, defaultOrder: .descending, limits: ListPage.fileLimits)
             let purpose = request.uri.queryParameters.get("purpose")
-            let records = try await page.records(of: tenant.name, kind: Files.kind, label: purpose, noun: "file", in: store)
-            // An expired file is gone for its tenant before the purge deletes it.
+            // An expired file is gone for its tenant before the purge deletes it: the page is
+            // filled from the records past it, so that a page is short only at the end.
             let now = Gateway.nowMs()
-            let live = records.filter { !Files.expired($0, now: now) }
+            var live: [Record] = []
+            var reading = page
+            while live.count <= page.limit {
+                let records = try await reading.records(of: tenant.name, kind: Files.kind, label: purpose, noun: "file", in: store)
+                live += records.filter { !Files.expired($0, now: now) }
+                guard records.count > reading.limit, let last = records.last else { break }
+                reading.after = last.id
+            }
             let shown = Array(live.prefix(page.limit))
             let objects = try await vault.read(shown, of: tenant, scope: scope)
-            return JSONBody.bytes(ListPage.encoded(objects, ids: shown.map(\.id), hasMore: records.count > page.limit))
+            return JSONBody.bytes(ListPage.encoded(objects, ids: shown.map(\.id), hasMore: live.count > page.limit))
         }
 
         router.get("/v1/files/:id") { _, context -> Response in

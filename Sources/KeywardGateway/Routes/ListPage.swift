@@ -3,19 +3,23 @@ import Foundation
 import Hummingbird
 import KeywardStorage
 
-/// The paging parameters of OpenAI's list routes: `after` (an id), `limit` (1 to 100, default 20)
-/// and `order` (`asc` or `desc`).
+/// The paging parameters of OpenAI's list routes: `after` (an id), `limit` (1 to 100, default 20;
+/// the Files list's 1 to 10,000, default 10,000) and `order` (`asc` or `desc`).
 struct ListPage {
     var after: String?
     var limit: Int
     var order: RecordQuery.Order
 
-    init(_ request: Request, defaultOrder: RecordQuery.Order) throws {
+    /// The Files list's limits (OpenAI's): an SDK's `files.list().data` is every file.
+    static let fileLimits = (range: 1...10_000, default: 10_000)
+
+    init(_ request: Request, defaultOrder: RecordQuery.Order, limits: (range: ClosedRange<Int>, default: Int) = (1...100, 20)) throws {
         let q = request.uri.queryParameters
-        limit = 20
+        limit = limits.default
         if let text = q.get("limit") {
-            guard let n = Int(text), (1...100).contains(n) else {
-                throw GatewayError.invalidRequest("limit must be an integer from 1 to 100", code: "invalid_field")
+            guard let n = Int(text), limits.range.contains(n) else {
+                throw GatewayError.invalidRequest("limit must be an integer from \(limits.range.lowerBound) to \(limits.range.upperBound)",
+                                                  code: "invalid_field")
             }
             limit = n
         }
