@@ -238,6 +238,37 @@ def test_conversations_kept_by_keyward_and_continued_by_responses(fresh_gateway,
     assert scan([g.data, g.tmp], [marker]) == []
 
 
+def test_a_turn_without_input_continues_its_context_and_background_mode_is_refused(fresh_gateway, upstream):
+    """As OpenAI's SDK allows: a turn with no `input` continues a conversation (after the app added
+    its items) or a chain as they stand. Background mode, which Keyward cannot keep (a turn is
+    stored as its answer ends), and retrieving a response as a stream are refused, not ignored."""
+    g = fresh_gateway()
+    client = g.openai(g.new_tenant("continuer"))
+    conv = client.conversations.create()
+    client.conversations.items.create(conv.id, items=[{"type": "message", "role": "user", "content": "added by the app"}])
+    r = client.responses.create(model="resp-1", conversation=conv.id)
+    assert r.output_text == "echo: added by the app"
+    assert [i.content[0].text for i in client.conversations.items.list(conv.id, order="asc").data] == [
+        "added by the app", "echo: added by the app"]
+    first = turn(client, "alone")
+    again = client.responses.create(model="resp-1", previous_response_id=first.id)
+    assert again.output_text == "echo: alone" and again.previous_response_id == first.id
+    assert [i["content"] for i in upstream.bodies("/v1/responses")[-1]["input"]][0] == "alone"
+    assert client.responses.input_items.list(again.id).data == []
+    before = len(upstream.bodies("/v1/responses"))
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="resp-1")
+    assert e.value.code == "missing_field"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="resp-1", input="later", background=True)
+    assert e.value.code == "unsupported"
+    assert len(upstream.bodies("/v1/responses")) == before
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.retrieve(first.id, stream=True)
+    assert e.value.code == "unsupported"
+    assert client.responses.retrieve(first.id).output_text == "echo: alone"
+
+
 def test_a_deleted_turn_is_left_out_of_later_contexts(fresh_gateway, upstream):
     g = fresh_gateway()
     client = g.openai(g.new_tenant("forgetful"))

@@ -5,8 +5,9 @@ import KeywardJSON
 /// from earlier turns, the request an upstream gets, and the response as Keyward returns it.
 /// Items are kept as the JSON they came in (any item type, replayed as it was).
 enum ResponseItems {
-    /// A request's `input` as a list of items: a string is one user message.
-    static func input(_ value: Any?) throws -> [Any] {
+    /// A request's `input` as a list of items: a string is one user message; absent, no items if
+    /// `optional` (a turn that continues a context), else 400.
+    static func input(_ value: Any?, optional: Bool = false) throws -> [Any] {
         switch value {
         case let text as String: return [["role": "user", "content": text]]
         case let items as [Any]:
@@ -14,7 +15,9 @@ enum ResponseItems {
                 throw GatewayError.invalidRequest("every input item must be an object", code: "invalid_field")
             }
             return items
-        case nil: throw GatewayError.invalidRequest("input is required", code: "missing_field")
+        case nil:
+            guard optional else { throw GatewayError.invalidRequest("input is required", code: "missing_field") }
+            return []
         default: throw GatewayError.invalidRequest("input must be a string or a list of items", code: "invalid_field")
         }
     }

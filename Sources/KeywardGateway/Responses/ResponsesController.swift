@@ -44,8 +44,12 @@ struct ResponsesController {
             return JSONBody.bytes(ListPage.encoded(items, ids: shown.map(\.id), hasMore: records.count > page.limit))
         }
 
-        router.get("/v1/responses/:id") { _, context -> Response in
+        router.get("/v1/responses/:id") { request, context -> Response in
             let (principal, tenant) = try await reader(context)
+            // An SDK's `retrieve(id, stream=True)` replays a background response's events; there are none.
+            if let stream = request.uri.queryParameters.get("stream"), stream != "false" {
+                throw GatewayError.invalidRequest("a stored response is retrieved whole: stream is not supported", code: "unsupported")
+            }
             let record = try await stored(tenant, try context.parameters.require("id"), kind: Self.responseKind)
             return JSONBody.bytes(try await vault.read([record], of: tenant, scope: principal.scope(.retrieval))[0])
         }
@@ -85,7 +89,6 @@ struct ResponsesController {
         guard let model = body["model"] as? String, !model.isEmpty else {
             throw GatewayError.invalidRequest("model is required", code: "missing_field")
         }
-        let input = try ResponseItems.input(body["input"])
         let previous = body["previous_response_id"] as? String
         if body["previous_response_id"] != nil, previous == nil {
             throw GatewayError.invalidRequest("previous_response_id must be a string", code: "invalid_field")
@@ -96,6 +99,13 @@ struct ResponsesController {
         }
         if conversationID != nil, previous != nil {
             throw GatewayError.invalidRequest("previous_response_id and conversation cannot be used together", code: "invalid_field")
+        }
+        // A turn with no input of its own continues its context (or a stored prompt) as it stands.
+        let input = try ResponseItems.input(body["input"], optional: previous != nil || conversationID != nil || body["prompt"] != nil)
+        if let background = body["background"], (background as? Bool) != false {
+            // Kept only when its answer ends; polling a queued response would see it queued for ever.
+            throw GatewayError.invalidRequest("background responses are not supported: Keyward stores a turn as its answer ends",
+                                              code: "unsupported")
         }
         if let store = body["store"], !(store is Bool) {
             throw GatewayError.invalidRequest("store must be true or false", code: "invalid_field")
