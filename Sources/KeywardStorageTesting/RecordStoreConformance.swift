@@ -64,9 +64,13 @@ public enum RecordStoreConformance {
         let (store, _dir) = try await engine.make(); _ = _dir
         for name in ["a", "b"] { try await store.createTenant(Tenant(name: name, key: "local:\(name)", createdAt: 0)) }
         for (i, id) in ["batch_1", "batch_2", "batch_3"].enumerated() {
-            try await store.createBatch(Batch(id: id, tenant: id == "batch_3" ? "b" : "a", token: "tok_1", endpoint: "/v1/chat/completions",
-                                              inputFile: "file-1", createdAt: Int64(i), expiresAt: 1000))
+            var batch = Batch(id: id, tenant: id == "batch_3" ? "b" : "a", token: "tok_1", endpoint: "/v1/chat/completions",
+                              inputFile: "file-1", createdAt: Int64(i), expiresAt: 1000)
+            batch.outputExpiresAfter = id == "batch_2" ? 3600 : nil
+            try await store.createBatch(batch)
         }
+        #expect(try await store.batch(id: "batch_2")?.outputExpiresAfter == 3600)
+        #expect(try await store.batch(id: "batch_1")?.outputExpiresAfter == nil)
         #expect(try await store.batches(tenant: "a", after: nil, limit: 10).map(\.id) == ["batch_2", "batch_1"])
         #expect(try await store.batches(tenant: "a", after: "batch_2", limit: 10).map(\.id) == ["batch_1"])
         await expectError(.notFound, as: StorageError.self) { _ = try await store.batches(tenant: "a", after: "batch_3", limit: 10) }

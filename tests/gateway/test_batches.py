@@ -91,9 +91,14 @@ def test_failing_and_flaky_lines_with_embeddings_and_responses(fresh_gateway, up
     lines = [chat_line("ok", f"{marker} fine"), chat_line("broken", f"{marker} x", model="mock-500"),
              chat_line("flaky", f"{marker} flaky", model="mock-flaky"), chat_line("nobody", "x", model="no-such-model")]
     f = c.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
-    done = wait(c, c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h").id)
+    done = wait(c, c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                    output_expires_after={"anchor": "created_at", "seconds": 7200}).id)
     assert done.status == "completed"
     assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (4, 2, 2)
+    # Both files expire as asked; the input file does not.
+    for made in [c.files.retrieve(done.output_file_id), c.files.retrieve(done.error_file_id)]:
+        assert made.expires_at == made.created_at + 7200, made
+    assert c.files.retrieve(f.id).expires_at == f.expires_at != f.created_at + 7200
     out = {r["custom_id"]: r for r in results(c, done.output_file_id)}
     errors = {r["custom_id"]: r for r in results(c, done.error_file_id)}
     assert set(out) == {"ok", "flaky"} and set(errors) == {"broken", "nobody"}
@@ -139,6 +144,10 @@ def test_invalid_input_fails_the_batch_with_line_errors_and_sends_nothing(fresh_
         c.batches.create(input_file_id=f.id, endpoint="/v1/completions", completion_window="24h")
     with pytest.raises(openai.BadRequestError):
         c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="1h")
+    for wrong in [{"anchor": "created_at", "seconds": 10}, {"anchor": "last_active_at", "seconds": 3600},
+                  {"anchor": "created_at", "seconds": "3600"}, {"seconds": 3600}]:
+        with pytest.raises(openai.BadRequestError):
+            c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h", output_expires_after=wrong)
     other = c.files.create(file=("notes.txt", b"x"), purpose="user_data")
     with pytest.raises(openai.BadRequestError):
         c.batches.create(input_file_id=other.id, endpoint="/v1/chat/completions", completion_window="24h")

@@ -74,8 +74,8 @@ extension BatchRunner {
             // Another replica may take the batch over once the lease lapses, and redo this with the
             // same file ids: the files are written only while the lease surely holds.
             guard watch.holds(for: .seconds(settings.leaseSeconds / 5)) else { throw Stop.leaseLost }
-            if let output { _ = try await files.finish(output, expiresAfter: nil, tenant: tenant, scope: scope) }
-            if let errors { _ = try await files.finish(errors, expiresAfter: nil, tenant: tenant, scope: scope) }
+            if let output { _ = try await files.finish(output, expiresAfter: batch.outputExpiresAfter, tenant: tenant, scope: scope) }
+            if let errors { _ = try await files.finish(errors, expiresAfter: batch.outputExpiresAfter, tenant: tenant, scope: scope) }
         } catch {
             await output?.abort()
             await errors?.abort()

@@ -45,13 +45,15 @@ struct Batches: Sendable {
             throw GatewayError.invalidRequest("completion_window must be 24h", code: "invalid_field")
         }
         let metadata = try Self.metadata(body["metadata"])
+        let outputExpiresAfter = try Self.outputExpiresAfter(body["output_expires_after"])
         let file = try await files.record(tenant, input)
         guard file.metadata.purpose == "batch" else {
             throw GatewayError.invalidRequest("the input file's purpose must be batch", code: "invalid_file_purpose")
         }
         let now = Gateway.nowMs()
-        let batch = Batch(id: Tokens.identifier("batch_"), tenant: tenant.name, token: principal.tokenID, endpoint: endpoint,
+        var batch = Batch(id: Tokens.identifier("batch_"), tenant: tenant.name, token: principal.tokenID, endpoint: endpoint,
                           inputFile: input, createdAt: now, expiresAt: now + Self.windowMs)
+        batch.outputExpiresAfter = outputExpiresAfter
         let sealer = try await AuditScope.$current.withValue(scope) { try await vault.sealer(for: tenant, plaintextLength: 0) }
         let sealed = try JSONSerialization.data(withJSONObject: ["metadata": metadata.map { $0 as Any } ?? NSNull()])
         let record = try sealer.seal(Array(sealed), id: batch.id, kind: Self.kind, createdAt: now, metadata: RecordMetadata())
@@ -63,6 +65,18 @@ struct Batches: Sendable {
             throw error
         }
         return batch
+    }
+
+    /// OpenAI's `output_expires_after`, `{"anchor": "created_at", "seconds": 3600 to 2592000}`: the
+    /// seconds the output and error files live after they are made.
+    static func outputExpiresAfter(_ value: Any?) throws -> Int64? {
+        guard let value, !(value is NSNull) else { return nil }
+        guard let o = value as? [String: Any], o["anchor"] as? String == "created_at", o.count == 2,
+              let seconds = o["seconds"] as? Int, !(o["seconds"] is Bool), (3600...2_592_000).contains(seconds) else {
+            throw GatewayError.invalidRequest("output_expires_after must be {\"anchor\": \"created_at\", \"seconds\": 3600 to 2592000}",
+                                              code: "invalid_field")
+        }
+        return Int64(seconds)
     }
 
     /// OpenAI's metadata: at most 16 string pairs, keys up to 64 characters, values up to 512.

@@ -46,6 +46,9 @@ public struct Batch: Sendable, Hashable {
     public var errors: String?
     public var owner: String?
     public var leaseUntil: Int64?
+    /// OpenAI's `output_expires_after`: the output and error files expire this many seconds
+    /// after they are made; nil, they live as long as the tenant's retention allows.
+    public var outputExpiresAfter: Int64?
 
     public init(id: String, tenant: String, token: String, endpoint: String, inputFile: String, createdAt: Int64, expiresAt: Int64) {
         self.id = id
@@ -91,7 +94,7 @@ extension Batch {
     static let columns = """
         id, tenant, token, endpoint, input_file, status, created_at, expires_at, in_progress_at, finalizing_at, completed_at, \
         failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, dispatched, output_file, error_file, errors, \
-        owner, lease_until
+        owner, lease_until, output_expires_after
         """
 
     init(row r: some SQLRow) throws {
@@ -116,13 +119,15 @@ extension Batch {
         errors = try r.optionalText(21)
         owner = try r.optionalText(22)
         leaseUntil = try r.optionalInt(23)
+        outputExpiresAfter = try r.optionalInt(24)
     }
 
     var values: [SQLValue] {
         [.text(id), .text(tenant), .text(token), .text(endpoint), .text(inputFile), .text(status.rawValue), .integer(createdAt),
          .integer(expiresAt), .integer(inProgressAt), .integer(finalizingAt), .integer(completedAt), .integer(failedAt),
          .integer(expiredAt), .integer(cancellingAt), .integer(cancelledAt), .integer(total), .integer(completed), .integer(failed),
-         .integer(dispatched), .text(outputFile), .text(errorFile), .text(errors), .text(owner), .integer(leaseUntil)]
+         .integer(dispatched), .text(outputFile), .text(errorFile), .text(errors), .text(owner), .integer(leaseUntil),
+         .integer(outputExpiresAfter)]
     }
 
     static let unfinished = "status IN ('validating', 'in_progress', 'finalizing')"

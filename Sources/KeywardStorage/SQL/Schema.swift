@@ -167,6 +167,10 @@ public enum Schema {
                     requests BIGINT NOT NULL, tokens BIGINT NOT NULL, PRIMARY KEY (scope, minute, replica))
                 """),
         ]),
+        // A batch's `output_expires_after` (seconds): how long its output and error files live.
+        Migration(version: 10, statements: [
+            all("ALTER TABLE batches ADD COLUMN output_expires_after BIGINT"),
+        ]),
     ]
 
     private static func all(_ sql: String) -> Statement { Statement(sql: sql, only: nil) }
