@@ -285,7 +285,6 @@ def test_a_streamed_answer_that_cannot_be_stored_does_not_end_as_if_it_were(fres
     c = g.openai(token)
     chat(c, "the data key, unwrapped and audited before the outage", model="mock-1")
     db = sqlite3.connect(f"{g.data}/keyward.sqlite3", timeout=10)
-    records = db.execute("SELECT count(*) FROM records").fetchone()[0]
     with db:
         db.execute("CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(FAIL, 'disk full'); END")
     pieces, ids = [], set()

@@ -10,6 +10,7 @@ import time
 import urllib.parse
 
 import openai
+import pytest
 
 from keyward_paths import bench_bin, keyward_bin
 
@@ -240,6 +241,10 @@ def test_rekey_to_an_hsm_and_back(fresh_gateway, tmp_path):
                               g.as_role("key-admin", "POST", f"/admin/v1/keys/{ref(with_pin)}/disable")]:
         assert status == 400 and answer["error"]["code"] == "invalid_key_reference", answer
         assert "271828" not in str(answer) and "pin-source=" in answer["error"]["message"]
+    # The audit key too: the gateway does not start on it.
+    with pytest.raises(RuntimeError) as e:
+        fresh_gateway(extra_env=env, config_extra={"audit": {"key": with_pin}})
+    assert "pin-source=" in str(e.value) and "271828" not in str(e.value)
     status, body, _ = g.as_role("key-admin", "POST", "/admin/v1/tenants/vault/rekey", {"key": hsm})
     assert status == 202, body
     job = g.wait_job(body["job"])
@@ -265,6 +270,17 @@ def test_rekey_to_an_hsm_and_back(fresh_gateway, tmp_path):
     assert events and "271828" not in str(events)
     with open(g.stderr_path, errors="replace") as f:
         assert "271828" not in f.read()
+    # A tenant that got such a reference before the gateway refused them keeps it manageable (its
+    # key can be described and disabled under it), and each start warns of it, naming the tenant only.
+    with sqlite3.connect(f"{g.data}/keyward.sqlite3", timeout=10) as db:
+        db.execute("UPDATE tenants SET previous_key = ? WHERE name = 'vault'", (with_pin,))
+    status, body, _ = g.as_role("key-admin", "GET", f"/admin/v1/keys/{ref(with_pin)}")
+    assert status == 200 and body["tenants"] == ["vault"], body
+    g.stop()
+    g.start()
+    with open(g.stderr_path, errors="replace") as f:
+        warned = [line for line in f if "carries its PIN" in line]
+    assert warned and "vault" in warned[-1] and "271828" not in "".join(warned)
 
 
 def test_rekey_through_transit_and_kmip_and_back(fresh_gateway):

@@ -134,6 +134,13 @@ public final class Gateway: Sendable {
         signer.withLock { $0 = loaded }
         try await audit.append(AuditLog.event(created ? .auditKeyCreated : .unwrap, key: configuration.auditKey,
                                               record: "audit-signing.key", scope: AuditScope(actor: "system")))
+        // Kept before the gateway refused them: the PIN is in the tenant's row and its events.
+        for tenant in try await store.tenants() where [tenant.key, tenant.previousKey].contains(where: { key in
+            key.flatMap(KeyReference.init(parsing:))?.holdsSecret == true
+        }) {
+            logger.warning("a tenant's pkcs11: key carries its PIN (pin-value=): re-key it to the same key named with pin-source=",
+                           metadata: ["tenant": "\(tenant.name)"])
+        }
         guard try await store.tokens(role: .admin).isEmpty else {
             if let given = configuration.initialAdminToken,
                try await store.token(hash: Tokens.hash(given))?.role != .admin {

@@ -32,13 +32,18 @@ extension GatewayContext {
         return (principal, tenant)
     }
 
-    /// The percent-encoded key reference of a `keys/:ref/…` route.
-    func keyReference() throws -> String {
+    /// The percent-encoded key reference of a `keys/:ref/…` route. One that holds a PIN is
+    /// refused unless a tenant already uses it (kept before the gateway refused such references),
+    /// so that its key can still be described, disabled and moved away from.
+    func keyReference(in store: any RecordStore) async throws -> String {
         let raw = try parameters.require("ref")
-        guard let ref = raw.removingPercentEncoding, KeyReference(parsing: ref) != nil else {
+        guard let ref = raw.removingPercentEncoding, let reference = KeyReference(parsing: ref) else {
             throw GatewayError.invalidRequest("the key reference must be percent-encoded local:NAME, aws-kms:ARN or pkcs11:…",
                                               code: "invalid_key_reference")
         }
-        return try KeyStores.kept(ref).description
+        if reference.holdsSecret, try await store.tenants(usingKey: ref).isEmpty {
+            throw GatewayError.invalidRequest(KeyStores.pinValueRefused, code: "invalid_key_reference")
+        }
+        return ref
     }
 }

@@ -3,10 +3,11 @@ import HTTPTypes
 import Hummingbird
 
 /// The request's span: Hummingbird's `TracingMiddleware` (continuing an incoming `traceparent`,
-/// named by the matched route, ended when the body is written), shown a query whose parameters
-/// Keyward does not read are replaced by `REDACTED`, and a path cut before a PKCS#11 PIN. A client may put anything in a query (an
-/// `api_key` another gateway accepts there), and a span leaves the machine; the middleware records
-/// a query verbatim or redacts only the names it is given. No header is recorded either.
+/// named by the matched route, ended when the body is written), shown the request's target with
+/// what may be secret replaced by `REDACTED`: the query's parameters that Keyward does not read (a
+/// client may put anything there, an `api_key` another gateway takes, and a span leaves the
+/// machine; the middleware itself redacts only parameters it is told of), and a path segment or
+/// parameter that names a PKCS#11 PIN. No header is recorded either.
 struct RequestSpan: RouterMiddleware {
     typealias Context = GatewayContext
     private let tracing = TracingMiddleware<GatewayContext>()
@@ -28,15 +29,15 @@ struct RequestSpan: RouterMiddleware {
     }
 
     /// The request target as a span may show it, or nil if it may show it as it is: the query
-    /// redacted, and a path that names a PKCS#11 PIN (a `keys/:ref` route's percent-encoded
-    /// `pin-value=`, which the route refuses) cut before the PIN.
+    /// redacted, and a path segment naming a PKCS#11 PIN (a `keys/:ref` route's percent-encoded
+    /// `pin-value=`, which the route refuses) replaced.
     static func redacted(target: String) -> String? {
         let mark = target.firstIndex(of: "?") ?? target.endIndex
-        var path = target[..<mark]
-        let pin = path.range(of: "pin-value", options: .caseInsensitive)
-        guard pin != nil || mark != target.endIndex else { return nil }
-        if let pin { path = path[..<pin.upperBound] + "=REDACTED" }
-        return mark == target.endIndex ? String(path) : String(path + "?" + redacted(query: target[target.index(after: mark)...]))
+        let segments = target[..<mark].split(separator: "/", omittingEmptySubsequences: false)
+        let pin = segments.contains(where: namesPIN)
+        guard pin || mark != target.endIndex else { return nil }
+        let path = pin ? segments.map { namesPIN($0) ? "REDACTED" : $0 }.joined(separator: "/") : String(target[..<mark])
+        return mark == target.endIndex ? path : path + "?" + redacted(query: target[target.index(after: mark)...])
     }
 
     /// `query` with each parameter that is not one of ``shownParameters`` (its name included:
@@ -44,9 +45,13 @@ struct RequestSpan: RouterMiddleware {
     /// by `REDACTED`.
     static func redacted(query: Substring) -> String {
         query.split(separator: "&", omittingEmptySubsequences: false).map { parameter -> Substring in
-            let name = parameter.prefix { $0 != "=" }
-            let shown = shownParameters.contains(name) && parameter.range(of: "pin-value", options: .caseInsensitive) == nil
-            return shown ? parameter : "REDACTED"
+            shownParameters.contains(parameter.prefix { $0 != "=" }) && !namesPIN(parameter) ? parameter : "REDACTED"
         }.joined(separator: "&")
+    }
+
+    /// Whether `text`, as the routes decode it, names a PIN (in any case: a span need not be exact).
+    private static func namesPIN(_ text: Substring) -> Bool {
+        (text.removingPercentEncoding ?? String(text)).range(of: "pin-value", options: .caseInsensitive) != nil
+            || text.range(of: "pin-value", options: .caseInsensitive) != nil
     }
 }

@@ -222,7 +222,8 @@ struct AIController {
                     return nil
                 } catch {
                     let failure = GatewayError.from(error)
-                    logger.error("streamed exchange not stored", metadata: ["record": "\(x.recordID ?? "-")", "error": "\(failure.code)"])
+                    logger.error("streamed exchange not stored",
+                                 metadata: ["record": "\(x.recordID ?? "-")", "error": "\(failure.code)", "reason": "\(failure.message)"])
                     return failure
                 }
             }

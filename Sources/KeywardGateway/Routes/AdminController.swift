@@ -248,13 +248,13 @@ struct AdminController {
         }
 
         admin.get("keys/:ref/policy") { request, context -> Response in
-            let ref = try context.keyReference()
+            let ref = try await context.keyReference(in: store)
             return JSONBody.bytes(Array(try await policies.policy(forKey: ref).json.utf8))
         }
 
         admin.put("keys/:ref/policy") { request, context -> Response in
             let principal = try context.requirePrincipal()
-            let ref = try context.keyReference()
+            let ref = try await context.keyReference(in: store)
             let policy = try KeyPolicy.parse(try await request.bodyBytes(limit: bodyLimit))
             try await savePolicy(policy, forKey: ref, scope: AuditScope(actor: principal.tokenID))
             return JSONBody.bytes(Array(policy.json.utf8))

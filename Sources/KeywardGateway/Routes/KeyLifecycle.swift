@@ -61,7 +61,11 @@ struct KeyLifecycle {
     /// Applies `change` to the key `ref`, logged in the audit chain with its outcome (no event, no
     /// change), and drops every replica's cached data keys of it. Returns the key as it is now.
     func change(_ change: KeyChange, key ref: String, actor: String) async throws -> KeyDescription {
-        let reference = try KeyStores.kept(ref)
+        // The route checked it (a reference with a PIN only if a tenant already uses it).
+        let reference: KeyReference
+        do { reference = try KeyReference.parse(ref) } catch {
+            throw GatewayError.invalidRequest("\(error)", code: "invalid_key_reference")
+        }
         let keyStore = try keyStores.store(for: reference)
         if case .scheduleDeletion(let days) = change {
             // The stores' own rule (AWS KMS's), checked before anything is attempted or logged.

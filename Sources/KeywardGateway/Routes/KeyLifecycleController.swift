@@ -26,7 +26,7 @@ struct KeyLifecycleController {
         }
 
         admin.get("keys/:ref") { request, context -> Response in
-            let ref = try context.keyReference()
+            let ref = try await context.keyReference(in: store)
             let reference = try KeyReference.parse(ref)
             return JSONBody.encoded(KeyBody(try await lifecycle.describe(reference, ref),
                                             tenants: try await store.tenants(usingKey: ref).map(\.name)))
@@ -35,7 +35,7 @@ struct KeyLifecycleController {
         for action in ["disable", "enable", "rotate", "schedule-deletion", "cancel-deletion"] {
             admin.post("keys/:ref/\(action)") { request, context -> Response in
                 let principal = try context.requirePrincipal()
-                let ref = try context.keyReference()
+                let ref = try await context.keyReference(in: store)
                 let change: KeyChange = switch action {
                 case "disable": .disable
                 case "enable": .enable
