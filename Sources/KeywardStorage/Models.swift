@@ -227,14 +227,21 @@ public struct RecordQuery: Sendable, Hashable {
     public var order: Order
     /// Only records with this label: a completion's model, a file's purpose (``RecordMetadata/label``).
     public var label: String?
+    /// Only records that have not expired by this time (ms): the purge deletes the others later.
+    public var liveAt: Int64?
 
-    public init(tenant: String, kind: String, after: String? = nil, limit: Int = 20, order: Order = .ascending, label: String? = nil) {
+    /// The most records one query returns, whatever its `limit`.
+    public static let maxLimit = 1000
+
+    public init(tenant: String, kind: String, after: String? = nil, limit: Int = 20, order: Order = .ascending, label: String? = nil,
+                liveAt: Int64? = nil) {
         self.tenant = tenant
         self.kind = kind
         self.after = after
         self.limit = limit
         self.order = order
         self.label = label
+        self.liveAt = liveAt
     }
 }
 

@@ -284,6 +284,10 @@ public enum RecordStoreConformance {
         #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", after: "r3", limit: 10, order: .descending)) == ["r2", "r1"])
         #expect(try await ids(RecordQuery(tenant: "a", kind: "chat.response", limit: 10, label: "other")) == ["r4"])
         #expect(try await ids(RecordQuery(tenant: "b", kind: "chat.response", limit: 10)) == ["x"])
+        // Live at a time: records expiring at or before it are left out (the purge deletes them later).
+        try await store.insert([record("b", "y", at: 3, expires: 50), record("b", "z", at: 4, expires: 51)])
+        #expect(try await ids(RecordQuery(tenant: "b", kind: "chat.response", limit: 10, liveAt: 50)) == ["x", "z"])
+        #expect(try await ids(RecordQuery(tenant: "b", kind: "chat.response", after: "x", limit: 10, liveAt: 51)) == [])
         // A cursor from another tenant is not found there.
         await expectError(.notFound, as: StorageError.self) {
             _ = try await store.records(RecordQuery(tenant: "b", kind: "chat.response", after: "r2"))

@@ -97,6 +97,11 @@ def test_the_files_list_pages_as_openais_and_skips_expired_files_without_a_short
     assert [x.id for x in c.files.list(limit=3, order="asc", after=ids[-8])] == ids[-7:-5]
     assert not c.files.list(limit=3, order="asc", after=ids[-7]).has_more
     assert [x.id for x in c.files.list(limit=2)] == ids[-6::-1]
+    # A page longer than one query of the store (1,000 records) is read in parts.
+    more = [c.files.create(file=(f"g{i}.txt", b"y"), purpose="batch").id for i in range(1001)]
+    assert [x.id for x in c.files.list(purpose="batch").data] == more[::-1]
+    page = c.files.list(limit=1000, purpose="batch", order="asc")
+    assert [x.id for x in page.data] == more[:1000] and page.has_more
 
 
 def test_a_256_mib_file_streams_both_ways_in_bounded_memory(gateway, tmp_path):

@@ -259,6 +259,9 @@ def test_a_turn_without_input_continues_its_context_and_background_mode_is_refus
     with pytest.raises(openai.BadRequestError) as e:
         client.responses.create(model="resp-1")
     assert e.value.code == "missing_field"
+    with pytest.raises(openai.BadRequestError) as e:  # nothing to continue
+        client.responses.create(model="resp-1", conversation=client.conversations.create().id)
+    assert e.value.code == "missing_field"
     with pytest.raises(openai.BadRequestError) as e:
         client.responses.create(model="resp-1", input="later", background=True)
     assert e.value.code == "unsupported"

@@ -43,16 +43,17 @@ struct FilesController {
             let (tenant, scope) = try await caller(context, .retrieval)
             let page = try ListPage(request, defaultOrder: .descending, limits: ListPage.fileLimits)
             let purpose = request.uri.queryParameters.get("purpose")
-            // An expired file is gone for its tenant before the purge deletes it: the page is
-            // filled from the records past it, so that a page is short only at the end.
+            // An expired file is gone for its tenant before the purge deletes it. A page longer than
+            // one query returns is read in parts; one more file than the page says whether more follow.
             let now = Gateway.nowMs()
             var live: [Record] = []
-            var reading = page
+            var part = page
             while live.count <= page.limit {
-                let records = try await reading.records(of: tenant.name, kind: Files.kind, label: purpose, noun: "file", in: store)
-                live += records.filter { !Files.expired($0, now: now) }
-                guard records.count > reading.limit, let last = records.last else { break }
-                reading.after = last.id
+                part.limit = min(page.limit - live.count, RecordQuery.maxLimit - 1)
+                let records = try await part.records(of: tenant.name, kind: Files.kind, label: purpose, liveAt: now, noun: "file", in: store)
+                live += records
+                guard records.count > part.limit, let last = records.last else { break }
+                part.after = last.id
             }
             let shown = Array(live.prefix(page.limit))
             let objects = try await vault.read(shown, of: tenant, scope: scope)

@@ -142,6 +142,9 @@ struct ResponsesController {
                 .compactMap { $0 }
             conversation = (conversationID, lastSeq)
         }
+        if input.isEmpty, !context.contains(where: { !$0.isEmpty }), body["prompt"] == nil {
+            throw GatewayError.invalidRequest("input is required: the conversation has no items to continue", code: "missing_field")
+        }
         let inputJSON = Array(try JSONSerialization.data(withJSONObject: input))
         let turn = Turn(started: started, principal: principal, tenant: tenant, id: Tokens.identifier("resp_"), previous: previous, conversation: conversation,
                         input: inputJSON, chain: chain, model: model, storing: storing, sealer: sealer, keyTime: keyTime, scope: scope)

@@ -36,9 +36,11 @@ struct ListPage {
     /// The tenant's records of `kind` (with `label`, if given) after the cursor in the page's
     /// order: one more than the page holds, so that the caller can say whether more follow. A
     /// cursor that names no such record is 400 `invalid_cursor` (`noun` names the kind).
-    func records(of tenant: String, kind: String, label: String? = nil, noun: String, in store: any RecordStore) async throws -> [Record] {
+    func records(of tenant: String, kind: String, label: String? = nil, liveAt: Int64? = nil, noun: String,
+                 in store: any RecordStore) async throws -> [Record] {
         do {
-            return try await store.records(RecordQuery(tenant: tenant, kind: kind, after: after, limit: limit + 1, order: order, label: label))
+            return try await store.records(RecordQuery(tenant: tenant, kind: kind, after: after, limit: limit + 1, order: order, label: label,
+                                                       liveAt: liveAt))
         } catch let e as StorageError where e.code == .notFound {
             throw GatewayError.invalidRequest("no \(noun) \(after ?? "") to list after", code: "invalid_cursor")
         }

@@ -53,10 +53,11 @@ extension SQLStore {
     }
 
     public func records(_ q: RecordQuery) async throws -> [Record] {
-        let limit = Int64(max(0, min(q.limit, 1000)))
+        let limit = Int64(max(0, min(q.limit, RecordQuery.maxLimit)))
         let (cmp, order) = q.order == .ascending ? (">", "ASC") : ("<", "DESC")
         var s = SQLStatement("SELECT \(Record.columns) FROM records WHERE tenant = ? AND kind = ?", [.text(q.tenant), .text(q.kind)])
         if let label = q.label { s += SQLStatement(" AND model = ?", [.text(label)]) }
+        if let time = q.liveAt { s += SQLStatement(" AND (expires_at IS NULL OR expires_at > ?)", [.integer(time)]) }
         if let after = q.after {
             guard let created = try await first(SQLStatement("SELECT created_at FROM records WHERE tenant = ? AND id = ? AND kind = ?",
                                                              [.text(q.tenant), .text(after), .text(q.kind)]), { try $0.int(0) }) else {
