@@ -23,7 +23,7 @@ func bareFiles(port: Int) async throws {
     router.middlewares.add(ExpectContinue { $0.channel })
     router.post("/v1/files") { request, context -> Response in
         try await context.channel.setOption(ChannelOptions.recvAllocator,
-                                            value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1 << 20, maximum: 1 << 20))
+                                            value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1 << 20, maximum: 1 << 20)).get()
         var bytes = 0
         for try await chunk in request.body { bytes += chunk.readableBytes }
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{\"bytes\": \(bytes)}")))

@@ -98,7 +98,7 @@ struct StreamingDecryptionTests {
         defer { blob.close() }
         let reading = StreamingDecryption(options: DecryptionOptions(requiredContext: Self.context, maxEncryptedDataKeys: 4),
                                           blob: blob, size: Self.readSize)
-        let materials = try await DefaultMaterialsManager(keyring: keyring)
+        let materials = DefaultMaterialsManager(keyring: keyring)
         let (bytes, onLoop) = try await withTaskExecutorPreference(EventLoopTaskExecutor(MultiThreadedEventLoopGroup.singleton.next())) {
             let onLoop = MultiThreadedEventLoopGroup.currentEventLoop != nil
             try reading.begin(with: try await materials.decryptionMaterials(for: try await reading.header()))

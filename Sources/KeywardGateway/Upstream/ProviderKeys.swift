@@ -37,7 +37,7 @@ final class ProviderKeys: Sendable {
             try await audit.append(AuditLog.event(.decryptRecord, key: tenant.key, record: record.id, scope: scope))
             var plaintext = try await AuditScope.$current.withValue(scope) { try await vault.open(record, of: tenant) }
             own = Secret(bytes: SecretBytes(copying: plaintext))
-            plaintext.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+            _ = plaintext.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) }
         }
         cache.withLock { $0.insert(own, for: cacheKey, now: Gateway.clock(), ifGeneration: generation) }
         return own ?? upstream.apiKey
