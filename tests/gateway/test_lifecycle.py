@@ -233,6 +233,21 @@ def test_audit_verify_finds_every_kind_of_tampering(fresh_gateway, tmp_path):
     assert rc == 1 and "not signed by a trusted audit key" in out
 
 
+def audit_writes(db, refused):
+    """Makes the audit table refuse every insert, as a full or read-only disk would, or accept them again."""
+    with db:
+        db.execute("CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(FAIL, 'disk full'); END"
+                   if refused else "DROP TRIGGER audit_down")
+
+
+def wait_resumed(g):
+    """Waits for the gateway to notice by itself that the audit log can be written (it retries each second)."""
+    deadline = time.time() + 10
+    while g.request("GET", "/readyz")[0] != 200:
+        assert time.time() < deadline, "the gateway did not resume after the audit log recovered"
+        time.sleep(0.2)
+
+
 def test_when_the_audit_log_cannot_be_written_key_operations_are_refused(fresh_gateway, upstream):
     g = fresh_gateway()
     c = g.openai(g.new_tenant("fc"))
@@ -240,9 +255,7 @@ def test_when_the_audit_log_cannot_be_written_key_operations_are_refused(fresh_g
     g.role_token("key-admin")  # issuing a token is audited too: do it before the outage
     db = sqlite3.connect(f"{g.data}/keyward.sqlite3", timeout=10)
     records = db.execute("SELECT count(*) FROM records").fetchone()[0]
-    # The audit table refuses every write, as a full or read-only disk would.
-    with db:
-        db.execute("CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(FAIL, 'disk full'); END")
+    audit_writes(db, refused=True)
     # The first exchange finds out when it stores: refused, nothing kept, nothing returned.
     with pytest.raises(openai.InternalServerError) as e:
         chat(c, "during the outage")
@@ -261,12 +274,8 @@ def test_when_the_audit_log_cannot_be_written_key_operations_are_refused(fresh_g
     assert g.request("GET", "/readyz")[0] == 503
     assert db.execute("SELECT count(*) FROM records").fetchone()[0] == records
     # The store recovers: the gateway notices by itself (it retries each second).
-    with db:
-        db.execute("DROP TRIGGER audit_down")
-    deadline = time.time() + 10
-    while g.request("GET", "/readyz")[0] != 200:
-        assert time.time() < deadline, "the gateway did not resume after the audit log recovered"
-        time.sleep(0.2)
+    audit_writes(db, refused=False)
+    wait_resumed(g)
     assert c.chat.completions.retrieve(chat(c, "after").id).choices[0].message.content == "after"
     db.close()
     assert g.stop() == 0
@@ -285,8 +294,7 @@ def test_a_streamed_answer_that_cannot_be_stored_does_not_end_as_if_it_were(fres
     c = g.openai(token)
     chat(c, "the data key, unwrapped and audited before the outage", model="mock-1")
     db = sqlite3.connect(f"{g.data}/keyward.sqlite3", timeout=10)
-    with db:
-        db.execute("CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(FAIL, 'disk full'); END")
+    audit_writes(db, refused=True)
     pieces, ids = [], set()
     with pytest.raises(openai.APIError) as e:
         for chunk in c.chat.completions.create(model="mock-1", stream=True, messages=[{"role": "user", "content": "one two three"}]):
@@ -296,16 +304,11 @@ def test_a_streamed_answer_that_cannot_be_stored_does_not_end_as_if_it_were(fres
     assert "".join(pieces) == "echo: one two three"  # every event of the answer but its end
     # The audit log is down now: Anthropic's stream is refused before it starts, so it is tried
     # after the recovery with the table refusing again from the first event on.
-    with db:
-        db.execute("DROP TRIGGER audit_down")
-    deadline = time.time() + 10
-    while g.request("GET", "/readyz")[0] != 200:
-        assert time.time() < deadline, "the gateway did not resume after the audit log recovered"
-        time.sleep(0.2)
+    audit_writes(db, refused=False)
+    wait_resumed(g)
     chat(c, "before the second outage", model="mock-1")
     records = db.execute("SELECT count(*) FROM records").fetchone()[0]
-    with db:
-        db.execute("CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(FAIL, 'disk full'); END")
+    audit_writes(db, refused=True)
     client = anthropic.Anthropic(base_url=g.url, api_key=token, max_retries=0)
     with pytest.raises(anthropic.APIError) as e:
         with client.messages.stream(model="claude-test", max_tokens=50, messages=[{"role": "user", "content": "un deux"}]) as stream:
@@ -314,8 +317,7 @@ def test_a_streamed_answer_that_cannot_be_stored_does_not_end_as_if_it_were(fres
     # Nothing of either answer was kept.
     assert db.execute("SELECT count(*) FROM records").fetchone()[0] == records
     assert ids and not any(db.execute("SELECT 1 FROM records WHERE id = ?", (i,)).fetchone() for i in ids)
-    with db:
-        db.execute("DROP TRIGGER audit_down")
+    audit_writes(db, refused=False)
     db.close()
 
 

@@ -50,8 +50,8 @@ struct RequestSpan: RouterMiddleware {
     }
 
     /// Whether `text`, as the routes decode it, names a PIN (in any case: a span need not be exact).
+    /// Decoding keeps a literal `pin-value`, so the raw text needs no look of its own.
     private static func namesPIN(_ text: Substring) -> Bool {
         (text.removingPercentEncoding ?? String(text)).range(of: "pin-value", options: .caseInsensitive) != nil
-            || text.range(of: "pin-value", options: .caseInsensitive) != nil
     }
 }
