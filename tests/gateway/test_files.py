@@ -158,8 +158,9 @@ def test_malformed_uploads_get_a_clear_error_and_leave_nothing(gateway):
     token = gateway.new_tenant("files-bad")
     f = ("file", "a.txt", b"hello")
     cases = [
-        (multipart([f, ("purpose", None, b"batch")]), "missing_field"),  # purpose after the file
+        (multipart([f]), "missing_field"),  # no purpose, before or after the file
         (multipart([("purpose", None, b"nope"), f]), "invalid_field"),
+        (multipart([f, ("purpose", None, b"nope")]), "invalid_field"),  # checked once read, after the file
         (multipart([("purpose", None, b"batch")]), "missing_field"),
         (multipart([("purpose", None, b"batch"), f, ("expires_after[anchor]", None, b"created_at"),
                     ("expires_after[seconds]", None, b"10")]), "invalid_field"),
@@ -173,6 +174,28 @@ def test_malformed_uploads_get_a_clear_error_and_leave_nothing(gateway):
         assert status == 400 and answer["error"]["code"] == code, (code, answer)
     assert gateway.openai(token).files.list().data == []
     assert not [b for b in blobs(gateway) if b.startswith("files/files-bad/")]
+
+
+def test_a_purpose_sent_after_the_file_as_the_node_sdk_sends_it(gateway):
+    """OpenAI's Node SDK writes the form's fields in the order of its argument, `{file, purpose}`:
+    the file part first. Such an upload is sealed under a placeholder purpose and its blob
+    re-headed once the purpose is read (a second key-store call, audited as `rewrap`)."""
+    token = gateway.new_tenant("files-late")
+    c = gateway.openai(token)
+    data = os.urandom(3 << 20) + b"tail"
+    body, ctype = multipart([("file", "late.jsonl", data), ("purpose", None, b"fine-tune"),
+                             ("expires_after[anchor]", None, b"created_at"), ("expires_after[seconds]", None, b"7200")])
+    status, answer, _ = upload_raw(gateway, token, body, ctype)
+    assert status == 200, answer
+    assert (answer["purpose"], answer["bytes"], answer["filename"]) == ("fine-tune", len(data), "late.jsonl")
+    assert answer["expires_at"] - answer["created_at"] == 7200
+    assert c.files.retrieve(answer["id"]).purpose == "fine-tune"
+    assert [x.id for x in c.files.list(purpose="fine-tune")] == [answer["id"]]
+    assert c.files.content(answer["id"]).read() == data
+    events = gateway.as_role("auditor", "GET", "/admin/v1/audit?tenant=files-late&limit=100")[1]["data"]
+    rewraps = [e for e in events if e["operation"] == "rewrap"]
+    assert [(e["record"], e["detail"]) for e in rewraps] == [(f"{answer['id']}/file.content", "purpose=fine-tune")], rewraps
+    assert [b for b in blobs(gateway) if b.startswith("files/files-late/")] == [f"files/files-late/{answer['id']}"]
 
 
 def test_a_chunked_upload_without_a_length(gateway, tmp_path):
@@ -390,11 +413,18 @@ def test_the_s3_blob_store_on_moto_and_the_exit_door_in_the_bucket(upstream, tmp
             small, big = marker * 10, marker + os.urandom(20 << 20) + marker
             fs = c.files.create(file=("small.txt", small), purpose="user_data")
             fb = c.files.create(file=("big.bin", big), purpose="batch")
+            # The file part before the purpose (the Node SDK's order): the blob is re-headed in the bucket.
+            late_data = marker + os.urandom(12 << 20)
+            body, ctype = multipart([("file", "late.bin", late_data), ("purpose", None, b"fine-tune")])
+            status, answer, _ = upload_raw(g, token, body, ctype)
+            assert status == 200 and answer["purpose"] == "fine-tune", answer
+            late = c.files.retrieve(answer["id"])
             keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="keyward-files")["Contents"])
-            assert keys == sorted(f"keyward/files/files-s3/{f.id}" for f in (fs, fb))
+            assert keys == sorted(f"keyward/files/files-s3/{f.id}" for f in (fs, fb, late))
             assert c.files.content(fs.id).read() == small and c.files.content(fb.id).read() == big
+            assert c.files.content(late.id).read() == late_data
             assert not os.path.exists(os.path.join(g.data, "blobs", "files"))  # nothing in the folder store
-            for f, data, purpose in ((fs, small, "user_data"), (fb, big, "batch")):
+            for f, data, purpose in ((fs, small, "user_data"), (fb, big, "batch"), (late, late_data, "fine-tune")):
                 obj = s3.get_object(Bucket="keyward-files", Key=f"keyward/files/files-s3/{f.id}")["Body"].read()
                 assert marker not in obj
                 sealed, out = tmp_path / f"{f.id}.enc", tmp_path / f"{f.id}.out"
@@ -402,7 +432,12 @@ def test_the_s3_blob_store_on_moto_and_the_exit_door_in_the_bucket(upstream, tmp
                 r = cli_decrypt(str(sealed), out, arn, "files-s3", f.id, purpose, aws)
                 assert r.returncode == 0, r.stderr
                 assert out.read_bytes() == data
-            assert c.files.delete(fb.id).deleted
+            # The placeholder purpose is gone from the blob's context: the CLI, asked for it, opens nothing.
+            obj = s3.get_object(Bucket="keyward-files", Key=f"keyward/files/files-s3/{late.id}")["Body"].read()
+            (tmp_path / "late.enc").write_bytes(obj)
+            r = cli_decrypt(str(tmp_path / "late.enc"), tmp_path / "late.pending", arn, "files-s3", late.id, "pending", aws)
+            assert b"Operation failed" in r.stderr and not (tmp_path / "late.pending").exists()
+            assert c.files.delete(fb.id).deleted and c.files.delete(late.id).deleted
             keys = [o["Key"] for o in s3.list_objects_v2(Bucket="keyward-files")["Contents"]]
             assert keys == [f"keyward/files/files-s3/{fs.id}"]
             assert s3.list_multipart_uploads(Bucket="keyward-files").get("Uploads", []) == []

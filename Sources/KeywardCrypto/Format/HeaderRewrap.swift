@@ -22,8 +22,11 @@ public enum HeaderRewrap {
         return parsed
     }
 
-    /// The same, for a header from ``parse(_:)``.
-    public static func rewrap(_ header: MessageHeader, dataKey: SecretBytes, encryptedDataKeys: [EncryptedDataKey]) throws -> [UInt8] {
+    /// The same, for a header from ``parse(_:)``; with `encryptionContext`, the header names that
+    /// context instead of its own (the data keys must be wrapped under it: a keyring binds a data
+    /// key to the context it wraps it with). Frames do not depend on the context, so they stay valid.
+    public static func rewrap(_ header: MessageHeader, dataKey: SecretBytes, encryptedDataKeys: [EncryptedDataKey],
+                              encryptionContext: EncryptionContext? = nil) throws -> [UInt8] {
         var parsed = header
         let suite = parsed.suite
         guard suite.messageFormatVersion == 2, suite.isCommitting, !suite.isSigned else {
@@ -42,6 +45,7 @@ public enum HeaderRewrap {
             throw KeywardCryptoError(.authenticationFailed, "the message header does not authenticate")
         }
         parsed.encryptedDataKeys = encryptedDataKeys
+        if let encryptionContext { parsed.encryptionContext = encryptionContext }
         try parsed.serializeBodyV2()
         let sealer = try AESGCMContext(key: contentKey, sealing: true)
         guard let newTag = try tag(sealer, zeroIV, parsed.bodyBytes, check: nil) else {

@@ -51,18 +51,7 @@ extension Files {
         let download: any BlobDownload
         do { download = try await blobs.download(key) } catch let e as StorageError where e.code == .notFound { return .stranded }
         defer { download.close() }
-        // The header, from as many reads as it takes (a header is a few hundred bytes per data key).
-        var head: [UInt8] = []
-        var parsed: (MessageHeader, Int)?
-        while parsed == nil {
-            guard let chunk = try await download.next(limit: Self.readSize) else {
-                throw KeywardCryptoError(.truncatedMessage, "file blob \(id) ends before its header")
-            }
-            head += chunk
-            parsed = try? head.withUnsafeBytes { try MessageHeader.parse(prefixOf: $0) }
-            if parsed == nil, head.count > 1 << 20 { throw KeywardCryptoError(.malformedMessage, "file blob \(id) has no readable header") }
-        }
-        let (header, length) = parsed!
+        let (header, head, length) = try await readHeader(download, id: id)
         guard header.encryptionContext == Self.context(tenant: tenant, id: id, purpose: purpose) else { return .stranded }
         let edks = header.encryptedDataKeys
         if fromKey != toKey, edks.contains(where: to.owns) { return .already }
@@ -82,16 +71,65 @@ extension Files {
         let newHeader = try HeaderRewrap.rewrap(header, dataKey: dataKey, encryptedDataKeys: [newEDK])
         // Logged before the blob changes: no event, no rewrite.
         try await audit.append(AuditLog.event(.rewrap, key: fromKey, record: "\(id)/\(Self.kind).content", detail: "to=\(toKey)", scope: scope))
+        try await replace(key, header: newHeader, body: head[length...], rest: download)
+        return .rewritten
+    }
+
+    /// Gives the blob of an upload whose file part came before its purpose field (sealed under
+    /// ``pendingPurpose``, committed) the encryption context that names the purpose read since:
+    /// the upload's data key is wrapped under that context (a key-store call, audited as `rewrap`)
+    /// and the blob copied behind the new header, as a re-key does. Then the ESDK, and
+    /// `aws-encryption-cli` with the file's context, open it as any other.
+    func nameSealedPurpose(_ upload: FileUpload, tenant: Tenant, scope: AuditScope) async throws {
+        guard let dataKey = upload.pendingDataKey else { return }
+        let context = Self.context(tenant: tenant.name, id: upload.id, purpose: upload.purpose)
+        // No event, no key operation.
+        try audit.requireAvailable()
+        let wrapped = try await keyring(upload.key).onEncrypt(
+            EncryptionMaterials(suite: Vault.suite, encryptionContext: context, plaintextDataKey: dataKey))
+        guard let edk = wrapped.encryptedDataKeys.last else {
+            throw KeywardCryptoError(.internalError, "the key returned no wrapped data key")
+        }
+        let key = Self.blobKey(tenant: tenant.name, id: upload.id)
+        let download = try await blobs.download(key)
+        defer { download.close() }
+        let (header, head, length) = try await readHeader(download, id: upload.id)
+        guard header.encryptionContext == Self.context(tenant: tenant.name, id: upload.id, purpose: upload.sealedPurpose) else {
+            throw KeywardCryptoError(.encryptionContextMismatch, "file blob \(upload.id) is not the upload's")
+        }
+        let newHeader = try HeaderRewrap.rewrap(header, dataKey: dataKey, encryptedDataKeys: [edk], encryptionContext: context)
+        // Logged before the blob changes: no event, no rewrite.
+        try await audit.append(AuditLog.event(.rewrap, key: upload.key, record: "\(upload.id)/\(Self.kind).content",
+                                              detail: "purpose=\(upload.purpose)", scope: scope))
+        try await replace(key, header: newHeader, body: head[length...], rest: download)
+    }
+
+    /// A blob's header, parsed, from as many reads as it takes (a header is a few hundred bytes
+    /// per data key): the header, the bytes read (the header and what followed it) and its length.
+    private func readHeader(_ download: any BlobDownload, id: String) async throws -> (MessageHeader, [UInt8], Int) {
+        var head: [UInt8] = []
+        while true {
+            guard let chunk = try await download.next(limit: Self.readSize) else {
+                throw KeywardCryptoError(.truncatedMessage, "file blob \(id) ends before its header")
+            }
+            head += chunk
+            if let (header, length) = try? head.withUnsafeBytes({ try MessageHeader.parse(prefixOf: $0) }) { return (header, head, length) }
+            if head.count > 1 << 20 { throw KeywardCryptoError(.malformedMessage, "file blob \(id) has no readable header") }
+        }
+    }
+
+    /// Replaces the blob at `key` whole with `header`, `body` and the rest of `download` (a reader
+    /// sees the old blob or the new one).
+    private func replace(_ key: String, header: [UInt8], body: ArraySlice<UInt8>, rest download: any BlobDownload) async throws {
         let upload = try await blobs.upload(key)
         do {
-            try await upload.write(newHeader + head[length...])
+            try await upload.write(header + body)
             while let chunk = try await download.next(limit: Self.readSize) { try await upload.write(chunk) }
             try await upload.commit()
         } catch {
             await upload.abort()
             throw error
         }
-        return .rewritten
     }
 
     /// The keyring of a master key reference.

@@ -19,7 +19,14 @@ import Synchronization
 /// while it runs; the last batch (and the message's end) is sealed once it has stopped.
 final class FileUpload: @unchecked Sendable {
     let id: String
-    let purpose: String
+    /// The file's purpose. An upload whose file part came before its purpose field starts with
+    /// ``Files/pendingPurpose``, under which its blob is sealed, and is given the purpose read
+    /// after the file; ``Files/finish(_:expiresAfter:tenant:scope:)`` then re-heads the blob.
+    var purpose: String
+    /// The purpose the blob's encryption context names.
+    let sealedPurpose: String
+    /// The data key, kept while the blob's context does not name the file's purpose.
+    let pendingDataKey: SecretBytes?
     let filename: String
     /// The master key its data key is wrapped under.
     let key: String
@@ -42,18 +49,21 @@ final class FileUpload: @unchecked Sendable {
     /// pool has a thread per core, and downloads decrypt there too).
     static let batchesPerJob = 8
 
-    /// Takes the file's own data key (one key-store call, audited) and starts its blob.
-    init(id: String, purpose: String, filename: String, tenant: Tenant, scope: AuditScope, files: Files) async throws {
+    /// Takes the file's own data key (one key-store call, audited) and starts its blob. A nil
+    /// `purpose`: not read yet (see ``purpose``).
+    init(id: String, purpose: String?, filename: String, tenant: Tenant, scope: AuditScope, files: Files) async throws {
         self.id = id
-        self.purpose = purpose
+        self.purpose = purpose ?? Files.pendingPurpose
+        sealedPurpose = self.purpose
         self.filename = filename
         key = tenant.key
         limit = files.sizeLimit
-        let context = Files.context(tenant: tenant.name, id: id, purpose: purpose)
+        let context = Files.context(tenant: tenant.name, id: id, purpose: sealedPurpose)
         let materials = try await AuditScope.$current.withValue(scope) {
             try await files.vault.uncachedManager(forKey: tenant.key).encryptionMaterials(for: EncryptionMaterialsRequest(
                 encryptionContext: context, suite: Vault.suite, plaintextLength: nil))
         }
+        pendingDataKey = purpose == nil ? materials.plaintextDataKey : nil
         encryptor = try MessageEncryptor(materials: materials, frameLength: Files.frameLength)
         blob = try await files.blobs.upload(Files.blobKey(tenant: tenant.name, id: id))
     }

@@ -58,9 +58,25 @@ struct Files: Sendable {
         ["keyward:tenant": tenant, "keyward:file": id, "keyward:purpose": purpose]
     }
 
-    /// Takes a multipart upload in (`purpose` before `file`, as OpenAI's SDKs send them; optional
+    /// What the context of a blob whose file part came before its purpose field names until the
+    /// purpose is read (not a purpose a client can give).
+    static let pendingPurpose = "pending"
+
+    /// A purpose field's value, or 400 `invalid_field`.
+    static func purpose(_ value: String) throws -> String {
+        guard purposes.contains(value) else {
+            throw GatewayError.invalidRequest("purpose must be one of \(purposes.sorted().joined(separator: ", "))", code: "invalid_field")
+        }
+        return value
+    }
+
+    /// Takes a multipart upload in (`purpose` and `file` in either order; optional
     /// `expires_after[anchor]` = `created_at` and `expires_after[seconds]`), encrypting the file as
     /// it arrives; returns the file object. Nothing is kept unless the whole upload succeeds.
+    ///
+    /// A purpose sent before the file is in the blob's encryption context from its first byte; one
+    /// sent after it (OpenAI's Node SDK sends the file first) costs a second key-store call and a
+    /// copy of the blob once it is committed (``nameSealedPurpose(_:tenant:scope:)``).
     func ingest(_ body: RequestBody, boundary: String, tenant: Tenant, scope: AuditScope) async throws -> [UInt8] {
         var reader = MultipartReader(boundary: boundary)
         var fields: [String: String] = [:]
@@ -81,13 +97,9 @@ struct Files: Sendable {
                         value = []
                         guard head.name == "file" else { continue }
                         guard upload == nil else { throw GatewayError.invalidRequest("an upload holds one file part", code: "invalid_multipart") }
-                        guard let purpose = fields["purpose"] else {
-                            throw GatewayError.invalidRequest("the purpose field must come before the file part", code: "missing_field")
-                        }
-                        guard Self.purposes.contains(purpose) else {
-                            throw GatewayError.invalidRequest("purpose must be one of \(Self.purposes.sorted().joined(separator: ", "))",
-                                                              code: "invalid_field")
-                        }
+                        // A purpose sent after the file (as OpenAI's Node SDK sends it) is
+                        // checked once it is read; one sent before is checked now.
+                        let purpose = try fields["purpose"].map(Self.purpose)
                         let filename = head.filename.map { ($0 as NSString).lastPathComponent } ?? "upload"
                         upload = try await FileUpload(
                             id: id, purpose: purpose, filename: filename, tenant: tenant, scope: scope, files: self)
@@ -114,6 +126,12 @@ struct Files: Sendable {
             }
             try reader.finish()
             guard let upload else { throw GatewayError.invalidRequest("the upload has no file part", code: "missing_field") }
+            if upload.pendingDataKey != nil {
+                guard let purpose = fields["purpose"] else {
+                    throw GatewayError.invalidRequest("the upload has no purpose field", code: "missing_field")
+                }
+                upload.purpose = try Self.purpose(purpose)
+            }
             return try await finish(upload, expiresAfter: try Self.expiresAfter(fields), tenant: tenant, scope: scope)
         } catch {
             await upload?.abort()
@@ -127,6 +145,9 @@ struct Files: Sendable {
     func finish(_ upload: FileUpload, expiresAfter: Int64?, tenant: Tenant, scope: AuditScope) async throws -> [UInt8] {
         let size = try await upload.commit()
         do {
+            if upload.pendingDataKey != nil {
+                try await withTaskExecutorPreference(JobExecutor.shared) { try await nameSealedPurpose(upload, tenant: tenant, scope: scope) }
+            }
             try await followRekey(upload, tenant: tenant)
             return try await store(upload, size: size, expiresAfter: expiresAfter, tenant: tenant, scope: scope)
         } catch {
