@@ -182,6 +182,12 @@ public struct Record: Sendable, Hashable {
         self.header = header
         self.body = body
     }
+
+    /// Whether it is past its expiry at `now` (milliseconds): served as if the purge, which runs
+    /// hourly, had already deleted it.
+    public func isExpired(at now: Int64) -> Bool {
+        expiresAt.map { $0 <= now } ?? false
+    }
 }
 
 /// The non-sensitive facts about a record, stored in the clear so records can be listed, counted

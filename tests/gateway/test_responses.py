@@ -399,3 +399,48 @@ def test_an_anthropic_upstream_serves_the_responses_api(fresh_gateway, upstream)
     messages = upstream.bodies("/v1/messages")[-1]["messages"]
     assert messages[1] == {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "weather?"}}]}
     assert messages[2] == {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "snow"}]}
+
+
+def test_a_record_past_its_expiry_is_served_as_if_the_purge_had_run(fresh_gateway, upstream):
+    """The purge deletes expired records hourly; until it does, a stored completion, response or
+    conversation past its expiry is 404 to every read, left out of lists, exports and later
+    contexts, as it will be once deleted. What has not expired is served as before."""
+    g = fresh_gateway()
+    token = g.new_tenant("lapsed")
+    policy = {"grants": [{"principals": ["tenant:lapsed"], "purposes": ["inference", "retrieval", "export"]}]}
+    status, body, _ = g.admin("PUT", f"/admin/v1/keys/{urllib.parse.quote('local:lapsed', safe='')}/policy", policy)
+    assert status == 200, body
+    client = g.openai(token)
+    old_chat = client.chat.completions.create(model="mock-1", messages=[{"role": "user", "content": "old"}], store=True)
+    new_chat = client.chat.completions.create(model="mock-1", messages=[{"role": "user", "content": "new"}], store=True)
+    a = turn(client, "first")
+    b = turn(client, "second", a.id)
+    conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": "hello"}])
+    kept = client.conversations.create(items=[{"type": "message", "role": "user", "content": "kept"}])
+    with sqlite3.connect(f"{g.data}/keyward.sqlite3", timeout=10) as db:
+        db.executemany("UPDATE records SET expires_at = 1 WHERE tenant = 'lapsed' AND id = ?",
+                       [(old_chat.id,), (a.id,), (conv.id,)])
+    # Stored completions: retrieve, messages, list, export (a delete still deletes it).
+    for call in (lambda: client.chat.completions.retrieve(old_chat.id), lambda: client.chat.completions.messages.list(old_chat.id)):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert client.chat.completions.retrieve(new_chat.id).id == new_chat.id
+    assert [c.id for c in client.chat.completions.list(limit=100)] == [new_chat.id]
+    records, end = g.export(token)
+    assert old_chat.id not in {r["id"] for r in records} and new_chat.id in {r["id"] for r in records}
+    assert a.id not in {r["id"] for r in records} and end["records"] == len(records)
+    # Responses: retrieve, input items, continuing it; a later turn's context leaves it out.
+    for call in (lambda: client.responses.retrieve(a.id), lambda: client.responses.input_items.list(a.id),
+                 lambda: turn(client, "again", a.id)):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert client.responses.retrieve(b.id).id == b.id
+    turn(client, "third", b.id)
+    texts = [i["content"] if isinstance(i["content"], str) else i["content"][0]["text"] for i in upstream.bodies("/v1/responses")[-1]["input"]]
+    assert texts == ["second", "echo: second", "third"]
+    # Conversations: the object, its items, a response continuing it.
+    for call in (lambda: client.conversations.retrieve(conv.id), lambda: client.conversations.items.list(conv.id),
+                 lambda: client.responses.create(model="resp-1", conversation=conv.id, input="more")):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert [i.content[0].text for i in client.conversations.items.list(kept.id).data] == ["kept"]

@@ -201,14 +201,10 @@ struct Files: Sendable {
 
     /// The tenant's file record, or 404 (also once it has expired, before the purge deletes it).
     func record(_ tenant: Tenant, _ id: String) async throws -> Record {
-        guard let record = try await store.record(tenant: tenant.name, id: id, kind: Self.kind), !Self.expired(record) else {
+        guard let record = try await store.record(tenant: tenant.name, id: id, kind: Self.kind), !record.isExpired(at: Gateway.nowMs()) else {
             throw GatewayError.notFound("no file \(id)")
         }
         return record
-    }
-
-    static func expired(_ record: Record, now: Int64 = Gateway.nowMs()) -> Bool {
-        record.expiresAt.map { $0 <= now } ?? false
     }
 
     /// The file's content as a streamed response. The blob's header is read, and its data key

@@ -36,7 +36,8 @@ struct Conversations {
 
     /// The conversation object's record, or 404.
     func conversation(_ tenant: Tenant, _ id: String) async throws -> Record {
-        guard id.hasPrefix("conv_"), let record = try await store.record(tenant: tenant.name, id: id, kind: Self.kind) else {
+        guard id.hasPrefix("conv_"), let record = try await store.record(tenant: tenant.name, id: id, kind: Self.kind),
+              !record.isExpired(at: Gateway.nowMs()) else {
             throw GatewayError.notFound("no conversation \(id)")
         }
         return record
@@ -58,8 +59,9 @@ struct Conversations {
     /// Every item of a conversation, in order, and the last one's position, for a response that
     /// continues it: one query, the records opened after one audit event for the whole context.
     func allItems(_ tenant: Tenant, _ id: String, scope: AuditScope) async throws -> (items: [[String: Any]], lastSeq: Int) {
+        let now = Gateway.nowMs()
         let records = try await store.records(tenant: tenant.name, ids: [id])
-            .filter { $0.kind.hasPrefix(Self.itemPrefix) }
+            .filter { $0.kind.hasPrefix(Self.itemPrefix) && !$0.isExpired(at: now) }
             .sorted { $0.kind < $1.kind }
         let lastSeq = records.last.flatMap { Self.entry($0.kind)?.seq } ?? 0
         let events = Vault.ReadEvents.context(record: "\(id)/context", detail: "\(records.count) items, to position \(lastSeq)")
@@ -70,7 +72,8 @@ struct Conversations {
     func items(_ tenant: Tenant, _ id: String, _ entries: [Entry], scope: AuditScope) async throws -> [[String: Any]] {
         var records: [Record] = []
         for e in entries {
-            guard let r = try await store.record(tenant: tenant.name, id: id, kind: e.kind) else { continue }  // deleted meanwhile
+            // Deleted meanwhile, or past its expiry (as if the purge had run).
+            guard let r = try await store.record(tenant: tenant.name, id: id, kind: e.kind), !r.isExpired(at: Gateway.nowMs()) else { continue }
             records.append(r)
         }
         return try await open(records, of: tenant, scope: scope)

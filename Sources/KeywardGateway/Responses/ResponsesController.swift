@@ -38,7 +38,7 @@ struct ResponsesController {
         router.get("/v1/responses") { request, context -> Response in
             let (principal, tenant) = try await reader(context)
             let page = try ListPage(request, defaultOrder: .descending)
-            let records = try await page.records(of: tenant.name, kind: Self.responseKind, noun: "stored response", in: store)
+            let records = try await page.records(of: tenant.name, kind: Self.responseKind, liveAt: Gateway.nowMs(), noun: "stored response", in: store)
             let shown = Array(records.prefix(page.limit))
             let items = try await vault.read(shown, of: tenant, scope: principal.scope(.retrieval))
             return JSONBody.bytes(ListPage.encoded(items, ids: shown.map(\.id), hasMore: records.count > page.limit))
@@ -239,13 +239,15 @@ struct ResponsesController {
 
     /// The turns a new one continues: `previous` and the chain it continued, read in one query
     /// and opened with the tenant's cached data keys, after one audit event naming every turn
-    /// read. A turn the tenant deleted meanwhile is left out of the context.
+    /// read. A turn the tenant deleted meanwhile, or past its expiry, is left out of the context.
     private func turns(before previous: String, of tenant: Tenant, scope: AuditScope) async throws -> ([String], [ResponseItems.Turn]) {
-        guard let last = try await store.record(tenant: tenant.name, id: previous, kind: Self.inputKind) else {
+        let now = Gateway.nowMs()
+        guard let last = try await store.record(tenant: tenant.name, id: previous, kind: Self.inputKind), !last.isExpired(at: now) else {
             throw GatewayError.notFound("no stored response \(previous) to continue")
         }
         let chain = (last.metadata.chain ?? []) + [previous]
-        let records = try await store.records(tenant: tenant.name, ids: chain).filter { $0.kind == Self.inputKind || $0.kind == Self.responseKind }
+        let records = try await store.records(tenant: tenant.name, ids: chain)
+            .filter { ($0.kind == Self.inputKind || $0.kind == Self.responseKind) && !$0.isExpired(at: now) }
         var opened: [String: ResponseItems.Turn] = [:]
         let present = Set(records.map(\.id))
         let read = chain.filter(present.contains)
@@ -388,7 +390,7 @@ struct ResponsesController {
     }
 
     private func stored(_ tenant: Tenant, _ id: String, kind: String) async throws -> Record {
-        guard let record = try await store.record(tenant: tenant.name, id: id, kind: kind) else {
+        guard let record = try await store.record(tenant: tenant.name, id: id, kind: kind), !record.isExpired(at: Gateway.nowMs()) else {
             throw GatewayError.notFound("no stored response \(id)")
         }
         return record

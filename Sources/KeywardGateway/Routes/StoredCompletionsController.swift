@@ -20,7 +20,7 @@ struct StoredCompletionsController {
             let (principal, tenant) = try await reader(context, .retrieval)
             let page = try ListPage(request, defaultOrder: .ascending)
             let records = try await page.records(of: tenant.name, kind: "chat.response", label: request.uri.queryParameters.get("model"),
-                                                 noun: "stored completion", in: store)
+                                                 liveAt: Gateway.nowMs(), noun: "stored completion", in: store)
             let items = try await open(Array(records.prefix(page.limit)), of: tenant, by: principal, .retrieval)
             return JSONBody.bytes(ListPage.encoded(items, ids: records.prefix(page.limit).map(\.id), hasMore: records.count > page.limit))
         }
@@ -77,7 +77,8 @@ struct StoredCompletionsController {
                     let page = try await store.records(tenant: tenant.name, after: after, limit: 500)
                     guard let last = page.last else { break }
                     after = (last.id, last.kind)
-                    let wanted = page.filter { $0.kind != ProviderKeys.kind }
+                    let now = Gateway.nowMs()
+                    let wanted = page.filter { $0.kind != ProviderKeys.kind && !$0.isExpired(at: now) }
                     let plaintexts: [[UInt8]]
                     do { plaintexts = try await open(wanted, of: tenant, by: principal, .export) } catch {
                         // The status line is long gone: the log is the only place that says why.
@@ -113,7 +114,7 @@ struct StoredCompletionsController {
     }
 
     private func storedRecord(_ tenant: Tenant, _ id: String, kind: String) async throws -> Record {
-        guard let record = try await store.record(tenant: tenant.name, id: id, kind: kind) else {
+        guard let record = try await store.record(tenant: tenant.name, id: id, kind: kind), !record.isExpired(at: Gateway.nowMs()) else {
             throw GatewayError.notFound("no stored completion \(id)")
         }
         return record
