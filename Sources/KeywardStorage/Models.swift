@@ -302,11 +302,14 @@ public struct RecordHeader: Sendable, Hashable {
     public var id: String
     public var kind: String
     public var header: [UInt8]
+    /// As ``Record/expiresAt``.
+    public var expiresAt: Int64?
 
-    public init(id: String, kind: String, header: [UInt8]) {
+    public init(id: String, kind: String, header: [UInt8], expiresAt: Int64? = nil) {
         self.id = id
         self.kind = kind
         self.header = header
+        self.expiresAt = expiresAt
     }
 }
 

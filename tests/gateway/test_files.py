@@ -161,6 +161,7 @@ def test_malformed_uploads_get_a_clear_error_and_leave_nothing(gateway):
         (multipart([f]), "missing_field"),  # no purpose, before or after the file
         (multipart([("purpose", None, b"nope"), f]), "invalid_field"),
         (multipart([f, ("purpose", None, b"nope")]), "invalid_field"),  # checked once read, after the file
+        (multipart([("purpose", None, b"pending"), f]), "invalid_field"),  # the placeholder is not a purpose
         (multipart([("purpose", None, b"batch")]), "missing_field"),
         (multipart([("purpose", None, b"batch"), f, ("expires_after[anchor]", None, b"created_at"),
                     ("expires_after[seconds]", None, b"10")]), "invalid_field"),

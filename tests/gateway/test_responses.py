@@ -416,11 +416,19 @@ def test_a_record_past_its_expiry_is_served_as_if_the_purge_had_run(fresh_gatewa
     a = turn(client, "first")
     b = turn(client, "second", a.id)
     conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": "hello"}])
-    kept = client.conversations.create(items=[{"type": "message", "role": "user", "content": "kept"}])
-    with sqlite3.connect(f"{g.data}/keyward.sqlite3", timeout=10) as db:
+    kept = client.conversations.create(items=[{"type": "message", "role": "user", "content": t} for t in ("one", "two", "three", "four")])
+    items = client.conversations.items.list(kept.id, order="asc").data
+    db = sqlite3.connect(f"{g.data}/keyward.sqlite3", timeout=10)
+
+    def rows(id_):
+        return db.execute("SELECT count(*) FROM records WHERE tenant = 'lapsed' AND id = ?", (id_,)).fetchone()[0]
+    with db:
         db.executemany("UPDATE records SET expires_at = 1 WHERE tenant = 'lapsed' AND id = ?",
                        [(old_chat.id,), (a.id,), (conv.id,)])
-    # Stored completions: retrieve, messages, list, export (a delete still deletes it).
+        # Items of a live conversation expire on their own (a retention that was shortened).
+        db.executemany("UPDATE records SET expires_at = 1 WHERE tenant = 'lapsed' AND id = ? AND kind LIKE ?",
+                       [(kept.id, f"%.{items[1].id}"), (kept.id, f"%.{items[3].id}")])
+    # Stored completions: retrieve, messages, list, export; still in the database (not purged).
     for call in (lambda: client.chat.completions.retrieve(old_chat.id), lambda: client.chat.completions.messages.list(old_chat.id)):
         with pytest.raises(openai.NotFoundError):
             call()
@@ -429,11 +437,14 @@ def test_a_record_past_its_expiry_is_served_as_if_the_purge_had_run(fresh_gatewa
     records, end = g.export(token)
     assert old_chat.id not in {r["id"] for r in records} and new_chat.id in {r["id"] for r in records}
     assert a.id not in {r["id"] for r in records} and end["records"] == len(records)
-    # Responses: retrieve, input items, continuing it; a later turn's context leaves it out.
+    assert rows(old_chat.id) == 2 and rows(a.id) == 2
+    # Responses: retrieve, input items, the list, continuing it; a later turn's context leaves it out.
     for call in (lambda: client.responses.retrieve(a.id), lambda: client.responses.input_items.list(a.id),
                  lambda: turn(client, "again", a.id)):
         with pytest.raises(openai.NotFoundError):
             call()
+    status, listed, _ = g.request("GET", "/v1/responses?limit=100", token=token)
+    assert status == 200 and [r["id"] for r in listed["data"]] == [b.id], listed
     assert client.responses.retrieve(b.id).id == b.id
     turn(client, "third", b.id)
     texts = [i["content"] if isinstance(i["content"], str) else i["content"][0]["text"] for i in upstream.bodies("/v1/responses")[-1]["input"]]
@@ -443,4 +454,21 @@ def test_a_record_past_its_expiry_is_served_as_if_the_purge_had_run(fresh_gatewa
                  lambda: client.responses.create(model="resp-1", conversation=conv.id, input="more")):
         with pytest.raises(openai.NotFoundError):
             call()
-    assert [i.content[0].text for i in client.conversations.items.list(kept.id).data] == ["kept"]
+    # A live conversation's expired items: not listed (pages stay full), not served, not in a
+    # continuing turn's context; the next items go after the last one stored, expired or not.
+    page = client.conversations.items.list(kept.id, order="asc", limit=1)
+    assert [i.content[0].text for i in page.data] == ["one"] and page.has_more
+    assert [i.content[0].text for i in client.conversations.items.list(kept.id, order="asc", after=items[0].id, limit=1).data] == ["three"]
+    assert [i.content[0].text for i in client.conversations.items.list(kept.id, order="asc")] == ["one", "three"]
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.retrieve(items[1].id, conversation_id=kept.id)
+    client.responses.create(model="resp-1", conversation=kept.id, input="five")
+    texts = [i["content"] if isinstance(i["content"], str) else i["content"][0]["text"] for i in upstream.bodies("/v1/responses")[-1]["input"]]
+    assert texts == ["one", "three", "five"]
+    added = client.conversations.items.create(kept.id, items=[{"type": "message", "role": "user", "content": "six"}])
+    assert [i.content[0].text for i in client.conversations.items.list(kept.id, order="asc")] == ["one", "three", "five", "echo: five", "six"]
+    assert added.data[0].id == client.conversations.items.list(kept.id, order="desc", limit=1).data[0].id
+    # A delete still deletes what has expired: the client asked for it gone.
+    assert client.chat.completions.delete(old_chat.id).deleted and rows(old_chat.id) == 0
+    assert client.responses.delete(a.id) is None and rows(a.id) == 0
+    assert client.conversations.delete(conv.id).deleted and rows(conv.id) == 0

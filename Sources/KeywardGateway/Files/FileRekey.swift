@@ -77,19 +77,13 @@ extension Files {
 
     /// Gives the blob of an upload whose file part came before its purpose field (sealed under
     /// ``pendingPurpose``, committed) the encryption context that names the purpose read since:
-    /// the upload's data key is wrapped under that context (a key-store call, audited as `rewrap`)
-    /// and the blob copied behind the new header, as a re-key does. Then the ESDK, and
+    /// the upload's data key is wrapped under that context by the tenant's key — the current one,
+    /// should a re-key have switched it meanwhile — (a key-store call, audited as `rewrap`, failed
+    /// or not) and the blob copied behind the new header, as a re-key does. Then the ESDK, and
     /// `aws-encryption-cli` with the file's context, open it as any other.
     func nameSealedPurpose(_ upload: FileUpload, tenant: Tenant, scope: AuditScope) async throws {
         guard let dataKey = upload.pendingDataKey else { return }
-        let context = Self.context(tenant: tenant.name, id: upload.id, purpose: upload.purpose)
-        // No event, no key operation.
-        try audit.requireAvailable()
-        let wrapped = try await keyring(upload.key).onEncrypt(
-            EncryptionMaterials(suite: Vault.suite, encryptionContext: context, plaintextDataKey: dataKey))
-        guard let edk = wrapped.encryptedDataKeys.last else {
-            throw KeywardCryptoError(.internalError, "the key returned no wrapped data key")
-        }
+        defer { upload.purposeNamed() }
         let key = Self.blobKey(tenant: tenant.name, id: upload.id)
         let download = try await blobs.download(key)
         defer { download.close() }
@@ -97,10 +91,25 @@ extension Files {
         guard header.encryptionContext == Self.context(tenant: tenant.name, id: upload.id, purpose: upload.sealedPurpose) else {
             throw KeywardCryptoError(.encryptionContextMismatch, "file blob \(upload.id) is not the upload's")
         }
+        let target = try await store.tenant(named: tenant.name)?.key ?? upload.key
+        let context = Self.context(tenant: tenant.name, id: upload.id, purpose: upload.purpose)
+        let record = "\(upload.id)/\(Self.kind).content"
+        let detail = "purpose=\(upload.purpose)" + (target == upload.key ? "" : " to=\(target)")
+        // No event, no key operation: the call's event is written whether it succeeds or fails.
+        try audit.requireAvailable()
+        let wrapped: EncryptionMaterials
+        do {
+            wrapped = try await keyring(target).onEncrypt(EncryptionMaterials(suite: Vault.suite, encryptionContext: context, plaintextDataKey: dataKey))
+        } catch {
+            let code = (error as? any CodedError).map { "\($0.code)" } ?? "error"
+            try await audit.append(AuditLog.event(.rewrap, key: upload.key, record: record, result: .error(code), detail: detail, scope: scope))
+            throw error
+        }
+        try await audit.append(AuditLog.event(.rewrap, key: upload.key, record: record, detail: detail, scope: scope))
+        guard let edk = wrapped.encryptedDataKeys.last else {
+            throw KeywardCryptoError(.internalError, "the key returned no wrapped data key")
+        }
         let newHeader = try HeaderRewrap.rewrap(header, dataKey: dataKey, encryptedDataKeys: [edk], encryptionContext: context)
-        // Logged before the blob changes: no event, no rewrite.
-        try await audit.append(AuditLog.event(.rewrap, key: upload.key, record: "\(upload.id)/\(Self.kind).content",
-                                              detail: "purpose=\(upload.purpose)", scope: scope))
         try await replace(key, header: newHeader, body: head[length...], rest: download)
     }
 

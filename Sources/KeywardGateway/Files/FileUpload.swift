@@ -25,8 +25,8 @@ final class FileUpload: @unchecked Sendable {
     var purpose: String
     /// The purpose the blob's encryption context names.
     let sealedPurpose: String
-    /// The data key, kept while the blob's context does not name the file's purpose.
-    let pendingDataKey: SecretBytes?
+    /// The data key, kept (only) until the blob's context names the file's purpose.
+    private(set) var pendingDataKey: SecretBytes?
     let filename: String
     /// The master key its data key is wrapped under.
     let key: String
@@ -110,7 +110,11 @@ final class FileUpload: @unchecked Sendable {
         return size
     }
 
+    /// Drops the data key kept for a pending purpose (wiped once released).
+    func purposeNamed() { pendingDataKey = nil }
+
     func abort() async {
+        pendingDataKey = nil
         // The sealer may be writing to the blob: it stops first, after the batch it is on.
         pipeline.withLock { $0.abandon(because: CancellationError()) }
         _ = try? await untilSealed()

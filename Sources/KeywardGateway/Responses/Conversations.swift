@@ -15,11 +15,14 @@ struct Conversations {
     static let kind = "conversation"
     static let itemPrefix = "conversation.item."
 
-    /// Where an item is: its position and id, from its record's kind.
+    /// Where an item is: its position and id, from its record's kind; and when it expires.
     struct Entry {
         let seq: Int
         let itemID: String
+        var expiresAt: Int64? = nil
         var kind: String { Conversations.itemKind(seq, itemID) }
+        /// Past its expiry: listed and served as if the purge had deleted it (its position stays taken).
+        func isExpired(at now: Int64) -> Bool { expiresAt.map { $0 <= now } ?? false }
     }
 
     static func itemKind(_ seq: Int, _ itemID: String) -> String {
@@ -34,23 +37,25 @@ struct Conversations {
         return Entry(seq: seq, itemID: String(rest[rest.index(after: dot)...]))
     }
 
-    /// The conversation object's record, or 404.
-    func conversation(_ tenant: Tenant, _ id: String) async throws -> Record {
+    /// The conversation object's record, or 404 (also past its expiry, unless `includingExpired`:
+    /// a delete still deletes it).
+    func conversation(_ tenant: Tenant, _ id: String, includingExpired: Bool = false) async throws -> Record {
         guard id.hasPrefix("conv_"), let record = try await store.record(tenant: tenant.name, id: id, kind: Self.kind),
-              !record.isExpired(at: Gateway.nowMs()) else {
+              includingExpired || !record.isExpired(at: Gateway.nowMs()) else {
             throw GatewayError.notFound("no conversation \(id)")
         }
         return record
     }
 
-    /// The items of a conversation, in order, from their record headers (no body is read).
+    /// The items of a conversation, in order, from their record headers (no body is read); expired
+    /// ones too, whose positions stay taken (see ``Entry/isExpired(at:)``).
     func entries(_ tenant: Tenant, _ id: String) async throws -> [Entry] {
         var out: [Entry] = []
         var after: (id: String, kind: String)? = (id, Self.itemPrefix)
         while true {
             let page = try await store.recordHeaders(tenant: tenant.name, after: after, limit: 500)
             let mine = page.prefix { $0.id == id && $0.kind.hasPrefix(Self.itemPrefix) }
-            out += mine.compactMap { Self.entry($0.kind) }
+            out += mine.compactMap { h in Self.entry(h.kind).map { Entry(seq: $0.seq, itemID: $0.itemID, expiresAt: h.expiresAt) } }
             guard mine.count == page.count, page.count == 500, let last = page.last else { return out }
             after = (last.id, last.kind)
         }
@@ -59,11 +64,13 @@ struct Conversations {
     /// Every item of a conversation, in order, and the last one's position, for a response that
     /// continues it: one query, the records opened after one audit event for the whole context.
     func allItems(_ tenant: Tenant, _ id: String, scope: AuditScope) async throws -> (items: [[String: Any]], lastSeq: Int) {
-        let now = Gateway.nowMs()
-        let records = try await store.records(tenant: tenant.name, ids: [id])
-            .filter { $0.kind.hasPrefix(Self.itemPrefix) && !$0.isExpired(at: now) }
+        let all = try await store.records(tenant: tenant.name, ids: [id])
+            .filter { $0.kind.hasPrefix(Self.itemPrefix) }
             .sorted { $0.kind < $1.kind }
-        let lastSeq = records.last.flatMap { Self.entry($0.kind)?.seq } ?? 0
+        // The next item goes after the last one stored, expired or not.
+        let lastSeq = all.last.flatMap { Self.entry($0.kind)?.seq } ?? 0
+        let now = Gateway.nowMs()
+        let records = all.filter { !$0.isExpired(at: now) }
         let events = Vault.ReadEvents.context(record: "\(id)/context", detail: "\(records.count) items, to position \(lastSeq)")
         return (try await open(records, of: tenant, scope: scope, events: events), lastSeq)
     }

@@ -53,7 +53,7 @@ struct ConversationsController {
         router.delete("/v1/conversations/:id") { _, context -> Response in
             let (tenant, scope) = try await caller(context, .retrieval)
             let id = try context.parameters.require("id")
-            _ = try await conversations.conversation(tenant, id)
+            _ = try await conversations.conversation(tenant, id, includingExpired: true)
             _ = try await store.deleteRecords(tenant: tenant.name, id: id)
             try await audit.append(AuditLog.event(.deleteRecord, key: tenant.key, record: id, scope: scope))
             return JSONBody.response(["id": id, "object": "conversation.deleted", "deleted": true])
@@ -63,7 +63,9 @@ struct ConversationsController {
             let (tenant, scope) = try await caller(context, .retrieval)
             let id = try context.parameters.require("id")
             _ = try await conversations.conversation(tenant, id)
-            let (page, hasMore) = try ListPage(request, defaultOrder: .descending).slice(try await conversations.entries(tenant, id)) { $0.itemID }
+            let now = Gateway.nowMs()
+            let live = try await conversations.entries(tenant, id).filter { !$0.isExpired(at: now) }
+            let (page, hasMore) = try ListPage(request, defaultOrder: .descending).slice(live) { $0.itemID }
             return JSONBody.response(ListPage.list(try await conversations.items(tenant, id, page, scope: scope), hasMore: hasMore))
         }
 

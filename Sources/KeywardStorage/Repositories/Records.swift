@@ -70,8 +70,8 @@ extension SQLStore {
     }
 
     public func recordHeaders(tenant: String, after: (id: String, kind: String)?, limit: Int) async throws -> [RecordHeader] {
-        try await page("id, kind, header", tenant: tenant, after: after, limit: limit) {
-            RecordHeader(id: try $0.text(0), kind: try $0.text(1), header: try $0.bytes(2))
+        try await page("id, kind, header, expires_at", tenant: tenant, after: after, limit: limit) {
+            RecordHeader(id: try $0.text(0), kind: try $0.text(1), header: try $0.bytes(2), expiresAt: try $0.optionalInt(3))
         }
     }
 
