@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeywardAudit
+import KeywardErrors
 import KeywardStorage
 import Logging
 import Synchronization
@@ -106,6 +107,13 @@ public final class AuditLog: Sendable {
         if !failing.exchange(true, ordering: .relaxed) {
             logger.critical("audit log append failed: key operations are refused until it works", metadata: ["error": "\(error)"])
         }
+    }
+}
+
+extension AuditResult {
+    /// `error:<code>` for a failed key-store call: the error's code, never its message.
+    static func failure(_ error: any Error) -> Self {
+        .error((error as? any CodedError).map { "\($0.code)" } ?? "error")
     }
 }
 

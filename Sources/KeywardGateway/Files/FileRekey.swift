@@ -88,7 +88,7 @@ extension Files {
         let download = try await blobs.download(key)
         defer { download.close() }
         let (header, head, length) = try await readHeader(download, id: upload.id)
-        guard header.encryptionContext == Self.context(tenant: tenant.name, id: upload.id, purpose: upload.sealedPurpose) else {
+        guard header.encryptionContext == Self.context(tenant: tenant.name, id: upload.id, purpose: Self.pendingPurpose) else {
             throw KeywardCryptoError(.encryptionContextMismatch, "file blob \(upload.id) is not the upload's")
         }
         let target = try await store.tenant(named: tenant.name)?.key ?? upload.key
@@ -101,8 +101,7 @@ extension Files {
         do {
             wrapped = try await keyring(target).onEncrypt(EncryptionMaterials(suite: Vault.suite, encryptionContext: context, plaintextDataKey: dataKey))
         } catch {
-            let code = (error as? any CodedError).map { "\($0.code)" } ?? "error"
-            try await audit.append(AuditLog.event(.rewrap, key: upload.key, record: record, result: .error(code), detail: detail, scope: scope))
+            try await audit.append(AuditLog.event(.rewrap, key: upload.key, record: record, result: .failure(error), detail: detail, scope: scope))
             throw error
         }
         try await audit.append(AuditLog.event(.rewrap, key: upload.key, record: record, detail: detail, scope: scope))

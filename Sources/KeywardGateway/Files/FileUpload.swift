@@ -23,9 +23,7 @@ final class FileUpload: @unchecked Sendable {
     /// ``Files/pendingPurpose``, under which its blob is sealed, and is given the purpose read
     /// after the file; ``Files/finish(_:expiresAfter:tenant:scope:)`` then re-heads the blob.
     var purpose: String
-    /// The purpose the blob's encryption context names.
-    let sealedPurpose: String
-    /// The data key, kept (only) until the blob's context names the file's purpose.
+    /// The data key, kept (only) while the blob's context names ``Files/pendingPurpose``.
     private(set) var pendingDataKey: SecretBytes?
     let filename: String
     /// The master key its data key is wrapped under.
@@ -54,11 +52,10 @@ final class FileUpload: @unchecked Sendable {
     init(id: String, purpose: String?, filename: String, tenant: Tenant, scope: AuditScope, files: Files) async throws {
         self.id = id
         self.purpose = purpose ?? Files.pendingPurpose
-        sealedPurpose = self.purpose
         self.filename = filename
         key = tenant.key
         limit = files.sizeLimit
-        let context = Files.context(tenant: tenant.name, id: id, purpose: sealedPurpose)
+        let context = Files.context(tenant: tenant.name, id: id, purpose: self.purpose)
         let materials = try await AuditScope.$current.withValue(scope) {
             try await files.vault.uncachedManager(forKey: tenant.key).encryptionMaterials(for: EncryptionMaterialsRequest(
                 encryptionContext: context, suite: Vault.suite, plaintextLength: nil))

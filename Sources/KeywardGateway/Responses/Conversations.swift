@@ -22,7 +22,7 @@ struct Conversations {
         var expiresAt: Int64? = nil
         var kind: String { Conversations.itemKind(seq, itemID) }
         /// Past its expiry: listed and served as if the purge had deleted it (its position stays taken).
-        func isExpired(at now: Int64) -> Bool { expiresAt.map { $0 <= now } ?? false }
+        func isExpired(at now: Int64) -> Bool { Record.isExpired(expiresAt, at: now) }
     }
 
     static func itemKind(_ seq: Int, _ itemID: String) -> String {
@@ -30,11 +30,11 @@ struct Conversations {
         return itemPrefix + String(repeating: "0", count: max(0, 10 - digits.count)) + digits + "." + itemID
     }
 
-    static func entry(_ kind: String) -> Entry? {
+    static func entry(_ kind: String, expiresAt: Int64? = nil) -> Entry? {
         guard kind.hasPrefix(itemPrefix) else { return nil }
         let rest = kind.dropFirst(itemPrefix.count)
         guard let dot = rest.firstIndex(of: "."), let seq = Int(rest[..<dot]) else { return nil }
-        return Entry(seq: seq, itemID: String(rest[rest.index(after: dot)...]))
+        return Entry(seq: seq, itemID: String(rest[rest.index(after: dot)...]), expiresAt: expiresAt)
     }
 
     /// The conversation object's record, or 404 (also past its expiry, unless `includingExpired`:
@@ -55,7 +55,7 @@ struct Conversations {
         while true {
             let page = try await store.recordHeaders(tenant: tenant.name, after: after, limit: 500)
             let mine = page.prefix { $0.id == id && $0.kind.hasPrefix(Self.itemPrefix) }
-            out += mine.compactMap { h in Self.entry(h.kind).map { Entry(seq: $0.seq, itemID: $0.itemID, expiresAt: h.expiresAt) } }
+            out += mine.compactMap { Self.entry($0.kind, expiresAt: $0.expiresAt) }
             guard mine.count == page.count, page.count == 500, let last = page.last else { return out }
             after = (last.id, last.kind)
         }

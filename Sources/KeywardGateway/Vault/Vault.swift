@@ -295,8 +295,7 @@ struct CountingMaterialsManager: CryptographicMaterialsManager {
             throw e
         } catch {
             metrics.keyStoreCall(operation.rawValue, ok: false, duration: ContinuousClock.now - started)
-            let code = (error as? any CodedError).map { "\($0.code)" } ?? "error"
-            try await audit.append(AuditLog.event(operation, key: key, result: .error(code)))
+            try await audit.append(AuditLog.event(operation, key: key, result: .failure(error)))
             throw error
         }
     }
