@@ -92,7 +92,8 @@ public protocol RecordRepository: Sendable {
     func deleteRecords(tenant: String, id: String) async throws -> Int
     /// Deletes every record of a tenant (shredded data); returns how many.
     func deleteAllRecords(tenant: String) async throws -> Int
-    /// Deletes records whose `expiresAt` is before `time`; returns how many.
+    /// Deletes records whose `expiresAt` is before `time`, then the ended batches whose metadata
+    /// record is gone (expired, or deleted with its tenant's data); returns how many of both.
     func purgeExpired(before time: Int64) async throws -> Int
 }
 

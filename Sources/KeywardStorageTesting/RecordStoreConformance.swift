@@ -14,6 +14,7 @@ public enum RecordStoreConformance {
         StoreConformanceCase("upsertReplaces", upsertReplaces),
         StoreConformanceCase("listingPagesInBothOrders", listingPagesInBothOrders),
         StoreConformanceCase("purgeRemovesOnlyExpired", purgeRemovesOnlyExpired),
+        StoreConformanceCase("aBatchLivesAsLongAsItsMetadataRecord", aBatchLivesAsLongAsItsMetadataRecord),
         StoreConformanceCase("keyStatesAreReplacedAndComeDueOnce", keyStatesAreReplacedAndComeDueOnce),
         StoreConformanceCase("batchesAreLeasedCancelledAndHoldTheirResults", batchesAreLeasedCancelledAndHoldTheirResults),
         StoreConformanceCase("rateLimitsAndCountsRoundTrip", rateLimitsAndCountsRoundTrip),
@@ -71,9 +72,9 @@ public enum RecordStoreConformance {
         }
         #expect(try await store.batch(id: "batch_2")?.outputExpiresAfter == 3600)
         #expect(try await store.batch(id: "batch_1")?.outputExpiresAfter == nil)
-        #expect(try await store.batches(tenant: "a", after: nil, limit: 10).map(\.id) == ["batch_2", "batch_1"])
-        #expect(try await store.batches(tenant: "a", after: "batch_2", limit: 10).map(\.id) == ["batch_1"])
-        await expectError(.notFound, as: StorageError.self) { _ = try await store.batches(tenant: "a", after: "batch_3", limit: 10) }
+        #expect(try await store.batches(tenant: "a", after: nil, limit: 10, liveAt: nil).map(\.id) == ["batch_2", "batch_1"])
+        #expect(try await store.batches(tenant: "a", after: "batch_2", limit: 10, liveAt: nil).map(\.id) == ["batch_1"])
+        await expectError(.notFound, as: StorageError.self) { _ = try await store.batches(tenant: "a", after: "batch_3", limit: 10, liveAt: nil) }
         // One owner at a time until its lease lapses.
         var one = try #require(try await store.claimBatch(id: "batch_1", owner: "r1", until: 100, now: 50))
         #expect(try await store.claimBatch(id: "batch_1", owner: "r2", until: 150, now: 99) == nil)
@@ -292,6 +293,37 @@ public enum RecordStoreConformance {
         await expectError(.notFound, as: StorageError.self) {
             _ = try await store.records(RecordQuery(tenant: "b", kind: "chat.response", after: "r2"))
         }
+    }
+
+    private static func aBatchLivesAsLongAsItsMetadataRecord(_ engine: any StoreEngine) async throws {
+        let (store, _dir) = try await engine.make(); _ = _dir
+        for name in ["a", "b"] { try await store.createTenant(Tenant(name: name, key: "local:\(name)", createdAt: 0)) }
+        // Ended and expiring (1), running and expiring (2), ended and kept (3), ended and of the other tenant (4).
+        for (i, (id, tenant, expires, ended)) in [("batch_1", "a", 100, true), ("batch_2", "a", 100, false), ("batch_3", "a", nil, true),
+                                                  ("batch_4", "b", 100, true)].enumerated() {
+            var batch = Batch(id: id, tenant: tenant, token: "tok_1", endpoint: "/v1/chat/completions", inputFile: "file-1",
+                              createdAt: Int64(i), expiresAt: 1000)
+            if ended { batch.status = .completed }
+            try await store.createBatch(batch)
+            try await store.insert([record(tenant, id, Batch.metadataKind, at: Int64(i), expires: expires.map(Int64.init))])
+        }
+        // A line's result of another kind under the batch's id is not its metadata.
+        try await store.insert([record("a", "batch_5", Batch.outputKind, at: 5)])
+        try await store.createBatch(Batch(id: "batch_5", tenant: "a", token: "tok_1", endpoint: "/v1/embeddings", inputFile: "file-1",
+                                          createdAt: 5, expiresAt: 1000))
+        #expect(try await store.batches(tenant: "a", after: nil, limit: 10, liveAt: 99).map(\.id) == ["batch_3", "batch_2", "batch_1"])
+        #expect(try await store.batches(tenant: "a", after: nil, limit: 10, liveAt: 100).map(\.id) == ["batch_3"])
+        #expect(try await store.batches(tenant: "a", after: nil, limit: 10, liveAt: nil).count == 4)
+        #expect(try await store.purgeExpired(before: 101) == 3 + 2)  // three records; batches 1 and 4 (batch_5 is unfinished)
+        for (id, kept) in [("batch_1", false), ("batch_2", true), ("batch_3", true), ("batch_4", false)] {
+            #expect(try await (store.batch(id: id) != nil) == kept, "\(id)")
+        }
+        // Once it ends, a running batch whose record has gone goes at the next pass.
+        var two = try #require(try await store.claimBatch(id: "batch_2", owner: "r1", until: 500, now: 200))
+        two.status = .failed
+        #expect(try await store.saveBatch(two, owner: "r1", now: 200))
+        #expect(try await store.purgeExpired(before: 300) == 1)
+        #expect(try await store.batches(tenant: "a", after: nil, limit: 10, liveAt: nil).map(\.id) == ["batch_5", "batch_3"])
     }
 
     private static func purgeRemovesOnlyExpired(_ engine: any StoreEngine) async throws {

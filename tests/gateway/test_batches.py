@@ -5,6 +5,7 @@ ever gets single requests, and the input, the results and the output files are e
 import json
 import os
 import signal
+import sqlite3
 import time
 import urllib.parse
 import uuid
@@ -255,3 +256,41 @@ def test_other_tenants_and_revoked_keys(fresh_gateway, upstream):
     done = c.batches.retrieve(b.id)
     assert done.status == "failed" and [e.code for e in done.errors.data] == ["key_revoked"]
     assert done.output_file_id is None and done.error_file_id is None
+
+
+def test_a_batch_past_its_retention_is_gone_and_purged_once_ended(fresh_gateway, upstream):
+    """A batch's metadata is a record under the tenant's retention, and the batch lives as long
+    as it: past its expiry the batch is 404 to a retrieve and a cancel and left out of the list,
+    as it will be once purged, and the purge deletes its row (it has ended; the storage
+    conformance tests show a running batch's row is kept until it ends)."""
+    g = fresh_gateway(config_extra={**FAST, "purge_interval_seconds": 3600})  # one purge, at start
+    token = g.new_tenant("batch-lapsed")
+    c = g.openai(token)
+    f = c.files.create(file=("in.jsonl", jsonl([chat_line("a", uuid.uuid4().hex)])), purpose="batch")
+    old, kept = (wait(c, c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                          metadata={"project": name}).id) for name in ("old", "kept"))
+    assert old.status == kept.status == "completed"
+    assert [b.id for b in c.batches.list()] == [kept.id, old.id]
+    db = sqlite3.connect(f"{g.data}/keyward.sqlite3", timeout=10)
+
+    def rows(id_):
+        return db.execute("SELECT count(*) FROM batches WHERE id = ?", (id_,)).fetchone()[0]
+    with db:
+        db.execute("UPDATE records SET expires_at = 1 WHERE tenant = 'batch-lapsed' AND id = ? AND kind = 'batch'", (old.id,))
+    for call in (lambda: c.batches.retrieve(old.id), lambda: c.batches.cancel(old.id)):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert [b.id for b in c.batches.list()] == [kept.id]
+    assert c.batches.retrieve(kept.id).metadata == {"project": "kept"}
+    assert rows(old.id) == 1, "not purged yet: the next purge is an hour away"
+    # The purge that runs as the gateway starts deletes the ended batch whose record went with it.
+    g.stop()
+    g.start()
+    deadline = time.time() + 10
+    while rows(old.id):
+        assert time.time() < deadline, "the purge at start did not delete the batch"
+        time.sleep(0.05)
+    assert rows(kept.id) == 1
+    c = g.openai(token)
+    assert [b.id for b in c.batches.list()] == [kept.id]
+    assert c.batches.retrieve(kept.id).output_file_id == kept.output_file_id

@@ -12,7 +12,7 @@ import KeywardStorage
 /// of kind `batch`; each line's result is an encrypted record (`<batch>.<line>`, kind
 /// `batch.output` or `batch.error`) until the output and error files are written from them.
 struct Batches: Sendable {
-    static let kind = "batch"
+    static let kind = Batch.metadataKind
     static let outputKind = Batch.outputKind
     static let errorKind = Batch.errorKind
     static let outputPurpose = "batch_output"
@@ -91,9 +91,12 @@ struct Batches: Sendable {
         return strings
     }
 
-    /// The tenant's batch, or 404.
+    /// The tenant's batch, or 404. One whose metadata record has expired (the tenant's retention)
+    /// is served as if the purge, which deletes it once it has ended, had already run.
     func batch(_ tenant: Tenant, _ id: String) async throws -> Batch {
-        guard let batch = try await store.batch(id: id), batch.tenant == tenant.name else { throw GatewayError.notFound("no batch \(id)") }
+        guard let batch = try await store.batch(id: id), batch.tenant == tenant.name,
+              let record = try await store.record(tenant: tenant.name, id: id, kind: Self.kind), !record.isExpired(at: Gateway.nowMs())
+        else { throw GatewayError.notFound("no batch \(id)") }
         return batch
     }
 

@@ -25,7 +25,8 @@ struct BatchesController {
             let (_, tenant, scope) = try await caller(context, .retrieval)
             let page = try ListPage(request, defaultOrder: .descending)
             let rows: [Batch]
-            do { rows = try await store.batches(tenant: tenant.name, after: page.after, limit: page.limit + 1) } catch let e as StorageError where e.code == .notFound {
+            do { rows = try await store.batches(tenant: tenant.name, after: page.after, limit: page.limit + 1,
+                                                   liveAt: Gateway.nowMs()) } catch let e as StorageError where e.code == .notFound {
                 throw GatewayError.invalidRequest("no batch \(page.after ?? "") to list after", code: "invalid_cursor")
             }
             let shown = Array(rows.prefix(page.limit))

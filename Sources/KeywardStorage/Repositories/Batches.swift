@@ -14,6 +14,10 @@ public struct Batch: Sendable, Hashable {
         public var isTerminal: Bool { self == .completed || self == .failed || self == .expired || self == .cancelled }
     }
 
+    /// The record kind of a batch's encrypted part (its client's `metadata`), under the batch's
+    /// id. The batch lives as long as it: a batch whose record has expired is not shown, and the
+    /// purge deletes it once it has ended.
+    public static let metadataKind = "batch"
     /// The record kinds of a line's result: answered with a 2xx status, or not.
     public static let outputKind = "batch.output"
     public static let errorKind = "batch.error"
@@ -65,8 +69,9 @@ public struct Batch: Sendable, Hashable {
 public protocol BatchRepository: Sendable {
     func createBatch(_ batch: Batch) async throws
     func batch(id: String) async throws -> Batch?
-    /// A tenant's batches, newest first, after the batch `after` (a cursor) if given.
-    func batches(tenant: String, after: String?, limit: Int) async throws -> [Batch]
+    /// A tenant's batches, newest first, after the batch `after` (a cursor) if given; with
+    /// `liveAt`, only those whose metadata record has not expired by then (see ``Batch/metadataKind``).
+    func batches(tenant: String, after: String?, limit: Int, liveAt: Int64?) async throws -> [Batch]
     /// Batches not yet ended, oldest first: those a runner should take up if their lease has lapsed.
     func unfinishedBatches() async throws -> [Batch]
     /// Takes the batch for `owner` until `until` if it is unfinished and free (no owner, a lapsed
@@ -143,8 +148,14 @@ extension SQLStore {
         try await first(SQLStatement("SELECT \(Batch.columns) FROM batches WHERE id = ?", [.text(id)]), Batch.init(row:))
     }
 
-    public func batches(tenant: String, after: String?, limit: Int) async throws -> [Batch] {
+    public func batches(tenant: String, after: String?, limit: Int, liveAt: Int64?) async throws -> [Batch] {
         var s = SQLStatement("SELECT \(Batch.columns) FROM batches WHERE tenant = ?", [.text(tenant)])
+        if let liveAt {
+            s += SQLStatement("""
+                 AND EXISTS (SELECT 1 FROM records r WHERE r.tenant = batches.tenant AND r.id = batches.id AND r.kind = ?
+                             AND (r.expires_at IS NULL OR r.expires_at > ?))
+                """, [.text(Batch.metadataKind), .integer(liveAt)])
+        }
         if let after {
             guard let cursor = try await batch(id: after), cursor.tenant == tenant else {
                 throw StorageError(.notFound, "no batch \(after) to list after")
