@@ -39,6 +39,23 @@ def multipart(parts, boundary="kwtestboundary"):
     return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
+def upload_begun(g, token, head, data, tail):
+    """An upload (boundary `bb`) sent up to its first MiB of `data`, once the gateway is sealing it
+    into a blob: the connection, to send `data[1 << 20:] + tail` on and read the answer from."""
+    host, port = urllib.parse.urlsplit(g.url).netloc.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.putrequest("POST", "/v1/files")
+    conn.putheader("authorization", f"Bearer {token}")
+    conn.putheader("content-type", "multipart/form-data; boundary=bb")
+    conn.putheader("content-length", str(len(head) + len(data) + len(tail)))
+    conn.endheaders()
+    conn.send(head + data[:1 << 20])
+    deadline = time.time() + 10
+    while not [b for b in blobs(g) if ".partial-" in b] and time.time() < deadline:
+        time.sleep(0.05)
+    return conn
+
+
 def upload_raw(g, token, body, content_type):
     return g.request("POST", "/v1/files", token=token, raw=body, headers={"content-type": content_type})
 
@@ -300,28 +317,21 @@ def test_a_crash_mid_upload_leaves_nothing_served_and_orphans_are_swept(fresh_ga
     assert c.files.content(kept.id).read() == b"kept"
 
 
-def test_an_upload_streaming_through_a_whole_rekey_is_moved_before_its_record_is_written(fresh_gateway):
+@pytest.mark.parametrize("purpose_last", [False, True], ids=["purpose-first", "purpose-last"])
+def test_an_upload_streaming_through_a_whole_rekey_is_moved_before_its_record_is_written(fresh_gateway, purpose_last):
     """The re-key's blob passes go by records; an upload still streaming has none yet, so it moves
     its own blob when it finds the tenant on another key. The old key is then disabled: the file
-    still reads."""
+    still reads. With the purpose after the file (the Node SDK's order), the late purpose's rewrap
+    goes straight to the new key, and that is the only move."""
     g = fresh_gateway()
     token = g.new_tenant("files-moving")
     create_key(g, "files-moving-2")
     data = os.urandom(3 << 20)
-    host, port = urllib.parse.urlsplit(g.url).netloc.split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=60)
-    head = b'--bb\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n' \
-           b'--bb\r\nContent-Disposition: form-data; name="file"; filename="moving.bin"\r\n\r\n'
-    tail = b"\r\n--bb--\r\n"
-    conn.putrequest("POST", "/v1/files")
-    conn.putheader("authorization", f"Bearer {token}")
-    conn.putheader("content-type", "multipart/form-data; boundary=bb")
-    conn.putheader("content-length", str(len(head) + len(data) + len(tail)))
-    conn.endheaders()
-    conn.send(head + data[:1 << 20])
-    deadline = time.time() + 10
-    while not [b for b in blobs(g) if ".partial-" in b] and time.time() < deadline:
-        time.sleep(0.05)
+    purpose = b'--bb\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+    head = b'--bb\r\nContent-Disposition: form-data; name="file"; filename="moving.bin"\r\n\r\n'
+    tail = b"\r\n" + purpose + b"--bb--\r\n" if purpose_last else b"\r\n--bb--\r\n"
+    head = head if purpose_last else purpose + head
+    conn = upload_begun(g, token, head, data, tail)
     status, body, _ = g.as_role("key-admin", "POST", "/admin/v1/tenants/files-moving/rekey", {"key": "local:files-moving-2"})
     assert status == 202, body
     assert g.wait_job(body["job"])["status"] == "done"
@@ -333,6 +343,36 @@ def test_an_upload_streaming_through_a_whole_rekey_is_moved_before_its_record_is
     status, _, _ = g.as_role("key-admin", "POST", f"/admin/v1/keys/{urllib.parse.quote('local:files-moving', safe='')}/disable")
     assert status == 200
     assert g.openai(token).files.content(fid).read() == data
+    assert g.openai(token).files.retrieve(fid).purpose == "batch"
+    assert [b for b in blobs(g) if b.startswith("files/files-moving/")] == [f"files/files-moving/{fid}"]
+    events = g.as_role("auditor", "GET", "/admin/v1/audit?tenant=files-moving&operation=rewrap&limit=100")[1]["data"]
+    expected = ("local:files-moving", "purpose=batch to=local:files-moving-2") if purpose_last else ("local:files-moving", "to=local:files-moving-2")
+    assert [(e["key"], e["detail"]) for e in events if e["record"] == f"{fid}/file.content"] == [expected], events
+
+
+def test_a_key_disabled_before_a_late_purpose_refuses_the_upload_and_keeps_nothing(fresh_gateway):
+    """The late purpose's rewrap is a key operation like any other: with the tenant's key disabled
+    while the file streamed in, it is refused (key_revoked), and nothing of the upload stays: no
+    file, no blob, no partial. The refusal is in the audit log."""
+    g = fresh_gateway()
+    token = g.new_tenant("files-cut")
+    data = os.urandom(2 << 20)
+    head = b'--bb\r\nContent-Disposition: form-data; name="file"; filename="cut.bin"\r\n\r\n'
+    tail = b'\r\n--bb\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--bb--\r\n'
+    conn = upload_begun(g, token, head, data, tail)
+    ref = urllib.parse.quote("local:files-cut", safe="")
+    status, body, _ = g.as_role("key-admin", "POST", f"/admin/v1/keys/{ref}/disable")
+    assert status == 200, body
+    conn.send(data[1 << 20:] + tail)
+    r = conn.getresponse()
+    answer = json.loads(r.read())
+    assert (r.status, answer["error"]["code"]) == (403, "key_revoked"), answer
+    status, body, _ = g.as_role("key-admin", "POST", f"/admin/v1/keys/{ref}/enable")
+    assert status == 200, body
+    assert list(g.openai(token).files.list()) == []
+    assert [b for b in blobs(g) if b.startswith("files/files-cut/")] == []
+    events = g.as_role("auditor", "GET", "/admin/v1/audit?tenant=files-cut&limit=100")[1]["data"]
+    assert not [e for e in events if e["operation"] == "rewrap" and e["result"] == "ok"], events
 
 
 def create_key(g, name):

@@ -148,8 +148,10 @@ struct Files: Sendable {
             if upload.pendingDataKey != nil {
                 try await withTaskExecutorPreference(JobExecutor.shared) { try await nameSealedPurpose(upload, tenant: tenant, scope: scope) }
             }
-            try await followRekey(upload, tenant: tenant)
-            return try await store(upload, size: size, expiresAfter: expiresAfter, tenant: tenant, scope: scope)
+            // The record too goes under the tenant's key as it is now: the re-key's last sweep of
+            // records may have run while the file streamed in, and would leave it on the old key.
+            let current = try await followRekey(upload, tenant: tenant)
+            return try await store(upload, size: size, expiresAfter: expiresAfter, tenant: current, scope: scope)
         } catch {
             try? await blobs.delete(Self.blobKey(tenant: tenant.name, id: upload.id))
             throw error
@@ -159,13 +161,16 @@ struct Files: Sendable {
     /// A re-key that switched the tenant's key while the file streamed in has passed its record
     /// by (there was none yet): the blob is moved to the new key here, before the record is written.
     /// The blob is copied on the jobs' thread, as a re-key job copies it: not on an event loop.
-    private func followRekey(_ upload: FileUpload, tenant: Tenant) async throws {
-        guard let current = try await store.tenant(named: tenant.name), current.key != upload.key else { return }
+    /// Returns the tenant as it is now.
+    private func followRekey(_ upload: FileUpload, tenant: Tenant) async throws -> Tenant {
+        guard let current = try await store.tenant(named: tenant.name) else { return tenant }
+        guard current.key != upload.key else { return current }
         let scope = AuditScope(actor: "system", tenant: tenant.name, requestID: AuditScope.requestID, purpose: nil)
         _ = try await withTaskExecutorPreference(JobExecutor.shared) {
             try await rewrapBlob(tenant: tenant.name, id: upload.id, purpose: upload.purpose, from: try keyring(upload.key),
                                  to: try keyring(current.key), fromKey: upload.key, toKey: current.key, scope: scope)
         }
+        return current
     }
 
     /// Writes the file's record, with its event, once its blob is committed.
