@@ -27,7 +27,7 @@ struct EncryptedExchangesTests {
         try await store.migrate()
         let metrics = GatewayMetrics()
         let audit = AuditLog(store: store, metrics: metrics, logger: Logger(label: "test"), alerts: AlertCenter(configuration: .init()))
-        vault = Vault(keyStores: stores, limits: CacheLimits(maxAge: 60, maxMessages: 100_000), metrics: metrics, audit: audit)
+        vault = Vault(keyStores: stores, limits: CacheLimits(maxAge: 60, maxMessages: 100_000), metrics: metrics, audit: audit, tenants: store)
     }
 
     func tenant(_ name: String) -> Tenant { Tenant(name: name, key: "local:\(name)", createdAt: 0) }

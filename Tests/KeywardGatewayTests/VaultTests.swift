@@ -25,7 +25,7 @@ struct VaultTests {
         store = try SQLiteRecordStore(path: ":memory:")
         try await store.migrate()
         let audit = AuditLog(store: store, metrics: metrics, logger: Logger(label: "test"), alerts: AlertCenter(configuration: .init()))
-        vault = Vault(keyStores: stores, limits: CacheLimits(maxAge: 60, maxMessages: 100_000), metrics: metrics, audit: audit)
+        vault = Vault(keyStores: stores, limits: CacheLimits(maxAge: 60, maxMessages: 100_000), metrics: metrics, audit: audit, tenants: store)
     }
 
     func tenant(_ name: String) -> Tenant { Tenant(name: name, key: "local:\(name)", createdAt: 0) }
@@ -46,6 +46,36 @@ struct VaultTests {
         #expect(header.suite == Vault.suite)
         #expect(header.encryptionContext == ["keyward:tenant": "a", "keyward:record": "r1", "keyward:kind": "chat.request"])
         #expect(try await vault.open(record, of: tenant("a")) == Array("hello".utf8))
+    }
+
+    @Test func recordsSealedBeforeAKeySwitchAreWrittenOnTheNewKey() async throws {
+        try await store.createTenant(tenant("a"))
+        let scope = AuditScope(actor: "tok_1", tenant: "a", requestID: "req", purpose: nil)
+        let before = try await vault.sealer(for: tenant("a"), plaintextLength: 5)
+        let records = try ["r1", "r2"].map { try before.seal(Array("hello \($0)".utf8), id: $0, kind: "chat.request", createdAt: 0, metadata: RecordMetadata()) }
+        func keyIDs(_ r: Record) throws -> [String] {
+            try HeaderRewrap.parse(r.header).encryptedDataKeys.map { String(decoding: $0.providerInfo, as: UTF8.self) }
+        }
+        // No tenant changed since the sealer was made: as sealed, without a database read.
+        #expect(try await vault.onCurrentKey(records, sealedBy: before, scope: scope) == records)
+        // A change that left the key as it was (a retention, say): as sealed.
+        vault.tenantsChanged()
+        #expect(try await vault.onCurrentKey(records, sealedBy: before, scope: scope) == records)
+        // A re-key switched the tenant to b while the exchange ran: its records go on b, bodies untouched.
+        var switched = tenant("a")
+        switched.key = "local:b"
+        try await store.updateTenantKeys(switched)
+        vault.tenantsChanged()
+        let moved = try await vault.onCurrentKey(records, sealedBy: before, scope: scope)
+        #expect(moved.map(\.body) == records.map(\.body))
+        #expect(try moved.map(keyIDs) == [["b"], ["b"]] && records.map(keyIDs) == [["a"], ["a"]])
+        #expect(try await vault.open(moved, of: switched) == [Array("hello r1".utf8), Array("hello r2".utf8)])
+        let rewraps = try await store.auditEvents(AuditQuery(operation: .rewrap))
+        #expect(rewraps.map { "\($0.key ?? "") \($0.record ?? "") \($0.detail ?? "") \($0.result)" } == ["local:a r1 to=local:b ok"])
+        // A sealer made after the switch is on b already.
+        let after = try await vault.sealer(for: switched, plaintextLength: 0)
+        let fresh = [try after.seal([1], id: "r3", kind: "chat.request", createdAt: 0, metadata: RecordMetadata())]
+        #expect(try await vault.onCurrentKey(fresh, sealedBy: after, scope: scope) == fresh)
     }
 
     @Test func aRecordMovedToAnotherTenantIDOrKindDoesNotOpen() async throws {

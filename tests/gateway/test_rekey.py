@@ -322,3 +322,39 @@ def test_rekey_through_transit_and_kmip_and_back(fresh_gateway):
     finally:
         bao.stop()
         kmip.stop()
+
+
+def test_an_exchange_that_outlasts_a_whole_rekey_is_stored_on_the_new_key(fresh_gateway, upstream):
+    """A stream that began on the old key and ends after the re-key job has swept the tenant's
+    records is stored on the new key (its data key wrapped anew, audited as `rewrap`): it still
+    reads once the job has ended and the old key is disabled. Before, it stayed on the old key,
+    which the tenant no longer opens: 500 no_decryptable_key."""
+    g = fresh_gateway()
+    token = g.new_tenant("outlasting")
+    create_key(g, "outlasting-2")
+    client = g.openai(token)
+    words = " ".join(f"w{i}" for i in range(25))  # mock-drip: 0.4 s a word, 10 s in all
+    first, done = threading.Event(), {}
+
+    def stream():
+        parts = []
+        for chunk in client.chat.completions.create(model="mock-drip", messages=[{"role": "user", "content": words}],
+                                                    stream=True, store=True):
+            done["id"] = chunk.id
+            parts += [c.delta.content or "" for c in chunk.choices]
+            first.set()
+        done["text"] = "".join(parts)
+    t = threading.Thread(target=stream, daemon=True)
+    t.start()
+    assert first.wait(30)
+    status, body, _ = g.as_role("key-admin", "POST", "/admin/v1/tenants/outlasting/rekey", {"key": "local:outlasting-2"})
+    assert status == 202, body
+    assert g.wait_job(body["job"])["status"] == "done"
+    assert t.is_alive(), "the stream ended before the re-key did: this run shows nothing"
+    t.join(60)
+    assert done["text"] == "echo: " + words
+    status, _, _ = g.as_role("key-admin", "POST", f"/admin/v1/keys/{ref('local:outlasting')}/disable")
+    assert status == 200
+    assert client.chat.completions.retrieve(done["id"]).choices[0].message.content == done["text"]
+    events = g.as_role("auditor", "GET", "/admin/v1/audit?tenant=outlasting&operation=rewrap&limit=100")[1]["data"]
+    assert [(e["key"], e["record"], e["detail"]) for e in events] == [("local:outlasting", done["id"], "to=local:outlasting-2")], events

@@ -64,7 +64,7 @@ public final class Gateway: Sendable {
         alerts = AlertCenter(configuration: configuration.alerts)
         let traces = Traces(enabled: configuration.tracing)
         audit = AuditLog(store: store, metrics: metrics, logger: logger, alerts: alerts, traces: traces)
-        vault = Vault(keyStores: self.keyStores, limits: configuration.cacheLimits, metrics: metrics, audit: audit, traces: traces)
+        vault = Vault(keyStores: self.keyStores, limits: configuration.cacheLimits, metrics: metrics, audit: audit, tenants: store, traces: traces)
         authenticator = Authenticator(store: store, vault: vault, audit: audit, metrics: metrics)
         policies = KeyPolicies(store: store, vault: vault, audit: audit, metrics: metrics, logger: logger)
         providerKeys = ProviderKeys(store: store, vault: vault, audit: audit)

@@ -285,8 +285,10 @@ struct BatchRunner: Sendable {
             let ok = (200..<300).contains(answer.status)
             let result = LineSender.resultLine(customID: line.customIDJSON, status: answer.status, requestID: answer.requestID, body: answer.body)
             let id = Batches.lineID(batch, n)
-            let record = try sealer.seal(result, id: id, kind: ok ? Batches.outputKind : Batches.errorKind, createdAt: Gateway.nowMs(),
-                                         metadata: RecordMetadata(status: answer.status))
+            let record = try await vault.onCurrentKey([
+                try sealer.seal(result, id: id, kind: ok ? Batches.outputKind : Batches.errorKind, createdAt: Gateway.nowMs(),
+                                metadata: RecordMetadata(status: answer.status)),
+            ], sealedBy: sealer, scope: scope)[0]
             // The answer is in hand (and maybe paid for): a database or audit log that fails for a
             // moment does not lose it.
             for attempt in 1... {

@@ -73,11 +73,13 @@ final class Replication: Sendable {
         case .policy: policies.forget()
         case .tokens: authenticator.forget()
         case .tenant:
+            vault.tenantsChanged()
             authenticator.forget()
             providerKeys.forget()
         case .providerKeys: providerKeys.forget()
         case .job(let id): jobs.yield(id)
         case .all:
+            vault.tenantsChanged()
             vault.purgeAll()
             policies.forget()
             authenticator.forget()

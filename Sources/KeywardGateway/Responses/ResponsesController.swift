@@ -293,7 +293,7 @@ struct ResponsesController {
                                                      sealer: turn.sealer, at: now).records
             events.append(AuditLog.event(.encryptRecord, key: turn.tenant.key, record: c.id, detail: "response=\(turn.id)", scope: turn.scope))
         }
-        try await audit.insert(records, events: events)
+        try await audit.insert(try await vault.onCurrentKey(records, sealedBy: turn.sealer, scope: turn.scope), events: events)
         metrics.recordsStored(records.count)
     }
 

@@ -113,10 +113,10 @@ struct AIController {
         let now = Gateway.nowMs()
         let metadata = RecordMetadata(model: x.model, status: status, promptTokens: usage.0, completionTokens: usage.1,
                                       upstreamMs: upstreamTime.milliseconds, streamed: x.stream)
-        let records = [
+        let records = try await vault.onCurrentKey([
             try x.sealer.seal(x.body, id: id, kind: p.requestKind, createdAt: now, metadata: metadata),
             try x.sealer.seal(response, id: id, kind: p.responseKind, createdAt: now, metadata: metadata),
-        ]
+        ], sealedBy: x.sealer, scope: x.scope)
         try await audit.insert(records, events: [
             AuditLog.event(.encryptRecord, key: x.tenant.key, record: id, detail: "model=\(x.model)", scope: x.scope),
         ])

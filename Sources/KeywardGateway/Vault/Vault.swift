@@ -19,15 +19,21 @@ public final class Vault: Sendable {
     public let limits: CacheLimits
     let metrics: GatewayMetrics
     let audit: AuditLog
+    /// Where a tenant's current key is read, when a sealer may be on a key since switched.
+    let tenants: any TenantRepository
     private let managers = Mutex<[String: (cached: CachingMaterialsManager, direct: CountingMaterialsManager)]>([:])
     /// False while this replica may have missed another's revocation: every data key then comes
     /// from the key store, which is authoritative, instead of the cache.
     let cachesTrusted = Atomic<Bool>(true)
+    /// How many times a tenant may have changed (see ``tenantsChanged()``); each sealer notes it.
+    let tenantChanges = Atomic<Int>(0)
 
     let traces: Traces
 
-    init(keyStores: KeyStores, limits: CacheLimits, metrics: GatewayMetrics, audit: AuditLog, traces: Traces = .off) {
+    init(keyStores: KeyStores, limits: CacheLimits, metrics: GatewayMetrics, audit: AuditLog, tenants: any TenantRepository,
+         traces: Traces = .off) {
         self.traces = traces
+        self.tenants = tenants
         self.keyStores = keyStores
         self.limits = limits
         self.metrics = metrics
@@ -63,6 +69,7 @@ public final class Vault: Sendable {
     /// Obtains the data key for one exchange of `tenant`: called before any upstream call, so a
     /// disabled or unreachable key stops the request before anything leaves or is stored.
     public func sealer(for tenant: Tenant, plaintextLength: Int) async throws -> RecordSealer {
+        let changes = tenantChanges.load(ordering: .acquiring)
         let manager = try manager(forKey: tenant.key)
         let miss = MissFlag()
         let materials = try await MissFlag.$current.withValue(miss) {
@@ -70,7 +77,7 @@ public final class Vault: Sendable {
                 encryptionContext: Self.scope(tenant.name), suite: Self.suite, plaintextLength: plaintextLength))
         }
         metrics.dataKeyCache("encrypt", hit: !miss.value)
-        return RecordSealer(tenant: tenant, materials: materials)
+        return RecordSealer(tenant: tenant, materials: materials, tenantChanges: changes)
     }
 
     /// Decrypts a stored record of `tenant`; nothing is returned unless it authenticates as this
@@ -197,6 +204,9 @@ public final class Vault: Sendable {
 public struct RecordSealer: Sendable {
     public let tenant: Tenant
     let materials: EncryptionMaterials
+    /// The vault's count of tenant changes when it was made: a sealer made since the last one
+    /// seals under the tenant's current key (see ``Vault/onCurrentKey(_:sealedBy:scope:)``).
+    let tenantChanges: Int
 
     static func context(tenant: String, id: String, kind: String) -> EncryptionContext {
         ["keyward:tenant": tenant, "keyward:record": id, "keyward:kind": kind]
