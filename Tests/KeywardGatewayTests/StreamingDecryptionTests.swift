@@ -46,6 +46,7 @@ struct StreamingDecryptionTests {
             defer { blob.close() }
             let reading = StreamingDecryption(options: DecryptionOptions(requiredContext: Self.context, maxEncryptedDataKeys: 4),
                                               blob: blob, size: Self.readSize)
+            watched?.stopped = { reading.stopped.load(ordering: .relaxed) }
             let request = try await reading.header()
             try reading.begin(with: try await DefaultMaterialsManager(keyring: keyring).decryptionMaterials(for: request))
             try await reading.forEachChunk(decryptingOn: .singleton, ahead: 2) { chunk in
@@ -144,9 +145,13 @@ struct StreamingDecryptionTests {
         let prefix = bytes == Array(plaintext.prefix(bytes.count))
         #expect(chunks == 2 && prefix)
         // Once it failed, only the job already reading reads (not the one queued behind it: 4 reads
-        // without the stop), and nothing is read after the close.
+        // without the stop), and nothing is read after the close. The third read (the job ahead of
+        // the second chunk's failing write) is held until the reading has stopped, so that the
+        // fourth job cannot start before the stop however the threads are scheduled (under load,
+        // the failing write once came after it: CI, 2026-12-07).
         if local {
             let watched = Watched()
+            watched.holdRead = 3
             let (_, chunks, error) = await download("files/t/f", from: blobs, local: true, failingAfter: 1, watched: watched)
             #expect(error is CancellationError && chunks == 1)
             try await Task.sleep(for: .milliseconds(60))  // a job left running would read by then
@@ -182,6 +187,9 @@ private final class EventLoopTaskExecutor: TaskExecutor {
 /// takes 20 ms (long beside the microseconds a failing download takes to stop the jobs queued).
 final class Watched: @unchecked Sendable {
     private let state = Mutex((reads: 0, now: 0, most: 0, closed: false, afterClose: 0, onLoops: 0))
+    /// The read (1, 2, …) that waits, up to 5 s, until `stopped` says the reading has stopped.
+    var holdRead = 0
+    var stopped: @Sendable () -> Bool = { true }
     var reads: Int { state.withLock { $0.reads } }
     /// Reads made on an event loop's thread.
     var readsOnEventLoops: Int { state.withLock { $0.onLoops } }
@@ -201,13 +209,18 @@ final class Watched: @unchecked Sendable {
             inner.close()
         }
         func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-            watch.state.withLock { s in
+            let n = watch.state.withLock { s in
                 s.reads += 1
                 if MultiThreadedEventLoopGroup.currentEventLoop != nil { s.onLoops += 1 }
                 s.now += 1
                 s.most = max(s.most, s.now)
+                return s.reads
             }
             defer { watch.state.withLock { $0.now -= 1 } }
+            if n == watch.holdRead {
+                let end = ContinuousClock.now + .seconds(5)
+                while !watch.stopped(), ContinuousClock.now < end { usleep(1_000) }
+            }
             usleep(20_000)
             watch.state.withLock { s in if s.closed { s.afterClose += 1 } }
             return try inner.read(into: buffer)

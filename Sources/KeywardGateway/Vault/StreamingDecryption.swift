@@ -31,7 +31,8 @@ final class StreamingDecryption: @unchecked Sendable {
     /// Set while a thread reads and decrypts a local blob: two at once would corrupt the message.
     private let busy = Atomic<Bool>(false)
     /// Set once ``forEachChunk(decryptingOn:ahead:_:)`` fails: the jobs still queued read nothing.
-    private let stopped = Atomic<Bool>(false)
+    /// (Not private: a test holds a read until it is set.)
+    let stopped = Atomic<Bool>(false)
 
     private enum Source {
         /// The next chunk, nil at the end. Called by one task at a time, though not always the
