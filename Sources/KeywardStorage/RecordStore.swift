@@ -93,7 +93,7 @@ public protocol RecordRepository: Sendable {
     /// Deletes every record of a tenant (shredded data); returns how many.
     func deleteAllRecords(tenant: String) async throws -> Int
     /// Deletes records whose `expiresAt` is before `time`, then the ended batches whose metadata
-    /// record is gone (expired, or deleted with its tenant's data); returns how many of both.
+    /// record is gone (expired, or deleted with its tenant's data); returns how many records.
     func purgeExpired(before time: Int64) async throws -> Int
 }
 

@@ -51,31 +51,47 @@ struct VaultTests {
     @Test func recordsSealedBeforeAKeySwitchAreWrittenOnTheNewKey() async throws {
         try await store.createTenant(tenant("a"))
         let scope = AuditScope(actor: "tok_1", tenant: "a", requestID: "req", purpose: nil)
-        let before = try await vault.sealer(for: tenant("a"), plaintextLength: 5)
-        let records = try ["r1", "r2"].map { try before.seal(Array("hello \($0)".utf8), id: $0, kind: "chat.request", createdAt: 0, metadata: RecordMetadata()) }
         func keyIDs(_ r: Record) throws -> [String] {
             try HeaderRewrap.parse(r.header).encryptedDataKeys.map { String(decoding: $0.providerInfo, as: UTF8.self) }
         }
-        // No tenant changed since the sealer was made: as sealed, without a database read.
-        #expect(try await vault.onCurrentKey(records, sealedBy: before, scope: scope) == records)
-        // A change that left the key as it was (a retention, say): as sealed.
-        vault.tenantsChanged()
-        #expect(try await vault.onCurrentKey(records, sealedBy: before, scope: scope) == records)
-        // A re-key switched the tenant to b while the exchange ran: its records go on b, bodies untouched.
+        func sealed(_ sealer: RecordSealer) throws -> [Record] {
+            try ["r1", "r2"].map { try sealer.seal(Array("hello \($0)".utf8), id: $0, kind: "chat.request", createdAt: 0, metadata: RecordMetadata()) }
+        }
+        // Read just now, with no change since: as sealed. (The store's tenant is on another key
+        // below; only a read of it would move the records.)
+        let seen = vault.tenantView()
+        let before = try await vault.sealer(for: tenant("a"), seen: seen, plaintextLength: 5)
+        let records = try sealed(before)
         var switched = tenant("a")
         switched.key = "local:b"
         try await store.updateTenantKeys(switched)
+        #expect(try await vault.onCurrentKey(records, sealedBy: before, scope: scope) == (records, "local:a"))
+        // The re-key's change notice came: its records go on b, bodies untouched, the key named.
         vault.tenantsChanged()
-        let moved = try await vault.onCurrentKey(records, sealedBy: before, scope: scope)
-        #expect(moved.map(\.body) == records.map(\.body))
+        let (moved, key) = try await vault.onCurrentKey(records, sealedBy: before, scope: scope)
+        #expect(key == "local:b" && moved.map(\.body) == records.map(\.body))
         #expect(try moved.map(keyIDs) == [["b"], ["b"]] && records.map(keyIDs) == [["a"], ["a"]])
         #expect(try await vault.open(moved, of: switched) == [Array("hello r1".utf8), Array("hello r2".utf8)])
+        // A tenant read before the notice and a sealer made after it (a cached principal): moved too.
+        let late = try await vault.sealer(for: tenant("a"), seen: seen, plaintextLength: 0)
+        #expect(try await vault.onCurrentKey(try sealed(late), sealedBy: late, scope: scope).key == "local:b")
+        // Not knowing when the tenant was read: the store says.
+        let unknown = try await vault.sealer(for: tenant("a"), plaintextLength: 0)
+        #expect(try await vault.onCurrentKey(try sealed(unknown), sealedBy: unknown, scope: scope).key == "local:b")
+        // A sealer made on the current key after the notice: as sealed.
+        let after = try await vault.sealer(for: switched, seen: vault.tenantView(), plaintextLength: 0)
+        let fresh = try sealed(after)
+        #expect(try await vault.onCurrentKey(fresh, sealedBy: after, scope: scope) == (fresh, "local:b"))
+        // A key store that refuses: the error, and its event.
+        switched.key = "local:missing"
+        try await store.updateTenantKeys(switched)
+        vault.tenantsChanged()
+        await #expect(throws: (any Error).self) { _ = try await vault.onCurrentKey(records, sealedBy: before, scope: scope) }
         let rewraps = try await store.auditEvents(AuditQuery(operation: .rewrap))
-        #expect(rewraps.map { "\($0.key ?? "") \($0.record ?? "") \($0.detail ?? "") \($0.result)" } == ["local:a r1 to=local:b ok"])
-        // A sealer made after the switch is on b already.
-        let after = try await vault.sealer(for: switched, plaintextLength: 0)
-        let fresh = [try after.seal([1], id: "r3", kind: "chat.request", createdAt: 0, metadata: RecordMetadata())]
-        #expect(try await vault.onCurrentKey(fresh, sealedBy: after, scope: scope) == fresh)
+        #expect(rewraps.map { "\($0.actor) \($0.key ?? "") \($0.record ?? "") \($0.detail ?? "") \($0.result.rawValue.prefix(6))" } == [
+            "tok_1 local:a r1 to=local:b ok", "tok_1 local:a r1 to=local:b ok", "tok_1 local:a r1 to=local:b ok",
+            "tok_1 local:a r1 to=local:missing error:",
+        ])
     }
 
     @Test func aRecordMovedToAnotherTenantIDOrKindDoesNotOpen() async throws {

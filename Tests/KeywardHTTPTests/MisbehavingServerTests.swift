@@ -31,7 +31,7 @@ final class ScriptedServer: @unchecked Sendable {
 
     /// The loop these servers and the suite's client run on, their own: the shared singleton also
     /// carries every other suite's gateways, and a queue of their work there once held a scheduled
-    /// hang-up back 17 s (CI, 2026-12-07), which timed the other suites, not the client.
+    /// hang-up back 17.5 s (CI, 2026-12-07), which timed the other suites, not the client.
     static let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
     init(_ script: [Step]) async throws {

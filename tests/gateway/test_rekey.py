@@ -333,7 +333,7 @@ def test_an_exchange_that_outlasts_a_whole_rekey_is_stored_on_the_new_key(fresh_
     token = g.new_tenant("outlasting")
     create_key(g, "outlasting-2")
     client = g.openai(token)
-    words = " ".join(f"w{i}" for i in range(25))  # mock-drip: 0.4 s a word, 10 s in all
+    words = " ".join(f"w{i}" for i in range(35))  # mock-drip: 0.4 s a word, 14 s in all
     first, done = threading.Event(), {}
 
     def stream():

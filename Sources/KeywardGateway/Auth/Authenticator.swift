@@ -56,13 +56,15 @@ final class Authenticator: Sendable {
         if vault.cachesTrusted.load(ordering: .relaxed), let cached {
             principal = cached
         } else {
+            let view = vault.tenantView()
             guard let token = try await store.token(hash: hash) else { throw GatewayError.unauthorized }
             var tenant: Tenant?
             if let name = token.tenant {
                 guard let t = try await store.tenant(named: name) else { throw GatewayError.unauthorized }
                 tenant = t
             }
-            principal = Principal(tokenID: token.id, role: token.role, tenant: tenant, suspended: token.suspended, rateLimits: token.rateLimits)
+            principal = Principal(tokenID: token.id, role: token.role, tenant: tenant, suspended: token.suspended, rateLimits: token.rateLimits,
+                                  tenantView: view)
             principals.withLock { $0.insert(principal, for: hash, now: Gateway.clock(), ifGeneration: generation) }
         }
         guard !principal.suspended else {
@@ -83,12 +85,13 @@ extension Authenticator {
     /// The app token `id` as it stands now, for work done later in its name (a batch's lines):
     /// 403 `token_revoked` once it is deleted, `token_suspended` while it is suspended.
     func principal(tokenID id: String) async throws -> Principal {
+        let view = vault.tenantView()
         guard let token = try await store.token(id: id), token.role == .app, let name = token.tenant,
               let tenant = try await store.tenant(named: name) else {
             throw GatewayError.forbidden("the token that made this batch was deleted", code: "token_revoked")
         }
         guard !token.suspended else { throw GatewayError.forbidden("the token that made this batch is suspended", code: "token_suspended") }
-        return Principal(tokenID: token.id, role: token.role, tenant: tenant, rateLimits: token.rateLimits)
+        return Principal(tokenID: token.id, role: token.role, tenant: tenant, rateLimits: token.rateLimits, tenantView: view)
     }
 }
 

@@ -9,6 +9,8 @@ struct Principal: Sendable {
     var suspended = false
     /// The token's own rate limits (its tenant's are the tenant's).
     var rateLimits = RateLimits()
+    /// When `tenant` was read (a cached principal keeps its first read's).
+    var tenantView: Vault.TenantView?
 }
 
 extension Principal {

@@ -226,7 +226,7 @@ struct BatchRunner: Sendable {
                     refreshed = .now
                 }
                 // No key, no request: a revoked key stops the batch before its next line.
-                let sealer = try await vault.sealer(for: tenant, plaintextLength: 0)
+                let sealer = try await vault.sealer(for: tenant, seen: principal.tenantView, plaintextLength: 0)
                 let line = try BatchLine.parse(text, endpoint: batch.endpoint)
                 batch.dispatched = n + 1
                 try await save(batch)
@@ -285,17 +285,16 @@ struct BatchRunner: Sendable {
             let ok = (200..<300).contains(answer.status)
             let result = LineSender.resultLine(customID: line.customIDJSON, status: answer.status, requestID: answer.requestID, body: answer.body)
             let id = Batches.lineID(batch, n)
-            let record = try await vault.onCurrentKey([
-                try sealer.seal(result, id: id, kind: ok ? Batches.outputKind : Batches.errorKind, createdAt: Gateway.nowMs(),
-                                metadata: RecordMetadata(status: answer.status)),
-            ], sealedBy: sealer, scope: scope)[0]
-            // The answer is in hand (and maybe paid for): a database or audit log that fails for a
-            // moment does not lose it.
+            let record = try sealer.seal(result, id: id, kind: ok ? Batches.outputKind : Batches.errorKind, createdAt: Gateway.nowMs(),
+                                         metadata: RecordMetadata(status: answer.status))
+            // The answer is in hand (and maybe paid for): a database, audit log or key store that
+            // fails for a moment does not lose it.
             for attempt in 1... {
                 // A replica that lost the batch writes nothing of it (another may have ended it).
                 guard watch.holds(for: .zero) else { return .stopped(Stop.leaseLost) }
                 do {
-                    try await audit.insert([record], events: [AuditLog.event(.encryptRecord, key: tenant.key, record: id, scope: scope)])
+                    let (current, key) = try await vault.onCurrentKey([record], sealedBy: sealer, scope: scope)
+                    try await audit.insert(current, events: [AuditLog.event(.encryptRecord, key: key, record: id, scope: scope)])
                     break
                 } catch where attempt < 5 {
                     try await Task.sleep(for: .seconds(attempt))

@@ -91,12 +91,15 @@ struct Batches: Sendable {
         return strings
     }
 
-    /// The tenant's batch, or 404. One whose metadata record has expired (the tenant's retention)
-    /// is served as if the purge, which deletes it once it has ended, had already run.
+    /// The tenant's batch, or 404. An ended one whose metadata record has expired (the tenant's
+    /// retention) is served as if the purge, which deletes it, had already run; a running one is
+    /// served until it ends, so that a cancel reaches it.
     func batch(_ tenant: Tenant, _ id: String) async throws -> Batch {
-        guard let batch = try await store.batch(id: id), batch.tenant == tenant.name,
-              let record = try await store.record(tenant: tenant.name, id: id, kind: Self.kind), !record.isExpired(at: Gateway.nowMs())
-        else { throw GatewayError.notFound("no batch \(id)") }
+        guard let batch = try await store.batch(id: id), batch.tenant == tenant.name else { throw GatewayError.notFound("no batch \(id)") }
+        if batch.status.isTerminal {
+            guard let record = try await store.record(tenant: tenant.name, id: id, kind: Self.kind), !record.isExpired(at: Gateway.nowMs())
+            else { throw GatewayError.notFound("no batch \(id)") }
+        }
         return batch
     }
 

@@ -95,16 +95,11 @@ extension Files {
         let context = Self.context(tenant: tenant.name, id: upload.id, purpose: upload.purpose)
         let record = "\(upload.id)/\(Self.kind).content"
         let detail = "purpose=\(upload.purpose)" + (target == upload.key ? "" : " to=\(target)")
-        // No event, no key operation: the call's event is written whether it succeeds or fails.
-        try audit.requireAvailable()
-        let wrapped: EncryptionMaterials
-        do {
-            wrapped = try await keyring(target).onEncrypt(EncryptionMaterials(suite: Vault.suite, encryptionContext: context, plaintextDataKey: dataKey))
-        } catch {
-            try await audit.append(AuditLog.event(.rewrap, key: upload.key, record: record, result: .failure(error), detail: detail, scope: scope))
-            throw error
+        let wrapped = try await AuditScope.$current.withValue(scope) {
+            try await vault.counted(target).call(.rewrap, eventKey: upload.key, record: record, detail: detail) {
+                try await vault.keyring(target).onEncrypt(EncryptionMaterials(suite: Vault.suite, encryptionContext: context, plaintextDataKey: dataKey))
+            }
         }
-        try await audit.append(AuditLog.event(.rewrap, key: upload.key, record: record, detail: detail, scope: scope))
         guard let edk = wrapped.encryptedDataKeys.last else {
             throw KeywardCryptoError(.internalError, "the key returned no wrapped data key")
         }
@@ -138,11 +133,5 @@ extension Files {
             await upload.abort()
             throw error
         }
-    }
-
-    /// The keyring of a master key reference.
-    func keyring(_ key: String) throws -> KeyStoreKeyring {
-        let reference = try KeyReference.parse(key)
-        return KeyStoreKeyring(store: try vault.keyStores.store(for: reference), keyID: reference.keyID)
     }
 }

@@ -167,8 +167,8 @@ struct Files: Sendable {
         guard current.key != upload.key else { return current }
         let scope = AuditScope(actor: "system", tenant: tenant.name, requestID: AuditScope.requestID, purpose: nil)
         _ = try await withTaskExecutorPreference(JobExecutor.shared) {
-            try await rewrapBlob(tenant: tenant.name, id: upload.id, purpose: upload.purpose, from: try keyring(upload.key),
-                                 to: try keyring(current.key), fromKey: upload.key, toKey: current.key, scope: scope)
+            try await rewrapBlob(tenant: tenant.name, id: upload.id, purpose: upload.purpose, from: try vault.keyring(upload.key),
+                                 to: try vault.keyring(current.key), fromKey: upload.key, toKey: current.key, scope: scope)
         }
         return current
     }

@@ -16,7 +16,7 @@ struct PurgeService: Service {
             do {
                 let removed = try await store.purgeExpired(before: Gateway.nowMs())
                 metrics.recordsPurged(removed)
-                if removed > 0 { logger.notice("expired records and batches purged", metadata: ["count": "\(removed)"]) }
+                if removed > 0 { logger.notice("expired records purged", metadata: ["count": "\(removed)"]) }
                 // After the records: an expired file's blob goes in the same pass.
                 let blobs = try await files.sweep(now: Gateway.nowMs())
                 if blobs > 0 { logger.notice("file blobs without a record deleted", metadata: ["count": "\(blobs)"]) }

@@ -43,8 +43,8 @@ struct RekeyJob {
             try await store.updateTenantKeys(tenant)
             await replication.changed(.tenant(tenant.name))
         }
-        let from = try files.keyring(start.fromKey)
-        let to = try files.keyring(start.toKey)
+        let from = try files.vault.keyring(start.fromKey)
+        let to = try files.vault.keyring(start.toKey)
         let scope = Vault.scope(tenant.name)
         // Data keys this worker has moved: records sharing one are rewritten without another unwrap.
         var unwrapped: [[UInt8]: (SecretBytes, EncryptedDataKey)] = [:]

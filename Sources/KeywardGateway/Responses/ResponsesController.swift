@@ -126,7 +126,9 @@ struct ResponsesController {
             throw GatewayError.invalidRequest("this tenant stores nothing, so it keeps no conversation", code: "store_disabled")
         }
         let keyStart = ContinuousClock.now
-        let sealer = try await AuditScope.$current.withValue(scope) { try await vault.sealer(for: tenant, plaintextLength: buffer.readableBytes) }
+        let sealer = try await AuditScope.$current.withValue(scope) {
+            try await vault.sealer(for: tenant, seen: principal.tenantView, plaintextLength: buffer.readableBytes)
+        }
         let keyTime = ContinuousClock.now - keyStart
         var chain: [String] = []
         var context: [ArraySlice<UInt8>] = []
@@ -276,7 +278,7 @@ struct ResponsesController {
                                       streamed: streamed, chain: turn.chain.isEmpty ? nil : turn.chain)
         let now = Gateway.nowMs()
         var records: [Record] = []
-        var events: [AuditEvent] = []
+        var events: [(record: String, detail: String)] = []
         if turn.storing {
             records += [
                 try turn.sealer.seal(turn.input, id: turn.id, kind: Self.inputKind, createdAt: now, metadata: metadata),
@@ -285,15 +287,16 @@ struct ResponsesController {
                 try turn.sealer.seal(Array(try JSONSerialization.data(withJSONObject: answer)), id: turn.id, kind: Self.responseKind,
                                      createdAt: now, metadata: { var m = metadata; m.chain = nil; return m }()),
             ]
-            events.append(AuditLog.event(.encryptRecord, key: turn.tenant.key, record: turn.id, detail: "model=\(turn.model)", scope: turn.scope))
+            events.append((turn.id, "model=\(turn.model)"))
         }
         if let c = turn.conversation {
             let input = (try JSONSerialization.jsonObject(with: Data(turn.input)) as? [Any]) ?? []
             records += try conversations.itemRecords(input + ((answer["output"] as? [Any]) ?? []), of: c.id, after: c.lastSeq,
                                                      sealer: turn.sealer, at: now).records
-            events.append(AuditLog.event(.encryptRecord, key: turn.tenant.key, record: c.id, detail: "response=\(turn.id)", scope: turn.scope))
+            events.append((c.id, "response=\(turn.id)"))
         }
-        try await audit.insert(try await vault.onCurrentKey(records, sealedBy: turn.sealer, scope: turn.scope), events: events)
+        let (sealed, key) = try await vault.onCurrentKey(records, sealedBy: turn.sealer, scope: turn.scope)
+        try await audit.insert(sealed, events: events.map { AuditLog.event(.encryptRecord, key: key, record: $0.record, detail: $0.detail, scope: turn.scope) })
         metrics.recordsStored(records.count)
     }
 

@@ -87,7 +87,7 @@ struct AIController {
         let scope = principal.scope(.inference)
         let keyStart = ContinuousClock.now
         let sealer = try await AuditScope.$current.withValue(scope) {
-            try await vault.sealer(for: tenant, plaintextLength: body.count)
+            try await vault.sealer(for: tenant, seen: principal.tenantView, plaintextLength: body.count)
         }
         let keyTime = ContinuousClock.now - keyStart
         let store: Bool
@@ -113,12 +113,12 @@ struct AIController {
         let now = Gateway.nowMs()
         let metadata = RecordMetadata(model: x.model, status: status, promptTokens: usage.0, completionTokens: usage.1,
                                       upstreamMs: upstreamTime.milliseconds, streamed: x.stream)
-        let records = try await vault.onCurrentKey([
+        let (records, key) = try await vault.onCurrentKey([
             try x.sealer.seal(x.body, id: id, kind: p.requestKind, createdAt: now, metadata: metadata),
             try x.sealer.seal(response, id: id, kind: p.responseKind, createdAt: now, metadata: metadata),
         ], sealedBy: x.sealer, scope: x.scope)
         try await audit.insert(records, events: [
-            AuditLog.event(.encryptRecord, key: x.tenant.key, record: id, detail: "model=\(x.model)", scope: x.scope),
+            AuditLog.event(.encryptRecord, key: key, record: id, detail: "model=\(x.model)", scope: x.scope),
         ])
         metrics.recordsStored(records.count)
     }

@@ -54,10 +54,8 @@ public final class Vault: Sendable {
 
     private func managers(forKey key: String) throws -> (cached: CachingMaterialsManager, direct: CountingMaterialsManager) {
         if let m = managers.withLock({ $0[key] }) { return m }
-        let reference = try KeyReference.parse(key)
-        let keyring = KeyStoreKeyring(store: try keyStores.store(for: reference), keyID: reference.keyID)
-        let direct = CountingMaterialsManager(backing: DefaultMaterialsManager(keyring: keyring), key: key, scheme: reference.scheme,
-                                              metrics: metrics, audit: audit, traces: traces)
+        let direct = CountingMaterialsManager(backing: DefaultMaterialsManager(keyring: try keyring(key)), key: key,
+                                              scheme: try KeyReference.parse(key).scheme, metrics: metrics, audit: audit, traces: traces)
         let fresh = (cached: CachingMaterialsManager(backing: direct, limits: limits), direct: direct)
         return managers.withLock { all in
             if let existing = all[key] { return existing }
@@ -66,10 +64,23 @@ public final class Vault: Sendable {
         }
     }
 
+    /// The keyring of one master key, for a call outside the materials managers (a data key
+    /// wrapped anew); through ``counted(_:)`` when the call is made for a request.
+    func keyring(_ key: String) throws -> KeyStoreKeyring {
+        let reference = try KeyReference.parse(key)
+        return KeyStoreKeyring(store: try keyStores.store(for: reference), keyID: reference.keyID)
+    }
+
+    /// The audited, counted and traced way to one master key's store (see ``CountingMaterialsManager/call(_:eventKey:record:detail:_:)``).
+    func counted(_ key: String) throws -> CountingMaterialsManager {
+        try managers(forKey: key).direct
+    }
+
     /// Obtains the data key for one exchange of `tenant`: called before any upstream call, so a
     /// disabled or unreachable key stops the request before anything leaves or is stored.
-    public func sealer(for tenant: Tenant, plaintextLength: Int) async throws -> RecordSealer {
-        let changes = tenantChanges.load(ordering: .acquiring)
+    /// - Parameter seen: when `tenant` was read (``tenantView()``, taken before the read); nil if
+    ///   unknown, and then records this sealer makes are checked against the stored tenant.
+    public func sealer(for tenant: Tenant, seen: TenantView? = nil, plaintextLength: Int) async throws -> RecordSealer {
         let manager = try manager(forKey: tenant.key)
         let miss = MissFlag()
         let materials = try await MissFlag.$current.withValue(miss) {
@@ -77,7 +88,7 @@ public final class Vault: Sendable {
                 encryptionContext: Self.scope(tenant.name), suite: Self.suite, plaintextLength: plaintextLength))
         }
         metrics.dataKeyCache("encrypt", hit: !miss.value)
-        return RecordSealer(tenant: tenant, materials: materials, tenantChanges: changes)
+        return RecordSealer(tenant: tenant, materials: materials, seen: seen)
     }
 
     /// Decrypts a stored record of `tenant`; nothing is returned unless it authenticates as this
@@ -204,9 +215,8 @@ public final class Vault: Sendable {
 public struct RecordSealer: Sendable {
     public let tenant: Tenant
     let materials: EncryptionMaterials
-    /// The vault's count of tenant changes when it was made: a sealer made since the last one
-    /// seals under the tenant's current key (see ``Vault/onCurrentKey(_:sealedBy:scope:)``).
-    let tenantChanges: Int
+    /// When its tenant was read (see ``Vault/onCurrentKey(_:sealedBy:scope:)``).
+    let seen: Vault.TenantView?
 
     static func context(tenant: String, id: String, kind: String) -> EncryptionContext {
         ["keyward:tenant": tenant, "keyward:record": id, "keyward:kind": kind]
@@ -289,7 +299,14 @@ struct CountingMaterialsManager: CryptographicMaterialsManager {
         try await call(.unwrap) { try await backing.decryptionMaterials(for: request) }
     }
 
-    private func call<T>(_ operation: AuditOperation, _ body: () async throws -> T) async throws -> T {
+    /// One call to the key store: none while the audit log fails, and its event (in the current
+    /// ``AuditScope``) written whether it succeeds or fails; counted and traced.
+    /// - Parameters:
+    ///   - eventKey: the key the event names, if not this manager's (a data key wrapped anew is
+    ///     logged under the key it moves from).
+    ///   - record, detail: the event's.
+    func call<T>(_ operation: AuditOperation, eventKey: String? = nil, record: String? = nil, detail: String? = nil,
+                 _ body: () async throws -> T) async throws -> T {
         try audit.requireAvailable()
         MissFlag.current?.set()
         let started = ContinuousClock.now
@@ -299,13 +316,13 @@ struct CountingMaterialsManager: CryptographicMaterialsManager {
                 return try await body()
             }
             metrics.keyStoreCall(operation.rawValue, ok: true, duration: ContinuousClock.now - started)
-            try await audit.append(AuditLog.event(operation, key: key))
+            try await audit.append(AuditLog.event(operation, key: eventKey ?? key, record: record, detail: detail))
             return result
         } catch let e as GatewayError {
             throw e
         } catch {
             metrics.keyStoreCall(operation.rawValue, ok: false, duration: ContinuousClock.now - started)
-            try await audit.append(AuditLog.event(operation, key: key, result: .failure(error)))
+            try await audit.append(AuditLog.event(operation, key: eventKey ?? key, record: record, result: .failure(error), detail: detail))
             throw error
         }
     }

@@ -15,8 +15,8 @@ public struct Batch: Sendable, Hashable {
     }
 
     /// The record kind of a batch's encrypted part (its client's `metadata`), under the batch's
-    /// id. The batch lives as long as it: a batch whose record has expired is not shown, and the
-    /// purge deletes it once it has ended.
+    /// id. An ended batch lives as long as it: once the record has expired the batch is not shown,
+    /// and the purge deletes it. A running batch is shown until it ends (a cancel must reach it).
     public static let metadataKind = "batch"
     /// The record kinds of a line's result: answered with a 2xx status, or not.
     public static let outputKind = "batch.output"
@@ -70,7 +70,7 @@ public protocol BatchRepository: Sendable {
     func createBatch(_ batch: Batch) async throws
     func batch(id: String) async throws -> Batch?
     /// A tenant's batches, newest first, after the batch `after` (a cursor) if given; with
-    /// `liveAt`, only those whose metadata record has not expired by then (see ``Batch/metadataKind``).
+    /// `liveAt`, only those running or whose metadata record has not expired by then (see ``Batch/metadataKind``).
     func batches(tenant: String, after: String?, limit: Int, liveAt: Int64?) async throws -> [Batch]
     /// Batches not yet ended, oldest first: those a runner should take up if their lease has lapsed.
     func unfinishedBatches() async throws -> [Batch]
@@ -152,8 +152,9 @@ extension SQLStore {
         var s = SQLStatement("SELECT \(Batch.columns) FROM batches WHERE tenant = ?", [.text(tenant)])
         if let liveAt {
             s += SQLStatement("""
-                 AND EXISTS (SELECT 1 FROM records r WHERE r.tenant = batches.tenant AND r.id = batches.id AND r.kind = ?
-                             AND (r.expires_at IS NULL OR r.expires_at > ?))
+                 AND (\(Batch.unfinished)
+                      OR EXISTS (SELECT 1 FROM records r WHERE r.tenant = batches.tenant AND r.id = batches.id AND r.kind = ?
+                                 AND (r.expires_at IS NULL OR r.expires_at > ?)))
                 """, [.text(Batch.metadataKind), .integer(liveAt)])
         }
         if let after {

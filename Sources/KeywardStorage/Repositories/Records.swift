@@ -109,10 +109,10 @@ extension SQLStore {
     public func purgeExpired(before time: Int64) async throws -> Int {
         let records = try await executeLong(SQLStatement("DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at < ?", [.integer(time)]))
         // A running batch keeps its row until it ends (its runner still writes it); the next pass takes it.
-        let batches = try await executeLong(SQLStatement("""
+        _ = try await executeLong(SQLStatement("""
             DELETE FROM batches WHERE NOT (\(Batch.unfinished))
               AND NOT EXISTS (SELECT 1 FROM records r WHERE r.tenant = batches.tenant AND r.id = batches.id AND r.kind = ?)
             """, [.text(Batch.metadataKind)]))
-        return records + batches
+        return records
     }
 }
