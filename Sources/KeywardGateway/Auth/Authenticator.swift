@@ -13,7 +13,7 @@ final class Authenticator: Sendable {
     let audit: AuditLog
     let metrics: GatewayMetrics
     /// Token hash → principal.
-    private let principals = Mutex(ExpiringCache<[UInt8], Principal>(ttl: 5))
+    private let principals = Mutex(ExpiringCache<[UInt8], Principal>(ttl: Double(Vault.tenantViewLife.components.seconds)))
 
     init(store: any RecordStore, vault: Vault, audit: AuditLog, metrics: GatewayMetrics) {
         self.store = store

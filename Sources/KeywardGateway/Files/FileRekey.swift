@@ -95,14 +95,7 @@ extension Files {
         let context = Self.context(tenant: tenant.name, id: upload.id, purpose: upload.purpose)
         let record = "\(upload.id)/\(Self.kind).content"
         let detail = "purpose=\(upload.purpose)" + (target == upload.key ? "" : " to=\(target)")
-        let wrapped = try await AuditScope.$current.withValue(scope) {
-            try await vault.counted(target).call(.rewrap, eventKey: upload.key, record: record, detail: detail) {
-                try await vault.keyring(target).onEncrypt(EncryptionMaterials(suite: Vault.suite, encryptionContext: context, plaintextDataKey: dataKey))
-            }
-        }
-        guard let edk = wrapped.encryptedDataKeys.last else {
-            throw KeywardCryptoError(.internalError, "the key returned no wrapped data key")
-        }
+        let edk = try await vault.wrap(dataKey, under: target, context: context, event: (upload.key, record, detail), scope: scope)
         let newHeader = try HeaderRewrap.rewrap(header, dataKey: dataKey, encryptedDataKeys: [edk], encryptionContext: context)
         try await replace(key, header: newHeader, body: head[length...], rest: download)
     }

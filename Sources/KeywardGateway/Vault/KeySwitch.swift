@@ -9,9 +9,9 @@ extension Vault {
         let at: ContinuousClock.Instant
     }
 
-    /// How long a tenant read is trusted to hold the current key when no change was noticed: the
-    /// authenticator's cache age, within which a change notice another replica failed to send is
-    /// seen anyway.
+    /// How long a tenant read is trusted to hold the current key when no change was noticed, and
+    /// so how long the authenticator caches a principal (which holds its tenant's read): a change
+    /// notice another replica failed to send is seen within it anyway.
     static let tenantViewLife: Duration = .seconds(5)
 
     /// Take before reading a tenant from the store.
@@ -49,15 +49,8 @@ extension Vault {
         guard let dataKey = sealer.materials.plaintextDataKey else {
             throw KeywardCryptoError(.internalError, "an exchange's materials hold no data key")
         }
-        let wrapped = try await AuditScope.$current.withValue(scope) {
-            try await counted(current.key).call(.rewrap, eventKey: old, record: records[0].id, detail: "to=\(current.key)") {
-                try await keyring(current.key).onEncrypt(EncryptionMaterials(suite: Self.suite, encryptionContext: Self.scope(current.name),
-                                                                             plaintextDataKey: dataKey))
-            }
-        }
-        guard let edk = wrapped.encryptedDataKeys.last else {
-            throw KeywardCryptoError(.internalError, "the key returned no wrapped data key")
-        }
+        let edk = try await wrap(dataKey, under: current.key, context: Self.scope(current.name),
+                                 event: (old, records[0].id, "to=\(current.key)"), scope: scope)
         let moved = try records.map { record in
             var moved = record
             moved.header = try HeaderRewrap.rewrap(record.header, dataKey: dataKey, encryptedDataKeys: [edk])

@@ -64,16 +64,28 @@ public final class Vault: Sendable {
         }
     }
 
-    /// The keyring of one master key, for a call outside the materials managers (a data key
-    /// wrapped anew); through ``counted(_:)`` when the call is made for a request.
+    /// The keyring of one master key, for a call outside the materials managers (a re-key's);
+    /// through ``wrap(_:under:context:event:scope:)`` when the call is made for a request.
     func keyring(_ key: String) throws -> KeyStoreKeyring {
         let reference = try KeyReference.parse(key)
         return KeyStoreKeyring(store: try keyStores.store(for: reference), keyID: reference.keyID)
     }
 
-    /// The audited, counted and traced way to one master key's store (see ``CountingMaterialsManager/call(_:eventKey:record:detail:_:)``).
-    func counted(_ key: String) throws -> CountingMaterialsManager {
-        try managers(forKey: key).direct
+    /// Wraps `dataKey` under `key` with `context` (a data key moved to another key, or named
+    /// under another context): one key-store call, audited as `rewrap` in `scope` whether it
+    /// succeeds or fails (the event names `event`'s key, record and detail), counted and traced.
+    func wrap(_ dataKey: SecretBytes, under key: String, context: EncryptionContext,
+              event: (key: String, record: String, detail: String), scope: AuditScope) async throws -> EncryptedDataKey {
+        let direct = try managers(forKey: key).direct
+        let wrapped = try await AuditScope.$current.withValue(scope) {
+            try await direct.call(.rewrap, eventKey: event.key, record: event.record, detail: event.detail) {
+                try await keyring(key).onEncrypt(EncryptionMaterials(suite: Self.suite, encryptionContext: context, plaintextDataKey: dataKey))
+            }
+        }
+        guard let edk = wrapped.encryptedDataKeys.last else {
+            throw KeywardCryptoError(.internalError, "the key returned no wrapped data key")
+        }
+        return edk
     }
 
     /// Obtains the data key for one exchange of `tenant`: called before any upstream call, so a
